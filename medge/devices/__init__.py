@@ -1,0 +1,1 @@
+"""medge.devices."""

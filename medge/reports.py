@@ -1,0 +1,120 @@
+"""The dataclass reports every command returns.
+
+Each report has a stable JSON form (`to_dict`) and a human table (`to_table`).  Tests and
+benchmarks read the JSON, never the printed text.  Fields hold plain Python values (numpy
+scalars and arrays are converted by `to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and nested dataclasses to JSON-friendly values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalar or array
+        return value.tolist()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"[{', '.join(_fmt(v) for v in value[:8])}, … {len(value)} items]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, rows)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}[{i}]", v, rows)
+    else:
+        rows.append((prefix, _fmt(value)))
+
+
+def render_table(rows: list[tuple[str, str]], title: str | None = None) -> str:
+    """Render two-column rows as an aligned plain-text table."""
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [title, "-" * len(title)] if title else []
+    lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """Base class: a dataclass with a stable JSON form and a plain-text table."""
+
+    title: ClassVar[str] = "report"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable JSON-ready form of the report."""
+        return _plain(self)
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """(key, value) rows for the printed table; subclasses may override."""
+        rows: list[tuple[str, str]] = []
+        _flatten("", self.to_dict(), rows)
+        return rows
+
+    def to_table(self) -> str:
+        """Human-readable table of the report."""
+        return render_table(self.table_rows(), self.title)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command succeeded; the CLI exits 1 when this is False."""
+        return True
+
+
+@dataclass
+class ListReport(Report):
+    """A list of records (zoo list, devices list) printed as a columnar table."""
+
+    title: ClassVar[str] = "list"
+    kind: str = ""
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_table(self) -> str:
+        if not self.items:
+            return f"no {self.kind}"
+        cols = list(self.items[0])
+        cells = [[_fmt(item.get(c, "")) for c in cols] for item in self.items]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+        return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+@dataclass
+class DictReport(Report):
+    """A free-form report (zoo show, devices show, inspect) with a custom title."""
+
+    title: ClassVar[str] = "details"
+    name: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain({"name": self.name, **self.data})
+
+    def to_table(self) -> str:
+        rows: list[tuple[str, str]] = []
+        _flatten("", self.to_dict(), rows)
+        return render_table(rows, self.name or self.title)

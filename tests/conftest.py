@@ -1,0 +1,48 @@
+"""Shared fixtures: run the installed `medge` console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    """Exit code, captured streams and (when --report was given) the parsed JSON report."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict | None = None
+
+
+def _medge_command() -> list[str]:
+    exe = shutil.which("medge")
+    return [exe] if exe else [sys.executable, str(REPO / "medge_cli.py")]
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Call the real `medge` CLI; with report=True a --report path is added and parsed."""
+
+    def run(*args: str, report: bool = False, timeout: float = 600, cwd: Path | None = None) -> CliResult:
+        cmd = _medge_command() + [str(a) for a in args]
+        report_path = None
+        if report:
+            report_path = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
+            cmd += ["--report", str(report_path)]
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or tmp_path, env=env)
+        data = json.loads(report_path.read_text()) if report_path and report_path.exists() else None
+        return CliResult(proc.returncode, proc.stdout, proc.stderr, data)
+
+    return run
