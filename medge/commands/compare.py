@@ -1,18 +1,41 @@
-"""`medge compare` (placeholder until its issue lands)."""
+"""`medge compare A B [C ...]`: run the same inputs through several artifacts and report parity."""
 
 from __future__ import annotations
 
 import argparse
 
-from medge.errors import MedgeError
-
-HELP = "compare (not built yet)"
+HELP = "compare outputs of artifacts/runtimes on the same inputs (max abs/rel error, cosine, task metric)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="reference first, then the others (.onnx, .xml, .tflite, .engine, bundle folders); append @RUNTIME to pick the runtime, e.g. model.onnx@openvino")
+    parser.add_argument("--inputs", help="data source (folder, DICOM, WFDB, .npz, synthetic:<task>); default seeded random normals")
+    parser.add_argument("--n", type=int, default=16, help="number of inputs (default 16)")
+    parser.add_argument("--metric", help="task metric against the targets of --inputs (default: the model task's metric)")
+    parser.add_argument("--runtime-device", help="runtime device for every artifact (default: bundle's or cpu)")
+    parser.add_argument("--precision", help="OpenVINO inference precision hint: f32 (CPU default), bf16, f16")
+    parser.add_argument("--threads", type=int, help="intra-op threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    parser.add_argument("--max-abs-error", type=float, help="fail when an artifact's max abs error exceeds this")
+    parser.add_argument("--min-cosine", type=float, help="fail when an artifact's cosine similarity is below this")
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge compare' is not available in this build yet")
+    from medge.runtimes.compare import CompareConfig, compare_artifacts
+
+    return compare_artifacts(
+        CompareConfig(
+            artifacts=args.artifacts,
+            inputs=args.inputs,
+            n=args.n,
+            metric=args.metric,
+            runtime_device=args.runtime_device,
+            threads=args.threads,
+            seed=args.seed,
+            max_abs_error=args.max_abs_error,
+            min_cosine=args.min_cosine,
+            options={"precision": args.precision} if args.precision else {},
+        )
+    )

@@ -1,18 +1,55 @@
-"""`medge compile` (placeholder until its issue lands)."""
+"""`medge compile MODEL.onnx --target T -o BUNDLE`: a verified bundle for one device."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
-from medge.errors import MedgeError
+from medge.errors import UsageError
 
-HELP = "compile (not built yet)"
+HELP = "compile an exported ONNX model into a bundle for a target device"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("model", help="FP32 ONNX model with medge metadata (from 'medge export')")
+    parser.add_argument("--target", "-t", required=True, help="target device (see 'medge devices list')")
+    parser.add_argument("-o", "--output", required=True, help="bundle folder to write")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="default: the target's default precision")
+    parser.add_argument("--calib", metavar="SOURCE", help="calibration data for int8: folder, DICOM, WFDB, .npz or synthetic:<task>")
+    parser.add_argument("--eval", metavar="SOURCE", help="evaluation data for the accuracy gate")
+    parser.add_argument("--max-drop", type=float, metavar="X", help="largest allowed metric drop (needs --eval)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a compile option of the target (repeatable; values are JSON or strings)")
+    parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes)")
+    parser.add_argument("--build-engine", action="store_true",
+                        help="also build the device artifact here (TensorRT: needs the tensorrt package and a GPU)")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` → dict; values parse as JSON (numbers, true/false/null) or stay strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option expects KEY=VALUE, got '{pair}'")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge compile' is not available in this build yet")
+    from pathlib import Path
+
+    from medge.devices.compile import CompileConfig, compile_model
+
+    config = CompileConfig(
+        model=Path(args.model), target=args.target, output=Path(args.output), precision=args.precision,
+        calib_source=args.calib, eval_source=args.eval, max_drop=args.max_drop, options=parse_options(args.option),
+        model_ref=args.model_ref, build_engine=args.build_engine,
+    )
+    return compile_model(config)

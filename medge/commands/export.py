@@ -1,18 +1,57 @@
-"""`medge export` (placeholder until its issue lands)."""
+"""`medge export`: PyTorch model → one verified, self-contained ONNX file with medical metadata."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from medge.errors import MedgeError
+from medge.errors import UsageError
 
-HELP = "export (not built yet)"
+HELP = "export a PyTorch model (zoo name, package.module:factory, .pt2, .pt) to ONNX with a parity check"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("model", help="zoo name, package.module:factory, ExportedProgram .pt2 or TorchScript .pt")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="ONNX file to write")
+    parser.add_argument("--weights", metavar="PATH", help="safetensors or state-dict checkpoint to load")
+    parser.add_argument("--model-kwargs", metavar="JSON", default=None, help="JSON object of factory keyword arguments")
+    parser.add_argument("--input-shape", metavar="NxCx...", help="input shape, e.g. 1x1x256x256 (required for non-zoo models)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default 17 via TorchScript, falling back to 18 via dynamo)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="export a dynamic batch dimension (parity at batch 1 and 2)")
+    parser.add_argument("--samples", metavar="PATH", help=".npy/.npz of model-ready inputs to add to the parity check")
+    parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance (default 1e-4)")
+    parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance (default 1e-3)")
+    parser.add_argument("--task", help="task stored in the metadata for non-zoo models (default 'unknown')")
+    parser.add_argument("--labels", help="comma-separated output labels stored in the metadata for non-zoo models")
+
+
+def _kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-kwargs is not valid JSON ({exc.msg} at char {exc.pos}); e.g. '{{\"spatial_dims\": 2}}'") from None
+    if not isinstance(value, dict):
+        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"spatial_dims\": 2}'")
+    return value
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge export' is not available in this build yet")
+    from medge.export import export_onnx, load_model, parse_shape
+
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    loaded = load_model(args.model, weights=args.weights, model_kwargs=_kwargs(args.model_kwargs), input_shape=shape)
+    if args.task or args.labels:
+        if loaded.kind == "zoo":
+            raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")
+        if args.task:
+            loaded.meta.task = args.task
+        if args.labels:
+            loaded.meta.labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+    return export_onnx(
+        args.model, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
+        samples=args.samples, atol=args.atol, rtol=args.rtol, loaded=loaded,
+    )

@@ -1,18 +1,19 @@
-"""`medge inspect` (placeholder until its issue lands)."""
+"""`medge inspect`: metadata, inputs/outputs, op histogram, parameters and MACs of an ONNX file."""
 
 from __future__ import annotations
 
 import argparse
 
-from medge.errors import MedgeError
-
-HELP = "inspect (not built yet)"
+HELP = "show an ONNX file's medge metadata, inputs/outputs, op histogram, parameters and MACs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("onnx", metavar="MODEL.onnx", help="ONNX file to inspect")
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge inspect' is not available in this build yet")
+    from medge.export import inspect_onnx
+
+    return inspect_onnx(args.onnx)

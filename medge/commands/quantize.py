@@ -1,18 +1,58 @@
-"""`medge quantize` (placeholder until its issue lands)."""
+"""`medge quantize`: INT8/FP16 quantization with a clinical accuracy gate and FP32 fallback."""
 
 from __future__ import annotations
 
 import argparse
 
-from medge.errors import MedgeError
+HELP = "quantize an ONNX model to INT8/FP16, gated on a clinical metric with FP32 fallback"
 
-HELP = "quantize (not built yet)"
+_PRECISIONS = ("int8", "fp16", "int8-dynamic")
+_BACKENDS = ("ort", "openvino", "inc")
+_CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("model", help="FP32 .onnx model (from medge export)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output artifact: .onnx (ort, inc) or .xml + .bin (openvino)")
+    parser.add_argument("--precision", choices=_PRECISIONS, default="int8")
+    parser.add_argument("--backend", choices=_BACKENDS, default="ort")
+    parser.add_argument("--calib", metavar="SOURCE",
+                        help="calibration data: folder, DICOM, WFDB, .npy/.npz or synthetic:<task>")
+    parser.add_argument("--calib-size", type=int, default=300, metavar="N")
+    parser.add_argument("--calib-method", choices=_CALIB_METHODS, default="minmax")
+    parser.add_argument("--eval", metavar="SOURCE", help="evaluation data with targets, for the accuracy gate")
+    parser.add_argument("--eval-size", type=int, default=300, metavar="N")
+    parser.add_argument("--metric", help="auroc | sens@spec[:0.9] | dice | iou | pearson | rmse_uv | mae_uv | "
+                                         "accuracy (default: from the model's task)")
+    parser.add_argument("--max-drop", type=float, metavar="X",
+                        help="largest accepted metric drop (reference - quantized); needs --eval")
+    parser.add_argument("--max-fallback-steps", type=int, default=6, metavar="N",
+                        help="FP32-fallback attempts (1, 2, 4 … sensitive nodes) before giving up; 0 disables")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="accept calibration samples that also appear in the evaluation set")
+    io = parser.add_mutually_exclusive_group()
+    io.add_argument("--keep-io-fp32", dest="keep_io_fp32", action="store_true", default=True,
+                    help="FP16: keep model inputs/outputs FP32 (default)")
+    io.add_argument("--fp16-io", dest="keep_io_fp32", action="store_false", help="FP16: FP16 inputs/outputs")
+    parser.add_argument("--trt", action="store_true",
+                        help="ORT INT8: TensorRT-ready explicit Q/DQ (symmetric int8 activations and weights)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CI")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge quantize' is not available in this build yet")
+    from pathlib import Path
+
+    from medge.quantize import QuantizeConfig, quantize_model
+
+    config = QuantizeConfig(
+        model=Path(args.model), output=Path(args.output), precision=args.precision, backend=args.backend,
+        calib_source=args.calib, calib_size=args.calib_size, calib_method=args.calib_method,
+        eval_source=args.eval, eval_size=args.eval_size, metric=args.metric, max_drop=args.max_drop,
+        allow_overlap=args.allow_overlap, keep_io_fp32=args.keep_io_fp32, trt_compatible=args.trt,
+        max_fallback_steps=args.max_fallback_steps, n_boot=args.bootstrap, seed=args.seed,
+    )
+    return quantize_model(config)

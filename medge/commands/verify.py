@@ -1,18 +1,19 @@
-"""`medge verify` (placeholder until its issue lands)."""
+"""`medge verify BUNDLE`: recheck every file hash of a bundle against its manifest."""
 
 from __future__ import annotations
 
 import argparse
 
-from medge.errors import MedgeError
-
-HELP = "verify (not built yet)"
+HELP = "recheck a bundle's files against its manifest (exit 1 on any problem)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
+    parser.add_argument("bundle", help="bundle folder written by 'medge compile'")
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    raise MedgeError("'medge verify' is not available in this build yet")
+    from medge.devices.bundle import verify_bundle
+
+    return verify_bundle(args.bundle)

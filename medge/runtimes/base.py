@@ -28,7 +28,30 @@ class TensorInfo:
     quantization: tuple[float, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.quantization is not None:
+            data["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        return data
+
+
+def quantize_input(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Convert float data to `info`'s dtype: affine (scale, zero_point) rounding for int8/uint8 I/O,
+    a plain cast otherwise."""
+    dtype = np.dtype(info.dtype)
+    if info.quantization is not None and np.issubdtype(dtype, np.integer):
+        scale, zero_point = info.quantization
+        limits = np.iinfo(dtype)
+        q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+        return np.clip(q, limits.min, limits.max).astype(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def dequantize_output(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Convert an output of `info`'s dtype back to float32 (affine dequantization for int8 I/O)."""
+    if info.quantization is not None and np.issubdtype(np.asarray(y).dtype, np.integer):
+        scale, zero_point = info.quantization
+        return ((np.asarray(y, dtype=np.float32) - zero_point) * scale).astype(np.float32)
+    return np.asarray(y, dtype=np.float32)
 
 
 @dataclass

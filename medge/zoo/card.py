@@ -19,6 +19,7 @@ class ModelCard:
     input_shape: tuple[int, ...]  # batch 1
     input_layout: str  # NCHW or NCL
     output_names: tuple[str, ...]
+    output_shape: tuple[int, ...]  # batch 1
     labels: tuple[str, ...]
     preprocessing: dict[str, Any]  # schema in medge.export.metadata
     factory: str  # "package.module:callable" returning an nn.Module
@@ -26,6 +27,8 @@ class ModelCard:
     weights: str | None = None  # file name under medge/zoo/weights/, None: random init only
     synthetic_task: str | None = None  # generator in medge.calibration.synthetic for demo data
     demo_metric: dict[str, Any] | None = None  # {"name": "auroc", "value": 0.97, "n": 500, ...}
+    params: int | None = None  # parameter count (medge.zoo.complexity.count_params)
+    macs: int | None = None  # multiply-accumulates per batch-1 forward (count_macs)
     note: str = "DEMO weights trained on synthetic data - not for clinical use."
 
     def to_dict(self) -> dict[str, Any]:

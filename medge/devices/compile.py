@@ -1,0 +1,192 @@
+"""`compile_model`: validate a compile request, run the target's recipe, write the bundle.
+
+The bundle is filled in a temporary folder beside the output and renamed into place only when the
+recipe and the manifest succeeded, so a failing compile never leaves a bundle at ``-o``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medge.devices.target import DeviceProfile, get_target, validate_request
+from medge.errors import DataError, TargetError, UsageError, did_you_mean
+from medge.reports import Report
+
+# Options every recipe understands, on top of the keys of the target's compile_options.
+COMMON_OPTIONS = ("allow_unsupported",)
+
+
+@dataclass
+class CompileConfig:
+    """What `medge compile` was asked to do."""
+
+    model: Path  # FP32 ONNX with medge metadata
+    target: str
+    output: Path  # bundle folder
+    precision: str | None = None  # None: the target's default precision
+    calib_source: str | None = None
+    eval_source: str | None = None
+    max_drop: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # overrides of the target's compile_options
+    model_ref: str | None = None  # zoo name or module:factory of the PyTorch source, when known
+    build_engine: bool = False  # build the device artifact here (needs the toolkit, e.g. tensorrt)
+    command: str | None = None  # the command line recorded in the manifest
+
+
+@dataclass
+class CompileReport(Report):
+    """JSON report of `medge compile`."""
+
+    title: ClassVar[str] = "medge compile"
+    bundle: str = ""
+    written: bool = False
+    target: str = ""
+    target_display_name: str = ""
+    recipe: str = ""
+    precision: str = ""
+    primary_artifact: str | None = None
+    runtime: str | None = None
+    runtime_device: str | None = None
+    files: dict[str, int] = field(default_factory=dict)  # relpath -> size in bytes
+    calibration: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    preflight: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    manifest_sha256: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        gate_ok = self.gate is None or self.gate.get("passed") is not False
+        return self.written and gate_ok and self.preflight.get("ok", True) is not False
+
+
+def _check_options(target: DeviceProfile, overrides: dict[str, Any]) -> None:
+    known = set(target.compile_options) | set(COMMON_OPTIONS)
+    for key in overrides:
+        if key not in known:
+            raise UsageError(
+                f"unknown compile option '{key}' for target '{target.name}';{did_you_mean(key, known)} "
+                f"options: {', '.join(sorted(known))}"
+            )
+
+
+def _default_calibration(meta, precision: str, calib: str | None, notes: list[str]) -> str | None:
+    """INT8 needs data: the user's, else the zoo model's synthetic generator (said in the notes)."""
+    if precision != "int8" or calib is not None:
+        return calib
+    task = None
+    try:
+        from medge.zoo import MODELS, get_card
+
+        if meta.model in MODELS:
+            task = get_card(meta.model).synthetic_task
+    except ImportError:  # zoo needs torch; without it there is no synthetic default
+        task = None
+    if not task:
+        raise UsageError(
+            f"int8 needs calibration data for '{meta.model}': pass --calib FOLDER|FILE|synthetic:<task>"
+        )
+    notes.append(f"calibrated on synthetic:{task} (demo data; pass --calib with real images for deployment)")
+    return f"synthetic:{task}"
+
+
+def _source_model(path: Path, meta) -> dict[str, Any]:
+    from medge.fileio import sha256_file
+
+    return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
+
+
+def _check_output(output: Path) -> None:
+    from medge.devices.bundle import MANIFEST
+
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists())):
+        raise UsageError(f"output '{output}' exists and is not a medge bundle; choose a new -o path or remove it")
+
+
+def compile_model(config: CompileConfig) -> CompileReport:
+    """Compile an FP32 ONNX model for `config.target` into a verified bundle at `config.output`."""
+    from medge.devices.bundle import MANIFEST, write_manifest
+    from medge.devices.recipes import RECIPES, CompileContext
+    from medge.devices.recipes.base import PreflightFailedError
+    from medge.export.metadata import read_metadata
+    from medge.fileio import atomic_dir, sha256_file
+
+    t0 = time.perf_counter()
+    target = get_target(config.target)
+    precision = validate_request(target, config.precision)
+    _check_options(target, config.options)
+    model = Path(config.model)
+    if model.suffix.lower() != ".onnx" or not model.is_file():
+        raise DataError(f"model not found or not an .onnx file: {model} (export one with 'medge export')")
+    try:
+        meta = read_metadata(model)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for a corrupt file
+        raise DataError(f"cannot read ONNX model {model}: {exc}") from exc
+    if meta is None:
+        raise DataError(f"{model} carries no medge metadata; export it with 'medge export' first")
+    if config.max_drop is not None and not config.eval_source:
+        raise UsageError("--max-drop needs --eval SOURCE to measure the drop on")
+    output = Path(config.output)
+    _check_output(output)
+    notes: list[str] = []
+    calib = _default_calibration(meta, precision, config.calib_source, notes)
+    recipe = RECIPES.get(target.recipe)()
+    report = CompileReport(
+        bundle=str(output), target=target.name, target_display_name=target.display_name, recipe=recipe.name,
+        precision=precision, notes=notes,
+    )
+    command = config.command or shlex.join(["medge", *sys.argv[1:]])
+    try:
+        with atomic_dir(output) as out_dir, tempfile.TemporaryDirectory(prefix="medge-compile-") as work:
+            ctx = CompileContext(
+                onnx_path=model, meta=meta, target=target, precision=precision, calib_source=calib,
+                eval_source=config.eval_source, max_drop=config.max_drop, out_dir=out_dir, work_dir=Path(work),
+                model_ref=config.model_ref, options=target.options(config.options), build_engine=config.build_engine,
+            )
+            result = recipe.compile(ctx)
+            notes.extend(result.notes)
+            manifest = write_manifest(out_dir, {
+                "target": {"name": target.name, "profile": target.to_dict()},
+                "precision": precision,
+                "recipe": recipe.name,
+                "primary_artifact": result.primary_artifact,
+                "runtime": result.runtime,
+                "runtime_device": result.runtime_device,
+                "source_model": _source_model(model, meta),
+                "calibration": result.calibration,
+                "evaluation": result.evaluation,
+                "gate": result.gate,
+                "preflight": result.preflight,
+                "options": ctx.options,
+                "command": command,
+                "notes": notes,
+                "extra": result.manifest_extra,
+                "toolchain_expected": {
+                    f"{target.toolkit.name.lower().replace(' ', '')}_expected": target.toolkit.version,
+                    "target_platform": target.toolkit.platform,
+                },
+            })
+            out_dir.chmod(0o755)
+            report.files = {rel: (out_dir / rel).stat().st_size for rel in manifest["files"]}
+            report.manifest_sha256 = sha256_file(out_dir / MANIFEST)
+            report.primary_artifact, report.runtime = result.primary_artifact, result.runtime
+            report.runtime_device = result.runtime_device
+            report.calibration, report.evaluation = result.calibration, result.evaluation
+            report.gate, report.preflight = result.gate, result.preflight
+    except PreflightFailedError as exc:
+        report.preflight = exc.preflight
+        report.seconds = round(time.perf_counter() - t0, 3)
+        err = TargetError(f"{exc} (see the preflight lists; --option allow_unsupported=true writes the bundle anyway)")
+        err.report = report  # type: ignore[attr-defined]
+        raise err from None
+    report.written = True
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report

@@ -1,0 +1,264 @@
+"""Profile one artifact the same way on every runtime.
+
+Method: load (timed) → first inference (timed) → `warmup` untimed runs → `runs` timed runs →
+percentiles, mean ± std, a bootstrap 95% CI of the median and single-stream throughput.  Memory is
+the peak resident set (``ru_maxrss``) of a fresh child process that does nothing but this
+profiling; the report also gives the peak before the model was loaded, so the delta is the
+runtime's own cost.  Per-layer times come from a separate profiling-enabled session (profilers
+slow the timed runs down), where the runtime offers them.
+
+Run as ``python -m medge.devices.profiling CONFIG.json OUT.json`` for the isolated child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medge.errors import MedgeError
+from medge.reports import Report
+
+
+@dataclass
+class ProfileConfig:
+    """What to profile and how."""
+
+    artifact: str
+    runtime: str | None = None
+    runtime_device: str | None = None
+    threads: int | None = None
+    warmup: int = 10
+    runs: int = 100
+    inputs: str | None = None
+    seed: int = 0
+    top_layers: int = 10
+    isolate: bool = True  # profile in a fresh child process (honest peak memory)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProfileReport(Report):
+    """Latency, memory and size of one artifact on one runtime/device."""
+
+    title: ClassVar[str] = "profile"
+    artifact: str = ""
+    runtime: str = ""
+    device: str = ""
+    threads: int | None = None
+    warmup: int = 0
+    runs: int = 0
+    inputs_source: str = "random-normal"
+    input_shapes: dict[str, list] = field(default_factory=dict)
+    load_ms: float = 0.0
+    first_inference_ms: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    median_ci95: list[float] = field(default_factory=list)
+    throughput_per_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    rss_before_load_mb: float = 0.0
+    peak_rss_delta_mb: float = 0.0
+    size_bytes: int = 0
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    runtime_info: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    remote: str | None = None
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        lat = self.latency_ms
+        rows = [
+            ("artifact", self.artifact),
+            ("runtime", f"{self.runtime} on {self.device} ({self.threads or 'default'} threads)"),
+            ("host", f"{self.remote or 'local'}: {self.host.get('cpu', '?')}, {self.host.get('cores', '?')} cores"),
+            ("inputs", self.inputs_source),
+            ("load", f"{self.load_ms:.1f} ms"),
+            ("first inference", f"{self.first_inference_ms:.2f} ms"),
+            ("latency p50/p90/p99", f"{lat.get('p50', 0):.3f} / {lat.get('p90', 0):.3f} / {lat.get('p99', 0):.3f} ms"),
+            ("latency mean ± std", f"{lat.get('mean', 0):.3f} ± {lat.get('std', 0):.3f} ms (max {lat.get('max', 0):.3f})"),
+            ("median 95% CI", " – ".join(f"{v:.3f}" for v in self.median_ci95) + " ms"),
+            ("throughput", f"{self.throughput_per_s:.1f} /s"),
+            ("peak RSS", f"{self.peak_rss_mb:.1f} MB (+{self.peak_rss_delta_mb:.1f} MB for the model)"),
+            ("size", f"{self.size_bytes / 1e6:.3f} MB"),
+        ]
+        rows += [(f"layer {r['name']}", f"{r.get('mean_us', 0):.1f} µs ({r.get('op', '')})") for r in self.layers]
+        return rows
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model, core count, OS and machine of this host."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def latency_stats(samples_ms: list[float], seed: int = 0, n_boot: int = 1000) -> tuple[dict[str, float], list[float]]:
+    """Percentiles, mean, std, min and max of latencies, and a bootstrap 95% CI of the median."""
+    import numpy as np
+
+    x = np.asarray(samples_ms, dtype=np.float64)
+    stats = {
+        "p50": float(np.percentile(x, 50)),
+        "p90": float(np.percentile(x, 90)),
+        "p99": float(np.percentile(x, 99)),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
+    rng = np.random.default_rng(seed)
+    medians = np.median(x[rng.integers(0, len(x), size=(n_boot, len(x)))], axis=1)
+    return stats, [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
+
+
+def validate_config(config: ProfileConfig) -> None:
+    """Reject impossible settings before any work starts."""
+    if config.runs < 2:
+        raise MedgeError(f"--runs must be at least 2 (got {config.runs})")
+    if config.warmup < 0:
+        raise MedgeError(f"--warmup must be 0 or more (got {config.warmup})")
+    if config.threads is not None and config.threads < 1:
+        raise MedgeError(f"--threads must be at least 1 (got {config.threads})")
+
+
+def _profile_here(config: ProfileConfig) -> ProfileReport:
+    """Profile in this process (the isolated child runs this)."""
+    import numpy as np
+
+    from medge.runtimes import Runtime, open_runtime
+    from medge.runtimes.artifacts import artifact_size, resolve_artifact
+    from medge.runtimes.feeds import adapt_inputs, load_source_inputs, random_inputs
+
+    ref = resolve_artifact(config.artifact, config.runtime)
+    device = config.runtime_device or ref.device or "cpu"
+    from medge.runtimes import RUNTIMES
+
+    RUNTIMES.get(ref.runtime)  # import the backend before the memory baseline
+    rss_before = _peak_rss_mb()
+    rt = open_runtime(ref.path, ref.runtime, device=device, threads=config.threads, **config.options)
+    with rt:
+        infos = rt.inputs()
+        if config.inputs:
+            samples, _, _ = load_source_inputs(config.inputs, ref, infos, n=min(config.runs, 32), seed=config.seed)
+            feeds = [adapt_inputs(s, infos, who=ref.label) for s in samples]
+            source = config.inputs
+        else:
+            feeds = random_inputs(infos, seed=config.seed, count=min(config.runs, 8))
+            source = f"random-normal(seed={config.seed})"
+        rt.infer(feeds[0])
+        first_ms = rt.last_infer_ms
+        for i in range(config.warmup):
+            rt.infer(feeds[i % len(feeds)])
+        times = []
+        for i in range(config.runs):
+            rt.infer(feeds[i % len(feeds)])
+            times.append(rt.last_infer_ms)
+        load_ms = rt.load_ms
+        info = {"xnnpack": rt.xnnpack_active} if hasattr(rt, "xnnpack_active") else {}
+        info.update(inputs=[t.to_dict() for t in infos], outputs=[t.to_dict() for t in rt.outputs()])
+    peak = _peak_rss_mb()
+    layers: list[dict[str, Any]] = []
+    if config.top_layers > 0 and type(rt).layer_profile is not Runtime.layer_profile:
+        with open_runtime(ref.path, ref.runtime, device=device, threads=config.threads, profiling=True, **config.options) as prof:
+            for i in range(min(config.runs, 20)):
+                prof.infer(feeds[i % len(feeds)])
+            layers = prof.layer_profile()[: config.top_layers]
+    stats, ci = latency_stats(times, seed=config.seed)
+    first = next(iter(feeds[0].values()), np.zeros(()))
+    batch = int(first.shape[0]) if first.ndim else 1
+    return ProfileReport(
+        artifact=ref.label,
+        runtime=ref.runtime,
+        device=device,
+        threads=config.threads,
+        warmup=config.warmup,
+        runs=config.runs,
+        inputs_source=source,
+        input_shapes={k: list(v.shape) for k, v in feeds[0].items()},
+        load_ms=load_ms,
+        first_inference_ms=first_ms,
+        latency_ms=stats,
+        median_ci95=ci,
+        throughput_per_s=batch * 1000.0 / stats["mean"] if stats["mean"] > 0 else 0.0,
+        peak_rss_mb=peak,
+        rss_before_load_mb=rss_before,
+        peak_rss_delta_mb=max(peak - rss_before, 0.0),
+        size_bytes=artifact_size(ref),
+        layers=layers,
+        runtime_info=info,
+        host=host_info(),
+    )
+
+
+def _run_isolated(config: ProfileConfig) -> ProfileReport:
+    with tempfile.TemporaryDirectory(prefix="medge-profile-") as tmp:
+        cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "report.json"
+        cfg_path.write_text(json.dumps(asdict(config)))
+        proc = subprocess.run(
+            [sys.executable, "-m", "medge.devices.profiling", str(cfg_path), str(out_path)],
+            capture_output=True,
+            text=True,
+        )
+        if not out_path.exists():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"the profiling child process failed (exit {proc.returncode}):\n{tail}")
+        data = json.loads(out_path.read_text())
+    if "error" in data:
+        raise MedgeError(data["error"])
+    return report_from_dict(data)
+
+
+def report_from_dict(data: dict[str, Any]) -> ProfileReport:
+    """Rebuild a `ProfileReport` from its JSON form (from a child process or a remote device)."""
+    known = set(ProfileReport.__dataclass_fields__)
+    return ProfileReport(**{k: v for k, v in data.items() if k in known})
+
+
+def profile_artifact(config: ProfileConfig) -> ProfileReport:
+    """Profile `config.artifact` (a file or a bundle folder) on this machine."""
+    validate_config(config)
+    if config.isolate:
+        return _run_isolated(config)
+    return _profile_here(config)
+
+
+def _child_main(cfg_path: str, out_path: str) -> int:
+    from medge.fileio import write_json_atomic
+
+    config = ProfileConfig(**json.loads(Path(cfg_path).read_text()))
+    try:
+        report = _profile_here(config)
+    except MedgeError as exc:
+        write_json_atomic(out_path, {"error": str(exc)})
+        return 1
+    write_json_atomic(out_path, report.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,25 @@
+"""Host recipe (target ``local``): an ONNX Runtime CPU bundle to check a model here before shipping."""
+
+from __future__ import annotations
+
+from medge.devices.recipes.base import CompileContext, Recipe, RecipeResult, copy_onnx, quantize_for_target
+
+
+class OnnxRuntimeRecipe(Recipe):
+    """FP32 copy or ORT static-QDQ INT8 model, run by the ``onnxruntime`` runtime on the CPU."""
+
+    name = "onnxruntime"
+
+    def compile(self, ctx: CompileContext) -> RecipeResult:
+        result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device=ctx.target.runtime_device)
+        if ctx.precision == "int8":
+            name = "model.int8.onnx"
+            outcome = quantize_for_target(ctx, ctx.out_dir / name, backend="ort")
+            result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
+        else:
+            name = "model.onnx"
+            copy_onnx(ctx.onnx_path, ctx.out_dir / name)
+        result.primary_artifact = name
+        result.preflight = {"checker": "onnxruntime", "ok": True, "note": "ONNX Runtime CPU runs every standard ONNX op"}
+        result.files = sorted(p.relative_to(ctx.out_dir).as_posix() for p in ctx.out_dir.rglob("*") if p.is_file())
+        return result

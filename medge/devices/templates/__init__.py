@@ -1,0 +1,1 @@
+"""Standalone files that recipes copy into bundles (they must not import medge)."""

@@ -1,0 +1,203 @@
+"""PyTorch → LiteRT (.tflite) conversion with litert-torch: FP32, FP16 weights, or full-integer INT8.
+
+* INT8: PT2E static quantization (`PT2EQuantizer` with the symmetric per-channel config),
+  calibrated on the model's preprocessed calibration samples, then ``litert_torch.convert`` with
+  the same quantizer.  The result is fully integer, int8 inputs and outputs included, which is what
+  the Qualcomm HTP and MediaTek APU delegates need.
+* FP16: the FP32 flatbuffer with its weights cast to float16 by ``ai_edge_quantizer``
+  (``FLOAT_CASTING``), the usual choice for GPU delegates.
+* NHWC: `channel_last=True` wraps the module with ``litert_torch.to_channel_last_io`` so that 4-D
+  image inputs/outputs (and 3-D signals) are channel-last, as mobile delegates prefer.
+
+`torch_source` picks the PyTorch module: the model reference when it is known and agrees with the
+ONNX file, otherwise the ONNX graph itself through `medge.devices.tflite_onnx_to_torch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.errors import ExportError, MedgeError, ModelLoadError
+from medge.fileio import atomic_path
+from medge.registry import import_optional
+
+log = logging.getLogger(__name__)
+
+# Max |torch - onnx| (relative to the output range) for the model reference to count as the same model.
+SOURCE_MATCH_TOL = 1e-3
+
+
+@dataclass
+class TorchSource:
+    """The PyTorch module a .tflite is made from and where it came from."""
+
+    module: Any
+    kind: str  # "model_ref" | "onnx"
+    reference: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _run_onnx(onnx_path: Path, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def _run_torch(module: Any, x: np.ndarray) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.detach().numpy() for o in outs]
+
+
+def _max_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(a, b):
+        scale = max(float(np.abs(y).max()), 1e-6)
+        worst = max(worst, float(np.abs(x - y).max()) / scale)
+    return worst
+
+
+def torch_source(onnx_path: Path, model_ref: str | None, sample: np.ndarray) -> TorchSource:
+    """The PyTorch module for `onnx_path`: `model_ref` when it reproduces the ONNX outputs on
+    `sample`, else the ONNX graph converted in-house (static shapes)."""
+    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+
+    reference_out = _run_onnx(onnx_path, sample)
+    notes: list[str] = []
+    if model_ref:
+        from medge.export import load_model
+
+        try:
+            loaded = load_model(model_ref, input_shape=tuple(sample.shape))
+            diff = _max_rel_diff(_run_torch(loaded.module, sample), reference_out)
+        except (ModelLoadError, ExportError) as exc:
+            diff, loaded = float("inf"), None
+            notes.append(f"model reference '{model_ref}' could not be loaded ({exc}); converted the ONNX graph instead")
+        if loaded is not None and diff <= SOURCE_MATCH_TOL:
+            return TorchSource(loaded.module, "model_ref", model_ref, notes)
+        if loaded is not None:
+            notes.append(
+                f"model reference '{model_ref}' differs from the ONNX file (max rel diff {diff:.3g}); "
+                "converted the ONNX graph instead"
+            )
+    module = onnx_to_torch(onnx_path)
+    diff = _max_rel_diff(_run_torch(module, sample), reference_out)
+    if diff > SOURCE_MATCH_TOL:
+        raise ExportError(f"the ONNX→PyTorch conversion of {onnx_path.name} disagrees with ONNX Runtime (max rel diff {diff:.3g}); "
+                          "pass the PyTorch model with --model-ref")
+    return TorchSource(module, "onnx", str(onnx_path.name), notes)
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence litert-torch's progress bars on stdout (our stdout is the report)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _channel_last(module: Any, sample: np.ndarray) -> Any:
+    import litert_torch
+
+    outs = _run_torch(module, sample)
+    out_idx = [i for i, o in enumerate(outs) if o.ndim >= 3]
+    return litert_torch.to_channel_last_io(module, args=[0] if sample.ndim >= 3 else [], outputs=out_idx).eval()
+
+
+def convert_tflite(
+    module: Any,
+    sample: np.ndarray,
+    output: Path,
+    *,
+    precision: str,
+    calibration: Sequence[np.ndarray] = (),
+    channel_last: bool = False,
+) -> None:
+    """Convert `module` (NCHW/NCL float input like `sample`) to a .tflite at `output` (atomic).
+
+    `precision` is fp32, fp16 or int8; int8 needs `calibration` (model-ready float32 arrays).
+    """
+    import torch
+
+    litert_torch = import_optional("litert_torch", what="LiteRT conversion")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise MedgeError(f"unknown tflite precision '{precision}'; choices: fp32, fp16, int8")
+    if channel_last:
+        module = _channel_last(module, sample)
+        to_model = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 1, -1)))  # noqa: E731
+    else:
+        to_model = torch.from_numpy  # noqa: E731
+    example = (to_model(sample),)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet(), atomic_path(output) as tmp:
+        if precision == "int8":
+            if not calibration:
+                raise MedgeError("INT8 tflite conversion needs calibration data; pass --calib (e.g. synthetic:us-frame)")
+            edge = _convert_int8(litert_torch, module, example, [to_model(c) for c in calibration])
+        else:
+            edge = litert_torch.convert(module, example)
+        edge.export(str(tmp))
+        if precision == "fp16":
+            _cast_weights_fp16(tmp)
+
+
+def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: list) -> Any:
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    graph = torch.export.export(module, example).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _cast_weights_fp16(path: Path) -> None:
+    """Rewrite the float .tflite at `path` with float16 weights (dequantized to float32 at load)."""
+    aeq = import_optional("ai_edge_quantizer", what="FP16 tflite weights")
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    quantizer = aeq.Quantizer(str(path))
+    quantizer.add_weight_only_config(
+        regex=".*", operation_name=aeq.qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+        algorithm_key=AlgorithmName.FLOAT_CASTING,
+    )
+    result = quantizer.quantize()
+    path.write_bytes(bytes(result.quantized_model))
+
+
+def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
+    """The builtin ops of a .tflite in execution order, read without delegates:
+    ``[{"index", "op", "input_dtypes", "output_dtypes"}]``."""
+    mod = import_optional("ai_edge_litert.interpreter", what="reading .tflite ops")
+    interp = mod.Interpreter(
+        model_path=str(path), experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+
+    def dtypes(indices: Any) -> list[str]:
+        return [np.dtype(tensors[i]["dtype"]).name for i in indices if int(i) >= 0 and int(i) in tensors]
+
+    return [
+        {"index": op["index"], "op": op["op_name"], "input_dtypes": dtypes(op["inputs"]), "output_dtypes": dtypes(op["outputs"])}
+        for op in interp._get_ops_details()
+    ]

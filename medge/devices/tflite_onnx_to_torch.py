@@ -1,0 +1,225 @@
+"""A small offline ONNX → PyTorch converter, so that an ONNX-only model can go through litert-torch.
+
+It covers the operators that medge's exported models use (CNNs, DenseNets, U-Nets, the ECG net
+and the hybrid ViT): convolutions, pooling, normalisation, element-wise maths, Gemm/MatMul,
+Reshape/Transpose/Gather with constant shape/index inputs, Softmax and LayerNormalization.
+Every initializer becomes a buffer of the returned module; shapes must be static (batch 1), which
+is what the mobile delegates need anyway.  An unsupported operator raises `ExportError` naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+
+from medge.errors import ExportError
+
+SUPPORTED_OPS = (
+    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose",
+    "Div", "Erf", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "LayerNormalization",
+    "MatMul", "MaxPool", "Mul", "Pow", "PRelu", "ReduceMean", "Relu", "Reshape", "Sigmoid", "Softmax",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+)
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pads_2d(pads: list[int] | None, spatial: int) -> tuple[list[int], bool]:
+    """ONNX pads (begin..., end...) → (symmetric torch padding, needs explicit F.pad)."""
+    if not pads:
+        return [0] * spatial, False
+    begin, end = pads[:spatial], pads[spatial:]
+    return list(begin), list(begin) != list(end)
+
+
+def _explicit_pad(x: torch.Tensor, pads: list[int], spatial: int) -> torch.Tensor:
+    begin, end = pads[:spatial], pads[spatial:]
+    flat: list[int] = []
+    for b, e in zip(reversed(begin), reversed(end)):
+        flat += [b, e]
+    return F.pad(x, flat)
+
+
+class OnnxGraphModule(torch.nn.Module):
+    """Runs an ONNX graph with torch ops; initializers are registered as buffers."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        graph = model.graph
+        unsupported = sorted({n.op_type for n in graph.node} - set(SUPPORTED_OPS))
+        if unsupported:
+            raise ExportError(
+                f"the ONNX→PyTorch path cannot convert ops {unsupported}; "
+                "pass the PyTorch model instead (--model-ref zoo-name or module:factory)"
+            )
+        self._const: dict[str, np.ndarray] = {}
+        self._buffer_of: dict[str, str] = {}
+        for i, init in enumerate(graph.initializer):
+            arr = numpy_helper.to_array(init)
+            self._const[init.name] = arr
+            if arr.dtype.kind == "f":
+                key = f"w{i}"
+                self.register_buffer(key, torch.from_numpy(np.array(arr, dtype=np.float32)))
+                self._buffer_of[init.name] = key
+        for node in graph.node:
+            if node.op_type == "Constant":
+                value = _attrs(node).get("value")
+                if value is None:
+                    raise ExportError(f"ONNX Constant node {node.name!r} has no tensor 'value'; re-export the model")
+                self._const[node.output[0]] = numpy_helper.to_array(value)
+        init_names = {i.name for i in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in init_names]
+        self.output_names = [o.name for o in graph.output]
+        self._nodes = [n for n in graph.node if n.op_type != "Constant"]
+
+    # ------------------------------------------------------------------------------------------
+    def _int_list(self, name: str) -> list[int]:
+        if name not in self._const:
+            raise ExportError(f"ONNX input {name!r} must be a constant for the ONNX→PyTorch path (static shapes only)")
+        return [int(v) for v in np.asarray(self._const[name]).reshape(-1)]
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        env: dict[str, Any] = dict(zip(self.input_names, args))
+
+        def get(name: str) -> Any:
+            if name in env:
+                return env[name]
+            if name in self._buffer_of:
+                return getattr(self, self._buffer_of[name])
+            if name in self._const:
+                return torch.from_numpy(np.array(self._const[name]))
+            raise ExportError(f"ONNX value {name!r} is used before it is produced; the graph is not topologically sorted")
+
+        for node in self._nodes:
+            ins = [get(n) if n else None for n in node.input]
+            result = self._run(node, ins)
+            outs = result if isinstance(result, tuple) else (result,)
+            for name, value in zip(node.output, outs):
+                env[name] = value
+        outputs = tuple(env[n] for n in self.output_names)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _run(self, node: onnx.NodeProto, ins: list[Any]) -> Any:  # noqa: C901 - one branch per op
+        op, a = node.op_type, _attrs(node)
+        x = ins[0] if ins else None
+        if op == "Conv":
+            w, b = ins[1], ins[2] if len(ins) > 2 else None
+            spatial = w.dim() - 2
+            pad, asym = _pads_2d(a.get("pads"), spatial)
+            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+                raise ExportError("ONNX Conv with auto_pad is not supported by the ONNX→PyTorch path; re-export with explicit pads")
+            if asym:
+                x, pad = _explicit_pad(x, a["pads"], spatial), [0] * spatial
+            conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
+            return conv(x, w, b, stride=a.get("strides", 1), padding=pad, dilation=a.get("dilations", 1), groups=a.get("group", 1))
+        if op == "ConvTranspose":
+            w, b = ins[1], ins[2] if len(ins) > 2 else None
+            spatial = w.dim() - 2
+            pad, asym = _pads_2d(a.get("pads"), spatial)
+            if asym:
+                raise ExportError("ONNX ConvTranspose with asymmetric pads is not supported by the ONNX→PyTorch path")
+            conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
+            return conv_t(x, w, b, stride=a.get("strides", 1), padding=pad, output_padding=a.get("output_padding", 0),
+                          groups=a.get("group", 1), dilation=a.get("dilations", 1))
+        if op == "BatchNormalization":
+            return F.batch_norm(x, ins[3], ins[4], ins[1], ins[2], False, 0.0, a.get("epsilon", 1e-5))
+        if op in ("MaxPool", "AveragePool"):
+            k = a["kernel_shape"]
+            spatial = len(k)
+            pad, asym = _pads_2d(a.get("pads"), spatial)
+            if asym:
+                raise ExportError(f"ONNX {op} with asymmetric pads is not supported by the ONNX→PyTorch path")
+            stride, ceil = a.get("strides", k), bool(a.get("ceil_mode", 0))
+            if op == "MaxPool":
+                pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
+                return pool(x, k, stride, pad, a.get("dilations", 1), ceil_mode=ceil)
+            pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
+            return pool(x, k, stride, pad, ceil_mode=ceil, count_include_pad=bool(a.get("count_include_pad", 0)))
+        if op == "GlobalAveragePool":
+            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if op == "ReduceMean":
+            axes = a.get("axes") or (self._int_list(node.input[1]) if len(node.input) > 1 else None)
+            axes = tuple(axes) if axes else tuple(range(x.dim()))
+            return x.mean(dim=axes, keepdim=bool(a.get("keepdims", 1)))
+        if op == "Flatten":
+            axis = a.get("axis", 1)
+            return x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
+        if op == "Gemm":
+            w, b = ins[1], ins[2] if len(ins) > 2 else None
+            x = x.t() if a.get("transA", 0) else x
+            w = w.t() if a.get("transB", 0) else w
+            y = a.get("alpha", 1.0) * (x @ w)
+            return y + a.get("beta", 1.0) * b if b is not None else y
+        if op == "MatMul":
+            return torch.matmul(x, ins[1])
+        if op in ("Add", "Sub", "Mul", "Div", "Pow"):
+            fn = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div, "Pow": torch.pow}[op]
+            return fn(x, ins[1])
+        if op == "Relu":
+            return F.relu(x)
+        if op == "PRelu":
+            slope = ins[1]
+            return torch.where(x >= 0, x, x * slope)
+        if op == "Sigmoid":
+            return torch.sigmoid(x)
+        if op == "Tanh":
+            return torch.tanh(x)
+        if op == "Erf":
+            return torch.erf(x)
+        if op == "Sqrt":
+            return torch.sqrt(x)
+        if op == "Clip":
+            lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+            hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+            return torch.clamp(x, min=float(lo) if lo is not None else None, max=float(hi) if hi is not None else None)
+        if op == "Identity":
+            return x
+        if op == "Concat":
+            return torch.cat(ins, dim=a["axis"])
+        if op == "Reshape":
+            shape = self._int_list(node.input[1])
+            shape = [x.shape[i] if s == 0 and not a.get("allowzero", 0) else s for i, s in enumerate(shape)]
+            return x.reshape(shape)
+        if op == "Transpose":
+            perm = a.get("perm") or list(reversed(range(x.dim())))
+            return x.permute(*perm)
+        if op == "Gather":
+            index = np.asarray(self._const.get(node.input[1]))
+            if node.input[1] not in self._const:
+                raise ExportError("ONNX Gather with a computed index is not supported by the ONNX→PyTorch path")
+            axis = a.get("axis", 0)
+            if index.ndim == 0:
+                return x.select(axis, int(index))
+            return x.index_select(axis, torch.from_numpy(index.astype(np.int64)).reshape(-1)).reshape(
+                *x.shape[:axis], *index.shape, *x.shape[axis + 1:]
+            )
+        if op == "Softmax":
+            return F.softmax(x, dim=a.get("axis", -1))
+        if op == "LayerNormalization":
+            axis = a.get("axis", -1) % x.dim()
+            return F.layer_norm(x, tuple(x.shape[axis:]), ins[1], ins[2] if len(ins) > 2 else None, a.get("epsilon", 1e-5))
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = a.get("axes") or (self._int_list(node.input[1]) if len(node.input) > 1 else None)
+            if op == "Squeeze":
+                return x.squeeze(tuple(axes)) if axes else x.squeeze()
+            for ax in sorted(ax % (x.dim() + len(axes)) for ax in axes):
+                x = x.unsqueeze(ax)
+            return x
+        raise ExportError(f"ONNX op {op} is not supported by the ONNX→PyTorch path")  # unreachable: checked in __init__
+
+
+def onnx_to_torch(path: str | Path) -> OnnxGraphModule:
+    """Load an ONNX file (with its external data) as an eval-mode `torch.nn.Module`."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises several types for an unreadable file
+        raise ExportError(f"cannot read ONNX file {path}: {exc}; re-export it with 'medge export'") from exc
+    return OnnxGraphModule(model).eval()

@@ -1,0 +1,325 @@
+"""Resolve a model reference (zoo name, ``package.module:factory``, ``.pt2``, ``.pt``) to a module.
+
+Weights come from safetensors or a state-dict checkpoint read with ``torch.load(weights_only=True)``
+(``{"state_dict": ...}``/``{"model": ...}`` wrappers and ``module.`` prefixes are accepted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medge.errors import DataError, ModelLoadError, UnknownNameError, UsageError, did_you_mean
+from medge.export.metadata import ModelMeta
+from medge.fileio import sha256_file
+
+if TYPE_CHECKING:
+    import torch
+
+LAYOUTS = {3: "NCL", 4: "NCHW", 5: "NCDHW"}
+_MAX_KEYS_SHOWN = 6
+
+
+@dataclass
+class LoadedModel:
+    """An eval-mode module ready to export, with what medge knows about it."""
+
+    module: "torch.nn.Module"
+    meta: ModelMeta
+    input_shape: tuple[int, ...]
+    input_names: list[str]
+    output_names: list[str]
+    sha256: str
+    kind: str = "factory"  # zoo | factory | exported-program | torchscript
+    params: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``1x1x256x256`` (or ``1,1,256,256``) into a tuple of positive ints."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"bad input shape '{text}': use integers joined by 'x', e.g. 1x1x256x256") from None
+    if len(shape) < 2 or any(d < 1 for d in shape):
+        raise UsageError(f"bad input shape '{text}': need at least 2 positive dims (N, C, ...), e.g. 1x1x256x256")
+    return shape
+
+
+def _truncate(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
+    return shown + (f", … ({len(keys)} total)" if len(keys) > _MAX_KEYS_SHOWN else "")
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} is not a state dict of tensors; save it with torch.save(model.state_dict(), path)")
+    prefix = "module."
+    if obj and all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Read a state dict from safetensors or a ``torch.save`` checkpoint (weights only)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+            raise ModelLoadError(f"cannot read safetensors file {path}: {exc}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors of many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot read weights {path} with torch.load(weights_only=True): {first}; "
+            "save a plain state dict or safetensors"
+        ) from None
+    return _unwrap_state_dict(obj, path)
+
+
+def load_weights(module: "torch.nn.Module", path: str | Path) -> None:
+    """Load weights into `module`, failing with the missing/unexpected keys listed."""
+    state = read_state_dict(path)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_truncate(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_truncate(unexpected)}")
+        raise ModelLoadError(
+            f"weights {path} do not match the model ({'; '.join(parts)}); "
+            "check --model-kwargs or use the checkpoint of this architecture"
+        )
+    bad = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+    if bad:
+        raise ModelLoadError(f"weights {path} have wrong shapes: {_truncate(bad)}; check --model-kwargs")
+    module.load_state_dict(state, strict=True)
+
+
+def state_dict_sha256(module: "torch.nn.Module") -> str:
+    """Deterministic sha256 over the module's state dict (names, dtypes, shapes, bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _zoo_names() -> list[str]:
+    try:
+        from medge.zoo import MODELS
+    except ImportError:
+        return []
+    return MODELS.names()
+
+
+def _call_factory(ref: str, kwargs: dict[str, Any]):
+    import importlib
+
+    import torch
+
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"bad model reference '{ref}': use package.module:factory")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import '{module_name}' for model '{ref}': {exc}; check the module path and PYTHONPATH") from None
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelLoadError(f"'{module_name}' has no attribute '{attr}' (model '{ref}'); check the factory name")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelLoadError(f"'{ref}' is not callable; give a class or function that returns an nn.Module")
+    try:
+        inspect.signature(obj).bind(**kwargs)
+    except TypeError as exc:
+        raise ModelLoadError(f"--model-kwargs do not fit {ref}: {exc}") from None
+    except ValueError:
+        pass  # builtins without a signature: let the call decide
+    try:
+        module = obj(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - user factory code raised
+        raise ModelLoadError(f"factory {ref}({json.dumps(kwargs)}) failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"factory {ref} returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _default_meta(model: str, shape: tuple[int, ...], output_names: list[str], sha: str) -> ModelMeta:
+    from medge import __version__
+
+    return ModelMeta(
+        model=model,
+        task="unknown",
+        labels=[],
+        input_layout=LAYOUTS.get(len(shape), "N" + "?" * (len(shape) - 1)),
+        preprocessing={},
+        source_sha256=sha,
+        medge_version=__version__,
+        output_names=output_names,
+    )
+
+
+def _probe_outputs(module, shape: tuple[int, ...], model: str) -> int:
+    """Run the module once; return its number of tensor outputs or fail on a bad input shape."""
+    import torch
+
+    with torch.no_grad():
+        try:
+            out = module(torch.zeros(shape))
+        except Exception as exc:  # noqa: BLE001 - the model rejected the input
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(
+                f"model '{model}' rejects input shape {'x'.join(map(str, shape))} "
+                f"(rank {len(shape)}): {first[:300]}; pass the shape it expects with --input-shape"
+            ) from None
+    if isinstance(out, torch.Tensor):
+        return 1
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) for o in out):
+        return len(out)
+    raise ModelLoadError(f"model '{model}' returns {type(out).__name__}; medge exports models that return a tensor or a tuple of tensors")
+
+
+def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
+    from medge import __version__
+    from medge.zoo import build_model, get_card
+
+    card = get_card(name)
+    pretrained = weights is None
+    module = build_model(name, pretrained=pretrained) if not kwargs else None
+    if module is None:
+        from medge.registry import resolve_reference
+
+        module = resolve_reference(card.factory)(**{**card.factory_kwargs, **kwargs})
+    if weights is not None:
+        load_weights(module, weights)
+        sha = sha256_file(weights)
+    else:
+        sha = state_dict_sha256(module)
+    shape = tuple(card.input_shape)
+    if input_shape is not None:
+        if len(input_shape) != len(shape):
+            raise DataError(
+                f"--input-shape {'x'.join(map(str, input_shape))} has rank {len(input_shape)} but zoo model "
+                f"'{name}' takes rank {len(shape)} ({'x'.join(map(str, shape))}); drop --input-shape or fix it"
+            )
+        shape = tuple(input_shape)
+    meta = ModelMeta(
+        model=name,
+        task=card.task,
+        labels=list(card.labels),
+        input_layout=card.input_layout,
+        preprocessing=dict(card.preprocessing),
+        source_sha256=sha,
+        medge_version=__version__,
+        output_names=list(card.output_names),
+    )
+    return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo")
+
+
+def _load_file(path: Path, weights, input_shape) -> tuple[Any, str, tuple[int, ...] | None]:
+    import torch
+
+    sha = sha256_file(path)
+    if path.suffix == ".pt2":
+        if weights is not None:
+            raise UsageError("--weights cannot be applied to an ExportedProgram (.pt2); it already holds its weights")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load ExportedProgram {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        shapes = [tuple(int(d) for d in n.meta["val"].shape) for n in program.graph.nodes
+                  if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+        if len(shapes) != 1:
+            raise ModelLoadError(f"{path} has {len(shapes)} user inputs; medge exports single-input models")
+        return program.module(), "exported-program", input_shape or shapes[0]
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"cannot load TorchScript file {path}: {str(exc).strip().splitlines()[0][:200]}; "
+            "a .pt model file must be saved with torch.jit.save (for a state dict use --weights with a factory)"
+        ) from None
+    if weights is not None:
+        load_weights(module, weights)
+        sha = sha256_file(weights)
+    return module, "torchscript", input_shape
+
+
+def load_model(
+    model: str,
+    weights: str | None = None,
+    model_kwargs: dict | None = None,
+    input_shape: tuple | None = None,
+) -> LoadedModel:
+    """Build or load `model` in eval mode: a zoo name, ``package.module:factory``, ``.pt2`` or ``.pt``.
+
+    Non-zoo models need `input_shape` (an ExportedProgram carries its own); their metadata gets
+    task ``unknown`` and no labels.
+    """
+    import torch
+
+    kwargs = dict(model_kwargs or {})
+    shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    zoo = _zoo_names()
+    if model in zoo:
+        loaded = _load_zoo(model, weights, kwargs, shape)
+    else:
+        path = Path(model)
+        if path.suffix in (".pt2", ".pt", ".pth", ".ts") and path.is_file():
+            if kwargs:
+                raise UsageError("--model-kwargs only applies to zoo names and package.module:factory references")
+            module, kind, shape = _load_file(path, weights, shape)
+            sha = sha256_file(weights) if weights else sha256_file(path)
+        elif ":" in model and not path.exists():
+            module, kind = _call_factory(model, kwargs), "factory"
+            if weights is not None:
+                load_weights(module, weights)
+            sha = sha256_file(weights) if weights else state_dict_sha256(module)
+        elif path.suffix in (".pt2", ".pt", ".pth", ".ts"):
+            raise ModelLoadError(f"model file not found: {model}")
+        else:
+            raise UnknownNameError(
+                f"unknown model '{model}';{did_you_mean(model, zoo)} give a zoo name "
+                f"({', '.join(zoo) or 'none registered'}), package.module:factory, or a .pt2/.pt file"
+            )
+        if shape is None:
+            raise UsageError(f"--input-shape is required for '{model}' (e.g. --input-shape 1x1x256x256)")
+        module.eval()
+        names = ["output"]
+        n_out = _probe_outputs(module, shape, model)
+        if n_out > 1:
+            names = [f"output_{i}" for i in range(n_out)]
+        loaded = LoadedModel(module, _default_meta(model, shape, names, sha), shape, ["input"], names, sha, kind=kind)
+    if loaded.kind == "zoo":
+        _probe_outputs(loaded.module, loaded.input_shape, model)
+    loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0
+    return loaded

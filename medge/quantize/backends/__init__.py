@@ -1,0 +1,1 @@
+"""Quantization backends: ONNX Runtime (QDQ ONNX), OpenVINO/NNCF (IR), Intel Neural Compressor."""

@@ -1,0 +1,149 @@
+"""ONNX Runtime backend: static QDQ INT8, dynamic INT8 and FP16 ONNX.
+
+Static INT8 defaults: QDQ format, uint8 activations, int8 symmetric per-channel weights, after
+``quant_pre_process`` (shape inference + basic graph optimisation).
+
+``trt_compatible=True`` (used by the Jetson compile recipe) writes an explicit-quantization ONNX
+that TensorRT 10 builds without an implicit calibrator: int8 activations with symmetric ranges
+(zero point 0, ``ActivationSymmetric``), int8 symmetric per-channel weights in [-127, 127]
+(``WeightSymmetric``), no uint8 anywhere, and opset >= 13 (per-channel ``DequantizeLinear`` axis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from medge.errors import MedgeError
+from medge.quantize.backends.base import QuantBackend, QuantOptions
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+
+
+class _Reader:
+    """ORT `CalibrationDataReader` over any iterable of feeds dicts."""
+
+    def __init__(self, data: Iterable[dict[str, np.ndarray]]) -> None:
+        self._data = list(data)
+        self._it = iter(self._data)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._data)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _name_nodes(model) -> None:
+    """Give every unnamed node a stable name so it can be excluded from quantization."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+class OrtBackend(QuantBackend):
+    """`onnxruntime.quantization`: QDQ static, dynamic and FP16 conversion."""
+
+    name = "ort"
+    artifact_suffix = ".onnx"
+    runtime = "onnxruntime"
+    precisions = ("int8", "fp16", "int8-dynamic")
+
+    def prepare(self, onnx_in: Path, workdir: Path) -> Path:
+        import onnx
+        from onnxruntime.quantization import quant_pre_process
+
+        model = onnx.load(str(onnx_in))
+        if _opset(model) < MIN_OPSET:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        _name_nodes(model)
+        out = workdir / "prepared.onnx"
+        try:
+            quant_pre_process(model, str(out), skip_symbolic_shape=False)
+        except Exception as exc:  # symbolic shape inference fails on some graphs: retry without it
+            log.debug("quant_pre_process with symbolic shapes failed (%s); retrying without", exc)
+            quant_pre_process(model, str(out), skip_symbolic_shape=True)
+        prepared = onnx.load(str(out))
+        _name_nodes(prepared)
+        onnx.save(prepared, str(out))
+        return out
+
+    def quantize(self, onnx_in: Path, out: Path, calib: Iterable[dict[str, np.ndarray]],
+                 exclude_nodes: list[str], options: QuantOptions) -> None:
+        if options.precision == "fp16":
+            self._fp16(onnx_in, out, exclude_nodes, options)
+        elif options.precision == "int8-dynamic":
+            self._dynamic(onnx_in, out, exclude_nodes)
+        elif options.precision == "int8":
+            self._static(onnx_in, out, calib, exclude_nodes, options)
+        else:
+            raise MedgeError(f"ort backend: unknown precision '{options.precision}'; choices: {', '.join(self.precisions)}")
+
+    def _static(self, onnx_in: Path, out: Path, calib: Iterable[dict[str, np.ndarray]],
+                exclude_nodes: list[str], options: QuantOptions) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        extra = {"WeightSymmetric": True}
+        activation_type = QuantType.QUInt8
+        if options.trt_compatible:
+            extra["ActivationSymmetric"] = True
+            activation_type = QuantType.QInt8
+        if options.calib_method == "percentile":
+            extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
+        reader = _Reader(calib)
+        if not reader._data:
+            raise MedgeError("static INT8 quantization needs calibration samples; pass --calib SOURCE")
+        quantize_static(
+            str(onnx_in), str(out), reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=activation_type,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude_nodes),
+            calibrate_method=methods[options.calib_method],
+            extra_options=extra,
+        )
+
+    def _dynamic(self, onnx_in: Path, out: Path, exclude_nodes: list[str]) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # ConvInteger on CPU takes uint8 weights only; int8 weights work for MatMul/Gemm.
+        quantize_dynamic(str(onnx_in), str(out), weight_type=QuantType.QUInt8,
+                         nodes_to_exclude=list(exclude_nodes))
+
+    def _fp16(self, onnx_in: Path, out: Path, exclude_nodes: list[str], options: QuantOptions) -> None:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = onnx.load(str(onnx_in))
+        converted = convert_float_to_float16(model, keep_io_types=options.keep_io_fp32,
+                                             node_block_list=list(exclude_nodes) or None)
+        onnx.save(converted, str(out))
+
+    def finalize(self, artifact: Path, metadata: dict[str, str]) -> None:
+        import onnx
+
+        model = onnx.load(str(artifact))
+        keep = [p for p in model.metadata_props if p.key not in metadata]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
+        for key, value in sorted(metadata.items()):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(artifact))

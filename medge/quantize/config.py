@@ -1,0 +1,39 @@
+"""What `medge quantize` was asked to do: one typed config built by the CLI or by other commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("int8", "fp16", "int8-dynamic")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class QuantizeConfig:
+    """Inputs of `medge.quantize.quantize_model`.
+
+    `max_drop` None means no gate (the model is quantized and written without evaluation unless
+    `eval_source` is given, in which case the metric is reported but never fails).
+    `max_fallback_steps` bounds the number of FP32-fallback attempts after the first one.
+    """
+
+    model: Path
+    output: Path
+    precision: str = "int8"
+    backend: str = "ort"
+    calib_source: str | None = None
+    calib_size: int = 300
+    calib_method: str = "minmax"
+    eval_source: str | None = None
+    eval_size: int = 300
+    metric: str | None = None
+    max_drop: float | None = None
+    allow_overlap: bool = False
+    keep_io_fp32: bool = True
+    trt_compatible: bool = False
+    max_fallback_steps: int = 6
+    n_boot: int = 1000
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)

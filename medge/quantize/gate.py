@@ -1,0 +1,307 @@
+"""Quantize with a clinical accuracy gate and FP32 fallback — written once for every backend.
+
+1. Calibrate and quantize everything the backend can quantize.
+2. With ``--eval``: score FP32 and quantized models with the task metric (ORT for ONNX, OpenVINO
+   for IR, FP32 reference at f32 precision) and a paired-bootstrap 95 % CI of the drop.
+3. If the drop exceeds ``max_drop``: rank candidate nodes by the error each adds (FP32 vs
+   quantized intermediate activations), move the worst 1, 2, 4, 8 … back to FP32 until the gate
+   passes or the step budget / candidate list runs out.
+4. Write the artifact atomically only when the gate passes; otherwise raise `GateFailedError`
+   carrying the report of every attempt, and leave nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.errors import GateFailedError, MedgeError, UsageError
+from medge.fileio import atomic_path
+from medge.quantize.backends.base import QuantBackend, QuantOptions
+from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
+from medge.quantize.metrics import (
+    bootstrap_drop_ci,
+    check_metric_name,
+    default_metric_for_task,
+    metric_drop,
+    task_metric,
+)
+from medge.quantize.report import Attempt, QuantizeReport
+
+log = logging.getLogger(__name__)
+
+RANKING_SAMPLES = 8
+_SUMMARY_KEYS = ("kind", "split", "found", "used", "skipped", "skipped_by_reason", "class_counts", "synthetic_task")
+DYNAMIC_CONV_WARNING = (
+    "int8-dynamic on a convolutional model runs 8-12x slower than static INT8 on CPU "
+    "(ConvInteger); prefer --precision int8 with --calib"
+)
+
+
+# --------------------------------------------------------------------------- validation / data
+def _validate(config: QuantizeConfig, backend: QuantBackend) -> None:
+    if config.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{config.precision}'; choices: {', '.join(PRECISIONS)}")
+    if config.precision not in backend.precisions:
+        raise UsageError(f"backend '{backend.name}' does not do {config.precision}; it does "
+                         f"{', '.join(backend.precisions)}")
+    if config.calib_method not in CALIB_METHODS:
+        raise UsageError(f"unknown --calib-method '{config.calib_method}'; choices: {', '.join(CALIB_METHODS)}")
+    model = Path(config.model)
+    if not model.is_file():
+        raise MedgeError(f"model not found: {model}; pass an exported .onnx file (medge export)")
+    if model.suffix != ".onnx":
+        raise UsageError(f"'{model.name}' is not an .onnx file; export the model first with medge export")
+    if Path(config.output).suffix != backend.artifact_suffix:
+        raise UsageError(f"backend '{backend.name}' writes {backend.artifact_suffix} files; "
+                         f"give -o a name ending in {backend.artifact_suffix}")
+    if Path(config.output).resolve() == model.resolve():
+        raise UsageError("the output path is the input model; choose another -o")
+    if config.precision == "int8" and not config.calib_source:
+        raise UsageError("static INT8 needs calibration data: pass --calib SOURCE "
+                         "(a folder, DICOM, WFDB, .npz or synthetic:<task>)")
+    if config.max_drop is not None and not config.eval_source:
+        raise UsageError("--max-drop needs --eval SOURCE to measure the drop")
+    if config.metric:
+        check_metric_name(config.metric)
+    for name, value in (("--calib-size", config.calib_size), ("--eval-size", config.eval_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    if config.max_fallback_steps < 0:
+        raise UsageError("the fallback step budget cannot be negative")
+
+
+def _plain_report(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    return dict(obj)
+
+
+def _data_summary(source: str, data: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"source": source, "samples": len(data), "sha256": data.sha256}
+    details = _plain_report(getattr(data, "report", None))
+    for key in _SUMMARY_KEYS:
+        if key in details:
+            summary.setdefault(key, details[key])
+    return summary
+
+
+def _model_bytes(path: Path) -> int:
+    """Size of an ONNX file plus its external data files."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    files = {path}
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                files.add(path.parent / entry.value)
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
+def _outputs(artifact: Path, runtime: str, dataset: Any, options: dict[str, Any]) -> np.ndarray:
+    """Primary output of `artifact` over every sample of `dataset`, stacked on the batch axis."""
+    from medge.runtimes import open_runtime
+    from medge.runtimes.base import dequantize_output, quantize_input
+
+    with open_runtime(artifact, runtime, **options) as rt:
+        inputs = {t.name: t for t in rt.inputs()}
+        primary = rt.outputs()[0]
+        results = []
+        for feeds in dataset:
+            typed = {k: quantize_input(v, inputs[k]) for k, v in feeds.items()}
+            results.append(dequantize_output(rt.infer(typed)[primary.name], primary))
+    return np.concatenate(results, axis=0)
+
+
+# --------------------------------------------------------------------------- the algorithm
+class _Gate:
+    """State of one `quantize_model` run."""
+
+    def __init__(self, config: QuantizeConfig, backend: QuantBackend, workdir: Path) -> None:
+        self.config, self.backend, self.workdir = config, backend, workdir
+        self.options = QuantOptions(precision=config.precision, calib_method=config.calib_method,
+                                    keep_io_fp32=config.keep_io_fp32, trt_compatible=config.trt_compatible,
+                                    extra=dict(config.options))
+        self.calib_feeds: list[dict[str, np.ndarray]] = []
+        self.eval_data: Any = None
+        self.targets: np.ndarray | None = None
+        self.reference: np.ndarray | None = None
+        self.reference_metric: float | None = None
+        self.metric_name: str | None = None
+
+    def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport) -> tuple[Path, Attempt]:
+        out = self.workdir / f"attempt{len(report.attempts)}{self.backend.artifact_suffix}"
+        log.info("quantizing with %d node(s) in FP32", len(exclude))
+        self.backend.quantize(prepared, out, self.calib_feeds, list(exclude), self.options)
+        attempt = Attempt(fp32_nodes=list(exclude))
+        if self.eval_data is not None:
+            q_out = _outputs(out, self.backend.runtime, self.eval_data, {})
+            value = task_metric(self.metric_name, q_out, self.targets)
+            attempt.metric = value
+            attempt.drop = metric_drop(self.metric_name, self.reference_metric, value)
+            lo, hi = bootstrap_drop_ci(self.reference, q_out, self.targets, self.metric_name,
+                                       n_boot=self.config.n_boot, seed=self.config.seed)
+            attempt.ci95 = [lo, hi]
+            if self.config.max_drop is not None:
+                attempt.passed = bool(attempt.drop <= self.config.max_drop)
+        report.attempts.append(attempt)
+        return out, attempt
+
+
+def _fallback_sizes(n_candidates: int, budget: int) -> list[int]:
+    """1, 2, 4, 8 … nodes in FP32, ending at all candidates, at most `budget` steps."""
+    sizes, k = [], 1
+    while len(sizes) < budget and (not sizes or sizes[-1] < n_candidates):
+        sizes.append(min(k, n_candidates))
+        k *= 2
+    return sizes
+
+
+def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport) -> dict[str, str]:
+    from medge.export.metadata import PREFIX, read_metadata
+
+    info = {"precision": config.precision, "backend": config.backend,
+            "calibration_sha256": (report.calibration or {}).get("sha256"),
+            "calib_method": config.calib_method if config.precision == "int8" else None,
+            "trt_compatible": config.trt_compatible,
+            "fp32_fallback_nodes": report.fp32_fallback_nodes,
+            "metric": report.metric}
+    meta = read_metadata(model)
+    if meta is None:
+        return {PREFIX + "quantization": json.dumps(info, sort_keys=True, default=str)}
+    meta.extra = {**meta.extra, "quantization": info}
+    return meta.to_props()
+
+
+def _publish(backend: QuantBackend, artifact: Path, output: Path) -> list[Path]:
+    """Copy every file of the artifact to its place beside `output`, the main file last."""
+    written = []
+    files = backend.artifact_files(artifact)
+    for src in sorted(files, key=lambda f: f == artifact):
+        dst = output if src == artifact else output.with_suffix(src.suffix)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        written.append(dst)
+    return written
+
+
+def quantize_model(config: QuantizeConfig) -> QuantizeReport:
+    """Quantize `config.model` and, with a gate, recover a failing drop through FP32 fallback.
+
+    Raises `GateFailedError` (with `.report`) when the gate cannot pass; nothing is written then.
+    """
+    from medge.quantize import BACKENDS
+
+    t0 = time.perf_counter()
+    backend: QuantBackend = BACKENDS.get(config.backend)()
+    _validate(config, backend)
+    model, output = Path(config.model), Path(config.output)
+    report = QuantizeReport(model=str(model), precision=config.precision, backend=config.backend,
+                            options={"calib_method": config.calib_method, "keep_io_fp32": config.keep_io_fp32,
+                                     "trt_compatible": config.trt_compatible,
+                                     "max_fallback_steps": config.max_fallback_steps})
+    with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
+        gate = _Gate(config, backend, Path(tmp))
+        _load_data(config, model, gate, report)
+        prepared = backend.prepare(model, Path(tmp))
+        if config.precision == "int8-dynamic" and _conv_heavy(prepared):
+            report.warnings.append(DYNAMIC_CONV_WARNING)
+            log.warning(DYNAMIC_CONV_WARNING)
+        if gate.eval_data is not None:
+            gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
+            gate.reference_metric = task_metric(gate.metric_name, gate.reference, gate.targets)
+        artifact, attempt = gate.attempt(prepared, [], report)
+        if attempt.passed is False and config.max_fallback_steps > 0:
+            artifact, attempt = _fall_back(gate, prepared, artifact, report)
+        report.fp32_fallback_nodes = attempt.fp32_nodes
+        report.size_bytes = {"before": _model_bytes(model),
+                             "after": sum(f.stat().st_size for f in backend.artifact_files(artifact))}
+        report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
+        if gate.eval_data is not None:
+            report.metric = {"name": gate.metric_name, "reference": gate.reference_metric,
+                             "quantized": attempt.metric, "drop": attempt.drop, "ci95": attempt.ci95,
+                             "max_drop": config.max_drop, "passed": attempt.passed,
+                             "n_eval": len(gate.eval_data)}
+        report.seconds = round(time.perf_counter() - t0, 2)
+        if attempt.passed is False:
+            raise GateFailedError(
+                f"{config.precision} gate failed: {gate.metric_name} drop {attempt.drop:.4g} > max "
+                f"{config.max_drop} after {len(report.attempts)} attempt(s) (up to {len(attempt.fp32_nodes)} "
+                f"node(s) in FP32); nothing written to {output} - raise --max-drop, use more "
+                "calibration data or try --calib-method entropy", report)
+        backend.finalize(artifact, _metadata_props(model, config, report))
+        _publish(backend, artifact, output)
+        report.output = str(output)
+    return report
+
+
+def _load_data(config: QuantizeConfig, model: Path, gate: _Gate, report: QuantizeReport) -> None:
+    from medge.calibration import check_overlap, load_data_for_onnx
+    from medge.export.metadata import read_metadata
+
+    calib = None
+    if config.calib_source:
+        calib = load_data_for_onnx(config.calib_source, model, n=config.calib_size, split="calib")
+        gate.calib_feeds = list(calib)
+        report.calibration = _data_summary(config.calib_source, calib)
+    if not config.eval_source:
+        return
+    data = load_data_for_onnx(config.eval_source, model, n=config.eval_size, split="eval")
+    targets = data.targets()
+    if targets is None:
+        raise MedgeError(f"--eval {config.eval_source} has no targets (labels/masks); "
+                         "give an evaluation source with ground truth")
+    overlap = check_overlap(calib, data, allow=config.allow_overlap) if calib is not None else 0
+    meta = read_metadata(model)
+    if config.metric:
+        gate.metric_name = config.metric
+    elif meta is not None:
+        gate.metric_name = default_metric_for_task(meta.task)
+    else:
+        raise UsageError(f"{model.name} has no medge metadata to pick a metric from; pass --metric")
+    gate.eval_data, gate.targets = data, targets
+    report.evaluation = {**_data_summary(config.eval_source, data), "overlap_with_calibration": overlap}
+
+
+def _conv_heavy(model_path: Path) -> bool:
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    convs = sum(op in ("Conv", "ConvTranspose") for op in ops)
+    return convs > 0 and convs >= sum(op in ("MatMul", "Gemm") for op in ops)
+
+
+def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
+    """Move the most damaging node groups back to FP32 (1, 2, 4 … groups) until the gate passes."""
+    import onnx
+
+    from medge.quantize.sensitivity import rank_fallback_groups
+
+    backend = gate.backend
+    candidates = backend.candidate_nodes(onnx.load(str(prepared), load_external_data=False), gate.options)
+    proxy = backend.sensitivity_proxy(prepared, first, gate.workdir, gate.calib_feeds, gate.options)
+    feeds = gate.calib_feeds[:RANKING_SAMPLES] or list(gate.eval_data)[:RANKING_SAMPLES]
+    ranked = rank_fallback_groups(prepared, proxy, candidates, feeds)
+    report.sensitivity = ranked
+    artifact, attempt = first, report.attempts[-1]
+    for size in _fallback_sizes(len(ranked), gate.config.max_fallback_steps):
+        exclude: list[str] = []
+        for group in ranked[:size]:
+            exclude += [n for n in group["nodes"] if n not in exclude]
+        artifact, attempt = gate.attempt(prepared, exclude, report)
+        if attempt.passed:
+            break
+    return artifact, attempt

@@ -1,0 +1,49 @@
+"""`QuantizeReport`: what was quantized, with which data, and whether it passed its gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from medge.reports import Report
+
+
+@dataclass
+class Attempt:
+    """One quantization try: the nodes kept in FP32 and the metric it reached."""
+
+    fp32_nodes: list[str]
+    metric: float | None = None
+    drop: float | None = None
+    ci95: list[float] | None = None
+    passed: bool | None = None
+
+
+@dataclass
+class QuantizeReport(Report):
+    """JSON report of `medge quantize`."""
+
+    title: ClassVar[str] = "medge quantize"
+    model: str = ""
+    output: str | None = None
+    precision: str = ""
+    backend: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    size_bytes: dict[str, int | None] = field(default_factory=dict)
+    size_ratio: float | None = None
+    metric: dict[str, Any] | None = None
+    fp32_fallback_nodes: list[str] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.metric is None or self.metric.get("passed") is not False
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        rows = super().table_rows()
+        return [(k, v) for k, v in rows if not k.startswith("sensitivity")]

@@ -1,0 +1,114 @@
+"""Resolve what the user points at (an artifact file or a bundle folder) to a file and a runtime.
+
+A bundle is a folder with ``manifest.json`` naming its ``primary_artifact``, the ``runtime`` that
+runs it and the runtime device (``runtime_device`` or ``device``).  Model metadata comes from the
+ONNX file itself, from an ONNX file inside the bundle, or from a ``model_meta`` manifest entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medge.errors import BundleError, MedgeError
+from medge.export.metadata import ModelMeta, read_metadata
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """One loadable artifact: its file, the runtime that opens it and what medge knows about it."""
+
+    path: Path
+    runtime: str
+    device: str | None = None
+    bundle: Path | None = None
+    meta: ModelMeta | None = None
+    onnx: Path | None = None  # the ONNX file that describes the model (itself, or one in the bundle)
+
+    @property
+    def label(self) -> str:
+        """The path the user gave (the bundle folder for bundles)."""
+        return str(self.bundle or self.path)
+
+
+def _load_manifest(bundle: Path) -> dict[str, Any]:
+    try:
+        from medge.devices.bundle import load_manifest
+    except ImportError:  # bundles module not present: parse the minimal keys ourselves
+        try:
+            return json.loads((bundle / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"cannot read {bundle / MANIFEST}: {exc}; recompile the bundle") from exc
+    return load_manifest(bundle)
+
+
+def _meta_from_onnx(path: Path) -> ModelMeta | None:
+    try:
+        return read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError/ValueError variants
+        raise MedgeError(f"cannot read {path.name} as ONNX: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+def _bundle_meta(bundle: Path, manifest: dict[str, Any], primary: Path) -> tuple[ModelMeta | None, Path | None]:
+    if primary.suffix == ".onnx":
+        return _meta_from_onnx(primary), primary
+    onnx_files = [bundle / rel for rel in sorted(manifest.get("files", {})) if rel.endswith(".onnx") and (bundle / rel).exists()]
+    stored = manifest.get("model_meta")
+    if isinstance(stored, dict) and "task" in stored:
+        known = set(ModelMeta.__dataclass_fields__)
+        return ModelMeta(**{k: v for k, v in stored.items() if k in known}), (onnx_files or [None])[0]
+    for onnx_path in onnx_files:
+        meta = _meta_from_onnx(onnx_path)
+        if meta is not None:
+            return meta, onnx_path
+    return None, (onnx_files or [None])[0]
+
+
+def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRef:
+    """Turn an artifact file or bundle folder into an `ArtifactRef` (runtime guessed from the suffix)."""
+    from medge.runtimes import RUNTIME_FOR_SUFFIX, RUNTIMES
+
+    path = Path(path)
+    if not path.exists():
+        raise MedgeError(f"artifact not found: {path}")
+    if path.is_dir():
+        if not (path / MANIFEST).exists():
+            raise BundleError(f"{path} is a folder without {MANIFEST}; pass an artifact file or a medge bundle")
+        manifest = _load_manifest(path)
+        rel = manifest.get("primary_artifact")
+        if not rel:
+            raise BundleError(f"{path / MANIFEST} names no primary_artifact; recompile the bundle")
+        primary = path / rel
+        if not primary.exists():
+            raise BundleError(f"bundle {path.name}: primary artifact {rel} is missing; run 'medge verify {path}'")
+        rt = runtime or manifest.get("runtime") or RUNTIME_FOR_SUFFIX.get(primary.suffix)
+        if rt is None:
+            raise MedgeError(f"bundle {path.name} names no runtime; pass --runtime ({', '.join(RUNTIMES.names())})")
+        if rt not in RUNTIMES:
+            RUNTIMES.get(rt)
+        device = manifest.get("runtime_device") or manifest.get("device")
+        meta, onnx_path = _bundle_meta(path, manifest, primary)
+        return ArtifactRef(primary, rt, device, path, meta, onnx_path)
+    rt = runtime or RUNTIME_FOR_SUFFIX.get(path.suffix)
+    if rt is None:
+        raise MedgeError(f"cannot tell which runtime runs '{path.name}'; pass --runtime ({', '.join(RUNTIMES.names())})")
+    if rt not in RUNTIMES:
+        RUNTIMES.get(rt)  # raises UnknownNameError with a "did you mean"
+    meta = _meta_from_onnx(path) if path.suffix == ".onnx" else None
+    return ArtifactRef(path, rt, None, None, meta, path if path.suffix == ".onnx" else None)
+
+
+def artifact_size(ref: ArtifactRef) -> int:
+    """Bytes on disk of the artifact (with an IR's .bin or an ONNX file's external data)."""
+    size = ref.path.stat().st_size
+    if ref.path.suffix == ".xml" and ref.path.with_suffix(".bin").exists():
+        size += ref.path.with_suffix(".bin").stat().st_size
+    if ref.path.suffix == ".onnx":
+        external = ref.path.with_name(ref.path.name + ".data")
+        if external.exists():
+            size += external.stat().st_size
+    return size

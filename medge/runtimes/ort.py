@@ -1,0 +1,132 @@
+"""ONNX Runtime backend: CPU, plus the CUDA and TensorRT execution providers where installed.
+
+Options: ``profiling=True`` turns on ORT's profiler; `layer_profile()` then parses its JSON trace
+into per-node timings.  Sessions run sequentially with `threads` intra-op threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.errors import MedgeError
+from medge.runtimes.base import Runtime, TensorInfo
+
+# medge device name → ONNX Runtime execution providers, most preferred first.
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+# ONNX tensor type strings → numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _dim(d: Any) -> int | str | None:
+    return d if isinstance(d, int) or d is None else str(d)
+
+
+@dataclass
+class OrtRuntime(Runtime):
+    """An ONNX model in an ``onnxruntime.InferenceSession``."""
+
+    name: str = "onnxruntime"
+    _session: Any = None
+    _profile_file: str | None = None
+    _profile_dir: str | None = None
+
+    def _load(self, artifact: Path, device: str, threads: int | None, **options: Any) -> None:
+        import onnxruntime as ort
+
+        key = device.lower()
+        if key not in PROVIDERS:
+            raise MedgeError(f"onnxruntime: unknown device '{device}'; choices: {', '.join(PROVIDERS)}")
+        wanted = PROVIDERS[key]
+        available = ort.get_available_providers()
+        if wanted[0] not in available:
+            raise MedgeError(
+                f"onnxruntime: device '{device}' needs {wanted[0]}, which this onnxruntime build lacks "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use --runtime-device cpu"
+            )
+        so = ort.SessionOptions()
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        if options.get("profiling"):
+            self._profile_dir = tempfile.mkdtemp(prefix="medge-ort-prof-")
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
+        try:
+            self._session = ort.InferenceSession(
+                str(artifact), sess_options=so, providers=[p for p in wanted if p in available]
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise MedgeError(f"onnxruntime cannot load {artifact.name}: {str(exc).splitlines()[0]}") from exc
+
+    def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        def info(arg: Any) -> TensorInfo:
+            return TensorInfo(arg.name, tuple(_dim(d) for d in arg.shape), _ORT_TYPES.get(arg.type, arg.type))
+
+        return [info(a) for a in self._session.get_inputs()], [info(a) for a in self._session.get_outputs()]
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [t.name for t in self._outputs]
+        return dict(zip(names, self._session.run(names, feeds)))
+
+    def layer_profile(self) -> list[dict[str, Any]]:
+        """Per-node kernel times (mean µs per run) from ORT's profiler; [] unless ``profiling=True``."""
+        if self._session is None or self._profile_dir is None:
+            return []
+        if self._profile_file is None:
+            self._profile_file = self._session.end_profiling()
+        return parse_ort_trace(Path(self._profile_file))
+
+    def _close(self) -> None:
+        if self._profile_dir is not None:
+            if self._session is not None and self._profile_file is None:
+                self._profile_file = self._session.end_profiling()
+            import shutil
+
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+        self._session = None
+
+
+def parse_ort_trace(path: Path) -> list[dict[str, Any]]:
+    """Aggregate an ORT profiler trace into per-node rows, slowest first.
+
+    Each row: ``name``, ``op`` (operator type), ``provider``, ``calls``, ``total_us``, ``mean_us``.
+    """
+    events = json.loads(path.read_text())
+    rows: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        node = ev["name"][: -len("_kernel_time")]
+        args = ev.get("args", {})
+        row = rows.setdefault(
+            node, {"name": node, "op": args.get("op_name", ""), "provider": args.get("provider", ""), "calls": 0, "total_us": 0.0}
+        )
+        row["calls"] += 1
+        row["total_us"] += float(ev.get("dur", 0))
+    for row in rows.values():
+        row["mean_us"] = row["total_us"] / max(row["calls"], 1)
+    return sorted(rows.values(), key=lambda r: r["total_us"], reverse=True)

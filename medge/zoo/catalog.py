@@ -1,0 +1,196 @@
+"""The built-in model cards.
+
+Architectures live in `medge.zoo.cnn`, `medge.zoo.hybrid_vit` and `medge.zoo.ecg_net`; this
+module only describes them.  Two small JSON files keep the measured facts next to the code:
+``weights/metrics.json`` (written by ``scripts/train_demo_weights.py``: demo metric per model) and
+``complexity.json`` (params/MACs from `medge.zoo.complexity`, checked by the zoo tests), so that
+retraining updates the cards and ``medge zoo list`` never has to build a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medge.zoo.card import ModelCard
+
+ZOO_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = ZOO_DIR / "weights"
+METRICS_FILE = WEIGHTS_DIR / "metrics.json"
+COMPLEXITY_FILE = ZOO_DIR / "complexity.json"
+
+DEMO_NOTE = "DEMO weights trained on synthetic data - not for clinical use."
+NO_WEIGHTS_NOTE = "No weights shipped: random initialisation only - load your own trained weights."
+
+CXR_FINDINGS: tuple[str, ...] = ("effusion", "pneumothorax", "nodule", "cardiomegaly")
+CHEXNET_LABELS: tuple[str, ...] = (
+    "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
+    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia",
+)
+STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+INPUT_LEADS: tuple[str, ...] = ("II", "V1", "V5")
+
+
+def image_preprocessing(modality: str, size: int, mean: float, std: float) -> dict[str, Any]:
+    """Image preprocessing block (schema in medge.export.metadata) for raw inputs in [0, 1]."""
+    return {
+        "kind": "image",
+        "modality": modality,
+        "channels": 1,
+        "height": size,
+        "width": size,
+        "layout": "NCHW",
+        "intensity": "unit",
+        "window_center": None,
+        "window_width": None,
+        "mean": [mean],
+        "std": [std],
+    }
+
+
+ECG_PREPROCESSING: dict[str, Any] = {
+    "kind": "signal",
+    "modality": "ECG",
+    "leads": list(INPUT_LEADS),
+    "sample_rate_hz": 500,
+    "samples": 5000,
+    "units": "mV",
+    "layout": "NCL",
+    "scale": 1.0,
+}
+
+# Raw synthetic inputs are in [0, 1]; these are the dataset statistics of the generators.
+CXR_MEAN, CXR_STD = 0.5, 0.25
+US_MEAN, US_STD = 0.25, 0.2
+
+
+def _base_cards() -> list[dict[str, Any]]:
+    return [
+        dict(
+            name="cxr-densenet121",
+            family="DenseNet",
+            task="multilabel-classification",
+            modality="CR",
+            description="Full DenseNet-121 in CheXNet layout: single-channel chest X-ray, 14 findings, sigmoid each.",
+            input_name="image",
+            input_shape=(1, 1, 224, 224),
+            input_layout="NCHW",
+            output_names=("probabilities",),
+            output_shape=(1, 14),
+            labels=CHEXNET_LABELS,
+            preprocessing=image_preprocessing("CR", 224, CXR_MEAN, CXR_STD),
+            factory="medge.zoo.cnn:chexnet_densenet121",
+            synthetic_task="cxr",
+            note=NO_WEIGHTS_NOTE,
+        ),
+        dict(
+            name="cxr-densenet-tiny",
+            family="DenseNet",
+            task="multilabel-classification",
+            modality="CR",
+            description="Narrow DenseNet (growth 12) for chest X-ray findings on CPU/NPU-class devices.",
+            input_name="image",
+            input_shape=(1, 1, 224, 224),
+            input_layout="NCHW",
+            output_names=("probabilities",),
+            output_shape=(1, 4),
+            labels=CXR_FINDINGS,
+            preprocessing=image_preprocessing("CR", 224, CXR_MEAN, CXR_STD),
+            factory="medge.zoo.cnn:tiny_densenet",
+            synthetic_task="cxr",
+        ),
+        dict(
+            name="us-frame-screen",
+            family="CNN",
+            task="classification",
+            modality="US",
+            description="Ultrasound frame pre-screening: does this B-mode frame contain the structure/lesion?",
+            input_name="image",
+            input_shape=(1, 1, 128, 128),
+            input_layout="NCHW",
+            output_names=("probabilities",),
+            output_shape=(1, 1),
+            labels=("structure_present",),
+            preprocessing=image_preprocessing("US", 128, US_MEAN, US_STD),
+            factory="medge.zoo.cnn:frame_screen_cnn",
+            synthetic_task="us-frame",
+        ),
+        dict(
+            name="cxr-hybrid-vit",
+            family="hybrid ViT",
+            task="multilabel-classification",
+            modality="CR",
+            description="Conv stem + MobileViT-style transformer blocks for chest X-ray findings, sigmoid each.",
+            input_name="image",
+            input_shape=(1, 1, 224, 224),
+            input_layout="NCHW",
+            output_names=("probabilities",),
+            output_shape=(1, 4),
+            labels=CXR_FINDINGS,
+            preprocessing=image_preprocessing("CR", 224, CXR_MEAN, CXR_STD),
+            factory="medge.zoo.hybrid_vit:hybrid_vit",
+            synthetic_task="cxr",
+        ),
+        dict(
+            name="us-lesion-unet",
+            family="U-Net",
+            task="segmentation",
+            modality="US",
+            description="MONAI U-Net: B-mode ultrasound frame to a sigmoid lesion probability mask.",
+            input_name="image",
+            input_shape=(1, 1, 256, 256),
+            input_layout="NCHW",
+            output_names=("mask",),
+            output_shape=(1, 1, 256, 256),
+            labels=("lesion",),
+            preprocessing=image_preprocessing("US", 256, US_MEAN, US_STD),
+            factory="medge.zoo.cnn:lesion_unet",
+            synthetic_task="us-seg",
+        ),
+        dict(
+            name="ecg-3to12",
+            family="1-D TCN",
+            task="ecg-reconstruction",
+            modality="ECG",
+            description="Reconstruct the 12 standard ECG leads (mV) from leads II, V1, V5 (10 s at 500 Hz).",
+            input_name="ecg",
+            input_shape=(1, 3, 5000),
+            input_layout="NCL",
+            output_names=("leads",),
+            output_shape=(1, 12, 5000),
+            labels=STANDARD_LEADS,
+            preprocessing=ECG_PREPROCESSING,
+            factory="medge.zoo.ecg_net:ecg_lead_reconstructor",
+            synthetic_task="ecg",
+        ),
+    ]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def load_cards() -> list[ModelCard]:
+    """Build every card, filling in weights/demo metric/complexity from the shipped files."""
+    metrics = _read_json(METRICS_FILE)
+    complexity = _read_json(COMPLEXITY_FILE)
+    cards = []
+    for spec in _base_cards():
+        name = spec["name"]
+        weights_file = WEIGHTS_DIR / f"{name}.safetensors"
+        has_weights = weights_file.is_file()
+        cost = complexity.get(name, {})
+        cards.append(
+            ModelCard(
+                **spec,
+                weights=weights_file.name if has_weights else None,
+                demo_metric=metrics.get(name) if has_weights else None,
+                params=cost.get("params"),
+                macs=cost.get("macs"),
+            )
+        )
+    return cards

@@ -1,0 +1,60 @@
+"""Tiny ONNX models with medge metadata for the device/compile tests (built in code, no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PREPROCESSING = {
+    "kind": "image", "modality": "CR", "channels": 1, "height": 64, "width": 64, "layout": "NCHW",
+    "intensity": "unit", "window_center": None, "window_width": None, "mean": [0.5], "std": [0.25],
+}
+LABELS = ["atelectasis", "cardiomegaly", "effusion", "pneumothorax"]
+
+
+def tiny_meta(model: str = "tiny-cxr"):
+    from medge.export.metadata import ModelMeta
+
+    return ModelMeta(
+        model=model, task="multilabel-classification", labels=LABELS, input_layout="NCHW",
+        preprocessing=PREPROCESSING, source_sha256="0" * 64, medge_version="test", output_names=["probs"],
+    )
+
+
+def export_tiny_cnn(path: Path, *, dynamic_batch: bool = False, opset: int = 13) -> Path:
+    """A small conv net (1×1×64×64 → 4 sigmoid probabilities) exported with the TorchScript exporter."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from medge.export.metadata import embed_metadata
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 4), nn.Sigmoid(),
+    ).eval()
+    tmp = path.with_suffix(".raw.onnx")
+    torch.onnx.export(
+        net, (torch.zeros(1, 1, 64, 64),), str(tmp), input_names=["image"], output_names=["probs"],
+        opset_version=opset, dynamo=False, dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}} if dynamic_batch else None,
+    )
+    model = onnx.load(str(tmp))
+    tmp.unlink()
+    embed_metadata(model, tiny_meta())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """Static-shape tiny CNN with medge metadata."""
+    return export_tiny_cnn(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dynamic(tmp_path_factory) -> Path:
+    """Dynamic-batch tiny CNN with medge metadata."""
+    return export_tiny_cnn(tmp_path_factory.mktemp("models") / "tiny_dyn.onnx", dynamic_batch=True)

@@ -1,0 +1,159 @@
+"""TensorRT op-coverage preflight on graphs built with onnx.helper (supported, fallback, unsupported)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from medge.devices.tensorrt_ops import OP_TABLES, check_tensorrt_ops
+
+
+def _model(nodes, inits=(), *, shape=(1, 8, 32, 32), opset=13, extra_opsets=()):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
+
+
+def _w(name, shape):
+    return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+
+def _ops(entries):
+    return {e["op"] for e in entries}
+
+
+def test_supported_conv_net_builds_everywhere():
+    m = _model([
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Sigmoid", ["p"], ["y"]),
+    ], [_w("w", (8, 8, 3, 3))])
+    for table in OP_TABLES:
+        pre = check_tensorrt_ops(m, table)
+        assert pre.ok and not pre.fallback and pre.supported == ["Conv", "MaxPool", "Relu", "Sigmoid"], table
+    dla = check_tensorrt_ops(m, "tensorrt-10.3", dla=True)
+    assert dla.ok and not dla.fallback and dla.device == "DLA"
+
+
+def test_unsupported_ops_depend_on_the_tensorrt_version():
+    m = _model([
+        helper.make_node("Flatten", ["x"], ["f"]),
+        helper.make_node("NonZero", ["f"], ["nz"]),
+        helper.make_node("Unique", ["f"], ["u"]),
+        helper.make_node("Identity", ["f"], ["y"]),
+    ])
+    old = check_tensorrt_ops(m, "tensorrt-8.2")
+    new = check_tensorrt_ops(m, "tensorrt-10.3")
+    assert _ops(old.unsupported) == {"NonZero", "Unique"} and not old.ok
+    assert _ops(new.unsupported) == {"Unique"} and "NonZero" in new.supported
+    assert any("int64" in w for w in old.warnings) and not new.warnings
+
+
+def test_dla_fallbacks_are_listed_with_reasons():
+    m = _model([
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),  # 32x32 window > DLA limit of 8
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "m"], ["mm"]),  # not a DLA layer
+        helper.make_node("Erf", ["mm"], ["e"]),  # not a DLA layer
+        helper.make_node("MaxPool", ["c"], ["big"], kernel_shape=[9, 9]),  # window > 8
+        helper.make_node("Concat", ["e", "e"], ["y"], axis=0),  # not the channel axis
+    ], [_w("w", (8, 8, 3, 3)), _w("m", (8, 4))])
+    gpu = check_tensorrt_ops(m, "tensorrt-10.3")
+    assert gpu.ok and not gpu.fallback
+    dla = check_tensorrt_ops(m, "tensorrt-10.3", dla=True)
+    assert dla.ok  # fallbacks still build with --allowGPUFallback
+    reasons = {f["op"]: f["reason"] for f in dla.fallback}
+    assert set(reasons) == {"GlobalAveragePool", "MatMul", "Erf", "MaxPool", "Concat"}
+    assert "exceeds the DLA window limit of 8" in reasons["GlobalAveragePool"]
+    assert "not a DLA layer" in reasons["MatMul"] and "channel axis" in reasons["Concat"]
+    assert dla.supported == ["Conv"]
+
+
+def test_static_restrictions():
+    qdq = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"]),
+    ]
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    m_bad = _model([*qdq, helper.make_node("Identity", ["dq"], ["y"])],
+                   [scale, numpy_helper.from_array(np.array(128, np.uint8), "zp")])
+    m_good = _model([*qdq, helper.make_node("Identity", ["dq"], ["y"])],
+                    [scale, numpy_helper.from_array(np.array(0, np.int8), "zp")])
+    bad = check_tensorrt_ops(m_bad, "tensorrt-10.3")
+    assert _ops(bad.unsupported) == {"QuantizeLinear", "DequantizeLinear"}
+    assert "zero point must be 0" in bad.unsupported[0]["reason"]
+    assert check_tensorrt_ops(m_good, "tensorrt-10.3").ok
+
+    resize = _model([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="cubic")],
+                    [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")])
+    assert "cubic" in check_tensorrt_ops(resize, "tensorrt-10.3").unsupported[0]["reason"]
+    nearest = _model([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")],
+                     [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")])
+    assert check_tensorrt_ops(nearest, "tensorrt-10.3", dla=True).fallback == []
+
+    pool_idx = _model([helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2])])
+    assert "Indices" in check_tensorrt_ops(pool_idx, "tensorrt-8.5").unsupported[0]["reason"]
+
+
+def test_custom_domain_and_opset_limits():
+    custom = _model([helper.make_node("FusedConv", ["x"], ["y"], domain="com.microsoft")],
+                    extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    pre = check_tensorrt_ops(custom, "tensorrt-10.3")
+    assert pre.unsupported[0]["op"] == "com.microsoft::FusedConv" and "plugin" in pre.unsupported[0]["reason"]
+    opset18 = _model([helper.make_node("Relu", ["x"], ["y"])], opset=18)
+    assert check_tensorrt_ops(opset18, "tensorrt-10.3").ok
+    too_new = check_tensorrt_ops(opset18, "tensorrt-8.5")
+    assert too_new.unsupported[0]["op"] == "opset 18" and "--opset 17" in too_new.unsupported[0]["reason"]
+
+
+def test_layernorm_needs_tensorrt_10():
+    m = _model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)],
+               [_w("g", (32,)), _w("b", (32,))], opset=17)
+    assert "LayerNormalization" in _ops(check_tensorrt_ops(m, "tensorrt-8.5").unsupported)
+    assert check_tensorrt_ops(m, "tensorrt-10.3").ok
+
+
+def test_subgraph_nodes_are_checked():
+    then_g = helper.make_graph([helper.make_node("Unique", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    m = _model([helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)], [cond])
+    assert "Unique" in _ops(check_tensorrt_ops(m, "tensorrt-10.3").unsupported)
+
+
+def test_unknown_table():
+    with pytest.raises(KeyError):
+        check_tensorrt_ops(_model([helper.make_node("Relu", ["x"], ["y"])]), "tensorrt-7")
+
+
+def test_zoo_models_preflight(tmp_path):
+    """Real zoo architectures exported with the TorchScript exporter: what each Jetson would do."""
+    torch = pytest.importorskip("torch")
+    zoo = pytest.importorskip("medge.zoo")
+    results = {}
+    for name in ("cxr-densenet-tiny", "us-frame-screen", "us-lesion-unet"):
+        card = zoo.get_card(name)
+        module = zoo.build_model(name, pretrained=False)
+        path = tmp_path / f"{name}.onnx"
+        torch.onnx.export(module, (torch.zeros(*card.input_shape),), str(path), opset_version=17, dynamo=False,
+                          input_names=[card.input_name])
+        model = onnx.load(str(path))
+        results[name] = {
+            "gpu10": check_tensorrt_ops(model, "tensorrt-10.3"),
+            "gpu85": check_tensorrt_ops(model, "tensorrt-8.5"),
+            "dla": check_tensorrt_ops(model, "tensorrt-10.3", dla=True),
+        }
+    for name, res in results.items():
+        assert res["gpu10"].ok, (name, res["gpu10"].unsupported)
+        assert res["gpu85"].ok, (name, res["gpu85"].unsupported)
+        assert res["dla"].ok and res["dla"].nodes == res["gpu10"].nodes
+    # DenseNet's 7x7-or-larger global pooling cannot stay on the DLA; the U-Net's convolutions can.
+    assert any(f["op"] in ("GlobalAveragePool", "ReduceMean", "AveragePool") for f in results["cxr-densenet-tiny"]["dla"].fallback)
+    assert "Conv" in results["us-lesion-unet"]["dla"].supported

@@ -1,0 +1,18 @@
+"""Session-wide tiny artifacts for the runtime tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_artifacts import TinyArtifacts, build_all  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> TinyArtifacts:
+    """ONNX, OpenVINO IR, tflite (NCHW and NHWC) made from one tiny torch model."""
+    return build_all(tmp_path_factory.mktemp("tiny-artifacts"))
