@@ -46,3 +46,26 @@ def run_cli(tmp_path):
         return CliResult(proc.returncode, proc.stdout, proc.stderr, data)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def zoo_onnx(tmp_path_factory):
+    """`zoo_onnx(name, dynamic_batch=True) -> Path`: a zoo model exported once per test session.
+
+    Uses the real `medge.export.export_onnx` (parity-checked, metadata embedded), so other suites
+    can reuse exported models without paying for the export again.
+    """
+    root = tmp_path_factory.mktemp("zoo_onnx")
+    cache: dict[tuple[str, bool], Path] = {}
+
+    def get(name: str, dynamic_batch: bool = True) -> Path:
+        key = (name, dynamic_batch)
+        if key not in cache:
+            from medge.export import export_onnx
+
+            path = root / f"{name}{'-dynamic' if dynamic_batch else ''}.onnx"
+            export_onnx(name, path, dynamic_batch=dynamic_batch)
+            cache[key] = path
+        return cache[key]
+
+    return get

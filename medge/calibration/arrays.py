@@ -18,7 +18,7 @@ import numpy as np
 
 from medge.calibration.labels import class_names, stratum_of
 from medge.calibration.preprocess import image_to_model, raw_to_unit, signal_to_model
-from medge.calibration.sampling import Candidate
+from medge.calibration.sampling import Candidate, error_detail
 from medge.errors import DataError
 from medge.export.metadata import ModelMeta
 
@@ -42,7 +42,7 @@ def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
             targets = npz[tg_key] if tg_key else None
             preprocessed = bool(npz["preprocessed"]) if "preprocessed" in npz else False
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read {path.name} ({type(exc).__name__}: {exc}); "
+        raise DataError(f"cannot read {path.name} ({error_detail(exc, path)}); "
                         "save arrays with numpy.save/numpy.savez (no pickled objects)") from exc
     if targets is not None and len(targets) != len(inputs):
         raise DataError(f"{path.name} has {len(inputs)} inputs but {len(targets)} targets; they must match one to one")

@@ -57,7 +57,7 @@ class DataReport(Report):
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_items: list[dict[str, str]] = field(default_factory=list)  # first MAX_LISTED_SKIPS
     stratified: bool = False
-    labels_from: str | None = None  # csv | subfolders | arrays | synthetic | None
+    labels_from: str | None = None  # csv | subfolders | masks | arrays | synthetic | None
     class_counts: dict[str, int] | None = None
     input_name: str = ""
     input_shape: list[int] = field(default_factory=list)
@@ -156,10 +156,12 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
               max_frames_per_file: int | None = 16) -> DataSet:
     """Load `n` model-ready samples from `source`, applying the model's preprocessing.
 
-    `source` is a folder (images/DICOM; labels from class subfolders or ``labels.csv``), a CSV
+    `source` is a folder (images/DICOM; labels from class subfolders or ``labels.csv``; for a
+    segmentation model, ``images/`` + ``masks/`` subfolders give mask targets), a CSV
     ``file,label[,label...]``, a DICOM file, a WFDB record or folder, an .npy/.npz file, or
     ``synthetic[:<task>]``.  Sampling is seeded and stratified by class when labels exist;
-    `split` selects disjoint synthetic streams (``calib``/``eval``).  Raises `DataError` for a
+    `split` selects disjoint synthetic streams (``calib``/``eval``).  A multi-frame DICOM gives at
+    most `max_frames_per_file` evenly spaced frames (None: all).  Raises `DataError` for a
     missing/empty source or when no sample can be decoded.
     """
     source = str(source)
@@ -167,12 +169,12 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
         raise DataError(f"sample count must be >= 1 (got {n})")
     if split not in ("calib", "eval"):
         raise DataError(f"unknown split '{split}'; expected calib or eval")
-    pre = meta.preprocessing if meta is not None else None
+    pre = meta.preprocessing if meta is not None and meta.preprocessing else None
     input_kind = model_input_kind(pre) if pre else None
     path = Path(source).expanduser()
     kind = _source_kind(source, path, input_kind or "image")
     if pre is None and kind != "arrays":
-        raise DataError(f"the model has no medge metadata, so '{source}' cannot be preprocessed for it; "
+        raise DataError(f"the model has no medge preprocessing metadata, so '{source}' cannot be prepared for it; "
                         "export it with 'medge export' or pass model-ready inputs as .npy/.npz")
     report = DataReport(source=source, kind=kind, split=split, seed=seed, requested=n,
                         input_name=input_name, input_shape=[int(d) for d in input_shape])
@@ -193,8 +195,12 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
         candidates, skipped = wfdb_candidates(path, meta, pre, root=_root_of(path))
     else:
         from medge.calibration.images import folder_candidates
+        from medge.calibration.masks import paired_mask_candidates
 
-        candidates, skipped, report.labels_from = folder_candidates(path, meta, pre, max_frames=max_frames_per_file)
+        found = paired_mask_candidates(path, meta, pre, max_frames=max_frames_per_file) if path.is_dir() else None
+        if found is None:
+            found = folder_candidates(path, meta, pre, max_frames=max_frames_per_file)
+        candidates, skipped, report.labels_from = found
 
     if not candidates:
         why = f" ({len(skipped)} unusable, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""

@@ -8,13 +8,14 @@ reason.  Nothing here reads or reports patient identifiers: items are named by r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medge.calibration.preprocess import image_to_model, minmax_to_unit, raw_to_unit, window_to_unit
-from medge.calibration.sampling import Candidate, SkipSample
+from medge.calibration.sampling import Candidate, SkipSample, error_detail
 from medge.registry import import_optional
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
@@ -37,7 +38,7 @@ def looks_like_dicom(path: Path) -> bool:
 
 def _first(value: Any) -> float:
     """First value of a possibly multi-valued DICOM element, as float."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         value = value[0]
     return float(value)
 
@@ -91,7 +92,7 @@ def _read_header(path: Path):
         except Exception as exc:  # noqa: BLE001 - any parse failure means "not readable DICOM"
             raise SkipSample(f"not a readable DICOM file ({type(exc).__name__})") from exc
     except Exception as exc:  # noqa: BLE001 - truncated headers raise a variety of errors
-        raise SkipSample(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+        raise SkipSample(f"unreadable DICOM header ({error_detail(exc, path)})") from exc
 
 
 def _decode_frame(path: Path, header: Any, index: int | None) -> np.ndarray:
@@ -100,7 +101,7 @@ def _decode_frame(path: Path, header: Any, index: int | None) -> np.ndarray:
     try:
         frame = pixel_array(str(path), index=index)
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt/truncated data
-        raise SkipSample(f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+        raise SkipSample(f"cannot decode pixel data ({error_detail(exc, path)})") from exc
     if index is None and int(header.get("NumberOfFrames", 1) or 1) > 1:
         frame = frame[0]
     return frame

@@ -18,7 +18,7 @@ import numpy as np
 from medge.calibration.dicom import dicom_candidates, looks_like_dicom
 from medge.calibration.labels import class_names, encode_names, labels_usable, name_is_known, stratum_of
 from medge.calibration.preprocess import image_to_model, raw_to_unit
-from medge.calibration.sampling import Candidate, SkipSample
+from medge.calibration.sampling import Candidate, SkipSample, error_detail
 from medge.errors import DataError
 from medge.export.metadata import ModelMeta
 from medge.registry import import_optional
@@ -43,7 +43,7 @@ def read_image_unit(path: Path, pre: dict[str, Any]) -> np.ndarray:
                 img = img.convert("RGB")
             arr = np.array(img)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
-        raise SkipSample(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+        raise SkipSample(f"cannot decode image ({error_detail(exc, path)})") from exc
     if mode.startswith("I;16"):
         arr = arr.astype(np.uint16)
     return raw_to_unit(arr, pre)
@@ -97,7 +97,7 @@ def _subfolder_labels(root: Path, files: list[Path], meta: ModelMeta | None) -> 
     tops = set()
     for f in files:
         rel = f.relative_to(root)
-        if len(rel.parts) < 2:
+        if len(rel.parts) < 2:  # a file directly in the root: not a class-folder layout
             return None
         tops.add(rel.parts[0])
     if not tops or not all(name_is_known(t, meta) for t in tops):
@@ -142,7 +142,7 @@ def folder_candidates(source: Path, meta: ModelMeta | None, pre: dict[str, Any],
 
     candidates: list[Candidate] = []
     for path in files:
-        item = path.relative_to(root).as_posix()
+        item = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
         target = None
         if labelled is not None:
             target = encode_names(labelled[path], meta, where=f"{labels_from} label of {item}")

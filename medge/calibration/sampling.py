@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,20 @@ from medge.errors import DataError
 
 class SkipSample(Exception):
     """Raised by a candidate's loader: this item cannot be used; the message is the reason."""
+
+
+def error_detail(exc: BaseException, path: Path | str) -> str:
+    """``Type: message`` on one short line, with the file's folder left out.
+
+    Reports name files relative to the source root; absolute paths (which may hold patient
+    names in folder names) must not come back through a library's error message.
+    """
+    path = Path(path)
+    message = " ".join(str(exc).split())
+    for long, short in ((str(path), path.name), (str(path.parent), ".")):
+        if long and long != ".":
+            message = message.replace(long, short)
+    return f"{type(exc).__name__}: {message[:200]}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ def draw(candidates: list[Candidate], n: int, seed: int,
     `on_skip(item, reason)` is called for every candidate that failed to decode.
     """
     if n < 1:
-        raise DataError(f"sample count must be >= 1 (got {n}); pass a positive --calib-size/--n")
+        raise DataError(f"sample count must be >= 1 (got {n}); ask for at least one sample")
     rng = np.random.default_rng(seed)
     stratified = any(c.stratum is not None for c in candidates)
     groups: dict[str, list[int]] = {}
@@ -79,35 +94,35 @@ def draw(candidates: list[Candidate], n: int, seed: int,
     queues = {k: [groups[k][j] for j in rng.permutation(len(groups[k]))] for k in keys}
     quotas = dict(zip(keys, _quotas([len(queues[k]) for k in keys], min(n, len(candidates)))))
 
-    drawn: list[tuple[int, Drawn]] = []
+    drawn: list[Drawn] = []
+    leftovers: list[int] = []
     for key in keys:
-        got = 0
-        queue = queues[key]
-        while got < quotas[key] and queue:
-            idx = queue.pop(0)
-            decoded = _try_load(candidates[idx], on_skip)
+        got, pos, queue = 0, 0, queues[key]
+        while got < quotas[key] and pos < len(queue):
+            decoded = _try_load(candidates[queue[pos]], on_skip)
             if decoded is not None:
-                drawn.append((idx, decoded))
+                drawn.append(decoded)
                 got += 1
+            pos += 1
+        leftovers += queue[pos:]
     # Classes that ran short are topped up from whatever is left, in a seeded order.
-    leftovers = [i for k in keys for i in queues[k]]
     for idx in (leftovers[j] for j in rng.permutation(len(leftovers))):
         if len(drawn) >= n:
             break
         decoded = _try_load(candidates[idx], on_skip)
         if decoded is not None:
-            drawn.append((idx, decoded))
+            drawn.append(decoded)
     order = rng.permutation(len(drawn))
-    return [drawn[j][1] for j in order], stratified
+    return [drawn[j] for j in order], stratified
 
 
 def _try_load(candidate: Candidate, on_skip: Callable[[str, str], None]) -> Drawn | None:
     try:
         inputs, target = candidate.load()
-    except SkipSample as exc:
+    except (SkipSample, DataError) as exc:
         on_skip(candidate.item, str(exc))
         return None
-    except DataError as exc:
-        on_skip(candidate.item, str(exc))
+    if not np.all(np.isfinite(inputs)):
+        on_skip(candidate.item, "input has NaN or infinite values after preprocessing")
         return None
     return Drawn(candidate, inputs, target if target is not None else candidate.target)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medge.calibration.preprocess import resample_signal, signal_to_model, to_millivolts
-from medge.calibration.sampling import Candidate, SkipSample
+from medge.calibration.sampling import Candidate, SkipSample, error_detail
 from medge.errors import DataError
 from medge.export.metadata import ModelMeta
 from medge.registry import import_optional
@@ -57,7 +57,7 @@ def _read_record_mv(record: str, leads: tuple[str, ...], rate_out: float) -> np.
     try:
         rec = wfdb.rdrecord(record)
     except Exception as exc:  # noqa: BLE001 - wfdb raises many types for broken records
-        raise SkipSample(f"cannot read WFDB record ({type(exc).__name__}: {exc})") from exc
+        raise SkipSample(f"cannot read WFDB record ({error_detail(exc, record)})") from exc
     idx = _lead_indices(list(rec.sig_name), list(leads))
     if idx is None:
         raise SkipSample(f"record lacks leads {list(leads)}")
@@ -93,7 +93,7 @@ def wfdb_candidates(source: Path, meta: ModelMeta | None, pre: dict[str, Any], *
         try:
             header = wfdb.rdheader(str(record))
         except Exception as exc:  # noqa: BLE001 - unreadable header: skip the record
-            skipped.append((item, f"cannot read WFDB header ({type(exc).__name__}: {exc})"))
+            skipped.append((item, f"cannot read WFDB header ({error_detail(exc, record)})"))
             continue
         names = list(header.sig_name or [])
         if not wanted:

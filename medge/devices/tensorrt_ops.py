@@ -127,7 +127,7 @@ class _Graph:
         from onnx import numpy_helper
 
         try:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception:  # noqa: BLE001 - shape inference is best effort; checks degrade gracefully
             pass
         self.consts: dict[str, Any] = {}
@@ -136,10 +136,12 @@ class _Graph:
                 self.consts[init.name] = numpy_helper.to_array(init)
             else:
                 self.consts[init.name] = None  # known constant, value not loaded
-        for node in model.graph.node:
+        for node in model.graph.node:  # topological order: constants flow through Identity
             if node.op_type == "Constant" and node.output:
                 t = _attr(node, "value")
                 self.consts[node.output[0]] = numpy_helper.to_array(t) if t is not None else None
+            elif node.op_type == "Identity" and node.input and node.input[0] in self.consts:
+                self.consts[node.output[0]] = self.consts[node.input[0]]
         self.shapes: dict[str, list[int | None]] = {}
         self.dtypes: dict[str, int] = {}
         for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
@@ -161,10 +163,11 @@ def _gpu_restriction(node, g: _Graph, table: TensorRTOpTable) -> str | None:
             return "zero point must be a constant"
         if zp is not None and (zp != 0).any():
             return "zero point must be 0 (symmetric quantization); quantize with the trt_compatible option"
-        if zp is not None and str(zp.dtype) == "uint8" and not table.strongly_typed:
-            return "uint8 quantization is not supported by TensorRT 8; use int8"
-        if op == "DequantizeLinear" and zp is not None and str(zp.dtype) == "uint8":
-            return "uint8 Q/DQ is not a quantized type in TensorRT; use int8 activations"
+        x = g.consts.get(node.input[0]) if op == "DequantizeLinear" else None
+        if x is not None and str(x.dtype) not in ("int8",):
+            return f"DequantizeLinear of a {x.dtype} constant (e.g. an int32 bias) is not supported; keep biases float"
+        if zp is not None and str(zp.dtype) == "uint8":
+            return "uint8 Q/DQ is not a TensorRT quantized type; quantize activations to int8"
     if op in ("Conv", "ConvTranspose") and not table.strongly_typed and not g.is_const(node.input[1]):
         return "weights W must be an initializer"
     if op == "MaxPool" and len(node.output) > 1 and node.output[1]:

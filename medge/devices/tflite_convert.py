@@ -187,7 +187,7 @@ def _cast_weights_fp16(path: Path) -> None:
 
 def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
     """The builtin ops of a .tflite in execution order, read without delegates:
-    ``[{"index", "op", "input_dtypes", "output_dtypes"}]``."""
+    ``[{"index", "op", "input_dtypes", "output_dtypes", "max_rank"}]``."""
     mod = import_optional("ai_edge_litert.interpreter", what="reading .tflite ops")
     interp = mod.Interpreter(
         model_path=str(path), experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -197,7 +197,11 @@ def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
     def dtypes(indices: Any) -> list[str]:
         return [np.dtype(tensors[i]["dtype"]).name for i in indices if int(i) >= 0 and int(i) in tensors]
 
+    def max_rank(indices: Any) -> int:
+        return max((len(tensors[int(i)]["shape"]) for i in indices if int(i) in tensors), default=0)
+
     return [
-        {"index": op["index"], "op": op["op_name"], "input_dtypes": dtypes(op["inputs"]), "output_dtypes": dtypes(op["outputs"])}
+        {"index": op["index"], "op": op["op_name"], "input_dtypes": dtypes(op["inputs"]),
+         "output_dtypes": dtypes(op["outputs"]), "max_rank": max_rank([*op["inputs"], *op["outputs"]])}
         for op in interp._get_ops_details()
     ]

@@ -3,7 +3,8 @@
 It covers the operators that medge's exported models use (CNNs, DenseNets, U-Nets, the ECG net
 and the hybrid ViT): convolutions, pooling, normalisation, element-wise maths, Gemm/MatMul,
 Reshape/Transpose/Gather with constant shape/index inputs, Softmax and LayerNormalization.
-Every initializer becomes a buffer of the returned module; shapes must be static (batch 1), which
+Every float initializer becomes a frozen parameter of the returned module (so PT2E quantizes it
+as a weight); shapes must be static (batch 1), which
 is what the mobile delegates need anyway.  An unsupported operator raises `ExportError` naming it.
 """
 
@@ -49,7 +50,7 @@ def _explicit_pad(x: torch.Tensor, pads: list[int], spatial: int) -> torch.Tenso
 
 
 class OnnxGraphModule(torch.nn.Module):
-    """Runs an ONNX graph with torch ops; initializers are registered as buffers."""
+    """Runs an ONNX graph with torch ops; float initializers are (frozen) parameters."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
@@ -60,25 +61,28 @@ class OnnxGraphModule(torch.nn.Module):
                 f"the ONNX→PyTorch path cannot convert ops {unsupported}; "
                 "pass the PyTorch model instead (--model-ref zoo-name or module:factory)"
             )
-        self._const: dict[str, np.ndarray] = {}
-        self._buffer_of: dict[str, str] = {}
-        for i, init in enumerate(graph.initializer):
-            arr = numpy_helper.to_array(init)
-            self._const[init.name] = arr
-            if arr.dtype.kind == "f":
-                key = f"w{i}"
-                self.register_buffer(key, torch.from_numpy(np.array(arr, dtype=np.float32)))
-                self._buffer_of[init.name] = key
+        self._const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant":
                 value = _attrs(node).get("value")
                 if value is None:
                     raise ExportError(f"ONNX Constant node {node.name!r} has no tensor 'value'; re-export the model")
                 self._const[node.output[0]] = numpy_helper.to_array(value)
+        self._nodes = [n for n in graph.node if n.op_type != "Constant"]
+        # One frozen parameter per (node, input) use of a float constant: the exporter deduplicates
+        # equal initializers (e.g. zero biases), and PT2E cannot quantize a bias shared by two convs.
+        self._param_of: dict[tuple[int, int], str] = {}
+        for i, node in enumerate(self._nodes):
+            for j, name in enumerate(node.input):
+                arr = self._const.get(name)
+                if arr is not None and arr.dtype.kind == "f" and node.op_type not in ("Reshape",):
+                    key = f"p{i}_{j}"
+                    tensor = torch.from_numpy(np.array(arr, dtype=np.float32))
+                    self.register_parameter(key, torch.nn.Parameter(tensor, requires_grad=False))
+                    self._param_of[(i, j)] = key
         init_names = {i.name for i in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in init_names]
         self.output_names = [o.name for o in graph.output]
-        self._nodes = [n for n in graph.node if n.op_type != "Constant"]
 
     # ------------------------------------------------------------------------------------------
     def _int_list(self, name: str) -> list[int]:
@@ -89,17 +93,17 @@ class OnnxGraphModule(torch.nn.Module):
     def forward(self, *args: torch.Tensor) -> Any:
         env: dict[str, Any] = dict(zip(self.input_names, args))
 
-        def get(name: str) -> Any:
+        def get(i: int, j: int, name: str) -> Any:
             if name in env:
                 return env[name]
-            if name in self._buffer_of:
-                return getattr(self, self._buffer_of[name])
+            if (i, j) in self._param_of:
+                return getattr(self, self._param_of[(i, j)])
             if name in self._const:
                 return torch.from_numpy(np.array(self._const[name]))
             raise ExportError(f"ONNX value {name!r} is used before it is produced; the graph is not topologically sorted")
 
-        for node in self._nodes:
-            ins = [get(n) if n else None for n in node.input]
+        for i, node in enumerate(self._nodes):
+            ins = [get(i, j, n) if n else None for j, n in enumerate(node.input)]
             result = self._run(node, ins)
             outs = result if isinstance(result, tuple) else (result,)
             for name, value in zip(node.output, outs):
@@ -143,7 +147,9 @@ class OnnxGraphModule(torch.nn.Module):
                 return pool(x, k, stride, pad, a.get("dilations", 1), ceil_mode=ceil)
             pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
             return pool(x, k, stride, pad, ceil_mode=ceil, count_include_pad=bool(a.get("count_include_pad", 0)))
-        if op == "GlobalAveragePool":
+        if op == "GlobalAveragePool":  # the idioms the PT2E quantizer annotates
+            if x.dim() == 4:
+                return F.adaptive_avg_pool2d(x, 1)
             return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
         if op == "ReduceMean":
             axes = a.get("axes") or (self._int_list(node.input[1]) if len(node.input) > 1 else None)
@@ -151,9 +157,11 @@ class OnnxGraphModule(torch.nn.Module):
             return x.mean(dim=axes, keepdim=bool(a.get("keepdims", 1)))
         if op == "Flatten":
             axis = a.get("axis", 1)
-            return x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
+            return x.flatten(axis) if axis == 1 else x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
         if op == "Gemm":
             w, b = ins[1], ins[2] if len(ins) > 2 else None
+            if a.get("transB", 0) and not a.get("transA", 0) and a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0:
+                return F.linear(x, w, b)
             x = x.t() if a.get("transA", 0) else x
             w = w.t() if a.get("transB", 0) else w
             y = a.get("alpha", 1.0) * (x @ w)

@@ -91,6 +91,9 @@ def _export_dynamo(module, example, loaded: LoadedModel, opset: int, dynamic_bat
     import torch
 
     shapes = None
+    program = loaded.extra.get("program")
+    if program is not None:  # its shapes (dynamic or not) are fixed by torch.export already
+        module, dynamic_batch = program, False
     if dynamic_batch:
         # torch.export specialises size-1 dims, so trace the dynamic batch with an example of 2.
         example = example.expand(2, *example.shape[1:]).contiguous()
@@ -181,6 +184,13 @@ def _to_onnx(loaded: LoadedModel, opset: int | None, dynamic_batch: bool) -> tup
         if plan[0][0] == "dynamo":
             raise UsageError(f"TorchScript (.pt) models export only with opset < {DYNAMO_MIN_OPSET}; drop --opset or use ≤ 17")
         plan = [p for p in plan if p[0] == "torchscript"]
+    if loaded.kind == "exported-program":
+        if opset is not None and opset < DYNAMO_MIN_OPSET:
+            raise UsageError(f"ExportedProgram (.pt2) models export with the dynamo exporter, which needs --opset ≥ {DYNAMO_MIN_OPSET}")
+        if dynamic_batch and not loaded.extra.get("dynamic_batch"):
+            raise UsageError("this ExportedProgram has a static batch dim; drop --dynamic-batch or re-export it "
+                             "with torch.export.export(..., dynamic_shapes=...) on dim 0")
+        plan = [("dynamo", opset or DYNAMO_MIN_OPSET)]
     notes: list[str] = []
     errors: list[ExportError] = []
     for exporter, version in plan:
@@ -195,8 +205,8 @@ def _to_onnx(loaded: LoadedModel, opset: int | None, dynamic_batch: bool) -> tup
             notes.append(f"{exporter} exporter at opset {version} failed: {error}")
             errors.append(error)
     if len(errors) > 1:
-        others = ", ".join(f"{e} at opset {v}" for e, v in plan[1:])
-        advice = f"the {others} exporter fails too; replace it with ONNX-supported ops (--verbose shows the exporter log)"
+        others = ", ".join(f"{e} exporter at opset {v}" for e, v in plan[1:])
+        advice = f"the {others} fails too; replace it with ONNX-supported ops (--verbose shows the exporter log)"
     else:
         advice = "try another --opset (< 18: TorchScript exporter, ≥ 18: dynamo) or replace it with ONNX-supported ops"
     raise ExportError(f"{errors[0]}; {advice}")
@@ -212,7 +222,9 @@ def _torch_complexity(loaded: LoadedModel) -> tuple[int | None, int | None]:
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
         return None, None
     try:
-        macs = count_macs(module, (1, *loaded.input_shape[1:]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            macs = count_macs(module, (1, *loaded.input_shape[1:]))
     except Exception as exc:  # noqa: BLE001 - meta-device counting is best effort; ONNX counts instead
         log.debug("torch MAC count failed: %s", exc)
         macs = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,6 +223,10 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     if weights is not None:
         load_weights(module, weights)
         sha = sha256_file(weights)
+    elif pretrained and card.weights:
+        from medge.zoo import weights_path
+
+        sha = sha256_file(weights_path(card))
     else:
         sha = state_dict_sha256(module)
     shape = tuple(card.input_shape)
@@ -245,7 +250,7 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo")
 
 
-def _load_file(path: Path, weights, input_shape) -> tuple[Any, str, tuple[int, ...] | None]:
+def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
     import torch
 
     sha = sha256_file(path)
@@ -253,14 +258,25 @@ def _load_file(path: Path, weights, input_shape) -> tuple[Any, str, tuple[int, .
         if weights is not None:
             raise UsageError("--weights cannot be applied to an ExportedProgram (.pt2); it already holds its weights")
         try:
-            program = torch.export.load(str(path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load ExportedProgram {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
-        shapes = [tuple(int(d) for d in n.meta["val"].shape) for n in program.graph.nodes
+        shapes = [tuple(n.meta["val"].shape) for n in program.graph.nodes
                   if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
         if len(shapes) != 1:
             raise ModelLoadError(f"{path} has {len(shapes)} user inputs; medge exports single-input models")
-        return program.module(), "exported-program", input_shape or shapes[0]
+        # Symbolic (dynamic) dims are exported at size 1; the program keeps them dynamic.
+        shape = tuple(d if isinstance(d, int) else 1 for d in shapes[0])
+        extra["program"] = program
+        extra["dynamic_batch"] = not isinstance(shapes[0][0], int)
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise DataError(
+                f"--input-shape {'x'.join(map(str, input_shape))} differs from the ExportedProgram's input "
+                f"{'x'.join(map(str, shape))}; drop --input-shape (a .pt2 file fixes its own shape)"
+            )
+        return program.module(), "exported-program", shape
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
@@ -287,8 +303,17 @@ def load_model(
     """
     import torch
 
-    kwargs = dict(model_kwargs or {})
+    # Seed so that randomly initialised layers (no weights given) export byte-identically.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _load_model(model, weights, dict(model_kwargs or {}), input_shape)
+
+
+def _load_model(model: str, weights: str | None, kwargs: dict, input_shape: tuple | None) -> LoadedModel:
+    import torch
+
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    extra: dict[str, Any] = {}
     zoo = _zoo_names()
     if model in zoo:
         loaded = _load_zoo(model, weights, kwargs, shape)
@@ -297,7 +322,7 @@ def load_model(
         if path.suffix in (".pt2", ".pt", ".pth", ".ts") and path.is_file():
             if kwargs:
                 raise UsageError("--model-kwargs only applies to zoo names and package.module:factory references")
-            module, kind, shape = _load_file(path, weights, shape)
+            module, kind, shape = _load_file(path, weights, shape, extra)
             sha = sha256_file(weights) if weights else sha256_file(path)
         elif ":" in model and not path.exists():
             module, kind = _call_factory(model, kwargs), "factory"
@@ -313,12 +338,14 @@ def load_model(
             )
         if shape is None:
             raise UsageError(f"--input-shape is required for '{model}' (e.g. --input-shape 1x1x256x256)")
-        module.eval()
+        if kind != "exported-program":  # an unlifted ExportedProgram is already in eval form
+            module.eval()
         names = ["output"]
         n_out = _probe_outputs(module, shape, model)
         if n_out > 1:
             names = [f"output_{i}" for i in range(n_out)]
-        loaded = LoadedModel(module, _default_meta(model, shape, names, sha), shape, ["input"], names, sha, kind=kind)
+        loaded = LoadedModel(module, _default_meta(model, shape, names, sha), shape, ["input"], names, sha, kind=kind,
+                             extra=extra)
     if loaded.kind == "zoo":
         _probe_outputs(loaded.module, loaded.input_shape, model)
     loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0

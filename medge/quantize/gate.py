@@ -219,12 +219,11 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         prepared = backend.prepare(model, Path(tmp))
         if config.precision == "int8-dynamic" and _conv_heavy(prepared):
             report.warnings.append(DYNAMIC_CONV_WARNING)
-            log.warning(DYNAMIC_CONV_WARNING)
         if gate.eval_data is not None:
             gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
             gate.reference_metric = task_metric(gate.metric_name, gate.reference, gate.targets)
         artifact, attempt = gate.attempt(prepared, [], report)
-        if attempt.passed is False and config.max_fallback_steps > 0:
+        if attempt.passed is False and config.max_fallback_steps > 0 and backend.supports_fallback(gate.options):
             artifact, attempt = _fall_back(gate, prepared, artifact, report)
         report.fp32_fallback_nodes = attempt.fp32_nodes
         report.size_bytes = {"before": _model_bytes(model),

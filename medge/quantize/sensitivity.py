@@ -3,8 +3,8 @@
 Two views, picked from the quantized ONNX model the backend provides:
 
 * **QDQ models** (INT8): every activation ``QuantizeLinear → DequantizeLinear`` pair is scored by
-  the relative error it adds to its tensor (``‖DQ(Q(t)) − t‖ / ‖t‖`` on a few samples, measured in
-  the quantized model so inherited error does not count).  A pair disappears only when its
+  the relative error its scale/zero point add to the FP32 tensor (``‖DQ(Q(t)) − t‖ / ‖t‖`` per
+  channel, averaged, on a few samples), so error inherited from upstream does not count.  A pair disappears only when its
   producer *and* every consumer stay in FP32 (ONNX Runtime shares one pair between them), so each
   pair maps to that group of nodes.
 * **Other models** (FP16): each candidate node is scored by the error of its output minus the
@@ -58,30 +58,69 @@ def _relative_error(ref: list[np.ndarray], test: list[np.ndarray]) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def _qdq_groups(quant, known_nodes: set[str], feeds_list) -> list[dict]:
-    initializers = {i.name for i in quant.graph.initializer}
+def _fake_quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    info = np.iinfo(zero_point.dtype)
+    scale = scale.astype(np.float64)
+    zp = zero_point.astype(np.float64)
+    if scale.ndim == 1 and scale.size > 1 and x.ndim >= 2:  # per-channel on axis 1
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    q = np.clip(np.round(x / scale) + zp, info.min, info.max)
+    return ((q - zp) * scale).astype(np.float32)
+
+
+def _channel_error(values: list[np.ndarray], scale: np.ndarray, zero_point: np.ndarray) -> float:
+    """Mean over channels (axis 1) of the relative error one Q/DQ pair adds to FP32 values.
+
+    Per channel, so that one huge-range channel wiping out all the small ones is not hidden by
+    the norm of the huge one.
+    """
+    errors = []
+    for x in values:
+        dq = _fake_quantize(x, scale, zero_point)
+        if x.ndim >= 2 and x.shape[1] > 1:
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            num = np.sqrt(((dq - x) ** 2).sum(axis=axes))
+            den = np.sqrt((x ** 2).sum(axis=axes))
+            live = den > 0
+            errors.append(float(np.mean(num[live] / den[live])) if live.any() else 0.0)
+        else:
+            errors.append(float(np.linalg.norm(dq - x) / (np.linalg.norm(x) + 1e-12)))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def _qdq_groups(fp32, quant, feeds_list) -> list[dict]:
+    from onnx import numpy_helper
+
+    known_nodes = {n.name for n in fp32.graph.node}
+    fp32_tensors = {t for n in fp32.graph.node for t in n.output}
+    initializers = {i.name: i for i in quant.graph.initializer}
     producer = {t: n for n in quant.graph.node for t in n.output}
     consumers: dict[str, list] = {}
     for n in quant.graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
-    pairs = []  # (tensor before Q, tensor after DQ, nodes to keep in FP32)
+    pairs = []  # (FP32 tensor name, Q node, nodes to keep in FP32)
     for q in quant.graph.node:
         if q.op_type != "QuantizeLinear" or q.input[0] in initializers or q.input[0] not in producer:
+            continue
+        if len(q.input) < 3 or q.input[1] not in initializers or q.input[2] not in initializers:
             continue
         for dq in consumers.get(q.output[0], []):
             if dq.op_type != "DequantizeLinear":
                 continue
             group = [producer[q.input[0]].name] + [c.name for c in consumers.get(dq.output[0], [])]
             nodes = sorted({g for g in group if g in known_nodes})
-            if nodes:
-                pairs.append((q.input[0], dq.output[0], nodes))
-    names = sorted({t for a, b, _ in pairs for t in (a, b)})
-    values = _run_exposed(quant, names, feeds_list)
+            tensor = next((t for t in (q.input[0], dq.output[0]) if t in fp32_tensors), None)
+            if nodes and tensor:
+                pairs.append((tensor, q, nodes))
+    values = _run_exposed(fp32, sorted({p[0] for p in pairs}), feeds_list)
     ranked = []
-    for before, after, nodes in pairs:
-        if before in values and after in values:
-            ranked.append({"tensor": before, "score": round(_relative_error(values[before], values[after]), 6),
+    for tensor, q, nodes in pairs:
+        if tensor in values:
+            scale = numpy_helper.to_array(initializers[q.input[1]])
+            zero_point = numpy_helper.to_array(initializers[q.input[2]])
+            ranked.append({"tensor": tensor, "score": round(_channel_error(values[tensor], scale, zero_point), 6),
                            "nodes": nodes})
     return ranked
 
@@ -113,7 +152,7 @@ def rank_fallback_groups(fp32_onnx: Path, quant_onnx: Path, candidates: list[str
     quant = onnx.load(str(quant_onnx))
     feeds_list = list(feeds_list)
     if any(n.op_type == "QuantizeLinear" for n in quant.graph.node):
-        ranked = _qdq_groups(quant, {n.name for n in fp32.graph.node}, feeds_list)
+        ranked = _qdq_groups(fp32, quant, feeds_list)
     else:
         ranked = _node_groups(fp32, quant, candidates, feeds_list)
     ranked.sort(key=lambda r: -(r["score"] if np.isfinite(r["score"]) else -1.0))

@@ -108,13 +108,13 @@ def load_source_inputs(
     except ImportError as exc:
         raise MedgeError("reading --inputs needs medge.calibration, which this installation lacks; drop --inputs") from exc
     if ref.onnx is not None:
-        dataset = load_data_for_onnx(source, str(ref.onnx), n=n, split=split)
-    elif ref.meta is not None and len(infos) == 1:
+        dataset = load_data_for_onnx(source, str(ref.onnx), n=n, split=split, seed=seed)
+    elif len(infos) == 1:  # without metadata only model-ready .npy/.npz arrays are accepted
         dataset = load_data(source, ref.meta, input_name=infos[0].name, input_shape=_concrete(infos[0].shape), n=n, split=split, seed=seed)
     else:
         raise MedgeError(
-            f"{ref.label} carries no medge model metadata, so --inputs cannot be preprocessed for it; "
-            "use an ONNX file exported by 'medge export' or a bundle, or drop --inputs for random data"
+            f"{ref.label} has {len(infos)} inputs and no ONNX model beside it, so --inputs cannot be mapped onto it; "
+            "compare against the ONNX file or drop --inputs for random data"
         )
     samples = [list(feed.values()) for feed in dataset]
     if not samples:

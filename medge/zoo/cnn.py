@@ -37,9 +37,9 @@ def chexnet_densenet121(num_labels: int = len(CHEXNET_LABELS), in_channels: int 
 def tiny_densenet(
     num_labels: int = 4,
     in_channels: int = 1,
-    init_features: int = 24,
+    init_features: int = 16,
     growth_rate: int = 12,
-    block_config: Sequence[int] = (3, 6, 8, 6),
+    block_config: Sequence[int] = (2, 4, 6, 4),
 ) -> nn.Module:
     """Narrow DenseNet (growth 12, short blocks) for CPU/NPU-class devices; sigmoid outputs."""
     from monai.networks.nets import DenseNet

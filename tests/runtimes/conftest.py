@@ -9,10 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_artifacts import TinyArtifacts, build_all  # noqa: E402
+from tiny_artifacts import TinyArtifacts, cached_build  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> TinyArtifacts:
     """ONNX, OpenVINO IR, tflite (NCHW and NHWC) made from one tiny torch model."""
-    return build_all(tmp_path_factory.mktemp("tiny-artifacts"))
+    return cached_build(tmp_path_factory.getbasetemp().parent)

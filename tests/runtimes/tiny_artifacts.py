@@ -88,3 +88,38 @@ def build_all(folder: Path) -> TinyArtifacts:
         tflite_nhwc=export_tflite(folder / "tiny_nhwc.tflite", channels_last=True),
         onnx_other=export_onnx(folder / "other.onnx", seed=1),
     )
+
+
+def _cache_key() -> str:
+    import hashlib
+    from importlib.metadata import version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for dist in ("torch", "onnx", "openvino", "litert-torch", "ai-edge-litert"):
+        h.update(f"{dist}={version(dist)}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_build(cache_root: Path) -> TinyArtifacts:
+    """`build_all` once per source/toolchain version under `cache_root`, shared by test sessions.
+
+    The folder is built beside its final name and renamed into place, so a half-built cache is
+    never used.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    final = cache_root / f"medge-tiny-{_cache_key()}"
+    names = {"onnx": "tiny.onnx", "ir": "tiny.xml", "tflite": "tiny.tflite", "tflite_nhwc": "tiny_nhwc.tflite", "onnx_other": "other.onnx"}
+    if not final.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".medge-tiny-", dir=cache_root))
+        try:
+            build_all(tmp)
+            os.replace(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return TinyArtifacts(**{field: final / name for field, name in names.items()})

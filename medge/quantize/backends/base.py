@@ -57,6 +57,10 @@ class QuantBackend(abc.ABC):
             return [n.name for n in model.graph.node if n.name and n.op_type not in ("Cast", "Constant")]
         return [n.name for n in model.graph.node if n.name and n.op_type in QUANTIZABLE_OPS]
 
+    def supports_fallback(self, options: QuantOptions) -> bool:
+        """Whether `quantize` can keep individual nodes in FP32 for this precision."""
+        return True
+
     def sensitivity_proxy(self, prepared: Path, first_artifact: Path, workdir: Path,
                           calib: list[dict[str, np.ndarray]], options: QuantOptions) -> Path:
         """An ONNX model whose intermediate tensors show this backend's quantization error.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from conftest import image_meta, image_shape, write_png
+from calib_fixtures import image_meta, image_shape, write_png
 
 from medge.calibration import load_data
 from medge.errors import DataError
@@ -69,6 +71,7 @@ def test_csv_label_names_and_broken_rows(tmp_path):
     assert (rep.found, rep.used, rep.skipped) == (8, 6, 2)
     reasons = {s["item"]: s["reason"] for s in rep.skipped_items}
     assert "not found" in reasons["missing.png"] and "cannot decode image" in reasons["broken.png"]
+    assert str(tmp_path) not in json.dumps(rep.to_dict()["skipped_items"])  # only paths relative to the source
     assert rep.class_counts == {"(none)": 2, "effusion": 3, "nodule": 2}
     by_source = {s.source: s.target.tolist() for s in ds.samples}
     assert by_source["1.png"] == [1, 1] and by_source["3.png"] == [0, 0] and by_source["4.png"] == [0, 1]

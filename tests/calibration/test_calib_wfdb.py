@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ecg_meta
+from calib_fixtures import ecg_meta
 
 from medge.calibration import load_data
 from medge.errors import DataError
@@ -83,3 +83,23 @@ def test_image_folder_for_an_ecg_model_is_a_data_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(DataError, match="no WFDB records"):
         _load(tmp_path, ecg_meta())
+
+
+def test_zoo_ecg_model_reads_a_record_like_its_synthetic_data(tmp_path):
+    """A 12-lead record written from synthetic data gives the generator's own 3-lead input."""
+    from medge.calibration.synthetic import generate
+    from medge.export.metadata import ModelMeta
+    from medge.zoo import get_card
+
+    card = get_card("ecg-3to12")
+    meta = ModelMeta(model=card.name, task=card.task, labels=list(card.labels), input_layout=card.input_layout,
+                     preprocessing=dict(card.preprocessing))
+    inputs, twelve = generate("ecg", 1, seed=5)
+    record = _write(tmp_path, "syn", twelve[0].T.astype(np.float64), ["mV"] * 12, names=card.labels, fs=500)
+    ds = load_data(record, meta, input_name=card.input_name, input_shape=card.input_shape)
+    sample = ds.samples[0]
+    assert ds.report.used == 1 and sample.feeds[card.input_name].shape == card.input_shape
+    np.testing.assert_allclose(sample.feeds[card.input_name][0], inputs[0], atol=1e-3)
+    np.testing.assert_allclose(sample.target, twelve[0], atol=1e-3)
+    synthetic = load_data("synthetic", meta, input_name=card.input_name, input_shape=card.input_shape, n=3)
+    assert synthetic.report.synthetic_task == "ecg" and synthetic.targets().shape == (3, 12, 5000)

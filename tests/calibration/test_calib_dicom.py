@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PATIENT_ID, PATIENT_NAME, image_meta, image_shape, write_dicom
+from calib_fixtures import PATIENT_ID, PATIENT_NAME, image_meta, image_shape, write_dicom
 
 from medge.calibration import load_data
 from medge.errors import DataError
@@ -110,6 +110,8 @@ def test_multiframe_frames_truncated_and_junk_files_are_skipped(tmp_path, ramp12
     assert sorted(s.source for s in ds.samples) == ["cine.dcm#frame0", "cine.dcm#frame1", "cine.dcm#frame2",
                                                    "single.dcm"]
     assert len({s.key for s in ds.samples}) == 3  # frame0 == single.dcm
+    text = json.dumps(rep.to_dict()["skipped_items"]) + json.dumps([s.source for s in ds.samples])
+    assert str(tmp_path) not in text
     text = json.dumps(rep.to_dict())
     assert PATIENT_NAME not in text and PATIENT_ID not in text and "Doe" not in text
 
@@ -131,3 +133,53 @@ def test_dicom_class_subfolders_give_labels(tmp_path, ramp12):
     assert ds.report.class_counts == {"(none)": 3, "effusion": 3}
     t = ds.targets()
     assert t.shape == (6, 2) and t.sum() == 3
+
+
+def _write_jpeg_baseline_cine(path, frames: list[np.ndarray]):
+    """Colour US cine in JPEG baseline (encapsulated Pillow JPEGs), decoded by pylibjpeg."""
+    import io
+
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage, generate_uid
+
+    blobs = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=95, subsampling=0)
+        blobs.append(buf.getvalue())
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.file_meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "US", PATIENT_NAME, PATIENT_ID
+    ds.Rows, ds.Columns = frames[0].shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = encapsulate(blobs)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_jpeg_baseline_colour_cine_frames_and_frame_limit(tmp_path):
+    base = np.zeros((32, 32, 3), np.uint8)
+    base[..., 0] = np.arange(32)[:, None] * 8
+    base[..., 1] = 100
+    base[..., 2] = np.arange(32)[None] * 4
+    frames = [np.roll(base, 3 * i, axis=0) for i in range(6)]
+    path = _write_jpeg_baseline_cine(tmp_path / "cine.dcm", frames)
+    ds = _load(path)
+    assert ds.report.kind == "dicom" and ds.report.used == 6
+    got = {s.source: s.feeds["image"][0, 0] for s in ds.samples}
+    for i, frame in enumerate(frames):
+        luma = frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+        np.testing.assert_allclose(got[f"cine.dcm#frame{i}"], luma, atol=4 / 255)
+    meta = image_meta(**RAW)
+    limited = load_data(str(path), meta, input_name="image", input_shape=image_shape(meta), max_frames_per_file=3)
+    assert sorted(s.source for s in limited.samples) == ["cine.dcm#frame0", "cine.dcm#frame2", "cine.dcm#frame5"]

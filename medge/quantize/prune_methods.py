@@ -1,0 +1,190 @@
+"""The pruning algorithms on a PyTorch module: structured channel pruning and unstructured magnitude.
+
+Structured pruning uses ``torch_pruning``'s dependency graph, so channels are removed consistently
+across concatenations (DenseNet, U-Net skips), residual additions and 1-D convolutions.  Layers
+that must keep their width are left alone:
+
+* output layers — every Conv/Linear whose result reaches a model output through parameter-free
+  ops only (found by walking the autograd graph), so output shapes never change;
+* token-wise ``nn.Linear`` layers (input rank > 2, i.e. attention/MLP inside transformer blocks)
+  and ``nn.MultiheadAttention``, whose head reshapes hard-code the embedding width.
+
+Unstructured pruning zeroes the smallest-magnitude weights globally (``torch.nn.utils.prune``);
+it changes no shapes and brings no speed-up without sparse kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+@dataclass
+class StructuredResult:
+    """What structured pruning changed: layer names kept whole (and why) and layers narrowed."""
+
+    output_layers: list[str] = field(default_factory=list)
+    token_layers: list[str] = field(default_factory=list)
+    narrowed_layers: int = 0
+
+
+@dataclass
+class UnstructuredResult:
+    """Zero fractions after magnitude pruning: of the pruned weight tensors and of all parameters."""
+
+    pruned_tensors: int
+    zero_fraction: float
+    zero_fraction_all_params: float
+
+
+def output_layers(module: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Conv/Linear layers whose outputs reach a model output through parameter-free ops only."""
+    producers: dict[object, nn.Module] = {}
+
+    def remember(mod: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            producers[output.grad_fn] = mod
+
+    hooks = [m.register_forward_hook(remember) for m in module.modules() if isinstance(m, _PRUNABLE)]
+    try:
+        with torch.enable_grad():
+            out = module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    found: list[nn.Module] = []
+    seen: set[object] = set()
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor)]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if fn in producers:
+            if producers[fn] not in found:
+                found.append(producers[fn])
+            continue
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
+
+
+def token_layers(module: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Linear layers applied to rank > 2 inputs (tokens) and multi-head attention modules."""
+    found: list[nn.Module] = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
+
+    def check(mod: nn.Module, inputs, _output) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 2 and mod not in found:
+            found.append(mod)
+
+    hooks = [m.register_forward_hook(check) for m in module.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+@contextlib.contextmanager
+def _measured_channel_inference() -> Iterator[None]:
+    """Let torch_pruning fall back to the traced tensor shape when it cannot infer a channel count.
+
+    torch_pruning 1.6 infers the channels feeding a concatenation by walking the graph and gives
+    up behind parameter-free layers (e.g. the identity residual of MONAI's ``ResidualUnit`` after a
+    one-parameter PReLU), which crashes its concat index mapping.  The autograd node it traced
+    records the real output shape, so we read the channel dimension from there.
+    """
+    from torch_pruning.dependency import shape_infer
+
+    original = shape_infer.infer_channels_between
+
+    def infer(graph, node_1, node_2):
+        channels = original(graph, node_1, node_2)
+        if channels is None and node_1.grad_fn is not None:
+            metadata = node_1.grad_fn._input_metadata
+            if metadata and len(metadata[0].shape) >= 2:
+                channels = int(metadata[0].shape[1])
+        return channels
+
+    shape_infer.infer_channels_between = infer
+    try:
+        yield
+    finally:
+        shape_infer.infer_channels_between = original
+
+
+def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
+    by_id = {id(m): name for name, m in module.named_modules()}
+    return [by_id.get(id(m), type(m).__name__) for m in layers]
+
+
+def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
+                     round_to: int | None = None) -> StructuredResult:
+    """Remove `sparsity` of the output channels of every prunable layer group, in place.
+
+    Importance is the L2 norm of each channel's weights over the whole dependency group.  Output
+    layers and token-wise layers keep their width (see the module docstring).
+    """
+    from medge.registry import import_optional
+
+    tp = import_optional("torch_pruning", what="structured pruning")
+    module.eval()
+    outputs = output_layers(module, example)
+    tokens = [m for m in token_layers(module, example) if m not in outputs]
+    widths_before = {name: _width(m) for name, m in module.named_modules() if isinstance(m, _PRUNABLE)}
+    with _measured_channel_inference():
+        pruner = tp.pruner.MetaPruner(
+            module,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=2),
+            pruning_ratio=sparsity,
+            ignored_layers=outputs + tokens,
+            round_to=round_to,
+        )
+        pruner.step()
+    narrowed = sum(1 for name, m in module.named_modules()
+                   if isinstance(m, _PRUNABLE) and _width(m) != widths_before.get(name))
+    return StructuredResult(_names(module, outputs), _names(module, tokens), narrowed)
+
+
+def _width(layer: nn.Module) -> tuple[int, int]:
+    weight = layer.weight
+    return (int(weight.shape[0]), int(weight.shape[1]))
+
+
+def prunable_weights(module: nn.Module, exclude: list[nn.Module]) -> list[tuple[nn.Module, str]]:
+    """``(layer, "weight")`` pairs of every Conv/Linear layer not in `exclude`."""
+    return [(m, "weight") for m in module.modules()
+            if isinstance(m, _PRUNABLE) and m not in exclude and getattr(m, "weight", None) is not None]
+
+
+def apply_unstructured_masks(params: list[tuple[nn.Module, str]], sparsity: float) -> None:
+    """Attach global L1 masks zeroing the `sparsity` smallest-magnitude weights of `params`.
+
+    The masks stay active (``weight = weight_orig * mask``) so that fine-tuning keeps pruned
+    weights at zero; call `remove_unstructured_masks` to make them permanent.
+    """
+    from torch.nn.utils import prune
+
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(sparsity))
+
+
+def remove_unstructured_masks(module: nn.Module, params: list[tuple[nn.Module, str]]) -> UnstructuredResult:
+    """Fold the masks into the weights and measure the resulting zero fractions."""
+    from torch.nn.utils import prune
+
+    for layer, name in params:
+        prune.remove(layer, name)
+    zeros = sum(int((getattr(layer, name) == 0).sum()) for layer, name in params)
+    total = sum(getattr(layer, name).numel() for layer, name in params)
+    all_zeros = sum(int((p == 0).sum()) for p in module.parameters())
+    all_total = sum(p.numel() for p in module.parameters())
+    return UnstructuredResult(len(params), zeros / max(total, 1), all_zeros / max(all_total, 1))

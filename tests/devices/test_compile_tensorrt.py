@@ -1,0 +1,138 @@
+"""`medge compile` for every Jetson target through the real CLI, then `medge verify`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from medge.devices import TARGETS, get_target
+
+JETSONS = [n for n in TARGETS.names() if get_target(n).family == "jetson"]
+INT8_JETSONS = [n for n in JETSONS if "int8" in get_target(n).precisions]
+FAST_CALIB = ("--calib", "synthetic:cxr", "--option", "calib_samples=16")
+
+
+def _compile(run_cli, model, target, out, *extra):
+    return run_cli("compile", model, "--target", target, "-o", out, *extra, report=True)
+
+
+def _script_flags(bundle):
+    text = (bundle / "build_engine.sh").read_text()
+    return [line.strip().rstrip("\\").strip() for line in text.splitlines() if line.strip().startswith("--")]
+
+
+@pytest.mark.parametrize("target", JETSONS)
+def test_fp16_bundle_for_each_jetson(run_cli, tiny_onnx, tmp_path, target):
+    profile = get_target(target)
+    out = tmp_path / "bundle"
+    res = _compile(run_cli, tiny_onnx, target, out, "--precision", "fp16")
+    assert res.returncode == 0, res.stderr
+    rep = res.report
+    assert rep["written"] and rep["precision"] == "fp16" and rep["primary_artifact"] == "model.onnx"
+    assert rep["preflight"]["ok"] and rep["preflight"]["table"] == profile.supported_ops
+    assert set(rep["files"]) == {"model.onnx", "engine_config.json", "build_engine.sh", "build_engine.py", "README.txt"}
+
+    flags = _script_flags(out)
+    opts = profile.compile_options
+    version = tuple(int(p) for p in profile.toolkit.version.split("."))
+    assert "--onnx=model.onnx" in flags and "--saveEngine=device/model.engine" in flags and "--fp16" in flags
+    assert "--stronglyTyped" not in flags and "--int8" not in flags
+    assert f"--timingCacheFile=device/{opts['timing_cache']}" in flags
+    if version >= (10, 0):
+        assert f"--memPoolSize=workspace:{opts['workspace_mb']}M" in flags
+    elif version >= (8, 4):
+        assert f"--memPoolSize=workspace:{opts['workspace_mb']}" in flags
+    else:
+        assert f"--workspace={opts['workspace_mb']}" in flags
+    level = [f for f in flags if f.startswith("--builderOptimizationLevel")]
+    assert level == ([f"--builderOptimizationLevel={opts['builder_optimization_level']}"] if version >= (8, 6) else [])
+    if profile.uses_dla:
+        assert f"--useDLACore={opts['dla_core']}" in flags and "--allowGPUFallback" in flags
+    else:
+        assert not any(f.startswith("--useDLACore") for f in flags)
+    assert not any(f.startswith("--minShapes") for f in flags)  # static model → static engine
+
+    syntax = subprocess.run(["bash", "-n", str(out / "build_engine.sh")], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"]["profile"]["name"] == target
+    assert manifest["toolchain"]["tensorrt_expected"] == profile.toolkit.version
+    assert any("not portable" in n for n in manifest["notes"])
+    assert "not portable" in (out / "README.txt").read_text()
+    assert manifest["source_model"]["metadata"]["task"] == "multilabel-classification"
+    assert manifest["command"].startswith("medge compile")
+
+    ver = run_cli("verify", out, report=True)
+    assert ver.returncode == 0, ver.stderr
+    assert ver.report["verified"] and ver.report["checked"] == 5 and ver.report["target"] == target
+
+
+def test_dynamic_batch_uses_profile_shapes(run_cli, tiny_onnx_dynamic, tmp_path):
+    out = tmp_path / "dyn"
+    res = _compile(run_cli, tiny_onnx_dynamic, "jetson-agx-orin", out, "--option", "max_batch=32")
+    assert res.returncode == 0, res.stderr
+    flags = _script_flags(out)
+    opts = get_target("jetson-agx-orin").compile_options
+    assert f"--minShapes=image:{opts['min_batch']}x1x64x64" in flags
+    assert f"--optShapes=image:{opts['opt_batch']}x1x64x64" in flags
+    assert "--maxShapes=image:32x1x64x64" in flags  # user override
+    cfg = json.loads((out / "engine_config.json").read_text())
+    assert cfg["inputs"] == [{"name": "image", "min": [1, 1, 64, 64], "opt": [4, 1, 64, 64], "max": [32, 1, 64, 64]}]
+    # DLA engines get one static batch even from a dynamic model.
+    dla = tmp_path / "dla"
+    assert _compile(run_cli, tiny_onnx_dynamic, "jetson-agx-orin-dla", dla, "--precision", "fp16").returncode == 0
+    assert not any(f.startswith("--minShapes") for f in _script_flags(dla))
+
+
+def test_build_engine_py_runs_without_tensorrt(run_cli, tiny_onnx, tmp_path):
+    out = tmp_path / "b"
+    assert _compile(run_cli, tiny_onnx, "jetson-orin-nx", out).returncode == 0
+    help_ = subprocess.run([sys.executable, str(out / "build_engine.py"), "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0 and "--output" in help_.stdout
+    build = subprocess.run([sys.executable, str(out / "build_engine.py")], capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 3
+    assert "'tensorrt' Python package is not installed" in build.stderr and "TensorRT 10.3" in build.stderr
+    # build_engine.sh without trtexec fails with a clear message, too.
+    sh = subprocess.run(["bash", str(out / "build_engine.sh")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert sh.returncode == 3 and "trtexec not found" in sh.stderr
+
+
+@pytest.mark.parametrize("target", INT8_JETSONS)
+def test_int8_bundle_is_explicit_qdq(run_cli, tiny_onnx, tmp_path, target):
+    import onnx
+    from onnx import numpy_helper
+
+    profile = get_target(target)
+    out = tmp_path / "int8"
+    res = _compile(run_cli, tiny_onnx, target, out, "--precision", "int8", *FAST_CALIB)
+    assert res.returncode == 0, res.stderr
+    rep = res.report
+    assert rep["primary_artifact"] == "model.int8.onnx" and rep["preflight"]["ok"]
+    assert rep["calibration"]["source"] == "synthetic:cxr" and rep["calibration"]["sha256"]
+    model = onnx.load(str(out / "model.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, "no Q/DQ nodes"
+    for node in qdq:  # symmetric int8: TensorRT rejects non-zero zero points and uint8
+        zp = inits[node.input[2]]
+        assert str(zp.dtype) == "int8" and not zp.any(), node.name
+    flags = _script_flags(out)
+    assert "--onnx=model.int8.onnx" in flags
+    version = tuple(int(p) for p in profile.toolkit.version.split("."))
+    if version >= (10, 0) and not profile.uses_dla:
+        assert "--stronglyTyped" in flags and "--int8" not in flags and "--fp16" not in flags
+    else:
+        assert "--int8" in flags and "--fp16" in flags and "--stronglyTyped" not in flags
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["sha256"] == rep["calibration"]["sha256"]
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_int8_default_calibration_must_be_named(run_cli, tiny_onnx, tmp_path):
+    # tiny-cxr is not a zoo model, so there is no synthetic default: the user must pass --calib.
+    res = run_cli("compile", tiny_onnx, "--target", "jetson-orin-nano", "-o", tmp_path / "x", "--precision", "int8")
+    assert res.returncode == 2 and "--calib" in res.stderr
+    assert not (tmp_path / "x").exists()

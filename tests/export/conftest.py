@@ -1,0 +1,21 @@
+"""Export-suite fixtures: make tests/fixtures importable by the `medge` subprocess."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """Put tests/ on PYTHONPATH (subprocess) and sys.path (this process); return the module."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    import fixtures.tiny_models as module
+
+    return module
+

@@ -1,0 +1,170 @@
+"""`medge quantize` through the real CLI on ONNX Runtime and OpenVINO, with tiny real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from medge.export.metadata import read_metadata
+
+from quant_fixtures import export_tiny, write_npz
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """plain and outlier models, each with disjoint calibration and evaluation .npz files."""
+    root = tmp_path_factory.mktemp("models")
+    paths: dict[str, Path] = {}
+    for name, outlier in (("plain", 0.0), ("outlier", 1e4)):
+        model = export_tiny(root / f"{name}.onnx", outlier=outlier)
+        paths[name] = model
+        paths[f"{name}_calib"] = write_npz(model, root / f"{name}_calib.npz", 32, seed=1)
+        paths[f"{name}_eval"] = write_npz(model, root / f"{name}_eval.npz", 64, seed=2)
+    return paths
+
+
+def _run_model(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    return sess.run(None, {inp.name: x.astype(dtype)})[0]
+
+
+def _no_leftovers(folder: Path) -> None:
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_int8_ort_is_small_gated_and_keeps_metadata(run_cli, models, tmp_path):
+    out = tmp_path / "int8.onnx"
+    res = run_cli("quantize", models["plain"], "-o", out, "--calib", models["plain_calib"],
+                  "--eval", models["plain_eval"], "--max-drop", "0.02", report=True)
+    assert res.returncode == 0, res.stderr
+    r = res.report
+    assert r["precision"] == "int8" and r["backend"] == "ort" and r["output"] == str(out)
+    assert r["calibration"]["samples"] == 32 and len(r["calibration"]["sha256"]) == 64
+    assert r["size_bytes"]["after"] <= 0.30 * r["size_bytes"]["before"]
+    m = r["metric"]
+    assert m["name"] == "auroc" and m["reference"] == pytest.approx(1.0) and m["passed"] is True
+    assert m["drop"] <= 0.02 and m["ci95"][0] <= m["drop"] <= m["ci95"][1]
+    assert r["fp32_fallback_nodes"] == [] and len(r["attempts"]) == 1
+    model = onnx.load(str(out))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = read_metadata(out)
+    assert meta.model == "tiny-conv" and meta.extra["quantization"]["precision"] == "int8"
+    assert meta.extra["quantization"]["calibration_sha256"] == r["calibration"]["sha256"]
+    x = np.load(models["plain_eval"])["inputs"][:1]
+    assert np.abs(_run_model(out, x) - _run_model(models["plain"], x)).max() < 0.05
+
+
+def test_trt_compatible_int8_is_symmetric_int8(run_cli, models, tmp_path):
+    out = tmp_path / "trt.onnx"
+    res = run_cli("quantize", models["plain"], "-o", out, "--calib", models["plain_calib"], "--trt", report=True)
+    assert res.returncode == 0, res.stderr
+    model = onnx.load(str(out))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points
+    # TensorRT explicit quantization: int8 everywhere (bias DQ is int32), all zero points 0
+    assert all(z.dtype in (np.int8, np.int32) for z in zero_points)
+    assert all(not z.any() for z in zero_points)
+    assert model.opset_import[0].version >= 13
+
+
+def test_fp16_keeps_io_fp32_unless_asked(run_cli, models, tmp_path):
+    out = tmp_path / "fp16.onnx"
+    res = run_cli("quantize", models["plain"], "-o", out, "--precision", "fp16",
+                  "--eval", models["plain_eval"], "--max-drop", "0.01", report=True)
+    assert res.returncode == 0, res.stderr
+    assert res.report["metric"]["passed"] is True
+    assert 0.4 < res.report["size_ratio"] < 0.6
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    out_io = tmp_path / "fp16io.onnx"
+    res = run_cli("quantize", models["plain"], "-o", out_io, "--precision", "fp16", "--fp16-io", report=True)
+    assert res.returncode == 0, res.stderr
+    assert onnx.load(str(out_io)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+def test_int8_dynamic_warns_on_conv_model(run_cli, models, tmp_path):
+    out = tmp_path / "dyn.onnx"
+    res = run_cli("quantize", models["plain"], "-o", out, "--precision", "int8-dynamic", report=True)
+    assert res.returncode == 0, res.stderr
+    assert any("slower" in w for w in res.report["warnings"])
+    assert "ConvInteger" in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_gate_failure_is_recovered_by_fp32_fallback(run_cli, models, tmp_path):
+    out = tmp_path / "recovered.onnx"
+    res = run_cli("quantize", models["outlier"], "-o", out, "--calib", models["outlier_calib"],
+                  "--eval", models["outlier_eval"], "--max-drop", "0.01", report=True)
+    assert res.returncode == 0, res.stderr
+    r = res.report
+    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["drop"] > 0.1
+    assert r["metric"]["passed"] is True and r["metric"]["drop"] <= 0.01
+    # the outlier tensor sits between conv1 and conv2: both must leave INT8, nothing else need
+    assert set(r["fp32_fallback_nodes"]) == {"/conv1/Conv", "/conv2/Conv"}
+    assert r["sensitivity"][0]["tensor"] == "/Relu_output_0"
+    assert read_metadata(out).extra["quantization"]["fp32_fallback_nodes"] == r["fp32_fallback_nodes"]
+    assert r["size_bytes"]["after"] < r["size_bytes"]["before"]
+
+
+@pytest.mark.parametrize("extra", [["--max-drop", "-1"], ["--max-drop", "0.01", "--max-fallback-steps", "0"]],
+                         ids=["impossible-drop", "no-fallback-budget"])
+def test_unrecoverable_gate_fails_and_writes_nothing(run_cli, models, tmp_path, extra):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "never.onnx"
+    res = run_cli("quantize", models["outlier"], "-o", out, "--calib", models["outlier_calib"],
+                  "--eval", models["outlier_eval"], *extra, report=True)
+    assert res.returncode == 1
+    error = res.stderr.strip().splitlines()
+    assert len(error) == 1 and "gate failed" in error[0] and "nothing written" in error[0]
+    assert not out.exists()
+    _no_leftovers(out_dir)
+    r = res.report
+    assert r["output"] is None and r["metric"]["passed"] is False
+    assert all(a["passed"] is False for a in r["attempts"])
+    if "--max-fallback-steps" in extra:
+        assert len(r["attempts"]) == 1
+    else:  # every fallback size was tried, ending with all candidates in FP32
+        assert len(r["attempts"]) > 2 and r["attempts"][-1]["drop"] == pytest.approx(0.0)
+
+
+def test_openvino_int8_recovers_and_writes_ir(run_cli, models, tmp_path):
+    out = tmp_path / "ov" / "model.xml"
+    res = run_cli("quantize", models["outlier"], "-o", out, "--backend", "openvino",
+                  "--calib", models["outlier_calib"], "--eval", models["outlier_eval"], "--max-drop", "0.01",
+                  report=True)
+    assert res.returncode == 0, res.stderr
+    r = res.report
+    assert out.exists() and out.with_suffix(".bin").exists()
+    assert r["attempts"][0]["passed"] is False and r["metric"]["passed"] is True
+    assert set(r["fp32_fallback_nodes"]) == {"/conv1/Conv", "/conv2/Conv"}
+    import openvino as ov
+
+    model = ov.Core().read_model(str(out))
+    assert model.get_rt_info(["medge", "model"]).astype(str) == '"tiny-outlier"'
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["--precision", "int8"], 2, "--calib"),
+    (["--precision", "fp16", "--max-drop", "0.1"], 2, "--eval"),
+    (["--precision", "fp16", "--backend", "openvino"], 2, ".xml"),
+    (["--precision", "fp16", "--eval", "EVAL", "--metric", "dise"], 1, "did you mean 'dice'"),
+    (["--precision", "int8-dynamic", "--backend", "openvino", "-o", "x.xml"], 2, "does not do int8-dynamic"),
+])
+def test_bad_requests_are_one_line_errors(run_cli, models, tmp_path, args, code, needle):
+    args = [str(models["plain_eval"]) if a == "EVAL" else a for a in args]
+    out = ["-o", str(tmp_path / "x.onnx")] if "-o" not in args else []
+    res = run_cli("quantize", models["plain"], *out, *args)
+    assert res.returncode == code
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
