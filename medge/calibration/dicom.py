@@ -49,7 +49,8 @@ def dicom_to_unit(frame: np.ndarray, ds: Any, pre: dict[str, Any]) -> np.ndarray
     Grey images: modality LUT (RescaleSlope/Intercept or Modality LUT Sequence), then the VOI
     transform, then MONOCHROME1 inversion.  The VOI transform is the model's window when its
     preprocessing says ``intensity: window`` (``minmax`` stretches each frame), otherwise the file's
-    VOI LUT Sequence, else its first Window Center/Width (with VOILUTFunction), else min–max.
+    VOI LUT Sequence, else its first Window Center/Width (with VOILUTFunction), else the full
+    range for 8-bit data (as for PNG files) and min–max for deeper data.
     Colour images are converted to RGB and scaled by their bit depth.
     """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
@@ -73,6 +74,8 @@ def dicom_to_unit(frame: np.ndarray, ds: Any, pre: dict[str, Any]) -> np.ndarray
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
         unit = window_to_unit(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+    elif int(ds.get("BitsStored", 16)) <= 8 and values.dtype.kind == "u":
+        unit = (values / float(2 ** int(ds.BitsStored) - 1)).astype(np.float32)  # 8-bit: full range, like PNGs
     else:
         unit = minmax_to_unit(values)
     if photometric == "MONOCHROME1":

@@ -142,6 +142,8 @@ class _Graph:
                 self.consts[node.output[0]] = numpy_helper.to_array(t) if t is not None else None
             elif node.op_type == "Identity" and node.input and node.input[0] in self.consts:
                 self.consts[node.output[0]] = self.consts[node.input[0]]
+            elif node.op_type == "DequantizeLinear" and all(n in self.consts for n in node.input if n):
+                self.consts[node.output[0]] = None  # quantized weights: a build-time constant
         self.shapes: dict[str, list[int | None]] = {}
         self.dtypes: dict[str, int] = {}
         for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]:

@@ -78,6 +78,12 @@ def test_no_window_uses_minmax_and_resizes(tmp_path, ramp12):
     assert 0.0 <= got.min() < 0.05 and 0.95 < got.max() <= 1.0
 
 
+def test_eight_bit_without_window_keeps_the_full_range(tmp_path):
+    dark = np.linspace(10, 100, 32 * 32).reshape(32, 32).astype(np.uint8)  # a dark US frame stays dark
+    got = _load(write_dicom(tmp_path / "us8.dcm", dark, bits=8)).samples[0].feeds["image"][0, 0]
+    np.testing.assert_allclose(got, dark / 255.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
 def test_compressed_transfer_syntaxes_decode_like_uncompressed(tmp_path, ramp12, syntax):
     import pydicom.uid

@@ -100,7 +100,10 @@ def test_build_engine_py_runs_without_tensorrt(run_cli, tiny_onnx, tmp_path):
     assert sh.returncode == 3 and "trtexec not found" in sh.stderr
 
 
-@pytest.mark.parametrize("target", INT8_JETSONS)
+FAST_INT8 = ("jetson-orin-nano", "jetson-agx-orin-dla")  # TensorRT 10 strongly typed GPU + DLA int8/fp16 flags
+
+
+@pytest.mark.parametrize("target", [t if t in FAST_INT8 else pytest.param(t, marks=pytest.mark.slow) for t in INT8_JETSONS])
 def test_int8_bundle_is_explicit_qdq(run_cli, tiny_onnx, tmp_path, target):
     import onnx
     from onnx import numpy_helper

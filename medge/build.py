@@ -1,0 +1,232 @@
+"""`medge build`: export → quantize with gate → compile → compare → profile, in one report.
+
+The bundle is written by `medge.devices.compile_model` (atomic, verified by its manifest).  The
+build's own report (Markdown, JSON and a PNG latency/accuracy chart) and the FP32 source ONNX go to
+a sibling folder ``<bundle>.report/`` so that the bundle's manifest stays the single truth about
+what is deployed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medge.errors import MedgeError, UsageError
+from medge.reports import Report
+
+DEFAULT_MODEL = "cxr-densenet-tiny"
+DEFAULT_TARGET = "intel-cpu"
+# Gate thresholds used when the user gives none (the issue's clinical targets).
+DEFAULT_MAX_DROP = {"auroc": 0.005, "sens@spec": 0.02, "dice": 0.01, "pearson": 0.005, "accuracy": 0.01}
+
+
+@dataclass
+class BuildConfig:
+    """What `medge build` was asked to do."""
+
+    model: str = DEFAULT_MODEL
+    target: str = DEFAULT_TARGET
+    output: Path = Path("build/bundle")
+    precision: str | None = None
+    calib: str | None = None
+    eval: str | None = None
+    max_drop: float | None = None
+    weights: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    input_shape: tuple[int, ...] | None = None
+    device: str = "local"
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    compare_n: int = 32
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport(Report):
+    """One report for the whole chain."""
+
+    title: ClassVar[str] = "medge build"
+    model: str = ""
+    target: str = ""
+    bundle: str = ""
+    precision: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)  # step, seconds, status
+    export: dict[str, Any] = field(default_factory=dict)
+    compile: dict[str, Any] = field(default_factory=dict)
+    compare: dict[str, Any] = field(default_factory=dict)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    report_files: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s["status"] in ("ok", "skipped") for s in self.steps)
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        rows = [("model", self.model), ("target", self.target), ("bundle", self.bundle), ("precision", self.precision)]
+        rows += [(f"step {s['step']}", f"{s['status']} ({s['seconds']:.1f} s){' - ' + s['note'] if s.get('note') else ''}")
+                 for s in self.steps]
+        rows += [(k, _fmt(v)) for k, v in self.summary.items()]
+        rows += [(f"report {k}", v) for k, v in self.report_files.items()]
+        return rows
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class _Steps:
+    """Times each step and records its status in the report."""
+
+    def __init__(self, report: BuildReport) -> None:
+        self.report = report
+
+    def run(self, name: str, fn, *, note: str = ""):
+        t0 = time.perf_counter()
+        entry = {"step": name, "status": "ok", "seconds": 0.0, "note": note}
+        self.report.steps.append(entry)
+        try:
+            return fn()
+        except MedgeError as exc:
+            entry["status"], entry["note"] = "failed", str(exc)
+            raise
+        finally:
+            entry["seconds"] = round(time.perf_counter() - t0, 3)
+
+    def skip(self, name: str, why: str) -> None:
+        self.report.steps.append({"step": name, "status": "skipped", "seconds": 0.0, "note": why})
+
+
+def _default_data(meta, given: str | None) -> str | None:
+    """The user's source, else the zoo model's synthetic generator, else None."""
+    if given:
+        return given
+    from medge.zoo import MODELS, get_card
+
+    task = (meta.extra or {}).get("synthetic_task")
+    if not task and meta.model in MODELS:
+        task = get_card(meta.model).synthetic_task
+    return f"synthetic:{task}" if task else None
+
+
+def _runnable_here(runtime: str, device: str) -> str | None:
+    """None when `runtime` can run on this machine's CPU, else the reason it cannot."""
+    from medge.runtimes import RUNTIMES
+
+    if device.lower() not in ("cpu", ""):
+        return f"the artifact targets the device's {device}, which this machine does not have"
+    try:
+        RUNTIMES.get(runtime)
+    except MedgeError as exc:
+        return str(exc)
+    return None
+
+
+def build(config: BuildConfig) -> BuildReport:
+    """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
+    from medge.devices.compile import CompileConfig, compile_model
+    from medge.devices.profiling import ProfileConfig, profile_artifact
+    from medge.devices.target import get_target, validate_request
+    from medge.export import export_onnx
+    from medge.export.metadata import read_metadata
+    from medge.quantize.metrics import default_metric_for_task
+    from medge.runtimes.compare import CompareConfig, compare_artifacts
+
+    t0 = time.perf_counter()
+    target = get_target(config.target)
+    precision = validate_request(target, config.precision)  # fail before any work
+    if config.runs < 2:
+        raise UsageError(f"--runs must be at least 2 (got {config.runs})")
+    output = Path(config.output)
+    report_dir = output.with_name(output.name + ".report")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report = BuildReport(model=config.model, target=target.name, bundle=str(output), precision=precision)
+    steps = _Steps(report)
+    onnx_path = report_dir / "model.fp32.onnx"
+
+    exported = steps.run("export", lambda: export_onnx(
+        config.model, onnx_path, weights=config.weights, model_kwargs=config.model_kwargs,
+        input_shape=config.input_shape,
+    ))
+    report.export = exported.to_dict()
+    meta = read_metadata(onnx_path)
+    calib = _default_data(meta, config.calib)
+    evaluation = _default_data(meta, config.eval)
+    metric = default_metric_for_task(meta.task) if evaluation else None
+    max_drop = config.max_drop
+    if max_drop is None and evaluation and metric and precision == "int8":
+        max_drop = DEFAULT_MAX_DROP.get(metric)
+
+    command = shlex.join(["medge", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("medge") else None
+    compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
+        model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
+        eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
+        model_ref=config.model if config.weights is None and config.model_kwargs is None else None,
+        command=command,
+    )))
+    report.compile = compiled.to_dict()
+
+    artifact_runtime = compiled.runtime or ""
+    reason = _runnable_here(artifact_runtime, compiled.runtime_device or "cpu")
+    if reason is None:
+        compared = steps.run("compare", lambda: compare_artifacts(CompareConfig(
+            artifacts=[str(onnx_path), str(output)], inputs=evaluation, n=config.compare_n, metric=metric,
+            threads=config.threads,
+        )))
+        report.compare = compared.to_dict()
+    else:
+        steps.skip("compare", reason)
+
+    def profile(path: str, runtime: str | None = None):
+        return profile_artifact(ProfileConfig(
+            artifact=path, runtime=runtime, threads=config.threads, warmup=config.warmup, runs=config.runs,
+            inputs=calib,
+        ))
+
+    report.profiles.append(steps.run("profile fp32 onnx", lambda: profile(str(onnx_path), "onnxruntime")).to_dict())
+    if config.device != "local":
+        from medge.devices.remote import profile_remote
+
+        remote = steps.run(f"profile on {config.device}", lambda: profile_remote(ProfileConfig(
+            artifact=str(output), threads=config.threads, warmup=config.warmup, runs=config.runs), config.device))
+        report.profiles.append(remote.to_dict())
+    elif reason is None:
+        report.profiles.append(steps.run("profile bundle", lambda: profile(str(output))).to_dict())
+    else:
+        steps.skip("profile bundle", f"{reason}; profile it there with 'medge profile {output} --device ssh://USER@HOST'")
+
+    report.summary = _summary(report)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    from medge.build_report import write_build_report
+
+    report.report_files = write_build_report(report, report_dir)
+    return report
+
+
+def _summary(report: BuildReport) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    gate = report.compile.get("gate") or {}
+    metric = gate.get("metric") if isinstance(gate.get("metric"), dict) else gate
+    if metric and metric.get("name"):
+        summary[f"{metric['name']} fp32"] = metric.get("reference")
+        summary[f"{metric['name']} {report.precision}"] = metric.get("quantized")
+        summary["metric drop"] = metric.get("drop")
+        summary["gate passed"] = metric.get("passed")
+    for cmp in report.compare.get("artifacts", []):
+        summary["max abs error vs fp32"] = cmp.get("max_abs_error")
+        summary["cosine vs fp32"] = cmp.get("cosine")
+    sizes = [p.get("size_bytes") for p in report.profiles]
+    lat = [p.get("latency_ms", {}).get("p50") for p in report.profiles]
+    if len(lat) >= 2 and lat[0] and lat[1]:
+        summary["p50 fp32 onnx (ms)"] = lat[0]
+        summary["p50 bundle (ms)"] = lat[1]
+        summary["speed-up vs fp32 onnx"] = round(lat[0] / lat[1], 2)
+    if len(sizes) >= 2 and sizes[0] and sizes[1]:
+        summary["size ratio vs fp32"] = round(sizes[1] / sizes[0], 3)
+    return summary

@@ -1,0 +1,90 @@
+"""Write the `medge build` report as Markdown, JSON and a PNG latency/accuracy chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+
+
+def _markdown(report) -> str:
+    lines = [
+        f"# medge build: {report.model} → {report.target}",
+        "",
+        f"Bundle: `{report.bundle}` · precision **{report.precision}** · {report.seconds:.1f} s",
+        "",
+        "| step | status | seconds | note |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {s['step']} | {s['status']} | {s['seconds']:.1f} | {s.get('note', '')} |" for s in report.steps]
+    if report.summary:
+        lines += ["", "## Summary", "", "| quantity | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report.summary.items()]
+    if report.profiles:
+        lines += ["", "## Latency (ms)", "", "| artifact | runtime | device | p50 | p90 | p99 | mean ± std | peak RSS MB | size MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p in report.profiles:
+            lat = p.get("latency_ms", {})
+            lines.append(
+                f"| {Path(str(p.get('artifact', ''))).name} | {p.get('runtime')} | {p.get('device')} | "
+                f"{lat.get('p50', 0):.3f} | {lat.get('p90', 0):.3f} | {lat.get('p99', 0):.3f} | "
+                f"{lat.get('mean', 0):.3f} ± {lat.get('std', 0):.3f} | {p.get('peak_rss_mb', 0):.0f} | "
+                f"{(p.get('size_bytes') or 0) / 1e6:.2f} |"
+            )
+    notes = report.compile.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    lines += ["", "_Demo models are trained on synthetic data and are not for clinical use._", ""]
+    return "\n".join(lines)
+
+
+def _chart(report, path: Path) -> bool:
+    """Latency bars (p50, whisker to p90) and metric bars; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_lat, ax_met) = plt.subplots(1, 2, figsize=(9, 3.6))
+    names = [f"{Path(str(p.get('artifact', ''))).name}\n({p.get('runtime')})" for p in report.profiles]
+    p50 = [p.get("latency_ms", {}).get("p50", 0.0) for p in report.profiles]
+    p90 = [p.get("latency_ms", {}).get("p90", 0.0) for p in report.profiles]
+    ax_lat.bar(range(len(p50)), p50, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=4,
+               color=["#8c8c8c", "#1f77b4", "#2ca02c"][: len(p50)])
+    ax_lat.set_xticks(range(len(p50)), names, fontsize=7)
+    ax_lat.set_ylabel("latency p50 (ms), whisker p90")
+    ax_lat.set_title("latency")
+    gate = report.compile.get("gate") or {}
+    metric: dict[str, Any] = gate.get("metric") if isinstance(gate.get("metric"), dict) else gate
+    if metric and metric.get("reference") is not None and metric.get("quantized") is not None:
+        values = [metric["reference"], metric["quantized"]]
+        ax_met.bar([0, 1], values, color=["#8c8c8c", "#1f77b4"])
+        ax_met.set_xticks([0, 1], ["fp32", report.precision])
+        low = min(values)
+        ax_met.set_ylim(max(0.0, low - 0.05), min(1.0, max(values) + 0.02) if max(values) <= 1 else max(values) * 1.05)
+        ax_met.set_title(f"{metric.get('name')} (drop {metric.get('drop', 0):.4f}, max {metric.get('max_drop')})")
+    else:
+        ax_met.text(0.5, 0.5, "no accuracy gate\n(no eval data or not int8)", ha="center", va="center")
+        ax_met.set_axis_off()
+    fig.suptitle(f"{report.model} → {report.target}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_build_report(report, folder: Path) -> dict[str, str]:
+    """Write build_report.{md,json,png} into `folder`; returns {kind: path}."""
+    files = {"markdown": folder / "build_report.md", "json": folder / "build_report.json",
+             "chart": folder / "latency_accuracy.png"}
+    written = {"markdown": str(files["markdown"]), "json": str(files["json"])}
+    if _chart(report, files["chart"]):
+        written["chart"] = str(files["chart"])
+    report.report_files = written
+    write_bytes_atomic(files["markdown"], _markdown(report).encode())
+    write_json_atomic(files["json"], report.to_dict())
+    return written
