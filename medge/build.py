@@ -146,7 +146,7 @@ def build(config: BuildConfig) -> BuildReport:
     output = Path(config.output)
     report_dir = output.with_name(output.name + ".report")
     report_dir.mkdir(parents=True, exist_ok=True)
-    report = BuildReport(model=config.model, target=target.name, bundle=str(output), precision=precision)
+    report = BuildReport(model=config.model, target=target.name, bundle=str(output))
     steps = _Steps(report)
     onnx_path = report_dir / "model.fp32.onnx"
 
@@ -158,6 +158,9 @@ def build(config: BuildConfig) -> BuildReport:
     meta = read_metadata(onnx_path)
     calib = _default_data(meta, config.calib)
     evaluation = _default_data(meta, config.eval)
+    if config.precision is None and calib and "int8" in target.precisions:
+        precision = "int8"  # the point of a build: the fastest precision that passes the gate
+    report.precision = precision
     metric = default_metric_for_task(meta.task) if evaluation else None
     max_drop = config.max_drop
     if max_drop is None and evaluation and metric and precision == "int8":

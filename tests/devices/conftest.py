@@ -58,3 +58,9 @@ def tiny_onnx(tmp_path_factory) -> Path:
 def tiny_onnx_dynamic(tmp_path_factory) -> Path:
     """Dynamic-batch tiny CNN with medge metadata."""
     return export_tiny_cnn(tmp_path_factory.mktemp("models") / "tiny_dyn.onnx", dynamic_batch=True)
+
+
+@pytest.fixture
+def medge_meta():
+    """A `ModelMeta` matching the tiny CNN (1×1×64×64 CR image, 4 findings)."""
+    return tiny_meta()

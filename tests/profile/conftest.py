@@ -33,6 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port with no listener (for the unreachable-host test)."""
+    return free_port()
+
+
 @dataclass(frozen=True)
 class SshServer:
     """A running sshd and what a client needs to use it."""

@@ -56,8 +56,8 @@ def test_profile_litert_reports_xnnpack_and_no_layers(run_cli, tiny):
 def test_profile_with_inputs_from_npz(run_cli, tiny, tmp_path):
     import numpy as np
 
-    data = tmp_path / "frames.npz"
-    np.savez(data, x=np.random.default_rng(0).random((5, 1, 16, 16), dtype=np.float32), preprocessed=True)
+    data = tmp_path / "frames.npz"  # model-ready for the NHWC tflite: (n, H, W, C)
+    np.savez(data, x=np.random.default_rng(0).random((5, 16, 16, 1), dtype=np.float32), preprocessed=True)
     res = run_cli("profile", tiny.tflite_nhwc, *FAST, "--inputs", data, "--layers", "0", report=True)
     assert res.returncode == 0, res.stderr
     assert res.report["inputs_source"] == str(data) and res.report["input_shapes"] == {"serving_default_args_0": [1, 16, 16, 1]}
@@ -131,10 +131,8 @@ def test_remote_profile_bundle_with_remote_python(run_cli, tiny, sshd, tmp_path)
     assert res.report["remote"] == sshd.url and res.report["runtime"] == "openvino" and res.report["device"] == "CPU"
 
 
-def test_remote_unreachable_host(run_cli, tiny, sshd):
-    from conftest import free_port
-
-    url = sshd.url.rsplit(":", 1)[0] + f":{free_port()}"
+def test_remote_unreachable_host(run_cli, tiny, sshd, unused_port):
+    url = sshd.url.rsplit(":", 1)[0] + f":{unused_port}"
     args = sshd.cli_args()
     args[args.index(sshd.url)] = url
     res = run_cli("profile", tiny.onnx, *args)

@@ -1,0 +1,177 @@
+"""Side-by-side latency benchmark at batch 1, measured in one run on one machine with fixed threads.
+
+For each model (demo chest X-ray classifier, full DenseNet-121, ultrasound U-Net) it times:
+  * PyTorch eager FP32;
+  * ONNX Runtime FP32 of the exported ONNX;
+  * a hand-written NNCF + OpenVINO default INT8 of the same ONNX (the best peer path a user would
+    otherwise write: `nncf.quantize` with defaults, compiled for CPU with the LATENCY hint);
+  * every medge target artifact that runs on this machine (built with `medge.devices.compile_model`).
+Every candidate is timed by the same loop (warm-up, then `--runs` timed calls, median and p90).
+It prints latency ratios and the fraction of the compute floor: model MACs over a measured
+INT8/FP32 GEMM peak of this CPU (bench/compute_floor.py).
+
+    python bench/bench_latency.py [--models ...] [--targets ...] [--runs 50] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compute_floor import gemm_peaks  # noqa: E402
+
+MODELS = ("cxr-densenet-tiny", "cxr-densenet121", "us-lesion-unet")
+# Targets whose artifacts run on this x86 CPU; the NPU/Jetson artifacts need their device.
+TARGETS = ("intel-cpu", "local", "raspberry-pi-5", "android-qualcomm-npu")
+CALIB_SIZE = 100
+
+
+def time_loop(fn, warmup: int, runs: int) -> dict[str, float]:
+    """Median and p90 (ms) of `runs` calls of `fn` after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    samples.sort()
+    return {"p50": statistics.median(samples), "p90": samples[int(0.9 * (len(samples) - 1))]}
+
+
+def torch_eager(model: str, shape, threads: int, warmup: int, runs: int):
+    import torch
+
+    from medge.export import load_model
+
+    torch.set_num_threads(threads)
+    module = load_model(model).module
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    with torch.inference_mode():
+        return time_loop(lambda: module(x), warmup, runs)
+
+
+def runtime_loop(artifact, runtime: str, device: str, threads: int, warmup: int, runs: int, options=None):
+    from medge.runtimes import open_runtime
+    from medge.runtimes.feeds import random_inputs
+
+    with open_runtime(artifact, runtime, device=device, threads=threads, **(options or {})) as rt:
+        feeds = random_inputs(rt.inputs(), seed=0, count=1)[0]
+        return time_loop(lambda: rt.infer(feeds), warmup, runs)
+
+
+def nncf_openvino_int8(onnx_path: Path, calib, threads: int, warmup: int, runs: int):
+    """The peer path: NNCF default PTQ on the ONNX, OpenVINO CPU with the LATENCY hint."""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    quantized = nncf.quantize(model, nncf.Dataset(list(calib)), subset_size=len(calib))
+    compiled = core.compile_model(quantized, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    feeds = next(iter(calib))
+    return time_loop(lambda: request.infer(feeds), warmup, runs)
+
+
+def bench_model(model: str, targets, threads: int, warmup: int, runs: int, work: Path) -> list[dict]:
+    from medge.calibration import load_data_for_onnx
+    from medge.devices.compile import CompileConfig, compile_model
+    from medge.export import export_onnx
+    from medge.runtimes.artifacts import resolve_artifact
+
+    onnx_path = work / f"{model}.onnx"
+    exported = export_onnx(model, onnx_path)
+    macs = exported.macs
+    shape = tuple(exported.inputs[0]["shape"])
+    calib = load_data_for_onnx("synthetic", onnx_path, n=CALIB_SIZE, split="calib")
+    rows = [
+        {"candidate": "pytorch eager fp32", "precision": "fp32", **torch_eager(model, shape, threads, warmup, runs)},
+        {"candidate": "onnxruntime fp32", "precision": "fp32",
+         **runtime_loop(onnx_path, "onnxruntime", "cpu", threads, warmup, runs)},
+        {"candidate": "nncf+openvino int8 (hand-written)", "precision": "int8",
+         **nncf_openvino_int8(onnx_path, calib, threads, warmup, runs)},
+    ]
+    for target in targets:
+        bundle = work / f"{model}-{target}"
+        try:
+            report = compile_model(CompileConfig(model=onnx_path, target=target, output=bundle, precision="int8",
+                                                 calib_source="synthetic", model_ref=model))
+            ref = resolve_artifact(bundle)
+            timing = runtime_loop(ref.path, ref.runtime, ref.device or "cpu", threads, warmup, runs)
+            rows.append({"candidate": f"medge {target} int8 ({ref.runtime})", "precision": "int8", **timing,
+                         "size_bytes": sum(report.files.values())})
+        except Exception as exc:  # noqa: BLE001 - a bench row must not stop the others
+            rows.append({"candidate": f"medge {target} int8", "precision": "int8", "error": str(exc).splitlines()[0][:160]})
+    for row in rows:
+        row.update(model=model, macs=macs)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--json", help="also write the rows as JSON to this path")
+    args = parser.parse_args(argv)
+
+    peaks = gemm_peaks(args.threads)
+    print(f"GEMM peak on this CPU ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.1f} GMAC/s, "
+          f"int8 {peaks['int8'] / 1e9:.1f} GMAC/s")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="medge-bench-") as tmp:
+        for model in args.models:
+            rows += bench_model(model, args.targets, args.threads, args.warmup, args.runs, Path(tmp))
+    _print(rows, peaks)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"peaks": peaks, "rows": rows}, indent=2))
+    return 0
+
+
+def _print(rows: list[dict], peaks: dict[str, float]) -> None:
+    header = f"{'model':<18} {'candidate':<42} {'p50 ms':>8} {'p90 ms':>8} {'vs eager':>8} {'floor %':>8}"
+    print(header)
+    print("-" * len(header))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        group = [r for r in rows if r["model"] == model]
+        eager = next(r["p50"] for r in group if r["candidate"].startswith("pytorch"))
+        for r in group:
+            if "error" in r:
+                print(f"{model:<18} {r['candidate']:<42} {'—':>8} {'—':>8} {'—':>8} {'—':>8}  ({r['error']})")
+                continue
+            floor_ms = r["macs"] / peaks[r["precision"]] * 1e3 if r.get("macs") else float("nan")
+            print(f"{model:<18} {r['candidate']:<42} {r['p50']:8.2f} {r['p90']:8.2f} {eager / r['p50']:7.2f}x "
+                  f"{100 * floor_ms / r['p50']:7.1f}%")
+        _goals(model, group, eager)
+
+
+def _goals(model: str, group: list[dict], eager: float) -> None:
+    def p50(prefix: str):
+        return next((r["p50"] for r in group if r["candidate"].startswith(prefix) and "p50" in r), None)
+
+    intel, peer = p50("medge intel-cpu"), p50("nncf+openvino")
+    litert = p50("medge android-qualcomm-npu") or p50("medge raspberry-pi-5 int8 (litert")
+    checks = []
+    if intel:
+        checks.append(f"intel-cpu INT8 vs eager {eager / intel:.2f}x (goal ≥ 4x: {'MET' if eager / intel >= 4 else 'NOT MET'})")
+    if intel and peer:
+        checks.append(f"intel-cpu INT8 / NNCF-OV latency {intel / peer:.3f} (goal ≤ 1.05: {'MET' if intel / peer <= 1.05 else 'NOT MET'})")
+    if litert:
+        checks.append(f"LiteRT INT8 vs eager {eager / litert:.2f}x (goal ≥ 3x: {'MET' if eager / litert >= 3 else 'NOT MET'})")
+    for line in checks:
+        print(f"  goal [{model}] {line}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
