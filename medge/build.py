@@ -104,15 +104,15 @@ class _Steps:
 
 
 def _default_data(meta, given: str | None) -> str | None:
-    """The user's source, else the zoo model's synthetic generator, else None."""
+    """The user's source, else the synthetic generator that fits the model, else None."""
     if given:
         return given
-    from medge.zoo import MODELS, get_card
+    from medge.calibration.synthetic_source import infer_task
 
-    task = (meta.extra or {}).get("synthetic_task")
-    if not task and meta.model in MODELS:
-        task = get_card(meta.model).synthetic_task
-    return f"synthetic:{task}" if task else None
+    try:
+        return f"synthetic:{infer_task(meta)}"
+    except MedgeError:
+        return None
 
 
 def _runnable_here(runtime: str, device: str) -> str | None:

@@ -41,11 +41,11 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "us-frame-screen": Recipe(n_train=2400, n_test=400, epochs=5, batch=32, lr=3e-3, loss="bce"),
-    "cxr-densenet-tiny": Recipe(n_train=1600, n_test=400, epochs=5, batch=16, lr=3e-3, loss="bce"),
-    "cxr-hybrid-vit": Recipe(n_train=1600, n_test=400, epochs=5, batch=16, lr=2e-3, loss="bce"),
-    "us-lesion-unet": Recipe(n_train=600, n_test=100, epochs=6, batch=16, lr=3e-3, loss="dice_bce", crop=128),
-    "ecg-3to12": Recipe(n_train=800, n_test=200, epochs=8, batch=16, lr=3e-3, loss="l1", crop=1000),
+    "us-frame-screen": Recipe(n_train=1200, n_test=400, epochs=4, batch=32, lr=3e-3, loss="bce"),
+    "cxr-densenet-tiny": Recipe(n_train=800, n_test=300, epochs=4, batch=16, lr=3e-3, loss="bce"),
+    "cxr-hybrid-vit": Recipe(n_train=800, n_test=300, epochs=4, batch=16, lr=2e-3, loss="bce"),
+    "us-lesion-unet": Recipe(n_train=320, n_test=100, epochs=5, batch=16, lr=3e-3, loss="dice_bce", crop=128),
+    "ecg-3to12": Recipe(n_train=800, n_test=200, epochs=4, batch=16, lr=3e-3, loss="l1", crop=512),
 }
 
 
@@ -148,6 +148,9 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
     torch.manual_seed(TORCH_SEED)
     gen = torch.Generator().manual_seed(TORCH_SEED)
     model = build_model(name, pretrained=False).train()
+    image_model = x_train.ndim == 4
+    if image_model:  # channels-last convolutions train ~30 % faster on CPU
+        model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(x_train) / recipe.batch)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
@@ -162,6 +165,8 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
             xb, yb = xt[idx], yt[idx]
             if recipe.crop:
                 xb, yb = _crop(xb, yb, recipe.crop, gen)
+            if image_model:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             loss = _loss(recipe.loss, model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,6 +182,7 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
         save_file(state, str(tmp), metadata={"model": name, "note": card.note})
         if tmp.stat().st_size > MAX_WEIGHTS_BYTES:
             raise SystemExit(f"{name}: weights are {tmp.stat().st_size} bytes, over the 5 MB demo limit")
+        tmp.chmod(0o644)  # package data: world-readable like the rest of the tree
     entry = {
         **result,
         "n": recipe.n_test,
@@ -199,6 +205,7 @@ def update_metrics(out_dir: Path, name: str, entry: dict) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = _plain(entry)
     write_json_atomic(path, data)
+    path.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ class DataReport(Report):
     input_name: str = ""
     input_shape: list[int] = field(default_factory=list)
     synthetic_task: str | None = None
+    notes: list[str] = field(default_factory=list)
     sha256: str = ""
 
     @property
@@ -183,7 +184,7 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
     if kind == "synthetic":
         from medge.calibration.synthetic_source import synthetic_candidates
 
-        candidates, report.synthetic_task, report.labels_from = synthetic_candidates(
+        candidates, report.synthetic_task, report.labels_from, report.notes = synthetic_candidates(
             source, meta, pre, kind=input_kind, n=n, seed=seed, split=split)
     elif kind == "arrays":
         from medge.calibration.arrays import array_candidates
@@ -224,6 +225,8 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
         samples.append(Sample({input_name: arr[None]}, d.target, hashlib.sha256(arr.tobytes()).hexdigest(),
                               d.candidate.item))
     report.used = len(samples)
+    if report.used < n:
+        report.notes.append(f"only {report.used} usable samples for the {n} requested")
     report.class_counts = _class_counts(samples, meta)
     dataset = DataSet(samples, report)
     report.sha256 = dataset.sha256

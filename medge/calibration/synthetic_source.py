@@ -68,8 +68,8 @@ def _fits_model(targets: np.ndarray, meta: ModelMeta | None) -> bool:
 
 
 def synthetic_candidates(spec: str, meta: ModelMeta | None, pre: dict[str, Any], *, kind: str, n: int,
-                         seed: int, split: str) -> tuple[list[Candidate], str, str | None]:
-    """`n` generated candidates; returns ``(candidates, task, labels_from)``."""
+                         seed: int, split: str) -> tuple[list[Candidate], str, str | None, list[str]]:
+    """`n` generated candidates; returns ``(candidates, task, labels_from, notes)``."""
     _, _, task = spec.partition(":")
     task = task.strip() or infer_task(meta)
     if task not in SYNTHETIC_TASKS:
@@ -82,7 +82,10 @@ def synthetic_candidates(spec: str, meta: ModelMeta | None, pre: dict[str, Any],
 
     inputs, targets = generate(task, n, split_seed(seed, split))
     inputs = np.asarray(inputs)
+    notes = []
     if targets is not None and not _fits_model(np.asarray(targets), meta):
+        notes.append(f"synthetic:{task} targets have {np.asarray(targets).shape[-1]} labels but the model has "
+                     f"{len(meta.labels)}; targets dropped (inputs are still fine for calibration)")
         targets = None
     convert = (lambda x: image_to_model(x, pre)) if kind == "image" else (lambda x: signal_to_model(x, pre))
 
@@ -94,4 +97,4 @@ def synthetic_candidates(spec: str, meta: ModelMeta | None, pre: dict[str, Any],
         target = None if targets is None else np.asarray(targets[i])
         candidates.append(Candidate(f"synthetic:{task}[{i}]", loader(i), target,
                                     stratum_of(class_names(target, meta))))
-    return candidates, task, ("synthetic" if targets is not None else None)
+    return candidates, task, ("synthetic" if targets is not None else None), notes

@@ -41,7 +41,9 @@ def _kwargs(text: str | None) -> dict:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.export import export_onnx, load_model, parse_shape
+    from medge.export.exporter import plan_exporters
 
+    plan_exporters(args.opset)  # reject an impossible --opset before loading anything
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loaded = load_model(args.model, weights=args.weights, model_kwargs=_kwargs(args.model_kwargs), input_shape=shape)
     if args.task or args.labels:

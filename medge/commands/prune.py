@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--round-to", type=int, metavar="N", help="keep channel counts multiples of N (e.g. 8 for NPUs)")
     parser.add_argument("--finetune", metavar="SOURCE", help="fine-tune after pruning on this data (e.g. synthetic:cxr)")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate, Adam (default 1e-4)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate, Adam (default 1e-3)")
     parser.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch size (default 8)")
     parser.add_argument("--finetune-samples", type=int, default=128, help="samples drawn for fine-tuning (default 128)")
     parser.add_argument("--eval", metavar="SOURCE", help="evaluate the task metric before/after on this data")

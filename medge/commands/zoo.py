@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medge.errors import UsageError
 from medge.reports import DictReport, ListReport
 
 HELP = "list the built-in medical models or show one model card"
@@ -11,11 +12,10 @@ HELP = "list the built-in medical models or show one model card"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
-    actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION")
-    actions.required = True
-    actions.add_parser("list", help="list the zoo models")
-    show = actions.add_parser("show", help="show one model card")
-    show.add_argument("name", help="zoo model name (see 'medge zoo list')")
+    # a positional action (not nested sub-parsers) keeps --report/--json valid after it
+    parser.add_argument("zoo_action", choices=("list", "show"), metavar="{list,show}",
+                        help="list: all models; show NAME: one model card")
+    parser.add_argument("name", nargs="?", help="zoo model name for 'show' (see 'medge zoo list')")
 
 
 def _metric_text(metric: dict | None) -> str:
@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> ListReport | DictReport:
     """Run the command."""
     from medge.zoo import MODELS, get_card
 
+    if args.zoo_action == "show" and not args.name:
+        raise UsageError("'medge zoo show' needs a model name, e.g. medge zoo show cxr-densenet-tiny")
+    if args.zoo_action == "list" and args.name:
+        raise UsageError(f"'medge zoo list' takes no model name; use: medge zoo show {args.name}")
     if args.zoo_action == "show":
         card = get_card(args.name)
         return DictReport(name=card.name, data={k: v for k, v in card.to_dict().items() if k != "name"})

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medge.devices.target import DeviceProfile, get_target, validate_request
-from medge.errors import DataError, TargetError, UsageError, did_you_mean
+from medge.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
 from medge.reports import Report
 
 # Options every recipe understands, on top of the keys of the target's compile_options.
-COMMON_OPTIONS = ("allow_unsupported",)
+COMMON_OPTIONS = ("allow_unsupported", "eval_samples")
 
 
 @dataclass
@@ -161,6 +161,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
                 "runtime": result.runtime,
                 "runtime_device": result.runtime_device,
                 "source_model": _source_model(model, meta),
+                "model_meta": asdict(meta),  # what apps and runtimes read (preprocessing, labels, task)
                 "calibration": result.calibration,
                 "evaluation": result.evaluation,
                 "gate": result.gate,
@@ -181,6 +182,15 @@ def compile_model(config: CompileConfig) -> CompileReport:
             report.runtime_device = result.runtime_device
             report.calibration, report.evaluation = result.calibration, result.evaluation
             report.gate, report.preflight = result.gate, result.preflight
+    except GateFailedError as exc:  # quantization could not meet --max-drop: nothing was written
+        quant = exc.report
+        if quant is not None:
+            report.gate = {**(getattr(quant, "metric", None) or {}), "max_drop": config.max_drop,
+                           "fp32_fallback_nodes": list(getattr(quant, "fp32_fallback_nodes", []))}
+            report.calibration, report.evaluation = getattr(quant, "calibration", None), getattr(quant, "evaluation", None)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        exc.report = report
+        raise
     except PreflightFailedError as exc:
         report.preflight = exc.preflight
         report.seconds = round(time.perf_counter() - t0, 3)

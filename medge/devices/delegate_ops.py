@@ -39,10 +39,13 @@ def delegate_table(delegate: str) -> dict[str, Any]:
     return tables[delegate]
 
 
-def _fallback_reason(op: dict[str, Any], table: dict[str, Any]) -> str | None:
+def _fallback_reason(op: dict[str, Any], table: dict[str, Any], float_as_fp16: bool) -> str | None:
     if op["op"] not in table["ops"]:
         return f"{op['op']} is not supported by the delegate"
-    bad = sorted(set(op["input_dtypes"] + op["output_dtypes"]) - set(table["dtypes"]))
+    dtypes = set(op["input_dtypes"] + op["output_dtypes"])
+    if float_as_fp16 and "float32" in dtypes:
+        dtypes = (dtypes - {"float32"}) | {"float16"}
+    bad = sorted(dtypes - set(table["dtypes"]))
     if bad:
         return f"{op['op']} with {'/'.join(bad)} tensors is not supported (delegate takes {', '.join(table['dtypes'])})"
     if op.get("max_rank", 0) > table["max_rank"]:
@@ -50,9 +53,10 @@ def _fallback_reason(op: dict[str, Any], table: dict[str, Any]) -> str | None:
     return None
 
 
-def litert_preflight(ops: list[dict[str, Any]], delegate: str) -> dict[str, Any]:
+def litert_preflight(ops: list[dict[str, Any]], delegate: str, *, float_as_fp16: bool = False) -> dict[str, Any]:
     """Split a .tflite's ops (from `medge.devices.tflite_convert.tflite_ops`) into delegate and CPU ops.
 
+    `float_as_fp16` says the delegate runs float32 tensors relaxed to FP16 (its fp16 precision mode).
     Returns ``{"checker", "delegate", "device", "accelerated_ops", "cpu_ops", "coverage",
     "partitions", "supported": {op: n}, "fallback": [{"index", "op", "reason"}], "ok"}``.
     ``partitions`` counts the contiguous runs of delegated ops (each one is a hand-over between the
@@ -63,7 +67,7 @@ def litert_preflight(ops: list[dict[str, Any]], delegate: str) -> dict[str, Any]
     fallback: list[dict[str, Any]] = []
     partitions, previous_delegated = 0, False
     for op in ops:
-        reason = _fallback_reason(op, table)
+        reason = _fallback_reason(op, table, float_as_fp16)
         if reason is None:
             supported[op["op"]] = supported.get(op["op"], 0) + 1
             partitions += 0 if previous_delegated else 1
@@ -84,6 +88,7 @@ def litert_preflight(ops: list[dict[str, Any]], delegate: str) -> dict[str, Any]
         "supported": dict(sorted(supported.items())),
         "fallback": fallback,
         "fallback_op_types": sorted({f["op"] for f in fallback}),
+        "float_as_fp16": float_as_fp16,
         "note": table["note"],
         "ok": n_acc > 0,
     }

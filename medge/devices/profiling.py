@@ -2,9 +2,11 @@
 
 Method: load (timed) → first inference (timed) → `warmup` untimed runs → `runs` timed runs →
 percentiles, mean ± std, a bootstrap 95% CI of the median and single-stream throughput.  Memory is
-the peak resident set (``ru_maxrss``) of a fresh child process that does nothing but this
-profiling; the report also gives the peak before the model was loaded, so the delta is the
-runtime's own cost.  Per-layer times come from a separate profiling-enabled session (profilers
+the peak resident set of a fresh child process that does nothing but this profiling.  On Linux
+the kernel's peak counter (VmHWM) is reset just before the model is loaded (runtime imported,
+input data read), so the peak and its delta over the resident memory at that moment are the
+loaded model's and its inference's own cost; elsewhere ``ru_maxrss`` (whole process) is used.
+``runtime_info.peak_rss_method`` says which.  Per-layer times come from a separate profiling-enabled session (profilers
 slow the timed runs down), where the runtime offers them.
 
 Run as ``python -m medge.devices.profiling CONFIG.json OUT.json`` for the isolated child.
@@ -112,7 +114,32 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def _current_rss_mb() -> float:
+    """Resident memory of this process now (Linux); the peak so far where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return _peak_rss_mb()
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter (VmHWM, Linux ≥ 4.0); False where that is impossible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mb() -> float:
+    """Peak resident memory: VmHWM (since the last reset) on Linux, else ``ru_maxrss`` (process lifetime)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -146,27 +173,67 @@ def validate_config(config: ProfileConfig) -> None:
         raise MedgeError(f"--threads must be at least 1 (got {config.threads})")
 
 
-def _profile_here(config: ProfileConfig) -> ProfileReport:
-    """Profile in this process (the isolated child runs this)."""
+def load_profile_samples(config: ProfileConfig) -> list[list[Any]]:
+    """The input arrays of up to 32 samples from ``config.inputs`` (model input order)."""
+    from medge.runtimes import open_runtime
+    from medge.runtimes.artifacts import resolve_artifact
+    from medge.runtimes.feeds import load_source_inputs
+
+    ref = resolve_artifact(config.artifact, config.runtime)
+    infos: list = []
+    if ref.onnx is None:  # only the runtime can say what the input looks like
+        device = config.runtime_device or ref.device or "cpu"
+        with open_runtime(ref.path, ref.runtime, device=device, threads=config.threads, **config.options) as probe:
+            infos = probe.inputs()
+    samples, _, _ = load_source_inputs(str(config.inputs), ref, infos, n=min(config.runs, 32), seed=config.seed)
+    return samples
+
+
+def _save_samples(samples: list[list[Any]], path: Path) -> None:
     import numpy as np
 
-    from medge.runtimes import Runtime, open_runtime
+    np.savez(path, **{f"s{i}_{j}": arr for i, sample in enumerate(samples) for j, arr in enumerate(sample)})
+
+
+def _read_samples(config: ProfileConfig, prepared: str | None) -> list[list[Any]]:
+    """Samples prepared by the parent process (an .npz), else read from the source here."""
+    if prepared is None:
+        return load_profile_samples(config)
+    import numpy as np
+
+    samples: dict[int, dict[int, Any]] = {}
+    with np.load(prepared) as data:
+        for key in data.files:
+            i, j = (int(v) for v in key[1:].split("_"))
+            samples.setdefault(i, {})[j] = data[key]
+    return [[sample[j] for j in sorted(sample)] for _, sample in sorted(samples.items())]
+
+
+def _profile_here(config: ProfileConfig, prepared: str | None = None) -> ProfileReport:
+    """Profile in this process (the isolated child runs this).
+
+    `prepared` is an .npz of input samples that the parent already read from ``config.inputs``,
+    so that neither the reading nor a probe load of the model shows up in this process's memory.
+    """
+    import numpy as np
+
+    from medge.registry import import_optional
+    from medge.runtimes import RUNTIMES, Runtime, open_runtime
     from medge.runtimes.artifacts import artifact_size, resolve_artifact
-    from medge.runtimes.feeds import adapt_inputs, load_source_inputs, random_inputs
+    from medge.runtimes.feeds import adapt_inputs, random_inputs
 
     ref = resolve_artifact(config.artifact, config.runtime)
     device = config.runtime_device or ref.device or "cpu"
-    from medge.runtimes import RUNTIMES
-
-    RUNTIMES.get(ref.runtime)  # import the backend before the memory baseline
-    rss_before = _peak_rss_mb()
+    import_optional(RUNTIMES.get(ref.runtime).library or "numpy")  # imports are not the model's memory
+    samples = _read_samples(config, prepared) if config.inputs else None
+    rss_before = _current_rss_mb()
+    peak_method = "VmHWM since model load" if _reset_peak_rss() else "process lifetime peak (ru_maxrss)"
     rt = open_runtime(ref.path, ref.runtime, device=device, threads=config.threads, **config.options)
     with rt:
         infos = rt.inputs()
-        if config.inputs:
-            samples, _, _ = load_source_inputs(config.inputs, ref, infos, n=min(config.runs, 32), seed=config.seed)
+        if samples is not None:
             feeds = [adapt_inputs(s, infos, who=ref.label) for s in samples]
-            source = config.inputs
+            source = str(config.inputs)
         else:
             feeds = random_inputs(infos, seed=config.seed, count=min(config.runs, 8))
             source = f"random-normal(seed={config.seed})"
@@ -210,7 +277,7 @@ def _profile_here(config: ProfileConfig) -> ProfileReport:
         peak_rss_delta_mb=max(peak - rss_before, 0.0),
         size_bytes=artifact_size(ref),
         layers=layers,
-        runtime_info=info,
+        runtime_info={**info, "peak_rss_method": peak_method},
         host=host_info(),
     )
 
@@ -219,8 +286,12 @@ def _run_isolated(config: ProfileConfig) -> ProfileReport:
     with tempfile.TemporaryDirectory(prefix="medge-profile-") as tmp:
         cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "report.json"
         cfg_path.write_text(json.dumps(asdict(config)))
+        args = [sys.executable, "-m", "medge.devices.profiling", str(cfg_path), str(out_path)]
+        if config.inputs:
+            _save_samples(load_profile_samples(config), Path(tmp) / "inputs.npz")
+            args.append(str(Path(tmp) / "inputs.npz"))
         proc = subprocess.run(
-            [sys.executable, "-m", "medge.devices.profiling", str(cfg_path), str(out_path)],
+            args,
             capture_output=True,
             text=True,
         )
@@ -247,12 +318,12 @@ def profile_artifact(config: ProfileConfig) -> ProfileReport:
     return _profile_here(config)
 
 
-def _child_main(cfg_path: str, out_path: str) -> int:
+def _child_main(cfg_path: str, out_path: str, prepared: str | None = None) -> int:
     from medge.fileio import write_json_atomic
 
     config = ProfileConfig(**json.loads(Path(cfg_path).read_text()))
     try:
-        report = _profile_here(config)
+        report = _profile_here(config, prepared)
     except MedgeError as exc:
         write_json_atomic(out_path, {"error": str(exc)})
         return 1
@@ -261,4 +332,4 @@ def _child_main(cfg_path: str, out_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1], sys.argv[2]))
+    sys.exit(_child_main(*sys.argv[1:4]))

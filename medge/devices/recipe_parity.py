@@ -23,7 +23,7 @@ from medge.errors import DataError
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 PARITY_SAMPLES = 8
-EVAL_SAMPLES = 200
+EVAL_SAMPLES = 300
 
 
 @dataclass
@@ -133,7 +133,8 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
                 n: int = EVAL_SAMPLES) -> tuple[dict[str, Any], dict[str, Any]]:
     """Clinical metric of the FP32 ONNX and of `candidate` on the evaluation split.
 
-    Returns (gate, evaluation_info); gate has metric, fp32, quantized, drop, ci95, max_drop, passed.
+    Returns (gate, evaluation_info); the gate uses the keys of the quantize gate (name, reference,
+    quantized, drop, ci95, n_eval, max_drop, passed, fp32_fallback_nodes).
     """
     from medge.calibration import load_data_for_onnx
     from medge.quantize.metrics import bootstrap_drop_ci, default_metric_for_task, metric_drop, task_metric
@@ -152,7 +153,7 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
     drop = metric_drop(metric, fp32_value, q_value)
     ci = bootstrap_drop_ci(ref_out, q_out, targets, metric)
     gate = {
-        "metric": metric, "fp32": fp32_value, "quantized": q_value, "drop": drop, "ci95": list(ci),
+        "name": metric, "reference": fp32_value, "quantized": q_value, "drop": drop, "ci95": list(ci), "n_eval": len(data),
         "max_drop": max_drop, "passed": None if max_drop is None else bool(drop <= max_drop),
         "fp32_fallback_nodes": [],
     }

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,18 +64,60 @@ class SshOptions:
 
 
 class SshSession:
-    """Runs commands on, and copies files to, one SSH target."""
+    """Runs commands on, and copies files to, one SSH target.
+
+    Used as a context manager it opens one multiplexed master connection (``ControlMaster``) that
+    every later ssh/scp call reuses, and closes it on exit: one handshake per profiling session.
+    """
 
     def __init__(self, target: SshTarget, opts: SshOptions) -> None:
         self.target, self.opts = target, opts
+        self._control_dir: str | None = None
+
+    def __enter__(self) -> "SshSession":
+        self._common()  # validate the key and options before anything starts
+        self._control_dir = tempfile.mkdtemp(prefix="medge-ssh-")
+        args = ["ssh", *self._common(), "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N"]
+        args += ["-p", str(self.target.port)] if self.target.port else []
+        # stderr goes to a file: the backgrounded master keeps it open, a pipe would never reach EOF.
+        with tempfile.TemporaryFile("w+") as err:
+            try:
+                code = subprocess.run(args + [self.target.destination], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=err, timeout=self.opts.connect_timeout_s * 4).returncode
+            except subprocess.TimeoutExpired as exc:
+                self._close_master()
+                raise MedgeError(f"cannot reach {self.target.label}: connection timed out; check the address and port") from exc
+            err.seek(0)
+            message = err.read()
+        if code != 0:
+            self._close_master()
+            self._raise_for_ssh(subprocess.CompletedProcess(args, code, "", message))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close_master()
+
+    def _close_master(self) -> None:
+        if self._control_dir is None:
+            return
+        control = f"{self._control_dir}/master"
+        if Path(control).exists():
+            subprocess.run(["ssh", "-o", f"ControlPath={control}", "-O", "exit", self.target.destination],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
 
     def _common(self) -> list[str]:
         args = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", f"ConnectTimeout={self.opts.connect_timeout_s}"]
+        if self._control_dir is not None:
+            args += ["-o", f"ControlPath={self._control_dir}/master"]
         if self.opts.key:
             if not Path(self.opts.key).exists():
                 raise MedgeError(f"SSH key not found: {self.opts.key}; pass an existing private key to --ssh-key")
             args += ["-i", self.opts.key, "-o", "IdentitiesOnly=yes"]
         for opt in self.opts.options:
+            if "=" not in opt:
+                raise UsageError(f"bad --ssh-option '{opt}'; use KEY=VALUE, e.g. --ssh-option Compression=yes")
             args += ["-o", opt]
         return args
 
@@ -156,14 +200,9 @@ def _not_installed(proc: subprocess.CompletedProcess, command: str) -> bool:
     ))
 
 
-def profile_remote(config: ProfileConfig, device: str, opts: SshOptions | None = None) -> ProfileReport:
-    """Copy `config.artifact` to the SSH `device`, run ``medge profile`` there, return its report."""
-    opts = opts or SshOptions()
-    target = SshTarget.parse(device)
-    session = SshSession(target, opts)
-    local = Path(config.artifact)
-    if not local.exists():
-        raise MedgeError(f"artifact not found: {local}")
+def _profile_over(session: SshSession, config: ProfileConfig, local: Path, opts: SshOptions) -> dict:
+    """Copy, run ``medge profile`` remotely, fetch its JSON report, clean up; returns the report dict."""
+    target = session.target
     workdir = session.run("mktemp -d /tmp/medge-profile.XXXXXX", timeout=opts.connect_timeout_s * 4).stdout.strip()
     try:
         for path in _artifact_files(local):
@@ -194,6 +233,19 @@ def profile_remote(config: ProfileConfig, device: str, opts: SshOptions | None =
             session.run(f"rm -rf {shlex.quote(workdir)}", check=False, timeout=opts.connect_timeout_s * 4)
         except MedgeError:
             pass  # the device went away after profiling; the original outcome matters more
+    return data
+
+
+def profile_remote(config: ProfileConfig, device: str, opts: SshOptions | None = None) -> ProfileReport:
+    """Copy `config.artifact` to the SSH `device`, run ``medge profile`` there, return its report."""
+    opts = opts or SshOptions()
+    target = SshTarget.parse(device)
+    local = Path(config.artifact)
+    if not local.exists():
+        raise MedgeError(f"artifact not found: {local}")
+    with SshSession(target, opts) as session:
+        data = _profile_over(session, config, local, opts)
     report = report_from_dict(data)
+    report.artifact = str(local)  # the device's copy was temporary
     report.remote = target.label
     return report

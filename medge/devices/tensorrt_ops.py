@@ -39,6 +39,17 @@ _UNSUPPORTED_10 = _SEQUENCE_OPS | _OPTIONAL_OPS | {
 }
 
 
+# How to get rid of an unsupported op, where there is a known way.
+_FIXES = {
+    "LayerNormalization": "re-export with 'medge export --opset 16' so it is decomposed",
+    "NonZero": "avoid data-dependent shapes (boolean indexing) in the model",
+    "Unique": "move it to post-processing outside the model",
+    "DynamicQuantizeLinear": "use static INT8 (QDQ) instead of dynamic quantization",
+    "MatMulInteger": "use static INT8 (QDQ) instead of dynamic quantization",
+    "ConvInteger": "use static INT8 (QDQ) instead of dynamic quantization",
+}
+
+
 @dataclass(frozen=True)
 class TensorRTOpTable:
     """What one TensorRT version's ONNX parser accepts."""
@@ -337,7 +348,8 @@ def check_tensorrt_ops(model, table: str, *, dla: bool = False) -> Preflight:
                                     "reason": "custom-domain op; needs a TensorRT plugin"})
             continue
         if op in spec.unsupported:
-            pre.unsupported.append({"node": name, "op": op, "reason": f"not supported by TensorRT {spec.version}"})
+            fix = f"; {_FIXES[op]}" if op in _FIXES else ""
+            pre.unsupported.append({"node": name, "op": op, "reason": f"not supported by TensorRT {spec.version}{fix}"})
             continue
         reason = _gpu_restriction(node, g, spec)
         if reason:

@@ -253,7 +253,6 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
     import torch
 
-    sha = sha256_file(path)
     if path.suffix == ".pt2":
         if weights is not None:
             raise UsageError("--weights cannot be applied to an ExportedProgram (.pt2); it already holds its weights")
@@ -286,8 +285,34 @@ def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple
         ) from None
     if weights is not None:
         load_weights(module, weights)
-        sha = sha256_file(weights)
     return module, "torchscript", input_shape
+
+
+MODEL_FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
+
+
+def classify_reference(model: str, zoo: list[str], *, has_kwargs: bool = False, has_shape: bool = False) -> str:
+    """Kind of a model reference (zoo, factory, exported-program, torchscript) — checked before
+    torch is imported, so that typos fail fast."""
+    path = Path(model)
+    if model in zoo:
+        return "zoo"
+    if path.suffix in MODEL_FILE_SUFFIXES:
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {model}")
+        if has_kwargs:
+            raise UsageError("--model-kwargs only applies to zoo names and package.module:factory references")
+        kind = "exported-program" if path.suffix == ".pt2" else "torchscript"
+    elif ":" in model and not path.exists():
+        kind = "factory"
+    else:
+        raise UnknownNameError(
+            f"unknown model '{model}';{did_you_mean(model, zoo)} give a zoo name "
+            f"({', '.join(zoo) or 'none registered'}), package.module:factory, or a .pt2/.pt file"
+        )
+    if kind != "exported-program" and not has_shape:
+        raise UsageError(f"--input-shape is required for '{model}' (e.g. --input-shape 1x1x256x256)")
+    return kind
 
 
 def load_model(
@@ -301,43 +326,36 @@ def load_model(
     Non-zoo models need `input_shape` (an ExportedProgram carries its own); their metadata gets
     task ``unknown`` and no labels.
     """
+    kwargs = dict(model_kwargs or {})
+    zoo = _zoo_names()
+    kind = classify_reference(model, zoo, has_kwargs=bool(kwargs), has_shape=input_shape is not None)
+    if weights is not None and not Path(weights).is_file():
+        raise ModelLoadError(f"weights file not found: {weights}")
     import torch
 
     # Seed so that randomly initialised layers (no weights given) export byte-identically.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return _load_model(model, weights, dict(model_kwargs or {}), input_shape)
+        return _load_model(model, kind, weights, kwargs, input_shape)
 
 
-def _load_model(model: str, weights: str | None, kwargs: dict, input_shape: tuple | None) -> LoadedModel:
+def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_shape: tuple | None) -> LoadedModel:
     import torch
 
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
     extra: dict[str, Any] = {}
-    zoo = _zoo_names()
-    if model in zoo:
+    if kind == "zoo":
         loaded = _load_zoo(model, weights, kwargs, shape)
     else:
-        path = Path(model)
-        if path.suffix in (".pt2", ".pt", ".pth", ".ts") and path.is_file():
-            if kwargs:
-                raise UsageError("--model-kwargs only applies to zoo names and package.module:factory references")
-            module, kind, shape = _load_file(path, weights, shape, extra)
-            sha = sha256_file(weights) if weights else sha256_file(path)
-        elif ":" in model and not path.exists():
-            module, kind = _call_factory(model, kwargs), "factory"
+        if kind == "factory":
+            module = _call_factory(model, kwargs)
             if weights is not None:
                 load_weights(module, weights)
             sha = sha256_file(weights) if weights else state_dict_sha256(module)
-        elif path.suffix in (".pt2", ".pt", ".pth", ".ts"):
-            raise ModelLoadError(f"model file not found: {model}")
         else:
-            raise UnknownNameError(
-                f"unknown model '{model}';{did_you_mean(model, zoo)} give a zoo name "
-                f"({', '.join(zoo) or 'none registered'}), package.module:factory, or a .pt2/.pt file"
-            )
-        if shape is None:
-            raise UsageError(f"--input-shape is required for '{model}' (e.g. --input-shape 1x1x256x256)")
+            module, kind, shape = _load_file(Path(model), weights, shape, extra)
+            sha = sha256_file(weights) if weights else sha256_file(model)
+        assert shape is not None  # classify_reference demands it for every kind but .pt2
         if kind != "exported-program":  # an unlifted ExportedProgram is already in eval form
             module.eval()
         names = ["output"]

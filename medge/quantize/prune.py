@@ -55,7 +55,7 @@ class PruneConfig:
     input_shape: tuple[int, ...] | None = None
     finetune: str | None = None
     epochs: int = 1
-    lr: float = 1e-4
+    lr: float = 1e-3
     batch_size: int = 8
     finetune_samples: int = 128
     eval: str | None = None
@@ -185,7 +185,14 @@ def _prune(config: PruneConfig, module, example) -> tuple[Any, list[Any]]:
     )
 
     if config.mode == "structured":
-        return prune_structured(module, example, config.sparsity, config.round_to), []
+        try:
+            return prune_structured(module, example, config.sparsity, config.round_to), []
+        except MedgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PruneError(f"torch_pruning cannot prune the channels of '{config.model}' consistently "
+                             f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
     params = prunable_weights(module, exclude=output_layers(module, example))
     if not params:
         raise PruneError(f"'{config.model}' has no Conv/Linear weights to prune besides its output layers")
@@ -210,7 +217,7 @@ def _check_shapes(reference, pruned, example, model: str) -> None:
 
 
 def _export_program(module, input_shape: tuple[int, ...]):
-    """ExportedProgram of `module` with a dynamic batch when the model allows it."""
+    """ExportedProgram of `module` and whether its batch is dynamic (static when the model needs it)."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -271,31 +278,30 @@ def _speedup_note(mode: str, macs_before: int, macs_after: int) -> str:
             "target - measure it with 'medge profile'")
 
 
-def prune_model(config: PruneConfig) -> PruneReport:
-    """Prune `config.model`, optionally fine-tune and evaluate it, and save it as a ``.pt2``."""
-    import torch
+def _fill_complexity(report: PruneReport, reference, module, example, input_shape, measure_onnx: bool) -> None:
+    params_before, macs_before = _complexity(reference, input_shape)
+    params_after, macs_after = _complexity(module, input_shape)
+    report.params = {"before": params_before, "after": params_after}
+    report.macs = {"before": macs_before, "after": macs_after}
+    report.reduction = {"params": 1.0 - params_after / max(params_before, 1),
+                        "macs": 1.0 - macs_after / max(macs_before, 1)}
+    report.speedup_note = _speedup_note(report.mode, macs_before, macs_after)
+    if measure_onnx:
+        before = _onnx_size(reference, example, report.notes, "original")
+        after = _onnx_size(module, example, report.notes, "pruned")
+        if before is not None and after is not None:
+            report.onnx_size_bytes = {"before": before, "after": after}
 
-    validate_config(config)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    loaded = _load(config)
-    module = loaded.module.eval()
-    train, evaluation = _load_sets(config, loaded)
-    metric_name = _metric_name(config, loaded.meta.task) if evaluation is not None else None
-    if train is not None:
-        from medge.quantize.prune_finetune import loss_name
 
-        loss_name(loaded.meta.task)  # fail before pruning when the task has no loss
-    example = torch.randn(loaded.input_shape, generator=torch.Generator().manual_seed(config.seed))
-    reference = copy.deepcopy(module)
-    report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity)
-    params_before, macs_before = _complexity(reference, loaded.input_shape)
-
+def _prune_and_finetune(config: PruneConfig, report: PruneReport, loaded, reference, example, train, evaluation) -> None:
+    """Prune ``loaded.module`` in place, fine-tune it when asked, and fill the metric/finetune fields."""
     from medge.quantize.prune_finetune import evaluate, finetune
 
+    module = loaded.module
     metric: dict[str, Any] | None = None
     if evaluation is not None:
-        metric = {"name": metric_name, "before": evaluate(reference, evaluation, metric_name),
+        name = _metric_name(config, loaded.meta.task)
+        metric = {"name": name, "before": evaluate(reference, evaluation, name),
                   "source": config.eval, "samples": len(evaluation)}
     structured, masked = _prune(config, module, example)
     if structured is not None:
@@ -304,7 +310,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
         report.narrowed_layers = structured.narrowed_layers
     if train is not None:
         if metric is not None:
-            metric["after_pruning_before_finetune"] = evaluate(module, evaluation, metric_name)
+            metric["after_pruning_before_finetune"] = evaluate(module, evaluation, metric["name"])
         result = finetune(module, train, loaded.meta.task, epochs=config.epochs, lr=config.lr,
                           batch_size=config.batch_size, seed=config.seed)
         report.finetune = dataclasses.asdict(result)
@@ -313,27 +319,43 @@ def prune_model(config: PruneConfig) -> PruneReport:
 
         zeros = remove_unstructured_masks(module, masked)
         report.zero_fraction, report.zero_fraction_all_params = zeros.zero_fraction, zeros.zero_fraction_all_params
-        report.narrowed_layers = 0
     if metric is not None:
-        metric["after"] = evaluate(module, evaluation, metric_name)
+        metric["after"] = evaluate(module, evaluation, metric["name"])
     report.metric = metric
-    params_after, macs_after = _complexity(module, loaded.input_shape)
-    report.params = {"before": params_before, "after": params_after}
-    report.macs = {"before": macs_before, "after": macs_after}
-    report.reduction = {"params": 1.0 - params_after / max(params_before, 1),
-                        "macs": 1.0 - macs_after / max(macs_before, 1)}
-    if config.measure_onnx:
-        before = _onnx_size(reference, example, report.notes, "original")
-        after = _onnx_size(module, example, report.notes, "pruned")
-        if before is not None and after is not None:
-            report.onnx_size_bytes = {"before": before, "after": after}
+
+
+def prune_model(config: PruneConfig) -> PruneReport:
+    """Prune `config.model`, optionally fine-tune and evaluate it, and save it as a ``.pt2``.
+
+    Raises a `MedgeError` subclass for bad requests; nothing is written at ``config.output`` then.
+    """
+    validate_config(config)
+    import torch
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    loaded = _load(config)
+    train, evaluation = _load_sets(config, loaded)
+    if evaluation is not None:
+        _metric_name(config, loaded.meta.task)  # fail before any work when the task has no metric
+    if train is not None:
+        from medge.quantize.prune_finetune import loss_name
+
+        loss_name(loaded.meta.task)  # fail before any work when the task has no loss
+    example = torch.randn(loaded.input_shape, generator=torch.Generator().manual_seed(config.seed))
+    reference = copy.deepcopy(loaded.module)
+    report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity)
+    _prune_and_finetune(config, report, loaded, reference, example, train, evaluation)
+    _fill_complexity(report, reference, loaded.module, example, loaded.input_shape, config.measure_onnx)
     pruning = {"mode": config.mode, "sparsity": config.sparsity, "source_model": config.model,
                "source_sha256": loaded.sha256, "finetune": config.finetune}
-    saved = save_pruned(module, loaded, config.output, pruning)
+    saved = save_pruned(loaded.module, loaded, config.output, pruning)
     report.output, report.sidecar = str(config.output), str(sidecar_path(config.output))
     report.sha256, report.dynamic_batch = saved["sha256"], saved["dynamic_batch"]
     report.parity = {"max_abs_error": saved["max_abs_error"], "atol": _PARITY_ATOL}
-    report.speedup_note = _speedup_note(config.mode, macs_before, macs_after)
+    if not report.dynamic_batch:
+        report.notes.append("torch.export could not make the batch dynamic: the .pt2 takes batch "
+                            f"{loaded.input_shape[0]} only")
     if loaded.meta.task == "unknown":
         report.notes.append("no task/labels known for this model: the sidecar carries task 'unknown'")
     report.seconds = round(time.perf_counter() - started, 3)

@@ -2,7 +2,8 @@
 
 A bundle is a folder with ``manifest.json`` naming its ``primary_artifact``, the ``runtime`` that
 runs it and the runtime device (``runtime_device`` or ``device``).  Model metadata comes from the
-ONNX file itself, from an ONNX file inside the bundle, or from a ``model_meta`` manifest entry.
+ONNX file itself, an OpenVINO IR (which keeps the ONNX ``metadata_props`` under
+``rt_info/framework``), an ONNX file inside the bundle, or a ``model_meta`` manifest entry.
 """
 
 from __future__ import annotations
@@ -53,10 +54,37 @@ def _meta_from_onnx(path: Path) -> ModelMeta | None:
         raise MedgeError(f"cannot read {path.name} as ONNX: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
+def _meta_from_ir(path: Path) -> ModelMeta | None:
+    """Medge metadata that OpenVINO carried over from the ONNX file into the IR's ``rt_info/framework``."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        framework = ET.parse(path).getroot().find("rt_info/framework")
+    except ET.ParseError as exc:
+        raise MedgeError(f"{path.name} is not an OpenVINO IR .xml ({exc}); reconvert the model") from exc
+    if framework is None:
+        return None
+    try:
+        return ModelMeta.from_props({el.tag: el.get("value", "") for el in framework})
+    except (ValueError, TypeError):  # metadata written by something else
+        return None
+
+
+def _file_meta(path: Path) -> ModelMeta | None:
+    if path.suffix == ".onnx":
+        return _meta_from_onnx(path)
+    if path.suffix == ".xml":
+        return _meta_from_ir(path)
+    return None
+
+
 def _bundle_meta(bundle: Path, manifest: dict[str, Any], primary: Path) -> tuple[ModelMeta | None, Path | None]:
     if primary.suffix == ".onnx":
         return _meta_from_onnx(primary), primary
+    own = _file_meta(primary)
     onnx_files = [bundle / rel for rel in sorted(manifest.get("files", {})) if rel.endswith(".onnx") and (bundle / rel).exists()]
+    if own is not None:
+        return own, (onnx_files or [None])[0]
     stored = manifest.get("model_meta")
     if isinstance(stored, dict) and "task" in stored:
         known = set(ModelMeta.__dataclass_fields__)
@@ -98,7 +126,7 @@ def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRe
         raise MedgeError(f"cannot tell which runtime runs '{path.name}'; pass --runtime ({', '.join(RUNTIMES.names())})")
     if rt not in RUNTIMES:
         RUNTIMES.get(rt)  # raises UnknownNameError with a "did you mean"
-    meta = _meta_from_onnx(path) if path.suffix == ".onnx" else None
+    meta = _file_meta(path)
     return ArtifactRef(path, rt, None, None, meta, path if path.suffix == ".onnx" else None)
 
 

@@ -10,7 +10,7 @@ import abc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,6 +57,9 @@ def dequantize_output(y: np.ndarray, info: TensorInfo) -> np.ndarray:
 @dataclass
 class Runtime(abc.ABC):
     """A loaded artifact that runs inference.  Use as a context manager."""
+
+    # The Python package this backend runs on (imported lazily, e.g. before a memory baseline).
+    library: ClassVar[str | None] = None
 
     name: str = "runtime"
     device: str = "cpu"

@@ -68,6 +68,7 @@ class CompareReport(Report):
     artifacts: list[ArtifactComparison] = field(default_factory=list)
     n_inputs: int = 0
     inputs_source: str = ""
+    inputs_report: dict[str, Any] = field(default_factory=dict)  # found/used/skipped of --inputs
     max_abs_error_limit: float | None = None
     min_cosine_limit: float | None = None
 
@@ -160,10 +161,10 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
 
     with open_runtime(reference.path, reference.runtime, device=device_of(reference), threads=config.threads, **config.options) as rt:
         infos = rt.inputs()
-        targets = None
+        targets, data_report = None, {}
         if config.inputs:
             data_ref = reference if reference.onnx or reference.meta else next((r for r in refs if r.onnx or r.meta), reference)
-            samples, targets, _ = load_source_inputs(config.inputs, data_ref, infos, n=config.n, seed=config.seed)
+            samples, targets, data_report = load_source_inputs(config.inputs, data_ref, infos, n=config.n, seed=config.seed)
             source = config.inputs
         else:
             samples = _float_reference_inputs(infos, config.n, config.seed)
@@ -187,6 +188,7 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
         metric_name=metric_name,
         n_inputs=len(samples),
         inputs_source=source,
+        inputs_report=data_report,
         max_abs_error_limit=config.max_abs_error,
         min_cosine_limit=config.min_cosine,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ def _info(detail: dict[str, Any]) -> TensorInfo:
 class LiteRtRuntime(Runtime):
     """A .tflite model in a LiteRT ``Interpreter``."""
 
+    library: ClassVar[str | None] = "ai_edge_litert.interpreter"
     name: str = "litert"
     xnnpack_active: bool = False
     _interp: Any = None

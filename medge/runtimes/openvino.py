@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ def _shape(partial_shape: Any) -> tuple[int | None, ...]:
 class OpenVinoRuntime(Runtime):
     """A model compiled by ``openvino.Core`` with one reusable infer request."""
 
+    library: ClassVar[str | None] = "openvino"
     name: str = "openvino"
     _compiled: Any = None
     _request: Any = None

@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,6 +47,7 @@ def _dim(d: Any) -> int | str | None:
 class OrtRuntime(Runtime):
     """An ONNX model in an ``onnxruntime.InferenceSession``."""
 
+    library: ClassVar[str | None] = "onnxruntime"
     name: str = "onnxruntime"
     _session: Any = None
     _profile_file: str | None = None

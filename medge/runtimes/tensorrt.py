@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +38,7 @@ def _make_profiler(trt: Any) -> Any:
 class TensorRtRuntime(Runtime):
     """A serialized TensorRT engine with one execution context on the current CUDA device."""
 
+    library: ClassVar[str | None] = "tensorrt"
     name: str = "tensorrt"
     _engine: Any = None
     _context: Any = None

@@ -130,6 +130,13 @@ def test_synthetic_with_zoo_metadata_applies_mean_std():
         assert sample.target.tolist() == targets[i].tolist()
 
 
+def test_synthetic_targets_that_do_not_fit_the_labels_are_dropped_with_a_note():
+    meta = image_meta(labels=[f"finding{i}" for i in range(14)], size=32)  # a 14-label CheXNet-style model
+    ds = _load("synthetic:cxr", meta, n=3)
+    assert ds.targets() is None and ds.report.class_counts is None and len(ds) == 3
+    assert ds.report.notes and "targets dropped" in ds.report.notes[0]
+
+
 def test_synthetic_errors():
     meta = image_meta(size=8)
     with pytest.raises(DataError, match="unknown synthetic task 'cxrr'; did you mean 'cxr'"):

@@ -189,3 +189,12 @@ def test_jpeg_baseline_colour_cine_frames_and_frame_limit(tmp_path):
     meta = image_meta(**RAW)
     limited = load_data(str(path), meta, input_name="image", input_shape=image_shape(meta), max_frames_per_file=3)
     assert sorted(s.source for s in limited.samples) == ["cine.dcm#frame0", "cine.dcm#frame2", "cine.dcm#frame5"]
+
+
+def test_signed_ct_in_hounsfield_units_with_the_model_window(tmp_path):
+    stored = np.linspace(-200, 1800, 32 * 32).reshape(32, 32).astype(np.int16)  # signed stored values
+    path = write_dicom(tmp_path / "ct.dcm", stored, bits=16, RescaleSlope=1, RescaleIntercept=-1024)
+    meta = image_meta(intensity="window", window_center=40, window_width=400, mean=(0.0,), std=(1.0,))
+    got = _load(path, meta).samples[0].feeds["image"][0, 0]
+    np.testing.assert_allclose(got, _expected_linear_window(stored.astype(np.float64) - 1024, 40, 400), atol=1e-6)
+    assert 0 < (got == 0).mean() < 1 and 0 < (got == 1).mean() < 1

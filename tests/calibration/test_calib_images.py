@@ -54,6 +54,7 @@ def test_every_class_is_represented_even_when_rare(class_folder):
 def test_more_requested_than_found_uses_everything(class_folder):
     ds = _load(class_folder, image_meta(size=8), n=500)
     assert ds.report.used == 100 and len(ds) == 100
+    assert ds.report.notes == ["only 100 usable samples for the 500 requested"]
     assert ds.report.class_counts == {"(none)": 50, "effusion": 40, "nodule": 10}
 
 

@@ -67,6 +67,7 @@ def test_metric_on_npz_targets_with_layout_change(run_cli, tiny, tmp_path):
     assert res.returncode == 0, res.stderr
     r = res.report
     assert r["metric_name"] == "dice" and r["n_inputs"] == 6 and r["inputs_source"] == str(data)
+    assert r["inputs_report"]["source"] == str(data)
     assert 0.5 < r["reference_metric"] < 0.95
     (row,) = r["artifacts"]
     assert abs(row["metric_delta"]) < 1e-6 and row["metric"] == r["reference_metric"] + row["metric_delta"]

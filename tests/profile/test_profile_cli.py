@@ -117,18 +117,24 @@ def test_remote_profile_artifact(run_cli, tiny, sshd):
     r = res.report
     assert r["remote"] == sshd.url and r["runtime"] == "onnxruntime"
     _check_common(r, tiny.onnx.stat().st_size)
-    assert r["artifact"].startswith("/tmp/medge-profile.") and len(r["layers"]) == 2
+    assert r["artifact"] == str(tiny.onnx) and len(r["layers"]) == 2
 
 
 @pytest.mark.slow
 def test_remote_profile_bundle_with_remote_python(run_cli, tiny, sshd, tmp_path):
     import sys
 
+    import numpy as np
+
     bundle = make_bundle(tmp_path / "remote-bundle", tiny)
+    data = tmp_path / "frames.npz"  # a local data source travels to the device with the bundle
+    np.savez(data, x=np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32), preprocessed=True)
     args = [a for a in sshd.cli_args() if a not in ("--remote-medge", sshd.medge)]
-    res = run_cli("profile", bundle, *FAST, "--layers", "0", *args, "--remote-python", sys.executable, report=True)
+    res = run_cli("profile", bundle, *FAST, "--layers", "0", "--inputs", data, *args, "--remote-python", sys.executable,
+                  report=True)
     assert res.returncode == 0, res.stderr
     assert res.report["remote"] == sshd.url and res.report["runtime"] == "openvino" and res.report["device"] == "CPU"
+    assert res.report["artifact"] == str(bundle) and res.report["inputs_source"].endswith("/frames.npz")
 
 
 def test_remote_unreachable_host(run_cli, tiny, sshd, unused_port):
@@ -147,6 +153,11 @@ def test_remote_auth_failure(run_cli, tiny, sshd, tmp_path):
     args[args.index(str(sshd.key))] = str(tmp_path / "stranger")
     res = run_cli("profile", tiny.onnx, *args)
     assert res.returncode == 1 and "SSH authentication to" in res.stderr and "failed" in res.stderr
+
+
+def test_remote_bad_ssh_option_is_a_usage_error(run_cli, tiny, sshd):
+    res = run_cli("profile", tiny.onnx, *sshd.cli_args(), "--ssh-option", "Compression")
+    assert res.returncode == 2 and "bad --ssh-option 'Compression'" in res.stderr
 
 
 def test_remote_medge_not_installed(run_cli, tiny, sshd):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from medge.export.metadata import ModelMeta
+from medge.quantize.prune import load_sidecar
 from medge.zoo import get_card
 
 
@@ -36,7 +37,7 @@ def _assert_structured_shrinks(report: dict) -> None:
 
 
 def _assert_sidecar_matches_card(pt2: Path, model: str) -> None:
-    sidecar = json.loads(pt2.with_name(pt2.name + ".medge.json").read_text())
+    sidecar = load_sidecar(pt2)
     assert set(sidecar) == set(ModelMeta.__dataclass_fields__)
     card = get_card(model)
     assert sidecar["task"] == card.task and sidecar["labels"] == list(card.labels)
@@ -55,6 +56,8 @@ def test_structured_prune_shrinks_and_exports_with_parity(run_cli, tmp_path):
     exported = _export(run_cli, tmp_path, pt2, "--dynamic-batch")
     assert exported["macs"] == pytest.approx(report["macs"]["after"], rel=0.05)
     assert exported["size_bytes"] < 0.5 * report["onnx_size_bytes"]["before"]
+    again = run_cli("prune", pt2, "-o", tmp_path / "again.pt2")
+    assert again.returncode == 2 and "pruning needs the PyTorch module" in again.stderr
 
 
 def test_unstructured_prune_zeroes_weights_but_keeps_macs(run_cli, tmp_path):
@@ -65,7 +68,7 @@ def test_unstructured_prune_zeroes_weights_but_keeps_macs(run_cli, tmp_path):
     assert report["macs"]["after"] == report["macs"]["before"]
     assert report["onnx_size_bytes"]["after"] == pytest.approx(report["onnx_size_bytes"]["before"], rel=0.01)
     assert "sparse kernels" in report["speedup_note"]
-    _export(run_cli, tmp_path, pt2)
+    assert load_sidecar(pt2)["extra"]["pruning"]["mode"] == "unstructured"
 
 
 def test_structured_prune_of_residual_factory_model(run_cli, tmp_path, residual_models_on_path):
@@ -113,3 +116,15 @@ def test_bad_output_suffix_and_unknown_model(run_cli, tmp_path):
     res = run_cli("prune", "us-frame-scren", "-o", tmp_path / "x.pt2")
     assert res.returncode == 1 and "did you mean 'us-frame-screen'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_finetune_keeps_or_improves_the_metric(run_cli, tmp_path):
+    data = ("--finetune", "synthetic:us-frame", "--finetune-samples", "48", "--epochs", "2",
+            "--eval", "synthetic:us-frame", "--eval-samples", "48")
+    report, _ = _prune(run_cli, tmp_path, "us-frame-screen", "--sparsity", "0.5", "--no-onnx-size", *data)
+    metric, finetune = report["metric"], report["finetune"]
+    assert metric["name"] == "auroc" and metric["samples"] == 48
+    assert finetune["samples"] == 48 and finetune["epochs"] == 2 and finetune["loss"] == "bce"
+    assert finetune["loss_last_epoch"] < finetune["loss_first_epoch"]
+    assert metric["after"] >= metric["after_pruning_before_finetune"] - 0.02

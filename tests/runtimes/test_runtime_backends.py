@@ -37,8 +37,12 @@ class RuntimeTemplate(abc.ABC):
         return y
 
     @pytest.fixture
-    def rt(self, tiny):
-        with open_runtime(self.artifact(tiny), self.runtime, threads=1) as rt:
+    def artifact_path(self, tiny):
+        return self.artifact(tiny)
+
+    @pytest.fixture
+    def rt(self, artifact_path):
+        with open_runtime(artifact_path, self.runtime, threads=1) as rt:
             yield rt
 
     def feeds(self, rt: Runtime, x: np.ndarray = X) -> dict[str, np.ndarray]:
@@ -79,8 +83,8 @@ class RuntimeTemplate(abc.ABC):
         with pytest.raises(DataError, match="numpy"):
             rt.infer({name: good.tolist()})
 
-    def test_context_manager_closes(self, tiny):
-        with open_runtime(self.artifact(tiny), self.runtime) as rt:
+    def test_context_manager_closes(self, artifact_path):
+        with open_runtime(artifact_path, self.runtime) as rt:
             rt.infer(self.feeds(rt))
         with pytest.raises(RuntimeError, match="load"):
             rt.inputs()
@@ -118,6 +122,14 @@ class TestOnnxRuntime(RuntimeTemplate):
     def test_unknown_device(self, tiny):
         with pytest.raises(MedgeError, match="unknown device 'npu'"):
             open_runtime(tiny.onnx, "onnxruntime", device="npu")
+
+    def test_cuda_without_the_provider(self, tiny):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            pytest.skip("this onnxruntime build has CUDA")
+        with pytest.raises(MedgeError, match="needs CUDAExecutionProvider"):
+            open_runtime(tiny.onnx, "onnxruntime", device="cuda")
 
     def test_corrupt_file(self, tmp_path):
         bad = tmp_path / "bad.onnx"
@@ -223,15 +235,11 @@ class TestTensorRt(RuntimeTemplate):
         return path
 
     @pytest.fixture
-    def rt(self, engine):
-        with open_runtime(engine, threads=1) as rt:
-            yield rt
+    def artifact_path(self, engine):
+        return engine
 
     def artifact(self, tiny):
-        return tiny.onnx.with_name("tiny.engine")
-
-    def test_load_sets_fields(self, rt):
-        assert rt.name == "tensorrt" and rt.load_ms > 0
+        raise NotImplementedError("the engine fixture builds the artifact")
 
 
 def test_tensorrt_missing_dependency_is_one_clear_error(tmp_path):

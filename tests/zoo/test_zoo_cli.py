@@ -39,6 +39,7 @@ def test_zoo_show_unknown_name_suggests_the_closest(run_cli):
     assert "Traceback" not in res.stderr
 
 
-def test_zoo_without_action_is_a_usage_error(run_cli):
-    res = run_cli("zoo")
-    assert res.returncode == 2
+def test_zoo_usage_errors(run_cli):
+    assert run_cli("zoo").returncode == 2
+    res = run_cli("zoo", "show")
+    assert res.returncode == 2 and "needs a model name" in res.stderr

@@ -32,7 +32,13 @@ def test_every_registered_model_has_a_test():
     assert sorted(MODEL_EXPECTATIONS) == MODELS.names()
 
 
-@pytest.fixture(scope="module", params=MODELS.names())
+# the full DenseNet-121 takes minutes to build and export on a shared 2-core machine
+SLOW_MODELS = {"cxr-densenet121"}
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in MODELS.names()
+])
 def built(request):
     torch.set_num_threads(1)
     name = request.param

@@ -46,7 +46,7 @@ def generate(task: str, n: int, seed: int = 0, **kw) -> tuple[np.ndarray, np.nda
 
     Returns ``(inputs, targets)`` as described in the module docstring.  Extra keyword arguments
     go to the task's generator (e.g. ``prevalence`` for ``cxr``, ``lesion_prob`` for ultrasound).
-    The same (task, n, seed, kw) always gives the same arrays; sample i does not depend on n.
+    The same (task, n, seed, kw) always gives the same arrays.
     """
     if task not in TASKS:
         raise DataError(f"unknown synthetic task '{task}';{did_you_mean(task, TASKS)} choices: {', '.join(TASKS)}")
@@ -56,13 +56,13 @@ def generate(task: str, n: int, seed: int = 0, **kw) -> tuple[np.ndarray, np.nda
     make = _generator(task)
     root = np.random.SeedSequence([int(seed), TASKS.index(task)])
     inputs, targets = [], []
-    # one child seed per chunk: sample i depends only on (seed, i), not on n
+    # one child seed per chunk of CHUNK samples
     chunk_seeds = root.spawn((n + CHUNK - 1) // CHUNK)
     for start, child in zip(range(0, n, CHUNK), chunk_seeds):
         x, y = make(min(CHUNK, n - start), np.random.default_rng(child), **kw)
         inputs.append(x)
         targets.append(y)
-    if not inputs:
-        x, y = make(0, np.random.default_rng(root), **kw)
-        return x, y
+    if not inputs:  # n == 0: empty arrays with the task's shapes and dtypes
+        x, y = make(1, np.random.default_rng(root), **kw)
+        return x[:0], y[:0]
     return np.concatenate(inputs), np.concatenate(targets)

@@ -71,15 +71,15 @@ def generate_cxr(n: int, rng: np.random.Generator, *, size: int = 224, prevalenc
     rim = np.zeros((n, size, size), np.float32)
     pleural_line = np.zeros_like(rim)
     for k, (lcx, r, _, field, tilt) in enumerate(side_info):
-        on_side = (ptx_side == k).astype(np.float32)[:, None, None] * has_ptx
+        idx = np.flatnonzero((ptx_side == k) & (targets[:, 1] > 0))  # only images with this finding
         # upper/lateral sector: above lung centre and towards the outer wall
-        lateral = (xx - lcx) * -tilt / lung_rx
-        sector = soft_step(cy + 0.2 * lung_ry - yy, 6.0) * soft_step(lateral + 0.1, 0.15)
-        inner = 1.0 - ptx_depth
-        rim += on_side * sector * soft_step(r - inner, 0.012) * field
-        pleural_line += on_side * sector * np.exp(-(((r - inner) * lung_ry) / 0.9) ** 2) * field
+        lateral = (xx - lcx[idx]) * -tilt / lung_rx[idx]
+        sector = soft_step(cy[idx] + 0.2 * lung_ry[idx] - yy, 6.0) * soft_step(lateral + 0.1, 0.15)
+        inner = 1.0 - ptx_depth[idx]
+        rim[idx] += sector * soft_step(r[idx] - inner, 0.012) * field[idx]
+        pleural_line[idx] += sector * np.exp(-(((r[idx] - inner) * lung_ry[idx]) / 0.9) ** 2) * field[idx]
     markings = markings * (1.0 - np.clip(rim, 0, 1))
-    img = img + markings * lung - 0.045 * faint * rim + 0.07 * faint * pleural_line
+    img = img + markings * lung - 0.06 * faint * rim + 0.08 * faint * pleural_line
 
     # --- mediastinum, spine and heart (cardiothoracic ratio drives cardiomegaly) ---
     med = soft_step(gap + 6 - np.abs(xx - cx), 3.0) * soft_step(yy - (cy - lung_ry - 5), 4.0)
@@ -112,22 +112,24 @@ def generate_cxr(n: int, rng: np.random.Generator, *, size: int = 224, prevalenc
     eff_side = rng.integers(0, 3, n)  # 0 right, 1 left, 2 both
     eff_height = _u(rng, 8, 26, n) * faint
     for k, (lcx, r, dia_y, field, tilt) in enumerate(side_info):
-        on_side = ((eff_side == k) | (eff_side == 2)).astype(np.float32)[:, None, None] * has_eff
-        lateral = np.clip((xx - lcx) * -tilt / lung_rx, -1, 1.2)
-        level = dia_y - eff_height * (0.6 + 0.7 * np.clip(lateral, 0, None) ** 2)  # meniscus up the lateral wall
-        fluid = soft_step(yy - level, 2.5) * field
-        img = img + on_side * fluid * (0.20 * faint + 0.05)
+        idx = np.flatnonzero(((eff_side == k) | (eff_side == 2)) & (targets[:, 0] > 0))
+        lateral = np.clip((xx - lcx[idx]) * -tilt / lung_rx[idx], -1, 1.2)
+        level = dia_y[idx] - eff_height[idx] * (0.6 + 0.7 * np.clip(lateral, 0, None) ** 2)  # meniscus up the lateral wall
+        fluid = soft_step(yy - level, 2.5) * field[idx]
+        img[idx] = img[idx] + fluid * (0.20 * faint + 0.05)
 
     # --- nodule: small round opacity inside a lung field ---
     nod_side = rng.integers(0, 2, n)
-    nod_r = _u(rng, 2.5, 7.5, n) * np.float32(min(1.0, faint + 0.3))
+    nod_r = _u(rng, 3.0, 7.5, n) * np.float32(min(1.0, faint + 0.3))
     ang = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     rad = np.sqrt(rng.uniform(0.0, 0.55, n)).astype(np.float32)
-    lcx_pick = np.where(nod_side[:, None, None] == 0, lcx_r, lcx_l)
-    nx = lcx_pick + (rad * np.cos(ang))[:, None, None] * lung_rx
-    ny = cy + (rad * np.sin(ang))[:, None, None] * lung_ry * 0.8
-    nodule = np.exp(-(((xx - nx) ** 2 + (yy - ny) ** 2) / nod_r**2) ** 1.5)
-    img = img + has_nod * nodule * _u(rng, 0.07, 0.14, n) * faint
+    amplitude = _u(rng, 0.09, 0.16, n)
+    idx = np.flatnonzero(targets[:, 2] > 0)
+    lcx_pick = np.where(nod_side[:, None, None] == 0, lcx_r, lcx_l)[idx]
+    nx = lcx_pick + (rad * np.cos(ang))[idx, None, None] * lung_rx[idx]
+    ny = cy[idx] + (rad * np.sin(ang))[idx, None, None] * lung_ry[idx] * 0.8
+    nodule = np.exp(-(((xx - nx) ** 2 + (yy - ny) ** 2) / nod_r[idx] ** 2) ** 1.5)
+    img[idx] = img[idx] + nodule * amplitude[idx] * faint
 
     # --- acquisition: soft-tissue mottle, quantum noise, exposure/contrast/gamma ---
     img = img + 0.018 * smooth_noise(rng, n, size, size, 6 * s) * body

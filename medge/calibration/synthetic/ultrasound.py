@@ -106,6 +106,7 @@ def generate_us(n: int, rng: np.random.Generator, *, size: int = 128, lesion_pro
     intensity = echo * np.exp(-alpha * depth + tgc) * speckle(rng, n, size, size, 0.6 * size / 128, 1.5 * size / 128)
     intensity = intensity + 0.02 * np.abs(rng.standard_normal((n, size, size), dtype=np.float32))  # electronic noise
     dyn = _u(rng, 20, 60, n)  # log compression
+    intensity = np.clip(intensity, 0, None)  # heterogeneity can dip below zero; echoes cannot
     img = np.log1p(dyn * intensity * _u(rng, 0.25, 0.45, n)) / np.log1p(dyn)
     img = np.clip(img * fov, 0, 1).astype(np.float32)
     masks = ((shape > 0.5) & (fov > 0.5)).astype(np.uint8)

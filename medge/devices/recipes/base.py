@@ -127,8 +127,8 @@ def quantize_for_target(
 ) -> QuantizeOutcome:
     """INT8-quantize ``ctx.onnx_path`` to `output` with `medge.quantize.quantize_model`.
 
-    Uses the context's calibration/evaluation sources and gate (`max_drop`); the number of
-    calibration samples comes from the ``calib_samples`` compile option.  A failed gate raises
+    Uses the context's calibration/evaluation sources and gate (`max_drop`); the sample counts
+    come from the ``calib_samples`` and ``eval_samples`` compile options (default 300).  A failed gate raises
     `GateFailedError` (from `quantize_model`), which aborts the compile with nothing written.
     """
     from medge.quantize import quantize_model
@@ -142,6 +142,7 @@ def quantize_for_target(
         calib_source=ctx.calib_source,
         calib_size=int(ctx.option("calib_samples", 300)),
         eval_source=ctx.eval_source,
+        eval_size=int(ctx.option("eval_samples", 300)),
         max_drop=ctx.max_drop,
         trt_compatible=trt_compatible,
         options=dict(options or {}),
@@ -150,4 +151,11 @@ def quantize_for_target(
     gate = None
     if report.metric is not None:
         gate = {**report.metric, "max_drop": ctx.max_drop, "fp32_fallback_nodes": list(report.fp32_fallback_nodes)}
-    return QuantizeOutcome(output, gate, report.calibration, report.evaluation, report)
+    return QuantizeOutcome(output, gate, _with_n(report.calibration), _with_n(report.evaluation), report)
+
+
+def _with_n(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A data summary with ``n`` (the number of samples actually used) next to source and sha256."""
+    if summary is None:
+        return None
+    return {**summary, "n": summary.get("used", summary.get("samples"))}

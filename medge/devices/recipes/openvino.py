@@ -73,6 +73,20 @@ def runtime_config(ctx: CompileContext, device: str) -> dict[str, Any]:
     return config
 
 
+def _readme(ctx: CompileContext, info: dict[str, Any]) -> str:
+    """How to load the IR on the device with the recorded hints."""
+    return "\n".join([
+        f"OpenVINO IR ({ARTIFACT} + model.bin) for {ctx.target.display_name} ({ctx.precision}), "
+        f"model '{ctx.meta.model}' ({ctx.meta.task}).",
+        "Load it with the properties recorded in manifest.json (extra.openvino.config):",
+        "  import openvino as ov",
+        f"  compiled = ov.Core().compile_model('{ARTIFACT}', '{info['device']}', {info['config']!r})",
+        f"Input shapes: {info['input_shapes']} (static: {info['static_shapes']}).",
+        "Inputs are model-ready: apply the preprocessing in manifest.json (source_model.metadata.preprocessing).",
+        "Check the bundle with 'medge verify <bundle>' and time it on the device with 'medge profile'.",
+    ]) + "\n"
+
+
 class OpenVINORecipe(Recipe):
     """FP32 / FP16-compressed / NNCF-INT8 OpenVINO IR for an Intel CPU, integrated GPU or NPU."""
 
@@ -141,6 +155,7 @@ class OpenVINORecipe(Recipe):
                 "ir_files": [ARTIFACT, xml.with_suffix(".bin").name],
             }
         }
+        (ctx.out_dir / "README.txt").write_text(_readme(ctx, result.manifest_extra["openvino"]))
         if device != "CPU":
             result.notes.append(f"no {device} here: the IR was checked on the CPU (f32); run 'medge profile' on the device")
         result.files = sorted(p.relative_to(ctx.out_dir).as_posix() for p in ctx.out_dir.rglob("*") if p.is_file())

@@ -122,8 +122,14 @@ def engine_config(ctx: CompileContext, onnx_name: str) -> dict[str, Any]:
     dla_core = opts.get("dla_core") if target.uses_dla else None
     if dla_core is not None and not 0 <= int(dla_core) < target.dla_cores:
         raise TargetError(f"dla_core {dla_core} does not exist on {target.name} (it has {target.dla_cores} DLA cores)")
-    # TensorRT >= 10 builds explicit-Q/DQ networks strongly typed; DLA and TensorRT 8 use the int8+fp16 flags.
-    strongly_typed = int8 and version >= (10, 0) and dla_core is None
+    # TensorRT >= 10 builds explicit-Q/DQ networks strongly typed (layers outside Q/DQ stay FP32) unless
+    # strongly_typed=false asks for --int8 --fp16; DLA and TensorRT 8 always use the int8+fp16 flags.
+    can_type = int8 and version >= (10, 0) and dla_core is None
+    wanted = opts.get("strongly_typed")
+    if wanted and not can_type:
+        raise TargetError(f"strongly_typed needs int8 on a TensorRT 10 GPU target; {target.name} runs "
+                          f"TensorRT {target.toolkit.version}{' on a DLA core' if dla_core is not None else ''}")
+    strongly_typed = can_type and wanted is not False
     level = opts.get("builder_optimization_level")
     return {
         "target": target.name,
@@ -140,7 +146,7 @@ def engine_config(ctx: CompileContext, onnx_name: str) -> dict[str, Any]:
         "builder_optimization_level": None if level is None or version < (8, 6) else int(level),
         "dla_core": None if dla_core is None else int(dla_core),
         "allow_gpu_fallback": bool(opts.get("allow_gpu_fallback")) if dla_core is not None else False,
-        "inputs": engine_inputs(ctx.out_dir / onnx_name, opts, dla_core is not None),
+        "inputs": engine_inputs(ctx.onnx_path, opts, dla_core is not None),  # Q/DQ keeps the FP32 inputs
     }
 
 
@@ -231,9 +237,10 @@ class TensorRTRecipe(Recipe):
             raise PreflightFailedError(
                 f"{len(pre.unsupported)} node(s) of {ctx.onnx_path.name} cannot be built by TensorRT "
                 f"{pre.toolkit_version} for {ctx.target.name}", pre.to_dict())
+        onnx_name = "model.int8.onnx" if ctx.precision == "int8" else "model.onnx"
+        cfg = engine_config(ctx, onnx_name)  # validates the build options before any quantization
         result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device="cuda")
         if ctx.precision == "int8":
-            onnx_name = "model.int8.onnx"
             outcome = quantize_for_target(ctx, ctx.out_dir / onnx_name, backend="ort", trt_compatible=True)
             result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
             folded = fold_constant_dequantize(ctx.out_dir / onnx_name)
@@ -245,9 +252,7 @@ class TensorRTRecipe(Recipe):
                     f"the quantized model has {len(pre.unsupported)} node(s) TensorRT {pre.toolkit_version} rejects",
                     pre.to_dict())
         else:
-            onnx_name = "model.onnx"
             copy_onnx(ctx.onnx_path, ctx.out_dir / onnx_name)
-        cfg = engine_config(ctx, onnx_name)
         (ctx.out_dir / "engine_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         script = ctx.out_dir / "build_engine.sh"
         script.write_text(_build_script(cfg))

@@ -1,0 +1,170 @@
+"""Mobile recipe (android-qualcomm-npu, android-mediatek-npu, android-gpu): a LiteRT ``model.tflite``.
+
+* int8: full-integer .tflite (int8 weights, activations, inputs and outputs) made with
+  litert-torch PT2E quantization, calibrated on the model's preprocessed calibration samples;
+  fp16: FP32 graph with FP16 weights; fp32: plain float graph (GPU only).
+* The PyTorch source is ``ctx.model_ref`` when it reproduces the ONNX outputs, otherwise the ONNX
+  graph itself (in-house ONNX→PyTorch conversion), so an ONNX-only model works offline.
+* I/O is channel-last (NHWC / NLC) by default, as the NPU and GPU delegates prefer
+  (``channel_last_io`` option); the layout and the int8 (scale, zero_point) of every I/O tensor go
+  into the manifest (``extra.litert``).
+* Preflight: the .tflite's ops against the delegate's op table (which run on the NPU/GPU, which
+  fall back to the CPU).  Gate: the .tflite against the FP32 ONNX on calibration data (cosine),
+  plus the clinical metric drop on ``--eval`` data, failing the compile beyond ``--max-drop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from medge.devices.recipes.base import CompileContext, PreflightFailedError, Recipe, RecipeResult
+from medge.errors import GateFailedError, TargetError, UsageError
+
+ARTIFACT = "model.tflite"
+README = "README.txt"
+PARITY_SAMPLES = 8
+# Parity of the .tflite against the FP32 ONNX: max |diff| / output range, or min cosine for int8.
+PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
+INT8_MIN_COSINE = 0.95
+
+
+@dataclass
+class TfliteOutcome:
+    """What `build_tflite` wrote and measured."""
+
+    artifact: str
+    preflight: dict[str, Any]
+    gate: dict[str, Any]
+    calibration: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    extra: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, float_as_fp16: bool = False) -> TfliteOutcome:
+    """Convert ``ctx.onnx_path`` to ``ctx.out_dir/model.tflite`` at ``ctx.precision`` and check it.
+
+    `delegate` names the op table for the preflight (``qnn``, ``neuron``, ``gpu``, ``xnnpack``).
+    A failed metric gate raises `GateFailedError` (nothing is written); a failed preflight raises
+    `PreflightFailedError` unless the ``allow_unsupported`` option is set.
+    """
+    from medge.devices.delegate_ops import litert_preflight
+    from medge.devices.recipe_parity import artifact_runner, load_inputs, metric_gate, onnx_runner, parity_check
+    from medge.devices.tflite_convert import convert_tflite, tflite_ops, torch_source
+
+    notes: list[str] = []
+    calibration = None
+    if ctx.precision == "int8":
+        calib = load_inputs(ctx.onnx_path, ctx.calib_source, n=int(ctx.option("calib_samples", 300)))
+        calibration = {k: calib.info[k] for k in ("source", "sha256", "n")}
+        parity_inputs = calib.inputs[:PARITY_SAMPLES]
+    else:
+        calib = None
+        parity_inputs = load_inputs(ctx.onnx_path, ctx.calib_source, n=PARITY_SAMPLES).inputs
+    source = torch_source(ctx.onnx_path, ctx.model_ref, parity_inputs[0])
+    notes.extend(source.notes)
+    path = ctx.out_dir / ARTIFACT
+    convert_tflite(
+        source.module, parity_inputs[0], path, precision=ctx.precision,
+        calibration=calib.inputs if calib is not None else (), channel_last=channel_last,
+    )
+    from medge.runtimes import open_runtime
+
+    with open_runtime(path, "litert") as rt:
+        inputs, outputs = [t.to_dict() for t in rt.inputs()], [t.to_dict() for t in rt.outputs()]
+    io_dtypes = sorted({t["dtype"] for t in inputs + outputs})
+    if ctx.precision == "int8" and io_dtypes != ["int8"]:
+        raise TargetError(f"the INT8 .tflite has {io_dtypes} I/O instead of int8; the NPU delegates need full-integer I/O")
+
+    ops = tflite_ops(path)
+    preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
+    if not preflight["ok"] and not ctx.option("allow_unsupported", False):
+        raise PreflightFailedError(f"no op of the model runs on the {preflight['delegate_name']}", preflight)
+    if preflight["cpu_ops"]:
+        notes.append(
+            f"{preflight['cpu_ops']} of {preflight['ops_total']} ops fall back to the CPU "
+            f"({', '.join(preflight['fallback_op_types'])}); {preflight['partitions']} delegate partition(s)"
+        )
+
+    runner = artifact_runner(path, "litert", channel_last=channel_last)
+    parity = parity_check(
+        onnx_runner(ctx.onnx_path), runner, parity_inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision),
+        min_cosine=INT8_MIN_COSINE if ctx.precision == "int8" else None,
+    )
+    gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
+    evaluation = None
+    if ctx.eval_source:
+        metric, evaluation = metric_gate(ctx.onnx_path, ctx.meta.task, runner, ctx.eval_source, ctx.max_drop,
+                                         n=int(ctx.option("eval_samples", 300)))
+        gate = {**metric, "kind": "metric", "parity": parity}
+        if metric["passed"] is False:
+            from medge.reports import DictReport
+
+            raise GateFailedError(
+                f"the {ctx.precision} .tflite loses {metric['drop']:.4g} {metric['name']} "
+                f"(> max drop {ctx.max_drop}); nothing was written — try --precision fp16 or more calibration data",
+                report=DictReport(name="litert gate", data=gate),
+            )
+        if metric["passed"] is None:
+            gate["passed"] = parity["passed"]
+    extra = {
+        "litert": {
+            "delegate": delegate,
+            "io_layout": "channel_last" if channel_last else "channel_first",
+            "inputs": inputs,
+            "outputs": outputs,
+            "full_integer": ctx.precision == "int8",
+            "torch_source": {"kind": source.kind, "reference": source.reference},
+            "ops": [op["op"] for op in ops],
+        }
+    }
+    (ctx.out_dir / README).write_text(_readme(ctx, extra["litert"], preflight))
+    return TfliteOutcome(ARTIFACT, preflight, gate, calibration, evaluation, extra, notes)
+
+
+def _readme(ctx: CompileContext, info: dict[str, Any], preflight: dict[str, Any]) -> str:
+    """How to run the .tflite on the device (I/O dtype, layout, quantization, delegate)."""
+    lines = [
+        f"{ARTIFACT} for {ctx.target.display_name} ({ctx.precision}), model '{ctx.meta.model}' ({ctx.meta.task}).",
+        f"Delegate: {preflight['delegate_name']}: {preflight['accelerated_ops']} of {preflight['ops_total']} ops "
+        f"accelerated, {preflight['cpu_ops']} on the CPU (see manifest.json 'preflight').",
+        f"I/O layout: {info['io_layout'].replace('_', '-')} (channel-last means NHWC images / NLC signals).",
+    ]
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = t.get("quantization")
+            quant = f", real = (q - {q['zero_point']}) * {q['scale']:.6g}" if q else ""
+            lines.append(f"{kind[:-1]} {t['name']}: {t['dtype']} {t['shape']}{quant}")
+    lines += [
+        "Inputs are model-ready: apply the preprocessing in manifest.json (source_model.metadata.preprocessing),",
+        "then quantize with the input's scale/zero point when the input is int8.",
+        "Check the bundle with 'medge verify <bundle>' and time it on the device with 'medge profile'.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class LiteRTRecipe(Recipe):
+    """INT8 (full-integer) / FP16 / FP32 .tflite for a phone NPU or GPU through a LiteRT delegate."""
+
+    name = "litert"
+
+    def compile(self, ctx: CompileContext) -> RecipeResult:
+        delegate = str(ctx.option("delegate", "gpu"))
+        io_dtype = str(ctx.option("io_dtype", "int8" if ctx.precision == "int8" else "float32"))
+        if ctx.precision == "int8" and io_dtype != "int8":
+            raise UsageError(f"int8 .tflite models for '{ctx.target.name}' have int8 I/O; drop --option io_dtype={io_dtype}")
+        channel_last = bool(ctx.option("channel_last_io", True))
+        float_as_fp16 = ctx.precision == "fp16" or ctx.target.runtime_device.upper() == "GPU"
+        outcome = build_tflite(ctx, delegate=delegate, channel_last=channel_last, float_as_fp16=float_as_fp16)
+        notes = list(outcome.notes)
+        if ctx.precision != "int8" and io_dtype != "float32":
+            notes.append(f"a {ctx.precision} .tflite has float32 I/O (io_dtype={io_dtype} applies to int8 only)")
+        notes.append(
+            f"runs on the {outcome.preflight['delegate_name']} on the device; checked here on the LiteRT CPU interpreter"
+        )
+        return RecipeResult(
+            primary_artifact=outcome.artifact, runtime="litert", runtime_device=ctx.target.runtime_device,
+            files=[outcome.artifact, README], preflight=outcome.preflight, gate=outcome.gate, notes=notes,
+            manifest_extra=outcome.extra, calibration=outcome.calibration, evaluation=outcome.evaluation,
+        )
