@@ -92,7 +92,10 @@ class _Steps:
         entry = {"step": name, "status": "ok", "seconds": 0.0, "note": note}
         self.report.steps.append(entry)
         try:
-            return fn()
+            result = fn()
+            if getattr(result, "ok", True) is False:
+                entry["status"], entry["note"] = "failed", "see its report below"
+            return result
         except MedgeError as exc:
             entry["status"], entry["note"] = "failed", str(exc)
             raise
@@ -130,13 +133,8 @@ def _runnable_here(runtime: str, device: str) -> str | None:
 
 def build(config: BuildConfig) -> BuildReport:
     """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
-    from medge.devices.compile import CompileConfig, compile_model
-    from medge.devices.profiling import ProfileConfig, profile_artifact
+    from medge.build_report import write_build_report
     from medge.devices.target import get_target, validate_request
-    from medge.export import export_onnx
-    from medge.export.metadata import read_metadata
-    from medge.quantize.metrics import default_metric_for_task
-    from medge.runtimes.compare import CompareConfig, compare_artifacts
 
     t0 = time.perf_counter()
     target = get_target(config.target)
@@ -146,7 +144,29 @@ def build(config: BuildConfig) -> BuildReport:
     output = Path(config.output)
     report_dir = output.with_name(output.name + ".report")
     report_dir.mkdir(parents=True, exist_ok=True)
-    report = BuildReport(model=config.model, target=target.name, bundle=str(output))
+    report = BuildReport(model=config.model, target=target.name, bundle=str(output), precision=precision)
+    try:
+        _run_chain(config, target, precision, output, report_dir, report)
+    except MedgeError as exc:
+        # Keep what was learnt: the report says which step failed and why; no bundle is left behind.
+        report.seconds = round(time.perf_counter() - t0, 3)
+        report.report_files = write_build_report(report, report_dir)
+        exc.report = report
+        raise
+    report.summary = _summary(report)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    report.report_files = write_build_report(report, report_dir)
+    return report
+
+
+def _run_chain(config: BuildConfig, target, precision: str, output: Path, report_dir: Path, report: BuildReport) -> None:
+    from medge.devices.compile import CompileConfig, compile_model
+    from medge.devices.profiling import ProfileConfig, profile_artifact
+    from medge.export import export_onnx
+    from medge.export.metadata import read_metadata
+    from medge.quantize.metrics import default_metric_for_task
+    from medge.runtimes.compare import CompareConfig, compare_artifacts
+
     steps = _Steps(report)
     onnx_path = report_dir / "model.fp32.onnx"
 
@@ -203,13 +223,6 @@ def build(config: BuildConfig) -> BuildReport:
         report.profiles.append(steps.run("profile bundle", lambda: profile(str(output))).to_dict())
     else:
         steps.skip("profile bundle", f"{reason}; profile it there with 'medge profile {output} --device ssh://USER@HOST'")
-
-    report.summary = _summary(report)
-    report.seconds = round(time.perf_counter() - t0, 3)
-    from medge.build_report import write_build_report
-
-    report.report_files = write_build_report(report, report_dir)
-    return report
 
 
 def _summary(report: BuildReport) -> dict[str, Any]:

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--fp16-io", dest="keep_io_fp32", action="store_false", help="FP16: FP16 inputs/outputs")
     parser.add_argument("--trt", action="store_true",
                         help="ORT INT8: TensorRT-ready explicit Q/DQ (symmetric int8 activations and weights)")
+    parser.add_argument("--quantize-output-head", dest="keep_output_head_fp32", action="store_false",
+                        help="INT8: also quantize the output head (by default the nodes from the outputs back "
+                             "to the last conv/matmul stay FP32)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CI")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace):
         calib_source=args.calib, calib_size=args.calib_size, calib_method=args.calib_method,
         eval_source=args.eval, eval_size=args.eval_size, metric=args.metric, max_drop=args.max_drop,
         allow_overlap=args.allow_overlap, keep_io_fp32=args.keep_io_fp32, trt_compatible=args.trt,
+        keep_output_head_fp32=args.keep_output_head_fp32,
         max_fallback_steps=args.max_fallback_steps, n_boot=args.bootstrap, seed=args.seed,
     )
     return quantize_model(config)

@@ -139,6 +139,8 @@ def compile_model(config: CompileConfig) -> CompileReport:
     notes: list[str] = []
     calib = _default_calibration(meta, precision, config.calib_source, notes)
     recipe = RECIPES.get(target.recipe)()
+    if config.build_engine and not recipe.builds_device_artifact:
+        raise UsageError(f"--build-engine applies to TensorRT targets only; '{target.name}' uses the {recipe.name} recipe")
     report = CompileReport(
         bundle=str(output), target=target.name, target_display_name=target.display_name, recipe=recipe.name,
         precision=precision, notes=notes,

@@ -3,7 +3,8 @@
 The artifact (or bundle folder) is copied with ``scp`` to a fresh temporary folder on the device,
 ``medge profile`` runs there, and its JSON report comes back tagged with the remote host.  SSH
 always runs with ``BatchMode=yes`` (never prompt) and ``StrictHostKeyChecking=accept-new``; more
-``-o`` options and an identity file pass straight through.
+``-o`` options and an identity file pass straight through.  One multiplexed master connection
+carries every ssh/scp call of a session, so a device is authenticated once per profile.
 """
 
 from __future__ import annotations

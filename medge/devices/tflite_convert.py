@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ import numpy as np
 from medge.errors import ExportError, MedgeError, ModelLoadError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
-
-log = logging.getLogger(__name__)
 
 # Max |torch - onnx| (relative to the output range) for the model reference to count as the same model.
 SOURCE_MATCH_TOL = 1e-3

@@ -17,7 +17,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from medge.errors import ExportError, ParityError, UsageError
@@ -36,8 +35,8 @@ MAX_PROTO_BYTES = 2**31 - 1
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[list[str]]:
-    """Silence exporter chatter on fds 1/2 (C++ and Python); the captured text is yielded after."""
+def _quiet() -> Iterator[None]:
+    """Silence exporter chatter on fds 1/2 (C++ and Python); it is logged at DEBUG (--verbose)."""
     captured: list[str] = []
     with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -48,7 +47,7 @@ def _quiet() -> Iterator[list[str]]:
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
             with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-                yield captured
+                yield
         finally:
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
@@ -91,19 +90,34 @@ def _export_dynamo(module, example, loaded: LoadedModel, opset: int, dynamic_bat
     import torch
 
     shapes = None
-    program = loaded.extra.get("program")
-    if program is not None:  # its shapes (dynamic or not) are fixed by torch.export already
-        module, dynamic_batch = program, False
-    if dynamic_batch:
+    exported = loaded.extra.get("program")
+    if exported is not None:  # an ExportedProgram fixed its (dynamic or static) shapes already
+        module = exported
+    elif dynamic_batch:
         # torch.export specialises size-1 dims, so trace the dynamic batch with an example of 2.
         example = example.expand(2, *example.shape[1:]).contiguous()
         shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    program = torch.onnx.export(
+    onnx_program = torch.onnx.export(
         module, (example,), dynamo=True, opset_version=opset, external_data=False,
         input_names=loaded.input_names, output_names=loaded.output_names,
         dynamic_shapes=shapes, optimize=True, verbose=False,
     )
-    return program.model_proto
+    model = onnx_program.model_proto
+    if dynamic_batch:
+        _rename_batch_symbol(model)
+    return model
+
+
+def _rename_batch_symbol(model) -> None:
+    """Call the symbolic batch dim of the first input "batch" everywhere (dynamo names it s0, s77…)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    old = dims[0].dim_param if dims and dims[0].HasField("dim_param") else ""
+    if not old or old == "batch":
+        return
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param == old:
+                dim.dim_param = "batch"
 
 
 _OP_PATTERNS = (

@@ -215,11 +215,10 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
 
     card = get_card(name)
     pretrained = weights is None
-    module = build_model(name, pretrained=pretrained) if not kwargs else None
-    if module is None:
-        from medge.registry import resolve_reference
-
-        module = resolve_reference(card.factory)(**{**card.factory_kwargs, **kwargs})
+    if kwargs:  # a variant of the card's architecture: no demo weights apply
+        module = _call_factory(card.factory, {**card.factory_kwargs, **kwargs})
+    else:
+        module = build_model(name, pretrained=pretrained)
     if weights is not None:
         load_weights(module, weights)
         sha = sha256_file(weights)
@@ -237,12 +236,17 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
                 f"'{name}' takes rank {len(shape)} ({'x'.join(map(str, shape))}); drop --input-shape or fix it"
             )
         shape = tuple(input_shape)
+    preprocessing = dict(card.preprocessing)
+    if preprocessing.get("kind") == "image" and len(shape) == 4:
+        preprocessing.update(channels=shape[1], height=shape[2], width=shape[3])
+    elif preprocessing.get("kind") == "signal" and len(shape) == 3:
+        preprocessing.update(samples=shape[2])
     meta = ModelMeta(
         model=name,
         task=card.task,
         labels=list(card.labels),
         input_layout=card.input_layout,
-        preprocessing=dict(card.preprocessing),
+        preprocessing=preprocessing,
         source_sha256=sha,
         medge_version=__version__,
         output_names=list(card.output_names),

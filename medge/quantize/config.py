@@ -16,7 +16,8 @@ class QuantizeConfig:
 
     `max_drop` None means no gate (the model is quantized and written without evaluation unless
     `eval_source` is given, in which case the metric is reported but never fails).
-    `max_fallback_steps` bounds the number of FP32-fallback attempts after the first one.
+    `keep_output_head_fp32` keeps the nodes from the outputs back to the last compute node in FP32
+    (INT8 only).  `max_fallback_steps` bounds the number of FP32-fallback attempts after the first one.
     """
 
     model: Path
@@ -33,6 +34,7 @@ class QuantizeConfig:
     allow_overlap: bool = False
     keep_io_fp32: bool = True
     trt_compatible: bool = False
+    keep_output_head_fp32: bool = True
     max_fallback_steps: int = 6
     n_boot: int = 1000
     seed: int = 0

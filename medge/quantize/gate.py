@@ -25,7 +25,7 @@ import numpy as np
 
 from medge.errors import GateFailedError, MedgeError, UsageError
 from medge.fileio import atomic_path
-from medge.quantize.backends.base import QuantBackend, QuantOptions
+from medge.quantize.backends.base import QuantBackend, QuantOptions, output_head_nodes
 from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
 from medge.quantize.metrics import (
     bootstrap_drop_ci,
@@ -111,6 +111,16 @@ def _model_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in files if f.exists())
 
 
+def _weight_bytes(path: Path) -> int | None:
+    """Bytes of the initializers of an ONNX file (None for other artifacts)."""
+    if path.suffix != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(path))
+    return sum(len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
+
+
 def _outputs(artifact: Path, runtime: str, dataset: Any, options: dict[str, Any]) -> np.ndarray:
     """Primary output of `artifact` over every sample of `dataset`, stacked on the batch axis."""
     from medge.runtimes import open_runtime
@@ -141,11 +151,13 @@ class _Gate:
         self.reference: np.ndarray | None = None
         self.reference_metric: float | None = None
         self.metric_name: str | None = None
+        self.always_fp32: list[str] = []
 
     def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport) -> tuple[Path, Attempt]:
         out = self.workdir / f"attempt{len(report.attempts)}{self.backend.artifact_suffix}"
         log.info("quantizing with %d node(s) in FP32", len(exclude))
-        self.backend.quantize(prepared, out, self.calib_feeds, list(exclude), self.options)
+        keep = self.always_fp32 + [n for n in exclude if n not in self.always_fp32]
+        self.backend.quantize(prepared, out, self.calib_feeds, keep, self.options)
         attempt = Attempt(fp32_nodes=list(exclude))
         if self.eval_data is not None:
             q_out = _outputs(out, self.backend.runtime, self.eval_data, {})
@@ -178,6 +190,7 @@ def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport)
             "calib_method": config.calib_method if config.precision == "int8" else None,
             "trt_compatible": config.trt_compatible,
             "fp32_fallback_nodes": report.fp32_fallback_nodes,
+            "output_head_fp32": report.output_head_fp32,
             "metric": report.metric}
     meta = read_metadata(model)
     if meta is None:
@@ -212,6 +225,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
     report = QuantizeReport(model=str(model), precision=config.precision, backend=config.backend,
                             options={"calib_method": config.calib_method, "keep_io_fp32": config.keep_io_fp32,
                                      "trt_compatible": config.trt_compatible,
+                                     "keep_output_head_fp32": config.keep_output_head_fp32,
                                      "max_fallback_steps": config.max_fallback_steps})
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
         gate = _Gate(config, backend, Path(tmp))
@@ -219,6 +233,11 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         prepared = backend.prepare(model, Path(tmp))
         if config.precision == "int8-dynamic" and _conv_heavy(prepared):
             report.warnings.append(DYNAMIC_CONV_WARNING)
+        if config.keep_output_head_fp32 and config.precision.startswith("int8"):
+            import onnx
+
+            gate.always_fp32 = output_head_nodes(onnx.load(str(prepared), load_external_data=False))
+            report.output_head_fp32 = list(gate.always_fp32)
         if gate.eval_data is not None:
             gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
             gate.reference_metric = task_metric(gate.metric_name, gate.reference, gate.targets)
@@ -228,6 +247,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         report.fp32_fallback_nodes = attempt.fp32_nodes
         report.size_bytes = {"before": _model_bytes(model),
                              "after": sum(f.stat().st_size for f in backend.artifact_files(artifact))}
+        report.weight_bytes = {"before": _weight_bytes(model), "after": _weight_bytes(artifact)}
         report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
         if gate.eval_data is not None:
             report.metric = {"name": gate.metric_name, "reference": gate.reference_metric,
@@ -294,12 +314,13 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
     proxy = backend.sensitivity_proxy(prepared, first, gate.workdir, gate.calib_feeds, gate.options)
     feeds = gate.calib_feeds[:RANKING_SAMPLES] or list(gate.eval_data)[:RANKING_SAMPLES]
     ranked = rank_fallback_groups(prepared, proxy, candidates, feeds)
+    ranked = [g for g in ranked if set(g["nodes"]) - set(gate.always_fp32)]
     report.sensitivity = ranked
     artifact, attempt = first, report.attempts[-1]
     for size in _fallback_sizes(len(ranked), gate.config.max_fallback_steps):
         exclude: list[str] = []
         for group in ranked[:size]:
-            exclude += [n for n in group["nodes"] if n not in exclude]
+            exclude += [n for n in group["nodes"] if n not in exclude and n not in gate.always_fp32]
         artifact, attempt = gate.attempt(prepared, exclude, report)
         if attempt.passed:
             break

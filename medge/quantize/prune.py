@@ -335,13 +335,13 @@ def prune_model(config: PruneConfig) -> PruneReport:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     loaded = _load(config)
-    train, evaluation = _load_sets(config, loaded)
-    if evaluation is not None:
+    if config.eval:
         _metric_name(config, loaded.meta.task)  # fail before any work when the task has no metric
-    if train is not None:
+    if config.finetune:
         from medge.quantize.prune_finetune import loss_name
 
         loss_name(loaded.meta.task)  # fail before any work when the task has no loss
+    train, evaluation = _load_sets(config, loaded)
     example = torch.randn(loaded.input_shape, generator=torch.Generator().manual_seed(config.seed))
     reference = copy.deepcopy(loaded.module)
     report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity)

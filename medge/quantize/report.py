@@ -33,8 +33,11 @@ class QuantizeReport(Report):
     evaluation: dict[str, Any] | None = None
     size_bytes: dict[str, int | None] = field(default_factory=dict)
     size_ratio: float | None = None
+    #: initializer (weight) bytes of ONNX artifacts; graph text dominates the file size of tiny models
+    weight_bytes: dict[str, int | None] = field(default_factory=dict)
     metric: dict[str, Any] | None = None
     fp32_fallback_nodes: list[str] = field(default_factory=list)
+    output_head_fp32: list[str] = field(default_factory=list)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

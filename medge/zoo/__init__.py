@@ -19,7 +19,7 @@ from medge.zoo.catalog import WEIGHTS_DIR, load_cards
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["MODELS", "ModelCard", "build_model", "get_card", "weights_path"]
+__all__ = ["MODELS", "ModelCard", "build_model", "get_card", "load_safetensors_weights", "measure_complexity", "weights_path"]
 
 MODELS: Registry[ModelCard] = Registry("zoo model")
 for _card in load_cards():

@@ -60,7 +60,8 @@ ECG_PREPROCESSING: dict[str, Any] = {
     "scale": 1.0,
 }
 
-# Raw synthetic inputs are in [0, 1]; these are the dataset statistics of the generators.
+# Raw inputs are in [0, 1]; fixed normalisation constants that the demo weights were trained with
+# (close to the synthetic data's statistics; changing them requires retraining).
 CXR_MEAN, CXR_STD = 0.5, 0.25
 US_MEAN, US_STD = 0.25, 0.2
 

@@ -66,6 +66,7 @@ def test_request_validation_errors(run_cli, tiny_onnx, tmp_path):
         (("--target", "jetson-orin-nano", "--max-drop", "0.01"), 2, "--eval"),
         (("--target", "jetson-agx-orin-dla", "--precision", "fp16", "--option", "dla_core=5"), 1, "has 2 DLA cores"),
         (("--target", "jetson-xavier-nx", "--option", "strongly_typed=true"), 1, "strongly_typed needs int8"),
+        (("--target", "local", "--build-engine"), 2, "TensorRT targets only"),
         (("--target", "jetson-orin-nano", "--option", "min_batch=8"), 0, ""),  # static model: batch range unused
     ]
     for args, code, message in cases:

@@ -195,3 +195,19 @@ def test_int8_engine_flags_per_toolkit(tiny_onnx_dynamic, tmp_path):
     assert not any(f.startswith("--minShapes") for f in dla)  # static batch on the DLA
     nano = flags("jetson-nano", precision="fp16")
     assert "--workspace=512" in nano and "--int8" not in nano
+
+
+@pytest.mark.slow
+def test_zoo_model_int8_defaults_to_its_synthetic_data(run_cli, tmp_path):
+    onnx_path = tmp_path / "us.onnx"
+    exported = run_cli("export", "us-frame-screen", "-o", onnx_path)
+    assert exported.returncode == 0, exported.stderr
+    out = tmp_path / "us"
+    res = _compile(run_cli, onnx_path, "jetson-agx-orin-dla", out, "--option", "calib_samples=32")
+    assert res.returncode == 0, res.stderr
+    rep = res.report
+    assert rep["precision"] == "int8"  # the DLA target's default
+    assert rep["calibration"]["source"] == "synthetic:us-frame" and rep["calibration"]["n"] == 32
+    assert any("calibrated on synthetic:us-frame" in n for n in rep["notes"])
+    assert rep["preflight"]["device"] == "DLA" and rep["preflight"]["ok"]
+    assert run_cli("verify", out).returncode == 0

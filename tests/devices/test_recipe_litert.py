@@ -140,7 +140,7 @@ def test_zoo_model_ref_int8_for_mediatek_with_metric_gate(run_cli, tmp_path):
     assert exp.returncode == 0, exp.stderr
     out = tmp_path / "apu"
     res = _compile(run_cli, onnx_path, "android-mediatek-npu", out, "--model-ref", "cxr-densenet-tiny",
-                   "--option", "calib_samples=32", "--option", "eval_samples=100",
+                   "--option", "calib_samples=16", "--option", "eval_samples=60",
                    "--eval", "synthetic:cxr", "--max-drop", "0.1")
     assert res.returncode == 0, res.stderr
     rep = res.report
@@ -161,4 +161,6 @@ def test_failed_metric_gate_writes_nothing(run_cli, tiny_onnx, tmp_path):
                    "--eval", "synthetic:cxr", "--max-drop", "-1", "--option", "eval_samples=50")
     assert_one_line_error(res, "max drop")
     assert not out.exists()
-    assert res.report is not None and res.report["passed"] is False
+    gate = res.report["gate"]
+    assert res.report["written"] is False and gate["passed"] is False and gate["drop"] > -1
+    assert gate["name"] == "auroc" and gate["parity"]["samples"] == 8

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from fixtures.cli_checks import assert_one_line_error
@@ -47,8 +49,13 @@ def test_wrong_input_rank(run_cli, tmp_path, tiny_models):
                           "rejects input shape 1x1x8 (rank 3)")
     assert_one_line_error(run_cli("export", "us-frame-screen", "-o", tmp_path / "m.onnx", "--input-shape", "1x128x128"),
                           "rank 3", "takes rank 4")
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((3, 1, 16, 16), np.float32))
+    assert_one_line_error(run_cli("export", TINY, "-o", tmp_path / "m.onnx", "--input-shape", "1x1x8x8", "--samples", samples),
+                          "have shape (3, 1, 16, 16)", "expected (N, 1, 8, 8)")
 
 
+@pytest.mark.slow  # tries both exporters: ~30 s
 def test_unsupported_op_names_op_and_module(run_cli, tmp_path, tiny_models):
     out = tmp_path / "eig.onnx"
     assert_one_line_error(run_cli("export", "fixtures.tiny_models:eigen_net", "-o", out, "--input-shape", "1x1x8x8"),

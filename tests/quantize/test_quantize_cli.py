@@ -47,6 +47,7 @@ def test_int8_ort_is_small_gated_and_keeps_metadata(run_cli, models, tmp_path):
     assert r["precision"] == "int8" and r["backend"] == "ort" and r["output"] == str(out)
     assert r["calibration"]["samples"] == 32 and len(r["calibration"]["sha256"]) == 64
     assert r["size_bytes"]["after"] <= 0.30 * r["size_bytes"]["before"]
+    assert r["weight_bytes"]["after"] <= 0.30 * r["weight_bytes"]["before"]
     m = r["metric"]
     assert m["name"] == "auroc" and m["reference"] == pytest.approx(1.0) and m["passed"] is True
     assert m["drop"] <= 0.02 and m["ci95"][0] <= m["drop"] <= m["ci95"][1]
@@ -54,6 +55,10 @@ def test_int8_ort_is_small_gated_and_keeps_metadata(run_cli, models, tmp_path):
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the output head (Gemm → Mul → Sigmoid) stays FP32: probabilities are not rounded to 8 bits
+    assert set(r["output_head_fp32"]) == {"/head/Gemm", "/Mul", "/Sigmoid"}
+    producer = {t: n for n in model.graph.node for t in n.output}
+    assert producer["prob"].op_type == "Sigmoid"
     meta = read_metadata(out)
     assert meta.model == "tiny-conv" and meta.extra["quantization"]["precision"] == "int8"
     assert meta.extra["quantization"]["calibration_sha256"] == r["calibration"]["sha256"]

@@ -1,8 +1,8 @@
 """Chest X-ray phantoms (PA view) with four findings: effusion, pneumothorax, nodule, cardiomegaly.
 
 Anatomy: torso soft tissue, two lung fields with domed diaphragms and sharp costophrenic angles,
-mediastinum and spine, heart shadow, posterior ribs, clavicles, branching-like lung markings
-(band-limited texture), soft-tissue and quantum noise, and per-image exposure (gain, offset, gamma)
+mediastinum and spine, heart shadow, posterior ribs, clavicles, vessel-like lung markings
+(band-limited texture denser at the hila), soft-tissue and quantum noise, and per-image exposure (gain, offset, gamma)
 variation.  X-ray convention: dense tissue is bright, aerated lung is dark; the image's left is the
 patient's right.  Every finding is independent with ~30 % prevalence and deliberately subtle.
 
@@ -34,7 +34,6 @@ def generate_cxr(n: int, rng: np.random.Generator, *, size: int = 224, prevalenc
     coords = np.arange(size, dtype=np.float32) / np.float32(s)
     yy, xx = coords[:, None], coords[None, :]  # broadcasting keeps 1-D terms cheap
     targets = (rng.random((n, len(FINDINGS))) < prevalence).astype(np.float32)
-    has_eff, has_ptx, has_nod, has_cm = (targets[:, i][:, None, None] for i in range(4))
     faint = 1.0 / difficulty
 
     # --- body and thorax geometry (patient position/size variation) ---
@@ -114,7 +113,7 @@ def generate_cxr(n: int, rng: np.random.Generator, *, size: int = 224, prevalenc
     for k, (lcx, r, dia_y, field, tilt) in enumerate(side_info):
         idx = np.flatnonzero(((eff_side == k) | (eff_side == 2)) & (targets[:, 0] > 0))
         lateral = np.clip((xx - lcx[idx]) * -tilt / lung_rx[idx], -1, 1.2)
-        level = dia_y[idx] - eff_height[idx] * (0.6 + 0.7 * np.clip(lateral, 0, None) ** 2)  # meniscus up the lateral wall
+        level = dia_y[idx] - eff_height[idx] * (0.6 + 1.4 * np.clip(lateral, 0, None) ** 2)  # meniscus up the lateral wall
         fluid = soft_step(yy - level, 2.5) * field[idx]
         img[idx] = img[idx] + fluid * (0.20 * faint + 0.05)
 
@@ -123,7 +122,7 @@ def generate_cxr(n: int, rng: np.random.Generator, *, size: int = 224, prevalenc
     nod_r = _u(rng, 3.0, 7.5, n) * np.float32(min(1.0, faint + 0.3))
     ang = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     rad = np.sqrt(rng.uniform(0.0, 0.55, n)).astype(np.float32)
-    amplitude = _u(rng, 0.09, 0.16, n)
+    amplitude = _u(rng, 0.12, 0.2, n)
     idx = np.flatnonzero(targets[:, 2] > 0)
     lcx_pick = np.where(nod_side[:, None, None] == 0, lcx_r, lcx_l)[idx]
     nx = lcx_pick + (rad * np.cos(ang))[idx, None, None] * lung_rx[idx]

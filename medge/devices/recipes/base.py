@@ -67,6 +67,7 @@ class Recipe(abc.ABC):
     """Compiles for one family of targets.  Subclasses set `name` and implement `compile`."""
 
     name: str = "recipe"
+    builds_device_artifact: bool = False  # supports --build-engine (building the device artifact here)
 
     @abc.abstractmethod
     def compile(self, ctx: CompileContext) -> RecipeResult:

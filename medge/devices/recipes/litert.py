@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from medge.devices.recipes.base import CompileContext, PreflightFailedError, Recipe, RecipeResult
 from medge.errors import GateFailedError, TargetError, UsageError
+from medge.reports import Report
 
 ARTIFACT = "model.tflite"
 README = "README.txt"
@@ -27,6 +28,21 @@ PARITY_SAMPLES = 8
 # Parity of the .tflite against the FP32 ONNX: max |diff| / output range, or min cosine for int8.
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
 INT8_MIN_COSINE = 0.95
+
+
+@dataclass
+class GateFailure(Report):
+    """The measurements behind a failed .tflite gate (what `compile_model` puts in its report)."""
+
+    title: ClassVar[str] = "litert gate"
+    metric: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    fp32_fallback_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return False
 
 
 @dataclass
@@ -99,12 +115,10 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
                                          n=int(ctx.option("eval_samples", 300)))
         gate = {**metric, "kind": "metric", "parity": parity}
         if metric["passed"] is False:
-            from medge.reports import DictReport
-
             raise GateFailedError(
                 f"the {ctx.precision} .tflite loses {metric['drop']:.4g} {metric['name']} "
                 f"(> max drop {ctx.max_drop}); nothing was written — try --precision fp16 or more calibration data",
-                report=DictReport(name="litert gate", data=gate),
+                report=GateFailure(metric=gate, calibration=calibration, evaluation=evaluation),
             )
         if metric["passed"] is None:
             gate["passed"] = parity["passed"]

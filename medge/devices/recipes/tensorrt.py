@@ -223,6 +223,7 @@ class TensorRTRecipe(Recipe):
     """Jetson (GPU or DLA) bundles for TensorRT."""
 
     name = "tensorrt"
+    builds_device_artifact = True
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
         from medge.devices.tensorrt_ops import check_tensorrt_ops

@@ -30,6 +30,27 @@ class QuantOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def output_head_nodes(model: Any) -> list[str]:
+    """Nodes from each graph output back to (and including) the first compute node on the way.
+
+    Keeping this head in FP32 stops the final probabilities / millivolts being rounded to 8 bits
+    (which creates ties that cost AUROC, and steps of tens of µV on ECG) at a negligible size cost.
+    """
+    producer = {t: n for n in model.graph.node for t in n.output}
+    head: list[str] = []
+    seen: set[str] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        head.append(node.name)
+        if node.op_type not in QUANTIZABLE_OPS:
+            stack.extend(t for t in node.input if t in producer)
+    return head
+
+
 class QuantBackend(abc.ABC):
     """One quantization toolkit.  Subclasses implement `quantize` and may refine the rest."""
 

@@ -106,12 +106,19 @@ class OrtBackend(QuantBackend):
             activation_type = QuantType.QInt8
         if options.calib_method == "percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        # ORT's default op list, minus BatchNormalization: an unfolded BN (e.g. DenseNet's
+        # pre-activation BN after a Concat) gains nothing from INT8 and its rank-1 weights
+        # cannot take per-channel scales.
+        op_types = sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - {"BatchNormalization"})
         reader = _Reader(calib)
         if not reader._data:
             raise MedgeError("static INT8 quantization needs calibration samples; pass --calib SOURCE")
         quantize_static(
             str(onnx_in), str(out), reader,
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types,
             per_channel=True,
             activation_type=activation_type,
             weight_type=QuantType.QInt8,
