@@ -22,6 +22,7 @@ OPTIONAL_EXTRAS: dict[str, str] = {
     "nncf": "openvino",
     "ai_edge_litert": "litert",
     "litert_torch": "litert",
+    "ai_edge_quantizer": "litert",
     "tensorrt": "tensorrt",
     "polygraphy": "tensorrt",
     "pydicom": "data",

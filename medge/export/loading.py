@@ -6,6 +6,7 @@ Weights come from safetensors or a state-dict checkpoint read with ``torch.load(
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medge.errors import DataError, ModelLoadError, UnknownNameError, UsageError, did_you_mean
-from medge.export.metadata import ModelMeta
+from medge.export.metadata import ModelMeta, read_sidecar
 from medge.fileio import sha256_file
 
 if TYPE_CHECKING:
@@ -366,8 +367,14 @@ def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_
         n_out = _probe_outputs(module, shape, model)
         if n_out > 1:
             names = [f"output_{i}" for i in range(n_out)]
-        loaded = LoadedModel(module, _default_meta(model, shape, names, sha), shape, ["input"], names, sha, kind=kind,
-                             extra=extra)
+        meta, input_names = _default_meta(model, shape, names, sha), ["input"]
+        stored = read_sidecar(model) if kind == "exported-program" else None
+        if stored is not None:  # e.g. a pruned zoo model: keep its task, labels and preprocessing
+            meta = dataclasses.replace(stored, source_sha256=sha, medge_version=meta.medge_version)
+            if len(stored.output_names) == len(names):
+                names = list(stored.output_names)
+            input_names = list((stored.extra or {}).get("input_names") or input_names)
+        loaded = LoadedModel(module, meta, shape, input_names, names, sha, kind=kind, extra=extra)
     if loaded.kind == "zoo":
         _probe_outputs(loaded.module, loaded.input_shape, model)
     loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0

@@ -17,6 +17,7 @@ Preprocessing schema (``ModelMeta.preprocessing``):
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,3 +72,22 @@ def read_metadata(path_or_model) -> ModelMeta | None:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(path_or_model), load_external_data=False)
     return ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
+
+
+SIDECAR_SUFFIX = ".medge.json"
+
+
+def sidecar_path(model_file) -> Path:
+    """Where the metadata sidecar of a saved model file (e.g. a pruned ``.pt2``) lives."""
+    model_file = Path(model_file)
+    return model_file.with_name(model_file.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(model_file) -> ModelMeta | None:
+    """The `ModelMeta` stored beside `model_file` (``<file>.medge.json``), or None when absent."""
+    path = sidecar_path(model_file)
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    known = set(ModelMeta.__dataclass_fields__)
+    return ModelMeta(**{k: v for k, v in values.items() if k in known})

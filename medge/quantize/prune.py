@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -29,10 +28,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medge.errors import MedgeError, ParityError, UsageError
+from medge.export.metadata import sidecar_path
 from medge.reports import Report
 
 MODES = ("structured", "unstructured")
-SIDECAR_SUFFIX = ".medge.json"
 MAX_STRUCTURED_SPARSITY = 0.95
 ONNX_OPSET_FOR_SIZE = 17
 _PARITY_ATOL = 1e-4
@@ -115,12 +114,6 @@ def validate_config(config: PruneConfig) -> None:
         from medge.quantize.metrics import check_metric_name
 
         check_metric_name(config.metric)
-
-
-def sidecar_path(pt2_path: str | Path) -> Path:
-    """Where the metadata sidecar of an ExportedProgram lives: ``<file>.medge.json``."""
-    pt2_path = Path(pt2_path)
-    return pt2_path.with_name(pt2_path.name + SIDECAR_SUFFIX)
 
 
 def _load(config: PruneConfig):
@@ -360,11 +353,3 @@ def prune_model(config: PruneConfig) -> PruneReport:
         report.notes.append("no task/labels known for this model: the sidecar carries task 'unknown'")
     report.seconds = round(time.perf_counter() - started, 3)
     return report
-
-
-def load_sidecar(pt2_path: str | Path) -> dict[str, Any] | None:
-    """The sidecar metadata dict next to an ExportedProgram, or None when there is none."""
-    path = sidecar_path(pt2_path)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())

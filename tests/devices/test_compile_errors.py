@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 
 def _unsupported_model(path, meta):
@@ -126,28 +126,3 @@ def test_local_target_runs_here(run_cli, tiny_onnx, tmp_path):
     got = ort.InferenceSession(str(out / res.report["primary_artifact"])).run(None, {"image": x})[0]
     np.testing.assert_array_equal(got, ref)
     assert run_cli("verify", out).returncode == 0
-
-
-def test_fold_constant_dequantize_keeps_values(tmp_path):
-    import onnxruntime as ort
-
-    from medge.devices.recipes.tensorrt import fold_constant_dequantize
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
-    inits = [
-        numpy_helper.from_array(np.array([[5, -7, 1000], [3, 0, -2]], np.int32), "b_q"),
-        numpy_helper.from_array(np.array([0.01, 0.5], np.float32), "b_s"),
-        numpy_helper.from_array(np.array([0, 0], np.int32), "b_zp"),
-    ]
-    nodes = [helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_zp"], ["b"], axis=0),
-             helper.make_node("Add", ["x", "b"], ["y"])]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / "m.onnx"
-    onnx.save(model, str(path))
-    feed = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    before = ort.InferenceSession(str(path)).run(None, feed)[0]
-    assert fold_constant_dequantize(path) == 1
-    folded = onnx.load(str(path))
-    assert [n.op_type for n in folded.graph.node] == ["Add"]
-    np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, feed)[0], before)

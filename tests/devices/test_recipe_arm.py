@@ -85,10 +85,6 @@ def test_unknown_runtime_is_a_usage_error(run_cli, tiny_onnx, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    "runtime" not in get_target("raspberry-pi-5").compile_options,
-    reason="profile raspberry-pi-5 has no 'runtime' compile option yet, so --option runtime=litert is rejected",
-)
 def test_int8_tflite_with_xnnpack_for_raspberry_pi(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "pi-litert"
     res = _compile(run_cli, tiny_onnx, "raspberry-pi-5", out, "--precision", "int8", *FAST_CALIB,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
 import pytest
 
 from medge.export.metadata import ModelMeta
-from medge.quantize.prune import load_sidecar
+from medge.export.metadata import read_sidecar
 from medge.zoo import get_card
 
 
@@ -37,7 +39,7 @@ def _assert_structured_shrinks(report: dict) -> None:
 
 
 def _assert_sidecar_matches_card(pt2: Path, model: str) -> None:
-    sidecar = load_sidecar(pt2)
+    sidecar = dataclasses.asdict(read_sidecar(pt2))
     assert set(sidecar) == set(ModelMeta.__dataclass_fields__)
     card = get_card(model)
     assert sidecar["task"] == card.task and sidecar["labels"] == list(card.labels)
@@ -54,6 +56,9 @@ def test_structured_prune_shrinks_and_exports_with_parity(run_cli, tmp_path):
     assert report["dynamic_batch"] is True
     _assert_sidecar_matches_card(pt2, "us-frame-screen")
     exported = _export(run_cli, tmp_path, pt2, "--dynamic-batch")
+    # the sidecar carries the card's metadata into the ONNX file
+    assert exported["metadata"]["task"] == get_card("us-frame-screen").task
+    assert exported["metadata"]["labels"] == list(get_card("us-frame-screen").labels)
     assert exported["macs"] == pytest.approx(report["macs"]["after"], rel=0.05)
     assert exported["size_bytes"] < 0.5 * report["onnx_size_bytes"]["before"]
     again = run_cli("prune", pt2, "-o", tmp_path / "again.pt2")
@@ -68,7 +73,7 @@ def test_unstructured_prune_zeroes_weights_but_keeps_macs(run_cli, tmp_path):
     assert report["macs"]["after"] == report["macs"]["before"]
     assert report["onnx_size_bytes"]["after"] == pytest.approx(report["onnx_size_bytes"]["before"], rel=0.01)
     assert "sparse kernels" in report["speedup_note"]
-    assert load_sidecar(pt2)["extra"]["pruning"]["mode"] == "unstructured"
+    assert read_sidecar(pt2).extra["pruning"]["mode"] == "unstructured"
 
 
 @pytest.mark.slow
@@ -78,7 +83,7 @@ def test_structured_prune_of_residual_factory_model(run_cli, tmp_path, residual_
     _assert_structured_shrinks(report)
     assert report["onnx_size_bytes"] is None
     assert report["kept_layers"]["output"] == ["head"]
-    assert load_sidecar(pt2)["task"] == "unknown"
+    assert read_sidecar(pt2).task == "unknown"
     _export(run_cli, tmp_path, pt2, "--dynamic-batch")
     res = run_cli("prune", "residual_models:tiny_resnet", "--input-shape", "1x1x64x64", "-o", tmp_path / "ft.pt2",
                   "--finetune", "synthetic:cxr")

@@ -39,50 +39,6 @@ def _version(version: str) -> tuple[int, int]:
     return int(major), int(minor.split(".")[0] or 0)
 
 
-def fold_constant_dequantize(path: Path) -> int:
-    """Replace DequantizeLinear nodes of non-int8 constants (int32 biases) by float initializers.
-
-    TensorRT dequantizes only int8 tensors and wants biases in float; the values are unchanged
-    (``(q - zero_point) * scale`` computed once here).  Returns the number of nodes folded.
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    folded = []
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or not all(n in inits for n in node.input if n):
-            continue
-        q = numpy_helper.to_array(inits[node.input[0]])
-        if q.dtype == np.int8:
-            continue
-        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        zp = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if scale.ndim == 1 and q.ndim > 1:  # per-axis parameters broadcast along `axis`
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale = scale.reshape(shape)
-            zp = np.asarray(zp).reshape(shape) if np.ndim(zp) else zp
-        value = ((q.astype(np.int64) - np.asarray(zp, np.int64)) * scale).astype(np.float32)
-        model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
-        folded.append(node)
-    for node in folded:
-        model.graph.node.remove(node)
-        for name in node.input:
-            if name and consumers.get(name) == 1 and name in inits:
-                model.graph.initializer.remove(inits[name])
-    if folded:
-        onnx.save(model, str(path))
-    return len(folded)
-
-
 def engine_inputs(onnx_path: Path, opts: dict[str, Any], dla: bool) -> list[dict[str, Any]]:
     """Input names with min/opt/max shapes (the batch range from the options when it is dynamic)."""
     import onnx
@@ -244,9 +200,6 @@ class TensorRTRecipe(Recipe):
         if ctx.precision == "int8":
             outcome = quantize_for_target(ctx, ctx.out_dir / onnx_name, backend="ort", trt_compatible=True)
             result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
-            folded = fold_constant_dequantize(ctx.out_dir / onnx_name)
-            if folded:
-                result.notes.append(f"{folded} int32 bias DequantizeLinear node(s) folded to float biases for TensorRT")
             pre = check_tensorrt_ops(ctx.out_dir / onnx_name, table, dla=dla)  # what TensorRT will parse
             if not pre.ok and not allow:
                 raise PreflightFailedError(

@@ -102,7 +102,8 @@ class OrtBackend(QuantBackend):
         extra = {"WeightSymmetric": True}
         activation_type = QuantType.QUInt8
         if options.trt_compatible:
-            extra["ActivationSymmetric"] = True
+            # TensorRT dequantizes int8 only and wants float biases: no int32 bias Q/DQ.
+            extra.update(ActivationSymmetric=True, QuantizeBias=False)
             activation_type = QuantType.QInt8
         if options.calib_method == "percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
