@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from medge.errors import UsageError
 
 HELP = "the whole chain for one model and target: export, quantize with gate, compile, compare, profile"
 
@@ -38,10 +36,9 @@ def run(args: argparse.Namespace):
     from medge.build import BuildConfig, build
     from medge.export import parse_shape
 
-    try:
-        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--model-kwargs is not valid JSON ({exc.msg}); example: '{{\"depth\": 3}}'") from None
+    from medge.commands.common_args import parse_model_kwargs
+
+    kwargs = parse_model_kwargs(args.model_kwargs) or None
     from medge.commands.compile import parse_options
 
     options = parse_options(args.option)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from medge.commands.common_args import parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "export a PyTorch model (zoo name, package.module:factory, .pt2, .pt) to ONNX with a parity check"
@@ -26,18 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="comma-separated output labels stored in the metadata for non-zoo models")
 
 
-def _kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--model-kwargs is not valid JSON ({exc.msg} at char {exc.pos}); e.g. '{{\"spatial_dims\": 2}}'") from None
-    if not isinstance(value, dict):
-        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"spatial_dims\": 2}'")
-    return value
-
-
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.export import export_onnx, load_model, parse_shape
@@ -45,7 +33,7 @@ def run(args: argparse.Namespace):
 
     plan_exporters(args.opset)  # reject an impossible --opset before loading anything
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    loaded = load_model(args.model, weights=args.weights, model_kwargs=_kwargs(args.model_kwargs), input_shape=shape)
+    loaded = load_model(args.model, weights=args.weights, model_kwargs=parse_model_kwargs(args.model_kwargs), input_shape=shape)
     if args.task or args.labels:
         if loaded.kind == "zoo":
             raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from medge.commands.common_args import parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "prune a PyTorch model (structured channels or unstructured weights) and save it as a .pt2 for 'medge export'"
@@ -35,18 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-onnx-size", action="store_true", help="skip exporting ONNX files to measure their sizes")
 
 
-def _kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--model-kwargs is not valid JSON ({exc.msg} at char {exc.pos}); e.g. '{{\"channels\": 16}}'") from None
-    if not isinstance(value, dict):
-        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"channels\": 16}'")
-    return value
-
-
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.export import parse_shape
@@ -60,7 +48,7 @@ def run(args: argparse.Namespace):
         sparsity=args.sparsity,
         mode=args.mode,
         weights=args.weights,
-        model_kwargs=_kwargs(args.model_kwargs),
+        model_kwargs=parse_model_kwargs(args.model_kwargs),
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
         finetune=args.finetune,
         epochs=args.epochs,
