@@ -68,14 +68,16 @@ class CompileReport(Report):
         return self.written and gate_ok and self.preflight.get("ok", True) is not False
 
 
-def _check_options(target: DeviceProfile, overrides: dict[str, Any]) -> None:
+def _check_options(target: DeviceProfile, overrides: dict[str, Any], choices: dict[str, tuple[str, ...]]) -> None:
     known = set(target.compile_options) | set(COMMON_OPTIONS)
-    for key in overrides:
+    for key, value in overrides.items():
         if key not in known:
             raise UsageError(
                 f"unknown compile option '{key}' for target '{target.name}';{did_you_mean(key, known)} "
                 f"options: {', '.join(sorted(known))}"
             )
+        if key in choices and value is not None and str(value) not in choices[key]:
+            raise UsageError(f"unknown {key} '{value}' for target '{target.name}'; choices: {', '.join(choices[key])}")
 
 
 def _default_calibration(meta, precision: str, calib: str | None, notes: list[str]) -> str | None:
@@ -122,7 +124,8 @@ def compile_model(config: CompileConfig) -> CompileReport:
     t0 = time.perf_counter()
     target = get_target(config.target)
     precision = validate_request(target, config.precision)
-    _check_options(target, config.options)
+    recipe = RECIPES.get(target.recipe)()
+    _check_options(target, config.options, recipe.option_choices)
     model = Path(config.model)
     if model.suffix.lower() != ".onnx" or not model.is_file():
         raise DataError(f"model not found or not an .onnx file: {model} (export one with 'medge export')")
@@ -138,7 +141,6 @@ def compile_model(config: CompileConfig) -> CompileReport:
     _check_output(output)
     notes: list[str] = []
     calib = _default_calibration(meta, precision, config.calib_source, notes)
-    recipe = RECIPES.get(target.recipe)()
     if config.build_engine and not recipe.builds_device_artifact:
         raise UsageError(f"--build-engine applies to TensorRT targets only; '{target.name}' uses the {recipe.name} recipe")
     report = CompileReport(

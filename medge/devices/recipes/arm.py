@@ -38,6 +38,7 @@ class ArmRecipe(Recipe):
     """ONNX Runtime (FP32 / QDQ INT8) or LiteRT+XNNPACK (FP32 / INT8) bundle for an ARM CPU board."""
 
     name = "arm"
+    option_choices = {"runtime": RUNTIMES}
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
         runtime = str(ctx.option("runtime", ctx.target.runtime))

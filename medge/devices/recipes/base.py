@@ -68,6 +68,7 @@ class Recipe(abc.ABC):
 
     name: str = "recipe"
     builds_device_artifact: bool = False  # supports --build-engine (building the device artifact here)
+    option_choices: dict[str, tuple[str, ...]] = {}  # options with a closed set of values, checked up front
 
     @abc.abstractmethod
     def compile(self, ctx: CompileContext) -> RecipeResult:
