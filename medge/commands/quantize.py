@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, metavar="X",
                         help="largest accepted metric drop (reference - quantized); needs --eval")
     parser.add_argument("--max-fallback-steps", type=int, default=6, metavar="N",
-                        help="FP32-fallback attempts (1, 2, 4 … sensitive nodes) before giving up; 0 disables")
+                        help="attempts per fallback stage (1, 2, 4 … sensitive activations to 16 bits, then "
+                             "nodes to FP32) before giving up; 0 disables")
+    parser.add_argument("--no-int16-fallback", dest="int16_fallback", action="store_false",
+                        help="recover a failed gate with FP32 nodes only (no 16-bit activations)")
     parser.add_argument("--allow-overlap", action="store_true",
                         help="accept calibration samples that also appear in the evaluation set")
     io = parser.add_mutually_exclusive_group()
@@ -57,6 +60,6 @@ def run(args: argparse.Namespace):
         eval_source=args.eval, eval_size=args.eval_size, metric=args.metric, max_drop=args.max_drop,
         allow_overlap=args.allow_overlap, keep_io_fp32=args.keep_io_fp32, trt_compatible=args.trt,
         keep_output_head_fp32=args.keep_output_head_fp32,
-        max_fallback_steps=args.max_fallback_steps, n_boot=args.bootstrap, seed=args.seed,
+        max_fallback_steps=args.max_fallback_steps, int16_fallback=args.int16_fallback, n_boot=args.bootstrap, seed=args.seed,
     )
     return quantize_model(config)

@@ -17,7 +17,9 @@ class QuantizeConfig:
     `max_drop` None means no gate (the model is quantized and written without evaluation unless
     `eval_source` is given, in which case the metric is reported but never fails).
     `keep_output_head_fp32` keeps the nodes from the outputs back to the last compute node in FP32
-    (INT8 only).  `max_fallback_steps` bounds the number of FP32-fallback attempts after the first one.
+    (INT8 only).  `max_fallback_steps` bounds the number of attempts of each fallback stage after
+    the first try: with `int16_fallback` the most sensitive activations first go to 16 bits (weights
+    stay int8), then nodes go back to FP32.
     """
 
     model: Path
@@ -36,6 +38,7 @@ class QuantizeConfig:
     trt_compatible: bool = False
     keep_output_head_fp32: bool = True
     max_fallback_steps: int = 6
+    int16_fallback: bool = True
     n_boot: int = 1000
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)

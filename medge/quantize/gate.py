@@ -3,9 +3,11 @@
 1. Calibrate and quantize everything the backend can quantize.
 2. With ``--eval``: score FP32 and quantized models with the task metric (ORT for ONNX, OpenVINO
    for IR, FP32 reference at f32 precision) and a paired-bootstrap 95 % CI of the drop.
-3. If the drop exceeds ``max_drop``: rank candidate nodes by the error each adds (FP32 vs
-   quantized intermediate activations), move the worst 1, 2, 4, 8 … back to FP32 until the gate
-   passes or the step budget / candidate list runs out.
+3. If the drop exceeds ``max_drop``: rank quantization points by the error each adds (FP32 vs
+   quantized intermediate activations).  Where the backend can, widen the worst 1, 2, 4 …
+   activations to 16 bits (weights stay int8, so the file stays INT8-sized); if that is not enough,
+   move the worst 1, 2, 4, 8 … node groups back to FP32 until the gate passes or the step budget /
+   candidate list runs out.
 4. Write the artifact atomically only when the gate passes; otherwise raise `GateFailedError`
    carrying the report of every attempt, and leave nothing at the output path.
 """
@@ -17,7 +19,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,12 @@ _SUMMARY_KEYS = ("kind", "split", "found", "used", "skipped", "skipped_by_reason
 DYNAMIC_CONV_WARNING = (
     "int8-dynamic on a convolutional model runs 8-12x slower than static INT8 on CPU "
     "(ConvInteger); prefer --precision int8 with --calib"
+)
+
+INT16_WARNING = (
+    "{n} activation tensor(s) are quantized to 16 bits to pass the gate (weights stay int8): the file keeps "
+    "its INT8 size, but ONNX Runtime CPU runs those ops as FP32 kernels between Q/DQ nodes; "
+    "--no-int16-fallback moves nodes to FP32 instead"
 )
 
 
@@ -153,12 +161,14 @@ class _Gate:
         self.metric_name: str | None = None
         self.always_fp32: list[str] = []
 
-    def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport) -> tuple[Path, Attempt]:
+    def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport,
+                int16: list[str] | None = None) -> tuple[Path, Attempt]:
         out = self.workdir / f"attempt{len(report.attempts)}{self.backend.artifact_suffix}"
-        log.info("quantizing with %d node(s) in FP32", len(exclude))
+        log.info("quantizing with %d node(s) in FP32, %d activation(s) at 16 bits", len(exclude), len(int16 or []))
         keep = self.always_fp32 + [n for n in exclude if n not in self.always_fp32]
-        self.backend.quantize(prepared, out, self.calib_feeds, keep, self.options)
-        attempt = Attempt(fp32_nodes=list(exclude))
+        options = replace(self.options, int16_tensors=list(int16 or []))
+        self.backend.quantize(prepared, out, self.calib_feeds, keep, options)
+        attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []))
         if self.eval_data is not None:
             q_out = _outputs(out, self.backend.runtime, self.eval_data, {})
             value = task_metric(self.metric_name, q_out, self.targets)
@@ -190,6 +200,7 @@ def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport)
             "calib_method": config.calib_method if config.precision == "int8" else None,
             "trt_compatible": config.trt_compatible,
             "fp32_fallback_nodes": report.fp32_fallback_nodes,
+            "int16_activation_tensors": report.int16_activation_tensors,
             "output_head_fp32": report.output_head_fp32,
             "metric": report.metric}
     meta = read_metadata(model)
@@ -226,7 +237,8 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                             options={"calib_method": config.calib_method, "keep_io_fp32": config.keep_io_fp32,
                                      "trt_compatible": config.trt_compatible,
                                      "keep_output_head_fp32": config.keep_output_head_fp32,
-                                     "max_fallback_steps": config.max_fallback_steps})
+                                     "max_fallback_steps": config.max_fallback_steps,
+                                     "int16_fallback": config.int16_fallback})
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
         gate = _Gate(config, backend, Path(tmp))
         _load_data(config, model, gate, report)
@@ -245,23 +257,28 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         if attempt.passed is False and config.max_fallback_steps > 0 and backend.supports_fallback(gate.options):
             artifact, attempt = _fall_back(gate, prepared, artifact, report)
         report.fp32_fallback_nodes = attempt.fp32_nodes
-        report.size_bytes = {"before": _model_bytes(model),
-                             "after": sum(f.stat().st_size for f in backend.artifact_files(artifact))}
-        report.weight_bytes = {"before": _weight_bytes(model), "after": _weight_bytes(artifact)}
-        report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
+        report.int16_activation_tensors = attempt.int16_tensors
+        if attempt.int16_tensors and attempt.passed:
+            report.warnings.append(INT16_WARNING.format(n=len(attempt.int16_tensors)))
         if gate.eval_data is not None:
             report.metric = {"name": gate.metric_name, "reference": gate.reference_metric,
                              "quantized": attempt.metric, "drop": attempt.drop, "ci95": attempt.ci95,
                              "max_drop": config.max_drop, "passed": attempt.passed,
                              "n_eval": len(gate.eval_data)}
+        if attempt.passed is not False:
+            backend.finalize(artifact, _metadata_props(model, config, report))
+        report.size_bytes = {"before": _model_bytes(model),
+                             "after": sum(f.stat().st_size for f in backend.artifact_files(artifact))}
+        report.weight_bytes = {"before": _weight_bytes(model), "after": _weight_bytes(artifact)}
+        report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
         report.seconds = round(time.perf_counter() - t0, 2)
         if attempt.passed is False:
             raise GateFailedError(
                 f"{config.precision} gate failed: {gate.metric_name} drop {attempt.drop:.4g} > max "
                 f"{config.max_drop} after {len(report.attempts)} attempt(s) (up to {len(attempt.fp32_nodes)} "
-                f"node(s) in FP32); nothing written to {output} - raise --max-drop, use more "
+                f"node(s) in FP32, {len(attempt.int16_tensors)} activation(s) at 16 bits); nothing written "
+                f"to {output} - raise --max-drop, use more "
                 "calibration data or try --calib-method entropy", report)
-        backend.finalize(artifact, _metadata_props(model, config, report))
         _publish(backend, artifact, output)
         report.output = str(output)
     return report
@@ -304,7 +321,12 @@ def _conv_heavy(model_path: Path) -> bool:
 
 
 def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
-    """Move the most damaging node groups back to FP32 (1, 2, 4 … groups) until the gate passes."""
+    """Recover a failed gate from the most damaging quantization points first, step by step.
+
+    Stage 1 (backends that can, unless disabled): widen the worst activation tensors to 16 bits
+    (1, 2, 4 … of them), keeping every weight int8, so the file stays INT8-sized.  Stage 2: move the
+    worst node groups back to FP32 (1, 2, 4 … groups), with the stage-1 tensors still at 16 bits.
+    """
     import onnx
 
     from medge.quantize.sensitivity import rank_fallback_groups
@@ -317,11 +339,20 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
     ranked = [g for g in ranked if set(g["nodes"]) - set(gate.always_fp32)]
     report.sensitivity = ranked
     artifact, attempt = first, report.attempts[-1]
-    for size in _fallback_sizes(len(ranked), gate.config.max_fallback_steps):
+    budget = gate.config.max_fallback_steps
+    int16: list[str] = []
+    if gate.config.int16_fallback and backend.supports_int16_activations(gate.options):
+        tensors = list(dict.fromkeys(g["tensor"] for g in ranked))
+        for size in _fallback_sizes(len(tensors), budget):
+            int16 = tensors[:size]
+            artifact, attempt = gate.attempt(prepared, [], report, int16)
+            if attempt.passed:
+                return artifact, attempt
+    for size in _fallback_sizes(len(ranked), budget):
         exclude: list[str] = []
         for group in ranked[:size]:
             exclude += [n for n in group["nodes"] if n not in exclude and n not in gate.always_fp32]
-        artifact, attempt = gate.attempt(prepared, exclude, report)
+        artifact, attempt = gate.attempt(prepared, exclude, report, int16)
         if attempt.passed:
             break
     return artifact, attempt

@@ -10,9 +10,10 @@ from medge.reports import Report
 
 @dataclass
 class Attempt:
-    """One quantization try: the nodes kept in FP32 and the metric it reached."""
+    """One quantization try: the nodes kept in FP32, the 16-bit activations and the metric it reached."""
 
     fp32_nodes: list[str]
+    int16_tensors: list[str] = field(default_factory=list)
     metric: float | None = None
     drop: float | None = None
     ci95: list[float] | None = None
@@ -37,6 +38,8 @@ class QuantizeReport(Report):
     weight_bytes: dict[str, int | None] = field(default_factory=dict)
     metric: dict[str, Any] | None = None
     fp32_fallback_nodes: list[str] = field(default_factory=list)
+    #: activation tensors quantized to 16 bits (weights int8) to pass the gate
+    int16_activation_tensors: list[str] = field(default_factory=list)
     output_head_fp32: list[str] = field(default_factory=list)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)

@@ -105,14 +105,35 @@ def test_int8_dynamic_warns_on_conv_model(run_cli, models, tmp_path):
     assert "ConvInteger" in {n.op_type for n in onnx.load(str(out)).graph.node}
 
 
-def test_gate_failure_is_recovered_by_fp32_fallback(run_cli, models, tmp_path):
-    out = tmp_path / "recovered.onnx"
+def test_gate_failure_is_recovered_with_16bit_activations(run_cli, models, tmp_path):
+    out = tmp_path / "a16.onnx"
     res = run_cli("quantize", models["outlier"], "-o", out, "--calib", models["outlier_calib"],
                   "--eval", models["outlier_eval"], "--max-drop", "0.01", report=True)
     assert res.returncode == 0, res.stderr
     r = res.report
     assert r["attempts"][0]["passed"] is False and r["attempts"][0]["drop"] > 0.1
     assert r["metric"]["passed"] is True and r["metric"]["drop"] <= 0.01
+    # the one damaged tensor goes to 16 bits; every weight stays int8, so the file stays small
+    assert r["int16_activation_tensors"] == ["/Relu_output_0"] and r["fp32_fallback_nodes"] == []
+    assert r["size_bytes"]["after"] <= 0.30 * r["size_bytes"]["before"]
+    assert any("16 bits" in w for w in r["warnings"])
+    model = onnx.load(str(out))
+    types = {i.data_type for i in model.graph.initializer}
+    assert onnx.TensorProto.UINT16 in types and onnx.TensorProto.UINT8 in types and onnx.TensorProto.INT8 in types
+    assert read_metadata(out).extra["quantization"]["int16_activation_tensors"] == ["/Relu_output_0"]
+    x = np.load(models["outlier_eval"])["inputs"][:1]
+    assert np.abs(_run_model(out, x) - _run_model(models["outlier"], x)).max() < 0.05
+
+
+def test_gate_failure_is_recovered_by_fp32_fallback(run_cli, models, tmp_path):
+    out = tmp_path / "recovered.onnx"
+    res = run_cli("quantize", models["outlier"], "-o", out, "--calib", models["outlier_calib"],
+                  "--eval", models["outlier_eval"], "--max-drop", "0.01", "--no-int16-fallback", report=True)
+    assert res.returncode == 0, res.stderr
+    r = res.report
+    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["drop"] > 0.1
+    assert r["metric"]["passed"] is True and r["metric"]["drop"] <= 0.01
+    assert r["int16_activation_tensors"] == [] and r["options"]["int16_fallback"] is False
     # the outlier tensor sits between conv1 and conv2: both must leave INT8, nothing else need
     assert set(r["fp32_fallback_nodes"]) == {"/conv1/Conv", "/conv2/Conv"}
     assert r["sensitivity"][0]["tensor"] == "/Relu_output_0"
@@ -138,10 +159,15 @@ def test_unrecoverable_gate_fails_and_writes_nothing(run_cli, models, tmp_path, 
     assert r["output"] is None and r["metric"]["passed"] is False
     assert all(a["passed"] is False for a in r["attempts"])
     budget = int(extra[-1])
-    assert len(r["attempts"]) == 1 + budget  # the full INT8 try, then one per fallback step
-    if budget:  # fallback grew the FP32 set 1 → 2 groups, ranked worst first
-        assert len(r["attempts"][2]["fp32_nodes"]) > len(r["attempts"][1]["fp32_nodes"]) > 0
+    # the full INT8 try, then per stage one attempt per step: 16-bit activations, then FP32 nodes
+    assert len(r["attempts"]) == 1 + 2 * budget
+    if budget:  # each stage grows its set 1 → 2, ranked worst first; FP32 keeps the 16-bit tensors
+        a = r["attempts"]
+        assert a[1]["int16_tensors"] == ["/Relu_output_0"] and len(a[2]["int16_tensors"]) == 2
+        assert a[1]["fp32_nodes"] == a[2]["fp32_nodes"] == []
+        assert len(a[4]["fp32_nodes"]) > len(a[3]["fp32_nodes"]) > 0 and a[4]["int16_tensors"] == a[2]["int16_tensors"]
         assert r["sensitivity"][0]["tensor"] == "/Relu_output_0"
+        assert "16 bits" in error[0]
 
 
 @pytest.mark.slow

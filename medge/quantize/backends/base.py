@@ -27,6 +27,8 @@ class QuantOptions:
     calib_method: str = "minmax"
     keep_io_fp32: bool = True
     trt_compatible: bool = False
+    #: activation tensors to quantize to 16 bits instead of 8 (weights stay int8: "w8a16")
+    int16_tensors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,6 +83,10 @@ class QuantBackend(abc.ABC):
     def supports_fallback(self, options: QuantOptions) -> bool:
         """Whether `quantize` can keep individual nodes in FP32 for this precision."""
         return True
+
+    def supports_int16_activations(self, options: QuantOptions) -> bool:
+        """Whether `quantize` can widen chosen activation tensors to 16 bits (`options.int16_tensors`)."""
+        return False
 
     def sensitivity_proxy(self, prepared: Path, first_artifact: Path, workdir: Path,
                           calib: list[dict[str, np.ndarray]], options: QuantOptions) -> Path:

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: static QDQ INT8, dynamic INT8 and FP16 ONNX.
 
 Static INT8 defaults: QDQ format, uint8 activations, int8 symmetric per-channel weights, after
-``quant_pre_process`` (shape inference + basic graph optimisation).
+``quant_pre_process`` (shape inference + basic graph optimisation).  The gate may widen chosen
+activation tensors to uint16 (``QuantOptions.int16_tensors``, "w8a16"): the weights stay int8.
 
 ``trt_compatible=True`` (used by the Jetson compile recipe) writes an explicit-quantization ONNX
 that TensorRT 10 builds without an implicit calibrator: int8 activations with symmetric ranges
@@ -19,10 +20,12 @@ import numpy as np
 
 from medge.errors import MedgeError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
+from medge.quantize.backends.onnx_compact import compact_qdq_model
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
+INT16_OPSET = 21  # standard 16-bit QuantizeLinear/DequantizeLinear (older opsets need com.microsoft ops)
 
 
 class _Reader:
@@ -41,6 +44,17 @@ class _Reader:
 
 def _opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _at_least_opset(onnx_in: Path, opset: int, converted: Path) -> Path:
+    """`onnx_in`, or a copy converted to `opset` at `converted` when its opset is lower."""
+    import onnx
+
+    model = onnx.load(str(onnx_in))
+    if _opset(model) >= opset:
+        return onnx_in
+    onnx.save(onnx.version_converter.convert_version(model, opset), str(converted))
+    return converted
 
 
 def _name_nodes(model) -> None:
@@ -105,6 +119,9 @@ class OrtBackend(QuantBackend):
             # TensorRT dequantizes int8 only and wants float biases: no int32 bias Q/DQ.
             extra.update(ActivationSymmetric=True, QuantizeBias=False)
             activation_type = QuantType.QInt8
+        if options.int16_tensors:
+            extra["TensorQuantOverrides"] = {t: [{"quant_type": QuantType.QUInt16}] for t in options.int16_tensors}
+            onnx_in = _at_least_opset(onnx_in, INT16_OPSET, out.with_name(out.stem + f".opset{INT16_OPSET}.onnx"))
         if options.calib_method == "percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -127,6 +144,10 @@ class OrtBackend(QuantBackend):
             calibrate_method=methods[options.calib_method],
             extra_options=extra,
         )
+
+    def supports_int16_activations(self, options: QuantOptions) -> bool:
+        """16-bit activations for static QDQ, except for TensorRT (no INT16 Q/DQ there)."""
+        return options.precision == "int8" and not options.trt_compatible
 
     def _dynamic(self, onnx_in: Path, out: Path, exclude_nodes: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -154,4 +175,6 @@ class OrtBackend(QuantBackend):
         for key, value in sorted(metadata.items()):
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
+        if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+            compact_qdq_model(model)
         onnx.save(model, str(artifact))
