@@ -6,7 +6,9 @@ For each model (demo chest X-ray classifier, full DenseNet-121, ultrasound U-Net
   * a hand-written NNCF + OpenVINO default INT8 of the same ONNX (the best peer path a user would
     otherwise write: `nncf.quantize` with defaults, compiled for CPU with the LATENCY hint);
   * every medge target artifact that runs on this machine (built with `medge.devices.compile_model`).
-Every candidate is timed by the same loop (warm-up, then `--runs` timed calls, median and p90).
+Every candidate is timed by the same loop (warm-up, then `--runs` timed calls, median and p90), in
+interleaved rounds so that load from other tenants of a shared machine hits every candidate alike.
+LiteRT artifacts for phone NPUs are timed on this CPU with XNNPACK (the delegate needs the phone).
 It prints latency ratios and the fraction of the compute floor: model MACs over a measured
 INT8/FP32 GEMM peak of this CPU (bench/compute_floor.py).
 
@@ -16,12 +18,15 @@ INT8/FP32 GEMM peak of this CPU (bench/compute_floor.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,24 +35,36 @@ from compute_floor import gemm_peaks  # noqa: E402
 
 MODELS = ("cxr-densenet-tiny", "cxr-densenet121", "us-lesion-unet")
 # Targets whose artifacts run on this x86 CPU; the NPU/Jetson artifacts need their device.
-TARGETS = ("intel-cpu", "local", "raspberry-pi-5", "android-qualcomm-npu")
+TARGETS = ("intel-cpu", "local", "raspberry-pi-5", "raspberry-pi-5:runtime=litert", "android-qualcomm-npu")
 CALIB_SIZE = 100
 
 
-def time_loop(fn, warmup: int, runs: int) -> dict[str, float]:
-    """Median and p90 (ms) of `runs` calls of `fn` after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
-    return {"p50": statistics.median(samples), "p90": samples[int(0.9 * (len(samples) - 1))]}
+def time_interleaved(candidates: dict[str, Callable[[], Any]], warmup: int, runs: int,
+                     rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Median and p90 (ms) of `runs` calls per candidate, taken in `rounds` interleaved slices.
+
+    Every candidate is timed in each round, one after the other, so that load from other tenants
+    of a shared machine hits all of them alike instead of whichever ran during the spike.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, values in samples.items():
+        values.sort()
+        out[name] = {"p50": statistics.median(values), "p90": values[int(0.9 * (len(values) - 1))]}
+    return out
 
 
-def torch_eager(model: str, shape, threads: int, warmup: int, runs: int):
+def torch_eager(model: str, shape, threads: int) -> Callable[[], Any]:
     import torch
 
     from medge.export import load_model
@@ -55,20 +72,23 @@ def torch_eager(model: str, shape, threads: int, warmup: int, runs: int):
     torch.set_num_threads(threads)
     module = load_model(model).module
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-    with torch.inference_mode():
-        return time_loop(lambda: module(x), warmup, runs)
+
+    def run():
+        with torch.inference_mode():
+            return module(x)
+    return run
 
 
-def runtime_loop(artifact, runtime: str, device: str, threads: int, warmup: int, runs: int, options=None):
+def runtime_call(stack: contextlib.ExitStack, artifact, runtime: str, device: str, threads: int) -> Callable[[], Any]:
     from medge.runtimes import open_runtime
     from medge.runtimes.feeds import random_inputs
 
-    with open_runtime(artifact, runtime, device=device, threads=threads, **(options or {})) as rt:
-        feeds = random_inputs(rt.inputs(), seed=0, count=1)[0]
-        return time_loop(lambda: rt.infer(feeds), warmup, runs)
+    rt = stack.enter_context(open_runtime(artifact, runtime, device=device, threads=threads))
+    feeds = random_inputs(rt.inputs(), seed=0, count=1)[0]
+    return lambda: rt.infer(feeds)
 
 
-def nncf_openvino_int8(onnx_path: Path, calib, threads: int, warmup: int, runs: int):
+def nncf_openvino_int8(onnx_path: Path, calib, threads: int) -> Callable[[], Any]:
     """The peer path: NNCF default PTQ on the ONNX, OpenVINO CPU with the LATENCY hint."""
     import nncf
     import openvino as ov
@@ -79,7 +99,13 @@ def nncf_openvino_int8(onnx_path: Path, calib, threads: int, warmup: int, runs: 
     compiled = core.compile_model(quantized, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
     feeds = next(iter(calib))
-    return time_loop(lambda: request.infer(feeds), warmup, runs)
+    return lambda: request.infer(feeds)
+
+
+def _target_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``raspberry-pi-5:runtime=litert`` → ("raspberry-pi-5", {"runtime": "litert"})."""
+    target, _, opts = spec.partition(":")
+    return target, dict(o.split("=", 1) for o in opts.split(",") if o)
 
 
 def bench_model(model: str, targets, threads: int, warmup: int, runs: int, work: Path) -> list[dict]:
@@ -90,30 +116,37 @@ def bench_model(model: str, targets, threads: int, warmup: int, runs: int, work:
 
     onnx_path = work / f"{model}.onnx"
     exported = export_onnx(model, onnx_path)
-    macs = exported.macs
     shape = tuple(exported.inputs[0]["shape"])
     calib = load_data_for_onnx("synthetic", onnx_path, n=CALIB_SIZE, split="calib")
-    rows = [
-        {"candidate": "pytorch eager fp32", "precision": "fp32", **torch_eager(model, shape, threads, warmup, runs)},
-        {"candidate": "onnxruntime fp32", "precision": "fp32",
-         **runtime_loop(onnx_path, "onnxruntime", "cpu", threads, warmup, runs)},
-        {"candidate": "nncf+openvino int8 (hand-written)", "precision": "int8",
-         **nncf_openvino_int8(onnx_path, calib, threads, warmup, runs)},
-    ]
-    for target in targets:
-        bundle = work / f"{model}-{target}"
-        try:
-            report = compile_model(CompileConfig(model=onnx_path, target=target, output=bundle, precision="int8",
-                                                 calib_source="synthetic", model_ref=model))
-            ref = resolve_artifact(bundle)
-            timing = runtime_loop(ref.path, ref.runtime, ref.device or "cpu", threads, warmup, runs)
-            rows.append({"candidate": f"medge {target} int8 ({ref.runtime})", "precision": "int8", **timing,
-                         "size_bytes": sum(report.files.values())})
-        except Exception as exc:  # noqa: BLE001 - a bench row must not stop the others
-            rows.append({"candidate": f"medge {target} int8", "precision": "int8", "error": str(exc).splitlines()[0][:160]})
-    for row in rows:
-        row.update(model=model, macs=macs)
-    return rows
+    rows: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        calls = {
+            "pytorch eager fp32": torch_eager(model, shape, threads),
+            "onnxruntime fp32": runtime_call(stack, onnx_path, "onnxruntime", "cpu", threads),
+            "nncf+openvino int8 (hand-written)": nncf_openvino_int8(onnx_path, calib, threads),
+        }
+        for name in calls:
+            rows[name] = {"candidate": name, "precision": "fp32" if "fp32" in name else "int8"}
+        for spec in targets:
+            target, options = _target_spec(spec)
+            bundle = work / f"{model}-{spec.replace(':', '-').replace('=', '-')}"
+            try:
+                report = compile_model(CompileConfig(model=onnx_path, target=target, output=bundle, precision="int8",
+                                                     calib_source="synthetic", model_ref=model, options=options))
+                ref = resolve_artifact(bundle)
+                # NPU/GPU delegates need their device: time the same .tflite on this CPU (XNNPACK)
+                device = "cpu" if ref.runtime == "litert" else (ref.device or "cpu")
+                name = f"medge {spec} int8 ({ref.runtime} {device.lower()})"
+                calls[name] = runtime_call(stack, ref.path, ref.runtime, device, threads)
+                rows[name] = {"candidate": name, "precision": "int8", "size_bytes": sum(report.files.values())}
+            except Exception as exc:  # noqa: BLE001 - a bench row must not stop the others
+                name = f"medge {spec} int8"
+                rows[name] = {"candidate": name, "precision": "int8", "error": str(exc).splitlines()[0][:160]}
+        for name, timing in time_interleaved(calls, warmup, runs).items():
+            rows[name].update(timing)
+    for row in rows.values():
+        row.update(model=model, macs=exported.macs)
+    return list(rows.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(rows: list[dict], peaks: dict[str, float]) -> None:
-    header = f"{'model':<18} {'candidate':<42} {'p50 ms':>8} {'p90 ms':>8} {'vs eager':>8} {'floor %':>8}"
+    header = f"{'model':<18} {'candidate':<56} {'p50 ms':>8} {'p90 ms':>8} {'vs eager':>8} {'floor %':>8}"
     print(header)
     print("-" * len(header))
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -148,10 +181,10 @@ def _print(rows: list[dict], peaks: dict[str, float]) -> None:
         eager = next(r["p50"] for r in group if r["candidate"].startswith("pytorch"))
         for r in group:
             if "error" in r:
-                print(f"{model:<18} {r['candidate']:<42} {'—':>8} {'—':>8} {'—':>8} {'—':>8}  ({r['error']})")
+                print(f"{model:<18} {r['candidate']:<56} {'—':>8} {'—':>8} {'—':>8} {'—':>8}  ({r['error']})")
                 continue
             floor_ms = r["macs"] / peaks[r["precision"]] * 1e3 if r.get("macs") else float("nan")
-            print(f"{model:<18} {r['candidate']:<42} {r['p50']:8.2f} {r['p90']:8.2f} {eager / r['p50']:7.2f}x "
+            print(f"{model:<18} {r['candidate']:<56} {r['p50']:8.2f} {r['p90']:8.2f} {eager / r['p50']:7.2f}x "
                   f"{100 * floor_ms / r['p50']:7.1f}%")
         _goals(model, group, eager)
 
@@ -161,7 +194,7 @@ def _goals(model: str, group: list[dict], eager: float) -> None:
         return next((r["p50"] for r in group if r["candidate"].startswith(prefix) and "p50" in r), None)
 
     intel, peer = p50("medge intel-cpu"), p50("nncf+openvino")
-    litert = p50("medge android-qualcomm-npu") or p50("medge raspberry-pi-5 int8 (litert")
+    litert = p50("medge android-qualcomm-npu") or p50("medge raspberry-pi-5:runtime=litert")
     checks = []
     if intel:
         checks.append(f"intel-cpu INT8 vs eager {eager / intel:.2f}x (goal ≥ 4x: {'MET' if eager / intel >= 4 else 'NOT MET'})")

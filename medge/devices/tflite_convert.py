@@ -16,6 +16,7 @@ ONNX file, otherwise the ONNX graph itself through `medge.devices.tflite_onnx_to
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import ExportError, MedgeError, ModelLoadError
+from medge.errors import ExportError, MedgeError, ModelLoadError, TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
@@ -130,9 +131,14 @@ def convert_tflite(
     """
     import torch
 
+    from medge.devices.tflite_rewrites import replace_conv_transpose, replace_prelu
+
     litert_torch = import_optional("litert_torch", what="LiteRT conversion")
     if precision not in ("fp32", "fp16", "int8"):
         raise MedgeError(f"unknown tflite precision '{precision}'; choices: fp32, fp16, int8")
+    module = copy.deepcopy(module)
+    replace_conv_transpose(module)  # strided transposed convs do not legalise to TFLite otherwise
+    replace_prelu(module)  # the INT8 quantizer leaves PReLU in float
     if channel_last:
         module = _channel_last(module, sample)
         to_model = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 1, -1)))  # noqa: E731
@@ -140,13 +146,20 @@ def convert_tflite(
         to_model = torch.from_numpy  # noqa: E731
     example = (to_model(sample),)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if precision == "int8" and not calibration:
+        raise MedgeError("INT8 tflite conversion needs calibration data; pass --calib (e.g. synthetic:us-frame)")
     with _quiet(), atomic_path(output) as tmp:
-        if precision == "int8":
-            if not calibration:
-                raise MedgeError("INT8 tflite conversion needs calibration data; pass --calib (e.g. synthetic:us-frame)")
-            edge = _convert_int8(litert_torch, module, example, [to_model(c) for c in calibration])
-        else:
-            edge = litert_torch.convert(module, example)
+        try:
+            if precision == "int8":
+                edge = _convert_int8(litert_torch, module, example, [to_model(c) for c in calibration])
+            else:
+                edge = litert_torch.convert(module, example)
+        except MedgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch.export / PT2E / the TFLite converter raise many types
+            reason = " ".join(str(exc).split())[:300]
+            raise TargetError(f"litert-torch could not convert the model to a {precision} .tflite: {reason} "
+                              "(--verbose shows the converter's trace; try another --target or --precision)") from exc
         edge.export(str(tmp))
         if precision == "fp16":
             _cast_weights_fp16(tmp)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
+from medge.devices.tflite_rewrites import conv_transpose2d_as_conv
 from medge.errors import ExportError
 
 SUPPORTED_OPS = (
@@ -130,7 +131,7 @@ class OnnxGraphModule(torch.nn.Module):
             pad, asym = _pads_2d(a.get("pads"), spatial)
             if asym:
                 raise ExportError("ONNX ConvTranspose with asymmetric pads is not supported by the ONNX→PyTorch path")
-            conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
+            conv_t = {1: F.conv_transpose1d, 2: conv_transpose2d_as_conv, 3: F.conv_transpose3d}[spatial]
             return conv_t(x, w, b, stride=a.get("strides", 1), padding=pad, output_padding=a.get("output_padding", 0),
                           groups=a.get("group", 1), dilation=a.get("dilations", 1))
         if op == "BatchNormalization":

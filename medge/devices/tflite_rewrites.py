@@ -1,0 +1,118 @@
+"""PyTorch rewrites that make a model convertible to a full-integer .tflite.
+
+litert-torch lowers a strided ``ConvTranspose2d`` with ``output_padding`` (the U-Net decoder's
+up-sampling) to an ``mhlo.convolution`` with input dilation that its TFLite legalisation rejects.
+The same function is a plain convolution over the zero-inserted input:
+
+    conv_transpose(x, W, s, p, op) == conv(zero_insert(x, s), flip(Wᵀ), padding=(d(k-1)-p, d(k-1)-p+op-(s-1)))
+
+and zero insertion is a nearest-neighbour resize times a constant 0/1 mask: RESIZE_NEAREST_NEIGHBOR,
+MUL, (PAD,) CONV_2D, all delegate-friendly.  It spends MACs on the inserted zeros (4× for stride 2);
+the result is the same to float rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _padding(weight_shape: Any, s, p, op, d) -> tuple[list[int], list[int]]:
+    k = tuple(int(v) for v in weight_shape[2:])
+    before = [d[i] * (k[i] - 1) - p[i] for i in range(2)]
+    return before, [before[i] + op[i] - (s[i] - 1) for i in range(2)]
+
+
+def _zero_insert_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, s, before, after, d) -> torch.Tensor:
+    if s != (1, 1):
+        h, w = int(x.shape[2]), int(x.shape[3])
+        mask = np.zeros((1, 1, h * s[0], w * s[1]), dtype=np.float32)
+        mask[..., :: s[0], :: s[1]] = 1.0
+        x = F.interpolate(x, scale_factor=(float(s[0]), float(s[1])), mode="nearest") * torch.from_numpy(mask)
+    if before == after:
+        return F.conv2d(x, kernel, bias, padding=tuple(before), dilation=d)
+    return F.conv2d(F.pad(x, (before[1], after[1], before[0], after[0])), kernel, bias, dilation=d)
+
+
+def conv_transpose2d_as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any = 1,
+                             padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> torch.Tensor:
+    """`F.conv_transpose2d` computed as zero insertion + `F.conv2d` (groups 1), else as is."""
+    s, p, op, d = _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation)
+    before, after = _padding(weight.shape, s, p, op, d)
+    if groups != 1 or min(before + after) < 0 or x.dim() != 4:
+        return F.conv_transpose2d(x, weight, bias, stride=s, padding=p, output_padding=op, groups=groups, dilation=d)
+    return _zero_insert_conv(x, weight.transpose(0, 1).flip(2, 3), bias, s, before, after, d)
+
+
+class ConvTranspose2dAsConv(nn.Module):
+    """Drop-in for an `nn.ConvTranspose2d` (groups 1), holding the equivalent conv kernel as its weight.
+
+    The kernel is a parameter of its own (not a view of the transposed weight) so that PT2E
+    quantization sees a plain conv weight to quantize per channel.
+    """
+
+    def __init__(self, layer: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(layer.weight.detach().transpose(0, 1).flip(2, 3).contiguous(), requires_grad=False)
+        self.bias = layer.bias
+        self.stride, self.dilation = _pair(layer.stride), _pair(layer.dilation)
+        self.before, self.after = _padding(layer.weight.shape, self.stride, _pair(layer.padding),
+                                           _pair(layer.output_padding), self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _zero_insert_conv(x, self.weight, self.bias, self.stride, self.before, self.after, self.dilation)
+
+
+def replace_conv_transpose(module: nn.Module) -> int:
+    """Swap every `nn.ConvTranspose2d` in `module` (in place) for `ConvTranspose2dAsConv`; returns how many."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.ConvTranspose2d) and child.groups == 1 and min(sum(_padding(
+                child.weight.shape, _pair(child.stride), _pair(child.padding), _pair(child.output_padding),
+                _pair(child.dilation)), [])) >= 0:
+            setattr(module, name, ConvTranspose2dAsConv(child))
+            count += 1
+        else:
+            count += replace_conv_transpose(child)
+    return count
+
+
+class PReLUAsAffine(nn.Module):
+    """``prelu(x) = a·x + (1 − a)·relu(x)``: ReLU, MUL and ADD, which the INT8 quantizer annotates.
+
+    litert-torch's PT2E quantizer leaves ``nn.PReLU`` (MONAI's default activation) unannotated, so
+    it would run as a float island (DEQUANTIZE … QUANTIZE) and can leave a float model output.
+    """
+
+    def __init__(self, layer: nn.PReLU) -> None:
+        super().__init__()
+        a = layer.weight.detach().reshape(1, -1, 1, 1) if layer.num_parameters > 1 else layer.weight.detach().reshape(())
+        self.register_buffer("slope", a.clone())
+        self.register_buffer("relu_gain", (1.0 - a).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slope, gain = self.slope, self.relu_gain
+        if slope.dim() == 4 and x.dim() != 4:  # per-channel slope on a 1-D/3-D activation
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            slope, gain = slope.reshape(shape), gain.reshape(shape)
+        return slope * x + gain * F.relu(x)
+
+
+def replace_prelu(module: nn.Module) -> int:
+    """Swap every `nn.PReLU` in `module` (in place) for `PReLUAsAffine`; returns how many."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.PReLU):
+            setattr(module, name, PReLUAsAffine(child))
+            count += 1
+        else:
+            count += replace_prelu(child)
+    return count

@@ -1,0 +1,46 @@
+"""The transposed-conv rewrite used before TFLite conversion computes the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medge.devices.tflite_rewrites import conv_transpose2d_as_conv, replace_conv_transpose
+
+
+@pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (2, 2, 0, 0), (4, 2, 1, 0), (3, 1, 1, 0), (5, 3, 2, 2)])
+def test_matches_conv_transpose2d(k, s, p, op):
+    torch.manual_seed(k * 10 + s)
+    x, w, b = torch.randn(1, 4, 7, 9), torch.randn(4, 6, k, k), torch.randn(6)
+    ref = F.conv_transpose2d(x, w, b, stride=s, padding=p, output_padding=op)
+    got = conv_transpose2d_as_conv(x, w, b, s, p, op)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_falls_back_and_modules_are_swapped():
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(4, 1, 3, 3)
+    torch.testing.assert_close(conv_transpose2d_as_conv(x, w, None, 2, 1, 1, groups=4),
+                               F.conv_transpose2d(x, w, None, stride=2, padding=1, output_padding=1, groups=4))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.ConvTranspose2d(4, 2, 3, 2, 1, 1)))
+    y = torch.randn(1, 1, 8, 8)
+    ref = net(y)
+    assert replace_conv_transpose(net) == 1
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+    torch.testing.assert_close(net(y), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_prelu_rewrite_matches():
+    from medge.devices.tflite_rewrites import replace_prelu
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Conv2d(3, 2, 1), nn.PReLU())
+    with torch.no_grad():
+        net[1].weight.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 1, 9, 9)
+    ref = net(x)
+    assert replace_prelu(net) == 2
+    torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-6)
