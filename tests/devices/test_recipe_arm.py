@@ -57,7 +57,9 @@ def test_int8_qdq_onnx_for_raspberry_pi(run_cli, tiny_onnx, tmp_path):
     model = onnx.load(str(out / "model.int8.onnx"))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    zero_points = [i for i in model.graph.initializer if i.name.endswith("zero_point")]
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
     assert any(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)  # uint8 activations
     assert any(z.data_type == onnx.TensorProto.INT8 for z in zero_points)  # int8 weights
 
