@@ -175,8 +175,8 @@ class OnnxGraphModule(torch.nn.Module):
         if op == "Relu":
             return F.relu(x)
         if op == "PRelu":
-            slope = ins[1]
-            return torch.where(x >= 0, x, x * slope)
+            slope = ins[1]  # a·x + (1 − a)·relu(x): ops the INT8 quantizer annotates (see tflite_rewrites)
+            return slope * x + (1.0 - slope) * F.relu(x)
         if op == "Sigmoid":
             return torch.sigmoid(x)
         if op == "Tanh":
