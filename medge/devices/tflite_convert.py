@@ -165,13 +165,50 @@ def convert_tflite(
             _cast_weights_fp16(tmp)
 
 
+def _annotate_elementwise(gm: Any, config: Any) -> None:
+    """Annotate add/sub/mul/relu nodes the quantizer's own pattern matchers missed.
+
+    litert-torch finds adds and muls through ``source_fn_stack`` metadata, which the graphs
+    ``torch.export`` makes in this torch version do not carry; unannotated, every residual add
+    (and what follows it, e.g. a final sigmoid) would run in float and leave a float model output.
+    """
+    import torch
+    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
+    from torch.fx import Node
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    aten = torch.ops.aten
+    targets = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.relu.default}
+    in_spec, out_spec = get_input_act_qspec(config), get_output_act_qspec(config)
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in targets or "quantization_annotation" in node.meta:
+            continue
+        val = node.meta.get("val")
+        if val is None or not getattr(val, "dtype", torch.int64).is_floating_point:
+            continue
+        inputs = {a: in_spec for a in node.args[:2] if isinstance(a, Node)}
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map=inputs, output_qspec=out_spec, _annotated=True)
+
+
 def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: list) -> Any:
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    class ElementwiseAwareQuantizer(PT2EQuantizer):
+        """litert-torch's PT2E quantizer plus the add/mul/relu annotations it misses here."""
+
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            _annotate_elementwise(model, self.global_config)
+            OP_TO_ANNOTATOR["fixed_qparams"](model, self.global_config)  # sigmoid/softmax after those
+            return model
+
+    quantizer = ElementwiseAwareQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(module, example).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
