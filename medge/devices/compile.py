@@ -100,6 +100,15 @@ def _default_calibration(meta, precision: str, calib: str | None, notes: list[st
     return f"synthetic:{task}"
 
 
+def _gate_summary(gate: dict[str, Any]) -> str:
+    parity = gate.get("parity") or {}
+    if gate.get("drop") is not None:
+        return f"{gate.get('name', 'metric')} drop {gate['drop']:.4g} > {gate.get('max_drop')}"
+    if parity.get("min_cosine") is not None:
+        return f"min cosine vs FP32 {parity['min_cosine']:.3f} < {parity.get('min_cosine_required')}"
+    return "see the gate in the report"
+
+
 def _source_model(path: Path, meta) -> dict[str, Any]:
     from medge.fileio import sha256_file
 
@@ -157,6 +166,12 @@ def compile_model(config: CompileConfig) -> CompileReport:
             )
             result = recipe.compile(ctx)
             notes.extend(result.notes)
+            if result.gate and result.gate.get("passed") is False:  # nothing may look like a good bundle
+                report.gate, report.preflight = result.gate, result.preflight
+                report.calibration, report.evaluation = result.calibration, result.evaluation
+                raise GateFailedError(f"the {precision} artifact fails its gate ({_gate_summary(result.gate)}); "
+                                      f"nothing was written to {output} - pass --eval SOURCE --max-drop X so that "
+                                      "sensitive layers fall back, or choose another --precision")
             manifest = write_manifest(out_dir, {
                 "target": {"name": target.name, "profile": target.to_dict()},
                 "precision": precision,

@@ -101,3 +101,19 @@ def test_int8_tflite_with_xnnpack_for_raspberry_pi(run_cli, tiny_onnx, tmp_path)
     assert lit["inputs"][0]["shape"] == [1, 1, 64, 64]
     assert _max_diff(out / "model.tflite", "litert", tiny_onnx, (1, 1, 64, 64)) < 0.05
     assert run_cli("verify", out).returncode == 0
+
+
+@pytest.mark.slow
+def test_int8_that_fails_parity_writes_nothing_unless_a_metric_gate_decides(run_cli, tmp_path):
+    # the hybrid ViT's uint8 activations move some probabilities far from FP32 (min cosine ≈ 0.57)
+    onnx_path = tmp_path / "vit.onnx"
+    assert run_cli("export", "cxr-hybrid-vit", "-o", onnx_path).returncode == 0
+    out = tmp_path / "pi"
+    res = _compile(run_cli, onnx_path, "raspberry-pi-5", out)
+    line = assert_one_line_error(res, "fails its gate", "nothing was written", "--eval")
+    assert "cosine" in line and not out.exists()
+    assert res.report["written"] is False and res.report["gate"]["passed"] is False
+    # with a clinical gate the metric decides (AUROC is preserved), and the bundle is written
+    res = _compile(run_cli, onnx_path, "raspberry-pi-5", out, "--eval", "synthetic", "--max-drop", "0.005")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.report["gate"]["passed"] is True and run_cli("verify", out).returncode == 0
