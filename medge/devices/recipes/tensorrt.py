@@ -175,6 +175,20 @@ Ops that will run on the GPU instead of the DLA: {fallback}
 """
 
 
+INT8_MIN_COSINE = 0.95  # Q/DQ ONNX vs FP32 ONNX on calibration samples, when no metric gate is given
+
+
+def _qdq_parity(ctx: CompileContext, qdq: Path) -> dict[str, Any]:
+    """The explicit-Q/DQ ONNX (run by ONNX Runtime on this CPU) against the FP32 model."""
+    from medge.devices.recipe_parity import artifact_runner, load_inputs, onnx_runner, parity_check
+
+    data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
+    parity = parity_check(onnx_runner(ctx.onnx_path), artifact_runner(qdq, "onnxruntime"), data.inputs,
+                          rel_tol=None, min_cosine=INT8_MIN_COSINE)
+    parity.update(data=data.info, runtime="onnxruntime-cpu (TensorRT runs the same Q/DQ graph)")
+    return parity
+
+
 class TensorRTRecipe(Recipe):
     """Jetson (GPU or DLA) bundles for TensorRT."""
 
@@ -200,6 +214,9 @@ class TensorRTRecipe(Recipe):
         if ctx.precision == "int8":
             outcome = quantize_for_target(ctx, ctx.out_dir / onnx_name, backend="ort", trt_compatible=True)
             result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
+            result.gate = {**(result.gate or {"kind": "parity"}), "parity": _qdq_parity(ctx, ctx.out_dir / onnx_name)}
+            if result.gate.get("passed") is None:  # no metric gate: the Q/DQ model must track FP32
+                result.gate["passed"] = result.gate["parity"]["passed"]
             pre = check_tensorrt_ops(ctx.out_dir / onnx_name, table, dla=dla)  # what TensorRT will parse
             if not pre.ok and not allow:
                 raise PreflightFailedError(
