@@ -9,15 +9,12 @@ import sys
 import pytest
 
 from medge.devices import TARGETS, get_target
+from device_checks import FAST_CALIB, compile_cli, export_zoo
 
 JETSONS = [n for n in TARGETS.names() if get_target(n).family == "jetson"]
 INT8_JETSONS = [n for n in JETSONS if "int8" in get_target(n).precisions]
-FAST_CALIB = ("--calib", "synthetic:cxr", "--option", "calib_samples=16")
 FAST_GATE = ("--eval", "synthetic:cxr", "--option", "eval_samples=48")
 
-
-def _compile(run_cli, model, target, out, *extra):
-    return run_cli("compile", model, "--target", target, "-o", out, *extra, report=True)
 
 
 def _script_flags(bundle):
@@ -29,7 +26,7 @@ def _script_flags(bundle):
 def test_fp16_bundle_for_each_jetson(run_cli, tiny_onnx, tmp_path, target):
     profile = get_target(target)
     out = tmp_path / "bundle"
-    res = _compile(run_cli, tiny_onnx, target, out, "--precision", "fp16")
+    res = compile_cli(run_cli, tiny_onnx, target, out, "--precision", "fp16")
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["written"] and rep["precision"] == "fp16" and rep["primary_artifact"] == "model.onnx"
@@ -73,7 +70,7 @@ def test_fp16_bundle_for_each_jetson(run_cli, tiny_onnx, tmp_path, target):
 
 def test_dynamic_batch_uses_profile_shapes(run_cli, tiny_onnx_dynamic, tmp_path):
     out = tmp_path / "dyn"
-    res = _compile(run_cli, tiny_onnx_dynamic, "jetson-agx-orin", out, "--option", "max_batch=32")
+    res = compile_cli(run_cli, tiny_onnx_dynamic, "jetson-agx-orin", out, "--option", "max_batch=32")
     assert res.returncode == 0, res.stderr
     flags = _script_flags(out)
     opts = get_target("jetson-agx-orin").compile_options
@@ -84,13 +81,13 @@ def test_dynamic_batch_uses_profile_shapes(run_cli, tiny_onnx_dynamic, tmp_path)
     assert cfg["inputs"] == [{"name": "image", "min": [1, 1, 64, 64], "opt": [4, 1, 64, 64], "max": [32, 1, 64, 64]}]
     # DLA engines get one static batch even from a dynamic model.
     dla = tmp_path / "dla"
-    assert _compile(run_cli, tiny_onnx_dynamic, "jetson-agx-orin-dla", dla, "--precision", "fp16").returncode == 0
+    assert compile_cli(run_cli, tiny_onnx_dynamic, "jetson-agx-orin-dla", dla, "--precision", "fp16").returncode == 0
     assert not any(f.startswith("--minShapes") for f in _script_flags(dla))
 
 
 def test_build_engine_py_runs_without_tensorrt(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "b"
-    assert _compile(run_cli, tiny_onnx, "jetson-orin-nx", out).returncode == 0
+    assert compile_cli(run_cli, tiny_onnx, "jetson-orin-nx", out).returncode == 0
     help_ = subprocess.run([sys.executable, str(out / "build_engine.py"), "--help"], capture_output=True, text=True)
     assert help_.returncode == 0 and "--output" in help_.stdout
     build = subprocess.run([sys.executable, str(out / "build_engine.py")], capture_output=True, text=True, cwd=tmp_path)
@@ -111,7 +108,7 @@ def test_int8_bundle_is_explicit_qdq(run_cli, tiny_onnx, tmp_path, target):
 
     profile = get_target(target)
     out = tmp_path / "int8"
-    res = _compile(run_cli, tiny_onnx, target, out, "--precision", "int8", *FAST_CALIB, *FAST_GATE, "--max-drop", "0.5")
+    res = compile_cli(run_cli, tiny_onnx, target, out, "--precision", "int8", *FAST_CALIB, *FAST_GATE, "--max-drop", "0.5")
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["primary_artifact"] == "model.int8.onnx" and rep["preflight"]["ok"]
@@ -153,7 +150,7 @@ def test_build_engine_with_tensorrt(run_cli, tiny_onnx, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("tensorrt imports but no CUDA GPU is visible")
     out = tmp_path / "engine"
-    res = _compile(run_cli, tiny_onnx, "jetson-orin-nano", out, "--build-engine")
+    res = compile_cli(run_cli, tiny_onnx, "jetson-orin-nano", out, "--build-engine")
     assert res.returncode == 0, res.stderr
     assert res.report["primary_artifact"] == "model.engine" and (out / "model.engine").stat().st_size > 0
     assert run_cli("verify", out).returncode == 0
@@ -162,7 +159,7 @@ def test_build_engine_with_tensorrt(run_cli, tiny_onnx, tmp_path):
 @pytest.mark.slow
 def test_failed_gate_writes_nothing(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "gated"
-    res = _compile(run_cli, tiny_onnx, "jetson-orin-nano", out, "--precision", "int8", *FAST_CALIB, *FAST_GATE,
+    res = compile_cli(run_cli, tiny_onnx, "jetson-orin-nano", out, "--precision", "int8", *FAST_CALIB, *FAST_GATE,
                    "--max-drop", "-1")
     assert res.returncode == 1 and "gate failed" in res.stderr
     assert res.report["written"] is False and res.report["gate"]["passed"] is False
@@ -200,10 +197,9 @@ def test_int8_engine_flags_per_toolkit(tiny_onnx_dynamic, tmp_path):
 @pytest.mark.slow
 def test_zoo_model_int8_defaults_to_its_synthetic_data(run_cli, tmp_path):
     onnx_path = tmp_path / "us.onnx"
-    exported = run_cli("export", "us-frame-screen", "-o", onnx_path)
-    assert exported.returncode == 0, exported.stderr
+    export_zoo(run_cli, "us-frame-screen", onnx_path)
     out = tmp_path / "us"
-    res = _compile(run_cli, onnx_path, "jetson-agx-orin-dla", out, "--option", "calib_samples=32")
+    res = compile_cli(run_cli, onnx_path, "jetson-agx-orin-dla", out, "--option", "calib_samples=32")
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["precision"] == "int8"  # the DLA target's default
@@ -211,3 +207,17 @@ def test_zoo_model_int8_defaults_to_its_synthetic_data(run_cli, tmp_path):
     assert any("calibrated on synthetic:us-frame" in n for n in rep["notes"])
     assert rep["preflight"]["device"] == "DLA" and rep["preflight"]["ok"]
     assert run_cli("verify", out).returncode == 0
+
+
+@pytest.mark.slow
+def test_int8_qdq_that_drifts_from_fp32_is_refused_without_a_metric_gate(run_cli, tmp_path):
+    # symmetric int8 activations bend the 12-lead reconstruction (min cosine ≈ 0.89 vs FP32)
+    onnx_path = export_zoo(run_cli, "ecg-3to12", tmp_path / "ecg.onnx")
+    out = tmp_path / "ecg-jetson"
+    res = compile_cli(run_cli, onnx_path, "jetson-orin-nano", out, "--precision", "int8", "--option", "calib_samples=64")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medge: error:")]
+    assert len(errors) == 1 and "fails its gate" in errors[0] and "cosine" in errors[0]
+    assert not out.exists()
+    parity = res.report["gate"]["parity"]
+    assert res.report["written"] is False and parity["passed"] is False and parity["min_cosine"] < 0.95

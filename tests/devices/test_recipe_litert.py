@@ -5,39 +5,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from fixtures.cli_checks import assert_one_line_error
 from medge.devices import TARGETS, get_target
+from device_checks import FAST_CALIB, artifact_vs_onnx, compile_cli, export_zoo
 
 ANDROID = [n for n in TARGETS.names() if get_target(n).recipe == "litert"]
-FAST_CALIB = ("--calib", "synthetic:cxr", "--option", "calib_samples=16")
 
 
-def _compile(run_cli, model, target, out, *extra):
-    return run_cli("compile", model, "--target", target, "-o", out, *extra, report=True)
-
-
-def _tflite_vs_onnx(tflite, onnx_path, shape, channel_last, n=3):
-    """(max |tflite - onnx|, interpreter input/output TensorInfo) on fresh inputs in [0, 1]."""
-    import onnxruntime as ort
-
-    from medge.runtimes import open_runtime
-    from medge.runtimes.base import dequantize_output, quantize_input
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(7)
-    worst = 0.0
-    with open_runtime(tflite, "litert") as rt:
-        i_info, o_info = rt.inputs()[0], rt.outputs()[0]
-        for _ in range(n):
-            x = ((rng.random(shape) - 0.5) / 0.25).astype(np.float32)  # the tiny model's normalised range
-            ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-            feed = np.moveaxis(x, 1, -1).copy() if channel_last else x
-            got = dequantize_output(rt.infer({i_info.name: quantize_input(feed, i_info)})[o_info.name], o_info)
-            worst = max(worst, float(np.abs(ref - got.reshape(ref.shape)).max()))
-    return worst, i_info, o_info
 
 
 def test_every_android_target_uses_this_recipe():
@@ -46,7 +22,7 @@ def test_every_android_target_uses_this_recipe():
 
 def test_int8_tflite_from_onnx_only_model_for_qualcomm_npu(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "qnn"
-    res = _compile(run_cli, tiny_onnx, "android-qualcomm-npu", out, "--precision", "int8", *FAST_CALIB)
+    res = compile_cli(run_cli, tiny_onnx, "android-qualcomm-npu", out, "--precision", "int8", *FAST_CALIB)
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["written"] and rep["primary_artifact"] == "model.tflite" and rep["runtime"] == "litert"
@@ -69,7 +45,7 @@ def test_int8_tflite_from_onnx_only_model_for_qualcomm_npu(run_cli, tiny_onnx, t
     assert run_cli("verify", out).returncode == 0
 
     # The real interpreter sees int8 NHWC I/O, and the model still matches the FP32 ONNX model.
-    worst, i_info, o_info = _tflite_vs_onnx(out / "model.tflite", tiny_onnx, (1, 1, 64, 64), channel_last=True)
+    worst, i_info, o_info = artifact_vs_onnx(out / "model.tflite", "litert", tiny_onnx, (1, 1, 64, 64), channel_last=True)
     assert i_info.dtype == "int8" and o_info.dtype == "int8"
     assert i_info.quantization is not None and o_info.quantization is not None
     assert list(i_info.shape) == [1, 64, 64, 1] and list(o_info.shape) == [1, 4]
@@ -121,14 +97,14 @@ def test_onnx_to_torch_names_unsupported_ops(tmp_path):
 @pytest.mark.slow
 def test_fp16_tflite_for_android_gpu(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "gpu"
-    res = _compile(run_cli, tiny_onnx, "android-gpu", out)
+    res = compile_cli(run_cli, tiny_onnx, "android-gpu", out)
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["precision"] == "fp16" and rep["runtime_device"] == "GPU" and rep["calibration"] is None
     pre = rep["preflight"]
     assert pre["delegate"] == "gpu" and pre["ok"] and "DEQUANTIZE" in pre["supported"]  # fp16 weights
     assert rep["gate"]["passed"] is True and rep["gate"]["parity"]["max_rel_diff"] <= 2e-2
-    worst, i_info, o_info = _tflite_vs_onnx(out / "model.tflite", tiny_onnx, (1, 1, 64, 64), channel_last=True)
+    worst, i_info, o_info = artifact_vs_onnx(out / "model.tflite", "litert", tiny_onnx, (1, 1, 64, 64), channel_last=True)
     assert i_info.dtype == "float32" and o_info.dtype == "float32" and worst < 1e-2
     assert run_cli("verify", out).returncode == 0
 
@@ -136,10 +112,9 @@ def test_fp16_tflite_for_android_gpu(run_cli, tiny_onnx, tmp_path):
 @pytest.mark.slow
 def test_zoo_model_ref_int8_for_mediatek_with_metric_gate(run_cli, tmp_path):
     onnx_path = tmp_path / "cxr.onnx"
-    exp = run_cli("export", "cxr-densenet-tiny", "-o", onnx_path)
-    assert exp.returncode == 0, exp.stderr
+    export_zoo(run_cli, "cxr-densenet-tiny", onnx_path)
     out = tmp_path / "apu"
-    res = _compile(run_cli, onnx_path, "android-mediatek-npu", out, "--model-ref", "cxr-densenet-tiny",
+    res = compile_cli(run_cli, onnx_path, "android-mediatek-npu", out, "--model-ref", "cxr-densenet-tiny",
                    "--option", "calib_samples=16", "--option", "eval_samples=60",
                    "--eval", "synthetic:cxr", "--max-drop", "0.1")
     assert res.returncode == 0, res.stderr
@@ -157,7 +132,7 @@ def test_zoo_model_ref_int8_for_mediatek_with_metric_gate(run_cli, tmp_path):
 @pytest.mark.slow
 def test_failed_metric_gate_writes_nothing(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "fail"
-    res = _compile(run_cli, tiny_onnx, "android-qualcomm-npu", out, *FAST_CALIB,
+    res = compile_cli(run_cli, tiny_onnx, "android-qualcomm-npu", out, *FAST_CALIB,
                    "--eval", "synthetic:cxr", "--max-drop", "-1", "--option", "eval_samples=50")
     assert_one_line_error(res, "max drop")
     assert not out.exists()

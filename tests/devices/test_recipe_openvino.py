@@ -9,13 +9,10 @@ import pytest
 
 from fixtures.cli_checks import assert_one_line_error
 from medge.devices import TARGETS, get_target
+from device_checks import FAST_CALIB, compile_cli, export_zoo
 
 INTEL = [n for n in TARGETS.names() if get_target(n).recipe == "openvino"]
-FAST_CALIB = ("--calib", "synthetic:cxr", "--option", "calib_samples=16")
 
-
-def _compile(run_cli, model, target, out, *extra):
-    return run_cli("compile", model, "--target", target, "-o", out, *extra, report=True)
 
 
 def _ir_vs_onnx(xml, onnx_path, shape, n=3):
@@ -45,7 +42,7 @@ def test_fp32_ir_for_intel_cpu_matches_onnx(run_cli, tiny_onnx, tmp_path):
     import openvino as ov
 
     out = tmp_path / "ov"
-    res = _compile(run_cli, tiny_onnx, "intel-cpu", out, "--precision", "fp32")
+    res = compile_cli(run_cli, tiny_onnx, "intel-cpu", out, "--precision", "fp32")
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["written"] and rep["primary_artifact"] == "model.xml" and rep["runtime"] == "openvino"
@@ -71,7 +68,7 @@ def test_npu_gets_static_fp16_ir_from_a_dynamic_model(run_cli, tiny_onnx_dynamic
     import openvino as ov
 
     out = tmp_path / "npu"
-    res = _compile(run_cli, tiny_onnx_dynamic, "intel-npu", out, "--precision", "fp16")
+    res = compile_cli(run_cli, tiny_onnx_dynamic, "intel-npu", out, "--precision", "fp16")
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["runtime_device"] == "NPU"
@@ -88,7 +85,7 @@ def test_npu_gets_static_fp16_ir_from_a_dynamic_model(run_cli, tiny_onnx_dynamic
 
 
 def test_npu_rejects_fp32(run_cli, tiny_onnx, tmp_path):
-    res = _compile(run_cli, tiny_onnx, "intel-npu", tmp_path / "x", "--precision", "fp32")
+    res = compile_cli(run_cli, tiny_onnx, "intel-npu", tmp_path / "x", "--precision", "fp32")
     assert_one_line_error(res, "intel-npu", "fp16")
     assert not (tmp_path / "x").exists()
 
@@ -96,7 +93,7 @@ def test_npu_rejects_fp32(run_cli, tiny_onnx, tmp_path):
 @pytest.mark.slow
 def test_int8_ir_with_gate_on_intel_cpu(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "int8"
-    res = _compile(run_cli, tiny_onnx, "intel-cpu", out, "--precision", "int8", *FAST_CALIB,
+    res = compile_cli(run_cli, tiny_onnx, "intel-cpu", out, "--precision", "int8", *FAST_CALIB,
                    "--eval", "synthetic:cxr", "--max-drop", "0.2", "--option", "eval_samples=100")
     assert res.returncode == 0, res.stderr
     rep = res.report
@@ -114,10 +111,9 @@ def test_int8_ir_with_gate_on_intel_cpu(run_cli, tiny_onnx, tmp_path):
 @pytest.mark.slow
 def test_zoo_model_default_precision_for_igpu(run_cli, tmp_path):
     onnx_path = tmp_path / "frame.onnx"
-    exp = run_cli("export", "us-frame-screen", "-o", onnx_path)
-    assert exp.returncode == 0, exp.stderr
+    export_zoo(run_cli, "us-frame-screen", onnx_path)
     out = tmp_path / "igpu"
-    res = _compile(run_cli, onnx_path, "intel-igpu", out)
+    res = compile_cli(run_cli, onnx_path, "intel-igpu", out)
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["precision"] == "fp16" and rep["runtime_device"] == "GPU"
