@@ -163,9 +163,9 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     from medge.devices.compile import CompileConfig, compile_model
     from medge.devices.profiling import ProfileConfig, profile_artifact
     from medge.export import export_onnx
-    from medge.export.metadata import read_metadata
+    from medge.metadata import read_metadata
     from medge.quantize.metrics import default_metric_for_task
-    from medge.runtimes.compare import CompareConfig, compare_artifacts
+    from medge.compare import CompareConfig, compare_artifacts
 
     steps = _Steps(report)
     onnx_path = report_dir / "model.fp32.onnx"

@@ -20,7 +20,7 @@ from medge.calibration.labels import class_names, stratum_of
 from medge.calibration.preprocess import image_to_model, raw_to_unit, signal_to_model
 from medge.calibration.sampling import Candidate, error_detail
 from medge.errors import DataError
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 
 INPUT_KEYS = ("inputs", "x")
 TARGET_KEYS = ("targets", "y", "labels", "masks")

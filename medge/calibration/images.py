@@ -20,7 +20,7 @@ from medge.calibration.labels import class_names, encode_names, labels_usable, n
 from medge.calibration.preprocess import image_to_model, raw_to_unit
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
 from medge.errors import DataError
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 from medge.registry import import_optional
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from medge.errors import DataError
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 
 NEGATIVE_NAMES = frozenset({"none", "normal", "negative", "nofinding", "no", "0", "healthy", "absent", "false"})
 POSITIVE_NAMES = frozenset({"positive", "1", "present", "yes", "abnormal", "true"})

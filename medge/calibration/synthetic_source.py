@@ -17,7 +17,7 @@ from medge.calibration.labels import class_names, stratum_of
 from medge.calibration.preprocess import image_to_model, signal_to_model
 from medge.calibration.sampling import Candidate
 from medge.errors import DataError, did_you_mean
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 
 SYNTHETIC_TASKS = ("cxr", "us-frame", "us-seg", "ecg")
 TASK_KINDS = {"cxr": "image", "us-frame": "image", "us-seg": "image", "ecg": "signal"}

@@ -18,7 +18,7 @@ import numpy as np
 from medge.calibration.preprocess import resample_signal, signal_to_model, to_millivolts
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
 from medge.errors import DataError
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 from medge.registry import import_optional
 
 

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.runtimes.compare import CompareConfig, compare_artifacts
+    from medge.compare import CompareConfig, compare_artifacts
 
     return compare_artifacts(
         CompareConfig(

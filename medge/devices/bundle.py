@@ -8,7 +8,6 @@ a timing cache) go to the folder named by the manifest's ``device_output_dir`` a
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,9 +18,9 @@ from medge.errors import BundleError
 from medge.fileio import sha256_file, write_json_atomic
 from medge.reports import Report
 
-MANIFEST = "manifest.json"
+from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST, load_manifest
+
 FORMAT_VERSION = 1
-DEVICE_OUTPUT_DIR = "device"
 
 # Distribution names whose versions go into every manifest (those not installed are recorded as None).
 _TOOLCHAIN_PACKAGES = {
@@ -101,24 +100,6 @@ def write_manifest(bundle: str | os.PathLike, fields: dict[str, Any]) -> dict[st
         raise BundleError(f"bundle {bundle.name}: primary artifact '{primary}' was not written")
     write_json_atomic(bundle / MANIFEST, manifest)
     (bundle / MANIFEST).chmod(0o644)
-    return manifest
-
-
-def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
-    """Read and parse ``manifest.json`` of a bundle (or a path to the manifest itself)."""
-    path = Path(bundle)
-    if path.is_dir():
-        path = path / MANIFEST
-    if not path.exists():
-        raise BundleError(f"no {MANIFEST} in {path.parent}; is this a medge bundle? (make one with 'medge compile')")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} does not parse as JSON ({exc}); recompile the bundle") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != "medge-bundle":
-        raise BundleError(f"{path} is not a medge bundle manifest; recompile the bundle")
-    if not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{path} has no 'files' table; recompile the bundle")
     return manifest
 
 

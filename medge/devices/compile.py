@@ -127,7 +127,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
     from medge.devices.bundle import MANIFEST, write_manifest
     from medge.devices.recipes import RECIPES, CompileContext
     from medge.devices.recipes.base import PreflightFailedError
-    from medge.export.metadata import read_metadata
+    from medge.metadata import read_metadata
     from medge.fileio import atomic_dir, sha256_file
 
     t0 = time.perf_counter()

@@ -46,7 +46,7 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
         inputs = [np.asarray(next(iter(feeds.values())), dtype=np.float32) for feeds in data]
         return ReferenceData(inputs, {"source": source, "sha256": data.sha256, "n": len(data), "split": split})
     from medge.calibration import onnx_input
-    from medge.export.metadata import read_metadata
+    from medge.metadata import read_metadata
 
     _, shape = onnx_input(onnx_path, read_metadata(onnx_path))
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from typing import Any
 
 from medge.errors import ExportError, ParityError, UsageError
 from medge.export.loading import LoadedModel, load_model
-from medge.export.metadata import embed_metadata
+from medge.metadata import embed_metadata
 from medge.export.parity import check_parity, load_samples
 from medge.export.report import ExportReport
 from medge.fileio import sha256_bytes, write_bytes_atomic

@@ -14,7 +14,7 @@ def inspect_onnx(path: str | Path) -> DictReport:
     """Read an ONNX file (external data included) and summarise it; DataError if it is not ONNX."""
     import onnx
 
-    from medge.export.metadata import ModelMeta
+    from medge.metadata import ModelMeta
     from medge.export.onnx_stats import graph_summary
 
     path = Path(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medge.errors import DataError, ModelLoadError, UnknownNameError, UsageError, did_you_mean
-from medge.export.metadata import ModelMeta, read_sidecar
+from medge.metadata import ModelMeta, read_sidecar
 from medge.fileio import sha256_file
 
 if TYPE_CHECKING:

@@ -193,7 +193,7 @@ def _fallback_sizes(n_candidates: int, budget: int) -> list[int]:
 
 
 def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport) -> dict[str, str]:
-    from medge.export.metadata import PREFIX, read_metadata
+    from medge.metadata import PREFIX, read_metadata
 
     info = {"precision": config.precision, "backend": config.backend,
             "calibration_sha256": (report.calibration or {}).get("sha256"),
@@ -286,7 +286,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
 
 def _load_data(config: QuantizeConfig, model: Path, gate: _Gate, report: QuantizeReport) -> None:
     from medge.calibration import check_overlap, load_data_for_onnx
-    from medge.export.metadata import read_metadata
+    from medge.metadata import read_metadata
 
     calib = None
     if config.calib_source:

@@ -5,7 +5,7 @@ state dict alone would not load) plus a metadata sidecar ``OUT.pt2.medge.json`` 
 `ModelMeta` keys (task, labels, input layout, preprocessing, ...), so that
 ``medge export OUT.pt2 -o model.onnx`` produces a normal medge ONNX file.
 
-Sidecar format (JSON object, keys of `medge.export.metadata.ModelMeta`)::
+Sidecar format (JSON object, keys of `medge.metadata.ModelMeta`)::
 
     {"model": "us-frame-screen", "task": "classification", "labels": [...],
      "input_layout": "NCHW", "preprocessing": {...}, "source_sha256": "<sha256 of OUT.pt2>",
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medge.errors import MedgeError, ParityError, UsageError
-from medge.export.metadata import sidecar_path
+from medge.metadata import sidecar_path
 from medge.reports import Report
 
 MODES = ("structured", "unstructured")

@@ -8,15 +8,13 @@ ONNX file itself, an OpenVINO IR (which keeps the ONNX ``metadata_props`` under
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medge.errors import BundleError, MedgeError
-from medge.export.metadata import ModelMeta, read_metadata
-
-MANIFEST = "manifest.json"
+from medge.manifest import MANIFEST, load_manifest
+from medge.metadata import ModelMeta, read_metadata
 
 
 @dataclass(frozen=True)
@@ -34,17 +32,6 @@ class ArtifactRef:
     def label(self) -> str:
         """The path the user gave (the bundle folder for bundles)."""
         return str(self.bundle or self.path)
-
-
-def _load_manifest(bundle: Path) -> dict[str, Any]:
-    try:
-        from medge.devices.bundle import load_manifest
-    except ImportError:  # bundles module not present: parse the minimal keys ourselves
-        try:
-            return json.loads((bundle / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BundleError(f"cannot read {bundle / MANIFEST}: {exc}; recompile the bundle") from exc
-    return load_manifest(bundle)
 
 
 def _meta_from_onnx(path: Path) -> ModelMeta | None:
@@ -106,7 +93,7 @@ def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRe
     if path.is_dir():
         if not (path / MANIFEST).exists():
             raise BundleError(f"{path} is a folder without {MANIFEST}; pass an artifact file or a medge bundle")
-        manifest = _load_manifest(path)
+        manifest = load_manifest(path)
         rel = manifest.get("primary_artifact")
         if not rel:
             raise BundleError(f"{path / MANIFEST} names no primary_artifact; recompile the bundle")

@@ -51,7 +51,7 @@ def test_a_different_model_fails_the_thresholds(run_cli, tiny):
 def test_metric_on_npz_targets_with_layout_change(run_cli, tiny, tmp_path):
     import onnx
 
-    from medge.export.metadata import ModelMeta, embed_metadata
+    from medge.metadata import ModelMeta, embed_metadata
 
     model = onnx.load(str(tiny.onnx))
     embed_metadata(model, ModelMeta(model="tiny", task="segmentation", labels=["a", "b"], input_layout="NCHW", preprocessing={}))

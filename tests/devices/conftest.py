@@ -14,7 +14,7 @@ LABELS = ["atelectasis", "cardiomegaly", "effusion", "pneumothorax"]
 
 
 def tiny_meta(model: str = "tiny-cxr"):
-    from medge.export.metadata import ModelMeta
+    from medge.metadata import ModelMeta
 
     return ModelMeta(
         model=model, task="multilabel-classification", labels=LABELS, input_layout="NCHW",
@@ -28,7 +28,7 @@ def export_tiny_cnn(path: Path, *, dynamic_batch: bool = False, opset: int = 13)
     import torch
     from torch import nn
 
-    from medge.export.metadata import embed_metadata
+    from medge.metadata import embed_metadata
 
     torch.manual_seed(0)
     net = nn.Sequential(

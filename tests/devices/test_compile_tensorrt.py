@@ -170,7 +170,7 @@ def test_int8_engine_flags_per_toolkit(tiny_onnx_dynamic, tmp_path):
     """Precision flags by TensorRT version and device, and the strongly_typed override (no quantization run)."""
     from medge.devices.recipes import CompileContext
     from medge.devices.recipes.tensorrt import engine_config, trtexec_args
-    from medge.export.metadata import read_metadata
+    from medge.metadata import read_metadata
 
     def flags(target, precision="int8", **overrides):
         profile = get_target(target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medge.export.metadata import read_metadata
+from medge.metadata import read_metadata
 from medge.fileio import sha256_file
 from medge.zoo import MODELS, get_card
 

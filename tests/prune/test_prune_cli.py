@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medge.export.metadata import ModelMeta
-from medge.export.metadata import read_sidecar
+from medge.metadata import ModelMeta
+from medge.metadata import read_sidecar
 from medge.zoo import get_card
 
 

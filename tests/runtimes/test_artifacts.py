@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from medge.errors import BundleError, MedgeError, UnknownNameError
-from medge.export.metadata import ModelMeta
+from medge.metadata import ModelMeta
 from medge.runtimes.artifacts import artifact_size, resolve_artifact
-from medge.runtimes.compare import split_runtime_suffix
+from medge.compare import split_runtime_suffix
 
 META = ModelMeta(model="tiny", task="segmentation", labels=["a", "b"], input_layout="NCHW", preprocessing={})
 
@@ -19,7 +19,7 @@ META = ModelMeta(model="tiny", task="segmentation", labels=["a", "b"], input_lay
 def onnx_with_meta(tiny, tmp_path):
     import onnx
 
-    from medge.export.metadata import embed_metadata
+    from medge.metadata import embed_metadata
 
     model = onnx.load(str(tiny.onnx))
     embed_metadata(model, META)

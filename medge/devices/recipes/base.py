@@ -21,7 +21,7 @@ from medge.registry import Registry
 
 if TYPE_CHECKING:
     from medge.devices.target import DeviceProfile
-    from medge.export.metadata import ModelMeta
+    from medge.metadata import ModelMeta
 
 
 @dataclass
@@ -29,7 +29,7 @@ class CompileContext:
     """Everything a recipe needs; built and validated by `compile_model`."""
 
     onnx_path: Path  # FP32 ONNX with medge metadata (exported by medge.export)
-    meta: "ModelMeta"  # medge.export.metadata.read_metadata(onnx_path)
+    meta: "ModelMeta"  # medge.metadata.read_metadata(onnx_path)
     target: "DeviceProfile"
     precision: str  # "fp32" | "fp16" | "int8" (already validated against the target)
     calib_source: str | None  # e.g. "synthetic:cxr" or a folder; load it via medge.calibration

@@ -88,7 +88,7 @@ class IncBackend(QuantBackend):
     def _torch_model(self, onnx_in: Path):
         from medge.calibration import onnx_input
         from medge.export import load_model
-        from medge.export.metadata import read_metadata
+        from medge.metadata import read_metadata
 
         meta = read_metadata(onnx_in)
         if meta is None or not meta.model:
