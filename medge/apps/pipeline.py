@@ -322,15 +322,20 @@ class Pipeline:
             raise self._error
         return True
 
-    def run(self, *, handle_signals: bool = True) -> dict[str, Any]:
-        """Start, wait until the source is exhausted (or SIGINT/SIGTERM/`stop`) and return the stats."""
+    def run(self, *, handle_signals: bool = True, progress: Callable[[dict[str, Any]], None] | None = None,
+            progress_interval_s: float = 2.0) -> dict[str, Any]:
+        """Start, wait until the source is exhausted (or SIGINT/SIGTERM/`stop`) and return the stats.
+
+        `progress` is called with the live stats every `progress_interval_s` seconds meanwhile.
+        """
         previous: dict[int, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: self.stop())
         try:
             self.start()
-            self.join()
+            while not self.join(progress_interval_s if progress is not None else None):
+                progress(self.stats())  # type: ignore[misc]
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
