@@ -1,0 +1,288 @@
+"""The ultrasound app: source → prepare → [screen] → segment → overlay → view / window / recorder.
+
+Each step runs in its own thread (`medge.apps.pipeline`).  A live or `--realtime` source never
+waits: a frame that arrives while the next stage is busy overwrites the older one and counts as a
+drop.  `--as-fast-as-possible` replays losslessly, so the rate is the pipeline's throughput.  In
+every mode ``frames.in = processed + screened_out + dropped + corrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from medge.apps.pipeline import Item, Pipeline, Sink, Stage
+from medge.errors import UsageError
+from medge.reports import Report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UltrasoundConfig:
+    """Everything `medge ultrasound` needs (see the command's help for each field)."""
+
+    segmenter: str
+    source: str
+    screen: str | None = None
+    screen_threshold: float | None = None
+    view: str = "browser"
+    realtime: bool = True
+    frames: int | None = None
+    record: str | None = None
+    threads: int | None = None
+    device: str | None = None
+    fps: float | None = None
+    mm_per_px: float | None = None
+    camera_size: tuple[int, int] | None = None
+    camera_format: str | None = None
+    input_size: tuple[int, int] | None = None
+    mask_threshold: float = 0.5
+    jpeg_quality: int = 80
+    warmup: int = 5
+    progress: bool = True
+
+
+@dataclass
+class UltrasoundReport(Report):
+    """What one run of the app did: source, models, frame accounting, rate and latency."""
+
+    title: ClassVar[str] = "ultrasound"
+    source: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    mode: str = ""
+    frames: dict[str, int] = field(default_factory=dict)
+    fps: float | None = None
+    latency_ms: dict[str, Any] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)
+    lesion: dict[str, Any] = field(default_factory=dict)
+    view: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+    elapsed_s: float = 0.0
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        def ms(s: dict[str, Any]) -> str:
+            if not s or s.get("p50") is None:
+                return "n/a"
+            return f"p50 {s['p50']:.1f}  p95 {s['p95']:.1f}  p99 {s['p99']:.1f}  max {s['max']:.1f} ms"
+
+        src = self.source
+        size = f"{src.get('width')}×{src.get('height')}"
+        mm = f", {src['mm_per_px']:.3f} mm/px" if src.get("mm_per_px") else ""
+        rows = [("source", f"{src.get('kind')} {src.get('label', '')} {size}{mm}, {src.get('fps') or '?'} fps"),
+                ("mode", self.mode + (" (stopped early)" if self.stopped_early else ""))]
+        for role, m in self.models.items():
+            rows.append((role, f"{m['artifact']} [{m['runtime']}/{m['device']}] input {'×'.join(map(str, m['input']))}"))
+        f = self.frames
+        rows.append(("frames", f"in {f.get('in')} = processed {f.get('processed')} + screened out {f.get('screened_out')} "
+                               f"+ dropped {f.get('dropped')} + corrupt {f.get('corrupt')}"))
+        rows.append(("fps", f"{self.fps:.1f}" if self.fps else "n/a"))
+        rows.append(("latency end to end", ms(self.latency_ms.get("end_to_end", {}))))
+        for name, s in self.latency_ms.get("stages", {}).items():
+            rows.append((f"  {name}", ms(s)))
+        if self.lesion:
+            rows.append(("lesion", ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.lesion.items())))
+        if self.view.get("url"):
+            rows.append(("view", f"{self.view['url']} ({self.view.get('frames_sent', 0)} frames sent)"))
+        if self.record:
+            rows.append(("record", f"{self.record['path']} ({self.record['frames']} frames)"))
+        rows += [("warning", w) for w in self.warnings]
+        return rows
+
+
+@dataclass
+class UsFrame:
+    """The payload that flows through the stages."""
+
+    index: int
+    image: np.ndarray  # uint8 grey (H, W)
+    x_seg: np.ndarray | None = None
+    x_screen: np.ndarray | None = None
+    score: float | None = None
+    prob: np.ndarray | None = None
+    bgr: np.ndarray | None = None
+    jpeg: bytes | None = None
+
+
+class _LesionTally:
+    """Lesion statistics gathered in the overlay thread."""
+
+    def __init__(self) -> None:
+        self.segmented = 0
+        self.with_lesion = 0
+        self.max_area_px = 0
+        self.max_area_mm2: float | None = None
+
+    def add(self, area_px: int, area_mm2: float | None) -> None:
+        self.segmented += 1
+        if area_px:
+            self.with_lesion += 1
+        self.max_area_px = max(self.max_area_px, area_px)
+        if area_mm2 is not None:
+            self.max_area_mm2 = max(self.max_area_mm2 or 0.0, area_mm2)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"segmented_frames": self.segmented, "frames_with_lesion": self.with_lesion}
+        if self.max_area_mm2 is not None:
+            data["max_area_mm2"] = self.max_area_mm2
+        else:
+            data["max_area_px"] = self.max_area_px
+        return data
+
+
+def _probability_plane(outputs: list[np.ndarray]) -> np.ndarray:
+    """(H, W) lesion probability from a segmenter's first output (sigmoid map, or 2-class softmax/logits)."""
+    y = outputs[0]
+    y = y.reshape(-1, y.shape[-2], y.shape[-1])
+    plane = y[-1] if y.shape[0] <= 2 else y[0]
+    if plane.min() < 0.0 or plane.max() > 1.0:  # logits
+        plane = 1.0 / (1.0 + np.exp(-plane))
+    return plane
+
+
+def _progress_line(stats: dict[str, Any]) -> None:
+    f, lat = stats["frames"], stats["latency_ms"]["end_to_end"]
+    fps = stats.get("fps_recent") or 0.0
+    p50 = f"{lat['p50']:.1f} ms" if lat["p50"] is not None else "n/a"
+    print(f"medge ultrasound: {f['in']} frames in, {f['out']} out, {fps:.1f} fps, p50 {p50}, "
+          f"{f['dropped']} dropped, {f['corrupt']} corrupt", file=sys.stderr, flush=True)
+
+
+def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
+    """Run the app until the source ends, `--frames` are read, or SIGINT/SIGTERM; return the report."""
+    from medge.apps.model import AppModel, classifier_threshold
+    from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
+    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame
+    from medge.apps.ultrasound.sources import open_source
+    from medge.apps.view import BrowserView, encode_jpeg, parse_view
+
+    kind, host, port = parse_view(config.view)
+    if config.frames is not None and config.frames < 1:
+        raise UsageError(f"--frames must be at least 1 (got {config.frames})")
+    if config.screen_threshold is not None and not 0.0 <= config.screen_threshold <= 1.0:
+        raise UsageError(f"--screen-threshold must be in [0, 1] (got {config.screen_threshold})")
+    if config.screen_threshold is not None and not config.screen:
+        raise UsageError("--screen-threshold needs --screen BUNDLE")
+    if kind == "window":
+        check_window_support()
+
+    with contextlib.ExitStack() as stack:
+        view = None
+        if kind == "browser":
+            view = BrowserView(host, port, title="medge ultrasound",
+                               port_hint="pass a free one with --view browser:HOST:PORT (port 0 picks any)")
+            stack.enter_context(view)
+        source = open_source(config.source, fps=config.fps, camera_size=config.camera_size, camera_format=config.camera_format)
+        stack.callback(source.close)
+        seg = stack.enter_context(AppModel.open(config.segmenter, role="--segmenter", expect_task="segmentation",
+                                                device=config.device, threads=config.threads, input_size=config.input_size))
+        screen = None
+        if config.screen:
+            screen = stack.enter_context(AppModel.open(config.screen, role="--screen",
+                                                       expect_task=("classification", "multilabel-classification"),
+                                                       device=config.device, threads=config.threads))
+        threshold = config.screen_threshold if config.screen_threshold is not None else (
+            classifier_threshold(screen.meta) if screen else None)
+        info = source.info
+        if config.mm_per_px is not None:
+            if config.mm_per_px <= 0:
+                raise UsageError(f"--mm-per-px must be > 0 (got {config.mm_per_px})")
+            info.mm_per_px, info.mm_per_px_xy = config.mm_per_px, [config.mm_per_px, config.mm_per_px]
+        for warning in info.warnings:
+            print(f"medge ultrasound: warning: {warning}", file=sys.stderr)
+        for model in (seg, screen):  # first inference outside the timed pipeline (lazy runtime init)
+            if model is not None:
+                model.run(model.prepare(np.zeros((info.height, info.width), np.float32)))
+
+        tally = _LesionTally()
+        live = info.live
+        lossless = not config.realtime and not live
+        mode = "live" if live else ("realtime" if config.realtime else "as-fast-as-possible")
+
+        def prepare(item: Item) -> UsFrame:
+            frame = item.data
+            unit = frame.image.astype(np.float32) * np.float32(1.0 / 255.0)
+            return UsFrame(frame.index, frame.image, seg.prepare(unit), screen.prepare(unit) if screen else None)
+
+        def run_screen(item: Item) -> UsFrame:
+            data: UsFrame = item.data
+            data.score = float(np.ravel(screen.run(data.x_screen)[0])[0])
+            if data.score < threshold:
+                item.flags.add("screened_out")
+            return data
+
+        def segment(item: Item) -> UsFrame:
+            data: UsFrame = item.data
+            if "screened_out" not in item.flags:
+                data.prob = _probability_plane(seg.run(data.x_seg))
+            return data
+
+        def overlay(item: Item) -> UsFrame:
+            data: UsFrame = item.data
+            result = None
+            if data.prob is not None:
+                h, w = data.image.shape
+                result = mask_at_frame(data.prob, h, w, info.mm_per_px_xy, config.mask_threshold)
+                tally.add(result.area_px, result.area_mm2)
+            data.bgr = draw_overlay(data.image, result, frame_number=data.index, latency_ms=item.latency_ms(),
+                                    screened_out="screened_out" in item.flags)
+            if view is not None:
+                data.jpeg = encode_jpeg(data.bgr, config.jpeg_quality)
+            return data
+
+        stages = [Stage("prepare", prepare)]
+        if screen is not None:
+            stages.append(Stage("screen", run_screen))
+        stages += [Stage("segment", segment), Stage("overlay", overlay)]
+        sinks = []
+        if view is not None:
+            sinks.append(Sink("view", lambda item: view.publish(item.data.jpeg)))
+        if kind == "window":
+            window = WindowView()
+            sinks.append(Sink("window", lambda item: window.show(item.data.bgr), close=window.close))
+        recorder = None
+        if config.record:
+            recorder = VideoRecorder(config.record, info.fps or 30.0)
+            stack.callback(recorder.discard)
+            sinks.append(Sink("record", lambda item: recorder.write(item.data.bgr), lossless=True, close=recorder.finish))
+        pipeline = Pipeline(source, stages, sinks, lossless=lossless, pace=None if (live or lossless) else source.interval,
+                            limit=config.frames, warmup=config.warmup)
+        if view is not None:
+            view.set_stats(pipeline.stats)
+            print(f"medge ultrasound: browser view at {view.url}", file=sys.stderr, flush=True)
+        stats = pipeline.run(progress=_progress_line if config.progress else None)
+        return _report(config, info, seg, screen, threshold, mode, stats, tally, view, recorder)
+
+
+def _report(config: UltrasoundConfig, info, seg, screen, threshold, mode: str, stats: dict[str, Any],
+            tally: _LesionTally, view, recorder) -> UltrasoundReport:
+    f = stats["frames"]
+    screened = int(f["flags"].get("screened_out", 0))
+    models = {"segmenter": seg.describe()}
+    if screen is not None:
+        models["screen"] = {**screen.describe(), "threshold": threshold}
+    source = {"kind": info.kind, "label": info.label, "fps": info.fps, "frames": info.frames, "width": info.width,
+              "height": info.height, "mm_per_px": info.mm_per_px, "mm_per_px_xy": info.mm_per_px_xy, **info.details}
+    return UltrasoundReport(
+        source=source, models=models, mode=mode,
+        frames={"in": f["in"], "processed": f["out"] - screened, "screened_out": screened, "dropped": f["dropped"],
+                "corrupt": f["corrupt"]},
+        fps=stats["fps"], latency_ms={k: stats["latency_ms"][k] for k in ("end_to_end", "stages", "sinks")},
+        drops=stats["drops"], lesion=tally.to_dict(),
+        view={"kind": parse_view_kind(config.view), "url": view.url if view else None,
+              "frames_sent": view.frames_sent if view else 0},
+        record={"path": str(recorder.path), "frames": recorder.frames} if recorder and recorder.path.exists() else None,
+        warnings=list(info.warnings), stopped_early=bool(stats["stopped_early"]), elapsed_s=stats["elapsed_s"],
+    )
+
+
+def parse_view_kind(spec: str) -> str:
+    """``browser`` / ``window`` / ``none`` from a --view value."""
+    return spec.partition(":")[0]

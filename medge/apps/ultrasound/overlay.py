@@ -1,0 +1,74 @@
+"""Draw the segmentation on the B-mode frame: contour, translucent fill, lesion area, frame number
+and pipeline latency burned into the corner (so glass-to-glass latency can be filmed), and a
+"no target" badge for frames the pre-screen skipped.  Nothing from the DICOM header is drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FILL_BGR = (40, 200, 255)  # amber
+CONTOUR_BGR = (0, 255, 255)
+BADGE_BGR = (60, 60, 200)
+
+
+@dataclass
+class Segmentation:
+    """A binary lesion mask at frame resolution and its area."""
+
+    mask: np.ndarray  # uint8 (H, W), 1 = lesion
+    area_px: int
+    area_mm2: float | None
+
+
+def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[float] | None,
+                  threshold: float = 0.5) -> Segmentation:
+    """Upsample a model-resolution probability map to the frame and threshold it."""
+    import cv2
+
+    plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1])
+    if plane.shape != (height, width):
+        plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = (plane >= threshold).astype(np.uint8)
+    area_px = int(mask.sum())
+    area_mm2 = area_px * mm_per_px_xy[0] * mm_per_px_xy[1] if mm_per_px_xy else None
+    return Segmentation(mask, area_px, area_mm2)
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
+    import cv2
+
+    thickness = max(1, int(round(scale * 2)))
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
+
+
+def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: int, latency_ms: float,
+                 screened_out: bool = False, alpha: float = 0.35) -> np.ndarray:
+    """BGR uint8 image of grey `frame` with the overlay (see module docstring)."""
+    import cv2
+
+    img = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    h, w = frame.shape
+    scale = max(0.35, min(w, h) / 900.0)
+    if seg is not None and seg.area_px:
+        tint = np.empty_like(img)
+        tint[:] = FILL_BGR
+        sel = seg.mask.astype(bool)
+        img[sel] = (img[sel] * (1 - alpha) + tint[sel] * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(seg.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, int(round(scale * 2))), cv2.LINE_AA)
+        area = f"lesion {seg.area_mm2:.1f} mm2" if seg.area_mm2 is not None else f"lesion {seg.area_px} px"
+        _text(img, area, (6, h - 8), scale, (255, 255, 255))
+    elif seg is not None:
+        _text(img, "no lesion", (6, h - 8), scale, (200, 200, 200))
+    if screened_out:
+        label = "no target"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x0, y0 = w - tw - 14, 6
+        cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), BADGE_BGR, -1)
+        _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))
+    _text(img, f"#{frame_number}  {latency_ms:5.1f} ms", (6, int(22 * scale / 0.6)), scale, (255, 255, 255))
+    return img

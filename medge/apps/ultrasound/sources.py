@@ -1,0 +1,437 @@
+"""Frame sources for the ultrasound app: video files, cameras, image folders, DICOM cine, synthetic.
+
+Every source yields `Frame`s (uint8 grey, cropped to the imaging region when the file says where
+it is) or `Corrupt` markers for frames that cannot be decoded, and describes itself with
+`SourceInfo` (kind, frame rate, frame count, size, mm per pixel).  `interval(i)` is the time between
+frame i and i + 1 at the source's own rate, for `--realtime` pacing.  Nothing here reads or
+reports patient identifiers; DICOM studies are named by a salted hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.apps.pipeline import Corrupt
+from medge.errors import DataError, MedgeError, UsageError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"})
+FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+SOURCE_CHOICES = "a video file, a folder of PNG/JPEG frames, a DICOM file, /dev/videoN, camera:N or synthetic[:FPS[:WxH]]"
+STUDY_SALT = os.environ.get("MEDGE_ID_SALT", "medge-ultrasound")
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its index in the source and a uint8 grey image (H, W)."""
+
+    index: int
+    image: np.ndarray
+
+
+@dataclass
+class SourceInfo:
+    """What the report says about a source (no patient data)."""
+
+    kind: str
+    fps: float | None
+    frames: int | None
+    width: int
+    height: int
+    mm_per_px: float | None = None
+    mm_per_px_xy: list[float] | None = None
+    live: bool = False
+    label: str = ""
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FrameSource:
+    """Base: iterate for frames; `info` describes the source; `close()` releases it."""
+
+    info: SourceInfo
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        raise TypeError(f"{type(self).__name__} is not iterable")
+
+    def interval(self, index: int) -> float:
+        """Seconds between frame `index` and the next at the source's own rate."""
+        return 1.0 / (self.info.fps or 30.0)
+
+    def close(self) -> None:
+        """Release the device or file."""
+
+
+def to_grey_u8(image: np.ndarray) -> np.ndarray:
+    """uint8 grey (H, W) from grey, BGR(A) uint8 or float [0, 1] images (BT.601 luma)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if img.ndim == 3:
+        import cv2
+
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY) if img.shape[2] > 1 else img[..., 0]
+    return np.ascontiguousarray(img)
+
+
+# --- video files and cameras ----------------------------------------------------------------------
+class VideoSource(FrameSource):
+    """A video file decoded by OpenCV; a frame that fails to decode mid-file is counted as corrupt."""
+
+    def __init__(self, path: Path) -> None:
+        import cv2
+
+        self._cap = cv2.VideoCapture(str(path))
+        ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
+        if not ok or first is None:
+            self._cap.release()
+            raise DataError(f"cannot read video {path.name}: OpenCV cannot decode it (not a video, truncated or an "
+                            "unsupported codec); re-encode it as H.264/MJPEG mp4 or avi")
+        self._first = first
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or None
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+        self.info = SourceInfo("video", fps, count, first.shape[1], first.shape[0], label=path.name)
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        index, frame, failures = 0, self._first, 0
+        total = self.info.frames or 0
+        while True:
+            if frame is not None:
+                yield Frame(index, to_grey_u8(frame))
+                failures = 0
+            index += 1
+            ok, frame = self._cap.read()
+            if not ok:
+                frame = None
+                failures += 1
+                if index >= total or failures > 10:  # the end (or a hopelessly broken tail)
+                    return
+                yield Corrupt("video frame cannot be decoded")
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class CameraSource(FrameSource):
+    """A V4L2 camera (HDMI capture card, USB camera): buffer size 1, optional size and pixel format."""
+
+    def __init__(self, spec: str, size: tuple[int, int] | None = None, fourcc: str | None = None) -> None:
+        import cv2
+
+        if spec.startswith("camera:"):
+            number = spec.split(":", 1)[1]
+            if not number.isdigit():
+                raise UsageError(f"--source {spec}: expected camera:N with N a number")
+            device, index = f"/dev/video{number}", int(number)
+        else:
+            device, index = spec, None
+        if not Path(device).exists():
+            raise DataError(f"camera {device} not found; check the cable/capture card and list cameras with "
+                            "'v4l2-ctl --list-devices' (or 'ls /dev/video*')")
+        cap = cv2.VideoCapture(index if index is not None else device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise DataError(f"cannot open camera {device}: it is busy (another program holds it) or not a capture "
+                            "device; close the other program or pick another /dev/videoN")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if fourcc:
+            if len(fourcc) != 4:
+                raise UsageError(f"--camera-format {fourcc!r}: expected a four-character code such as MJPG or YUYV")
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+        if size:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+        ok, first = cap.read()
+        if not ok or first is None:
+            cap.release()
+            raise DataError(f"camera {device} opened but gives no frames (busy, no signal on the input, or an "
+                            "unsupported --camera-format/--camera-size)")
+        self._cap, self._first = cap, first
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0) or None
+        self.info = SourceInfo("camera", fps, None, first.shape[1], first.shape[0], live=True, label=device)
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        yield Frame(0, to_grey_u8(self._first))
+        index, failures = 1, 0
+        while True:
+            ok, frame = self._cap.read()  # always drain the device: the pipeline slot keeps only the latest
+            if not ok or frame is None:
+                failures += 1
+                if failures > 30:
+                    raise DataError(f"camera {self.info.label} stopped delivering frames (unplugged or no signal)")
+                yield Corrupt("camera frame not delivered")
+                continue
+            failures = 0
+            yield Frame(index, to_grey_u8(frame))
+            index += 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+# --- image folders ----------------------------------------------------------------------------------
+class FolderSource(FrameSource):
+    """PNG/JPEG frames in a folder, in file-name order (natural sort: frame2 before frame10)."""
+
+    def __init__(self, folder: Path, fps: float | None = None) -> None:
+        files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
+        if not files:
+            raise DataError(f"folder {folder.name} has no PNG/JPEG frames; pass a folder of .png/.jpg files or a video")
+        key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+        self._files = sorted(files, key=key)
+        first = self._read(self._files[0])
+        if first is None:
+            raise DataError(f"cannot decode the first frame {self._files[0].name} in {folder.name}")
+        self._size = (first.shape[1], first.shape[0])
+        self.info = SourceInfo("frames", fps or 30.0, len(self._files), first.shape[1], first.shape[0], label=folder.name,
+                               details={"fps_from": "--fps" if fps else "default"})
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray | None:
+        import cv2
+
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        import cv2
+
+        for index, path in enumerate(self._files):
+            image = self._read(path)
+            if image is None:
+                yield Corrupt("image file cannot be decoded")
+                continue
+            if (image.shape[1], image.shape[0]) != self._size:
+                image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+            yield Frame(index, image)
+
+
+# --- DICOM ------------------------------------------------------------------------------------------
+def _region_crop(ds: Any, rows: int, cols: int) -> tuple[tuple[int, int, int, int] | None, list[float] | None]:
+    """(x0, y0, x1, y1) of the first 2-D region of the Sequence of Ultrasound Regions and its (dx, dy) mm/px."""
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if not regions:
+        return None, None
+    for region in regions:
+        if int(region.get("RegionSpatialFormat", 0) or 0) != 1:  # 1 = 2-D tissue image
+            continue
+        try:
+            x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+            x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
+        except AttributeError:
+            continue
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(cols - 1, x1), min(rows - 1, y1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        spacing = None
+        units_x, units_y = int(region.get("PhysicalUnitsXDirection", 0) or 0), int(region.get("PhysicalUnitsYDirection", 0) or 0)
+        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+        if units_x == 3 and units_y == 3 and dx and dy:  # 3 = cm
+            spacing = [abs(float(dx)) * 10.0, abs(float(dy)) * 10.0]
+        return (x0, y0, x1, y1), spacing
+    return None, None
+
+
+def study_hash(ds: Any) -> str:
+    """A salted hash of the study (never the patient's identifiers)."""
+    uid = str(ds.get("StudyInstanceUID", "") or ds.get("SOPInstanceUID", "") or "")
+    return hashlib.sha256(f"{STUDY_SALT}:{uid}".encode()).hexdigest()[:12] if uid else "unknown"
+
+
+class DicomSource(FrameSource):
+    """A single- or multi-frame ultrasound DICOM: paced by Frame Time / Frame Time Vector, colour → grey,
+    cropped to the 2-D ultrasound region (which also gives mm per pixel)."""
+
+    def __init__(self, path: Path) -> None:
+        from medge.registry import import_optional
+
+        pydicom = import_optional("pydicom", what="reading DICOM cine files")
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - any parse failure means "not readable DICOM"
+            raise DataError(f"{path.name} is not a readable DICOM file; pass an ultrasound DICOM image or cine") from None
+        if ds.get("Rows") is None or ds.get("Columns") is None:
+            raise DataError(f"DICOM file {path.name} is not an image (no Rows/Columns, SOP class "
+                            f"{getattr(ds.get('SOPClassUID'), 'name', 'unknown')}); pass an ultrasound image or cine")
+        full = pydicom.dcmread(str(path), defer_size=1024)
+        if "PixelData" not in full and "FloatPixelData" not in full:
+            raise DataError(f"DICOM file {path.name} has no pixel data; pass an ultrasound image or cine")
+        self._path, self._ds = path, ds
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        self._n = int(ds.get("NumberOfFrames", 1) or 1)
+        self._crop, spacing = _region_crop(ds, rows, cols)
+        x0, y0, x1, y1 = self._crop or (0, 0, cols - 1, rows - 1)
+        self._intervals = self._frame_intervals(ds)
+        fps = 1.0 / (sum(self._intervals) / len(self._intervals)) if self._intervals else None
+        warnings = []
+        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+            warnings.append("Burned In Annotation is YES: the frames may show patient identifiers; "
+                            "do not share the view or recording outside the care team")
+        pixel_mm = None
+        if spacing is not None:
+            pixel_mm = spacing[0] if abs(spacing[0] - spacing[1]) < 1e-9 else float(np.sqrt(spacing[0] * spacing[1]))
+        self.info = SourceInfo(
+            "dicom", fps, self._n, x1 - x0 + 1, y1 - y0 + 1, mm_per_px=pixel_mm, mm_per_px_xy=spacing, label=study_hash(ds),
+            warnings=warnings,
+            details={"photometric": str(ds.get("PhotometricInterpretation", "")), "transfer_syntax":
+                     str(getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "")) if hasattr(ds, "file_meta") else "",
+                     "cropped_to_region": self._crop is not None, "fps_from": self._fps_from},
+        )
+
+    def _frame_intervals(self, ds: Any) -> list[float]:
+        vector = ds.get("FrameTimeVector")
+        if vector is not None and self._n > 1:
+            values = [float(v) / 1000.0 for v in (vector if isinstance(vector, (list, tuple)) or hasattr(vector, "__len__") else [vector])]
+            if len(values) == self._n and all(v >= 0 for v in values[1:]) and any(v > 0 for v in values[1:]):
+                self._fps_from = "FrameTimeVector"
+                return [v if v > 0 else 1 / 30 for v in values[1:]]
+        frame_time = ds.get("FrameTime")
+        if frame_time is not None and float(frame_time) > 0:
+            self._fps_from = "FrameTime"
+            return [float(frame_time) / 1000.0]
+        for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+            rate = ds.get(keyword)
+            if rate is not None and float(rate) > 0:
+                self._fps_from = keyword
+                return [1.0 / float(rate)]
+        self._fps_from = "default"
+        return []
+
+    def interval(self, index: int) -> float:
+        if not self._intervals:
+            return 1.0 / 30.0
+        return self._intervals[index % len(self._intervals)] if len(self._intervals) > 1 else self._intervals[0]
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        from pydicom.pixels import pixel_array
+
+        from medge.calibration.dicom import dicom_to_unit
+
+        for index in range(self._n):
+            try:
+                raw = pixel_array(str(self._path), index=index if self._n > 1 else None)
+                unit = dicom_to_unit(raw, self._ds, {"intensity": "unit"})
+            except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt frames
+                log.debug("DICOM frame %d cannot be decoded: %s", index, type(exc).__name__)
+                yield Corrupt("DICOM frame cannot be decoded")
+                continue
+            if unit.ndim == 3:  # RGB (YBR and palette were converted to RGB on decoding)
+                from medge.calibration.preprocess import LUMA_WEIGHTS
+
+                unit = np.tensordot(unit[..., :3], LUMA_WEIGHTS, axes=([2], [0]))
+            if self._crop is not None:
+                x0, y0, x1, y1 = self._crop
+                unit = unit[y0:y1 + 1, x0:x1 + 1]
+            yield Frame(index, to_grey_u8(unit))
+
+
+# --- synthetic --------------------------------------------------------------------------------------
+class SyntheticSource(FrameSource):
+    """B-mode speckle (from `medge.calibration.synthetic.ultrasound`) with a hypoechoic lesion moving
+    across it; the lesion leaves the image for part of each sweep, so a pre-screen has work to do."""
+
+    BANK = 3  # backgrounds the probe sweeps between
+    HOLD = 60  # frames per background (plus a cross-fade)
+
+    def __init__(self, fps: float = 30.0, width: int = 640, height: int = 480, seed: int = 0) -> None:
+        from medge.calibration.synthetic.ultrasound import generate_us
+
+        rng = np.random.default_rng(seed)
+        size = max(width, height)
+        bank, _, _ = generate_us(self.BANK, rng, size=size, lesion_prob=0.0)
+        top, left = (size - height) // 2, (size - width) // 2
+        self._bank = np.ascontiguousarray(bank[:, top:top + height, left:left + width])
+        self._w, self._h = width, height
+        self._yy, self._xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        self._lobes = rng.uniform(0, 0.08, 4), rng.uniform(0, 2 * np.pi, 4)
+        self.info = SourceInfo("synthetic", fps, None, width, height, label=f"synthetic:{fps:g}:{width}x{height}")
+
+    def lesion(self, index: int) -> np.ndarray | None:
+        """Soft lesion shape (H, W) in [0, 1] at frame `index`, or None when it is out of view."""
+        from medge.calibration.synthetic.noise import soft_step
+
+        phase = (index % 150) / 150.0
+        if phase > 0.7:
+            return None
+        t = phase / 0.7 * 2 * np.pi
+        cx = self._w * (0.5 + 0.22 * np.sin(t))
+        cy = self._h * (0.55 + 0.12 * np.sin(2 * t))
+        a, b = 0.11 * self._w, 0.08 * self._h
+        u, v = (self._xx - cx) / a, (self._yy - cy) / b
+        rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
+        amp, ph = self._lobes
+        border = 1.0 + sum(amp[k] * np.cos((k + 2) * phi + ph[k] + 0.3 * t) for k in range(4))
+        return soft_step(border - rho, 0.03)
+
+    def __iter__(self) -> Iterator[Frame | Corrupt]:
+        index = 0
+        while True:
+            k, step = divmod(index, self.HOLD)
+            image = self._bank[k % self.BANK]
+            if step < 10:  # cross-fade from the previous background (the probe moves)
+                w = (step + 1) / 11.0
+                image = w * image + (1 - w) * self._bank[(k - 1) % self.BANK]
+            shape = self.lesion(index)
+            if shape is not None:
+                image = image * (1.0 - 0.75 * shape)
+            yield Frame(index, to_grey_u8(image))
+            index += 1
+
+
+# --- parsing --------------------------------------------------------------------------------------
+def parse_size(text: str, what: str) -> tuple[int, int]:
+    """``"640x480"`` → (640, 480)."""
+    m = re.fullmatch(r"(\d+)[xX×](\d+)", text.strip())
+    if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
+        raise UsageError(f"{what} {text!r}: expected WxH such as 640x480 (each at least 16)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_synthetic(spec: str) -> tuple[float, int, int]:
+    """``synthetic[:FPS[:WxH]]`` → (fps, width, height); default 30 fps at 640×480."""
+    parts = spec.split(":")
+    fps, (width, height) = 30.0, (640, 480)
+    if len(parts) > 3:
+        raise UsageError(f"--source {spec!r}: expected synthetic[:FPS[:WxH]]")
+    if len(parts) >= 2 and parts[1]:
+        try:
+            fps = float(parts[1])
+        except ValueError:
+            raise UsageError(f"--source {spec!r}: FPS {parts[1]!r} is not a number") from None
+        if not 0 < fps <= 1000:
+            raise UsageError(f"--source {spec!r}: FPS must be in (0, 1000]")
+    if len(parts) == 3:
+        width, height = parse_size(parts[2], f"--source {spec}:")
+    return fps, width, height
+
+
+def open_source(spec: str, *, fps: float | None = None, camera_size: tuple[int, int] | None = None,
+                camera_format: str | None = None) -> FrameSource:
+    """Open the source named by `spec` (see `SOURCE_CHOICES`); one-line `MedgeError`s for bad ones."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return SyntheticSource(*parse_synthetic(spec))
+    if spec.startswith("camera:") or re.fullmatch(r"/dev/video\d+", spec):
+        return CameraSource(spec, camera_size, camera_format)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"source {spec} not found; pass {SOURCE_CHOICES}")
+    if path.is_dir():
+        return FolderSource(path, fps)
+    from medge.calibration.dicom import looks_like_dicom
+
+    if looks_like_dicom(path):
+        return DicomSource(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES or not path.suffix:
+        return VideoSource(path)
+    if path.suffix.lower() in FRAME_SUFFIXES:
+        raise DataError(f"source {path.name} is one image; put the frames in a folder and pass the folder")
+    raise MedgeError(f"source {path.name}: unknown file type '{path.suffix}'; pass {SOURCE_CHOICES}")

@@ -1,0 +1,64 @@
+"""`medge ultrasound`: live lesion segmentation of an ultrasound feed with a browser view and per-stage latency."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a segmenter bundle on a live or recorded ultrasound feed (video, camera, DICOM cine, frames, synthetic)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("--segmenter", required=True, metavar="BUNDLE",
+                        help="segmentation bundle folder or artifact (.onnx/.xml/.tflite) with medge metadata")
+    parser.add_argument("--screen", metavar="BUNDLE", help="frame pre-screen classifier: frames below its threshold skip segmentation")
+    parser.add_argument("--screen-threshold", type=float, metavar="P",
+                        help="pre-screen threshold (default: from the model metadata, else 0.5)")
+    parser.add_argument("--source", required=True, metavar="SRC",
+                        help="video file, folder of PNG/JPEG frames, DICOM file, /dev/videoN, camera:N or synthetic[:FPS[:WxH]]")
+    parser.add_argument("--view", default="browser", metavar="browser[:HOST:PORT]|window|none",
+                        help="where to show the overlay (default browser on 127.0.0.1:8080)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="pace file sources at their own frame rate; late frames are dropped and counted (default)")
+    pace.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
+                      help="no pacing, lossless: every frame is processed and the fps is the pipeline's throughput")
+    parser.add_argument("--frames", type=int, metavar="N", help="stop after N source frames")
+    parser.add_argument("--record", metavar="OUT.mp4", help="write the overlaid video (atomically) to OUT.mp4 or .avi")
+    parser.add_argument("--threads", type=int, metavar="N", help="inference threads per model (default: the runtime's)")
+    parser.add_argument("--device", help="runtime device (default: the bundle's)")
+    parser.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 30)")
+    parser.add_argument("--mm-per-px", type=float, metavar="MM", help="pixel size for video/camera sources (DICOM files carry their own)")
+    parser.add_argument("--camera-size", metavar="WxH", help="capture size to ask the camera for, e.g. 1920x1080")
+    parser.add_argument("--camera-format", metavar="FOURCC", help="camera pixel format, e.g. MJPG or YUYV")
+    parser.add_argument("--input-size", metavar="HxW", help="model input size for artifacts with dynamic spatial dimensions")
+    parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is lesion (default 0.5)")
+    parser.add_argument("--warmup", type=int, default=5, metavar="N", help="frames left out of the latency stats (default 5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run(args: argparse.Namespace):
+    """Run the command."""
+    from medge.apps.ultrasound.app import UltrasoundConfig, run_ultrasound
+    from medge.apps.ultrasound.sources import parse_size
+    from medge.errors import UsageError
+
+    input_size = None
+    if args.input_size:
+        w, h = parse_size(args.input_size, "--input-size")
+        input_size = (w, h)  # HxW as typed: first number is the height
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be ≥ 0 (got {args.warmup})")
+    if not 0.0 < args.mask_threshold < 1.0:
+        raise UsageError(f"--mask-threshold must be in (0, 1) (got {args.mask_threshold})")
+    config = UltrasoundConfig(
+        segmenter=args.segmenter, source=args.source, screen=args.screen, screen_threshold=args.screen_threshold,
+        view=args.view, realtime=args.realtime, frames=args.frames, record=args.record, threads=args.threads,
+        device=args.device, fps=args.fps, mm_per_px=args.mm_per_px,
+        camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
+        camera_format=args.camera_format, input_size=input_size, mask_threshold=args.mask_threshold,
+        warmup=args.warmup, progress=not args.quiet,
+    )
+    return run_ultrasound(config)
