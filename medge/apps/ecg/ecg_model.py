@@ -1,7 +1,7 @@
 """Open an ECG reconstruction model through medge.runtimes, preprocessing from its metadata.
 
-``--model`` is an artifact with medge metadata (``.onnx`` embeds it; other artifacts carry a
-``<file>.medge.json`` sidecar) or a zoo name, which is exported once to ONNX into the user cache
+``--model`` is anything `medge.apps.model.AppModel` opens (a bundle folder, ``.onnx``, ``.xml``,
+``.tflite`` with medge metadata) or a zoo name, which is exported once to ONNX into the user cache
 (``$XDG_CACHE_HOME/medge/apps``).  The leads, sample rate, window length and scale all come
 from the metadata; nothing about the model is hard-coded here.
 """
@@ -15,7 +15,6 @@ import numpy as np
 
 from medge.apps.ecg.reconstruct import LeadModel
 from medge.errors import DataError, ModelLoadError
-from medge.metadata import ModelMeta, read_sidecar
 
 DERIVE_KEY = "derive_limb_leads"
 
@@ -27,10 +26,8 @@ def _cache_dir() -> Path:
 def resolve_artifact(ref: str) -> Path:
     """A model path, or the cached ONNX export of a zoo model (exported on first use)."""
     path = Path(ref)
-    if path.exists():
-        if path.is_dir():
-            raise ModelLoadError(f"--model {ref} is a folder; pass the model file inside it (e.g. model.onnx)")
-        return path
+    if path.exists() or path.suffix or "/" in ref:
+        return path  # AppModel names a missing or unreadable file in its own one-line error
     from medge.zoo import MODELS  # light: the registry does not build models
 
     if ref not in MODELS.names():
@@ -47,47 +44,22 @@ def resolve_artifact(ref: str) -> Path:
     return target
 
 
-def read_meta(artifact: Path) -> ModelMeta:
-    """The model's medge metadata (embedded in ONNX, else the sidecar)."""
-    meta = None
-    if artifact.suffix == ".onnx":
-        from medge.metadata import read_metadata
+def load_lead_model(ref: str, threads: int | None = None):
+    """(`LeadModel`, open `medge.apps.model.AppModel`) for `ref`; close the AppModel when done."""
+    from medge.apps.model import AppModel
 
-        try:
-            meta = read_metadata(artifact)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
-            raise ModelLoadError(f"cannot read {artifact.name} as ONNX ({type(exc).__name__}); "
-                                 "pass a valid .onnx file") from None
-    meta = meta or read_sidecar(artifact)
-    if meta is None:
-        raise ModelLoadError(f"{artifact.name} carries no medge metadata; export it with 'medge export' "
-                             "or 'medge ecg fit' so that its leads and sample rate are known")
-    if meta.task != "ecg-reconstruction":
-        raise ModelLoadError(f"{artifact.name} is a {meta.task} model; the ECG app needs an ecg-reconstruction "
-                             "model such as ecg-3to12")
-    return meta
-
-
-def load_lead_model(ref: str, threads: int | None = None) -> tuple[LeadModel, ModelMeta, object]:
-    """(`LeadModel`, metadata, open Runtime) for `ref`; close the runtime when done."""
-    from medge.runtimes import open_runtime
-
-    artifact = resolve_artifact(ref)
-    meta = read_meta(artifact)
-    pre = meta.preprocessing
+    app = AppModel.open(resolve_artifact(ref), role="--model", expect_task="ecg-reconstruction", threads=threads)
+    pre, meta = app.preprocessing, app.meta
     for key in ("leads", "sample_rate_hz", "samples"):
         if not pre.get(key):
-            raise DataError(f"{artifact.name} metadata lacks preprocessing '{key}'; re-export the model")
+            raise DataError(f"model {ref} metadata lacks preprocessing '{key}'; re-export the model")
     if str(pre.get("layout", "NCL")).upper() != "NCL":
-        raise DataError(f"{artifact.name} wants layout {pre.get('layout')}; the ECG app feeds NCL (leads, samples)")
-    runtime = open_runtime(artifact, threads=threads)
-    in_name = runtime.inputs()[0].name
-    out_name = runtime.outputs()[0].name
+        raise DataError(f"model {ref} wants layout {pre.get('layout')}; the ECG app feeds NCL (leads, samples)")
 
     def infer(x: np.ndarray) -> np.ndarray:
-        return runtime.infer({in_name: x})[out_name]
+        return app.run(x)[0]
 
     model = LeadModel(infer, tuple(pre["leads"]), tuple(meta.labels), float(pre["sample_rate_hz"]),
                       int(pre["samples"]), float(pre.get("scale", 1.0)),
-                      bool(meta.extra.get(DERIVE_KEY, True)), artifact.name)
-    return model, meta, runtime
+                      bool((meta.extra or {}).get(DERIVE_KEY, True)), Path(str(ref)).name)
+    return model, app

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,6 +125,56 @@ def reconstruct_offline(model: LeadModel, inputs_mv: np.ndarray, rate_hz: float,
 
 
 @dataclass
+class WindowSnapshot:
+    """A copy of the newest window of filtered input, handed from capture to reconstruction."""
+
+    values_mv: np.ndarray  # (3, avail) filtered mV, NaN where missing
+    arrival: np.ndarray  # (avail,) arrival clock of each sample (NaN for missing samples)
+    end: int  # absolute index one past the newest sample
+    first: int  # absolute index of the stream's first sample
+
+
+class InputWindow:
+    """Capture side: the newest `window_n` samples of filtered input and their arrival times."""
+
+    def __init__(self, window_n: int, hop_n: int) -> None:
+        self.window_n, self.hop_n = window_n, hop_n
+        self._buf = np.full((3, window_n), np.nan)
+        self._arrival = np.full(window_n, np.nan)
+        self.first: int | None = None
+        self.end = 0
+        self._last_snapshot = 0
+
+    def push(self, start: int, filtered_mv: np.ndarray, arrival: float) -> None:
+        """Append (n, 3) filtered samples starting at absolute index `start` (≥ the window end)."""
+        if self.first is None:
+            self.first, self.end, self._last_snapshot = start, start, start
+        n = len(filtered_mv)
+        shift = start + n - self.end  # the window moves left by the gap plus the new samples
+        for arr in (self._buf, self._arrival):
+            if shift >= self.window_n:
+                arr[...] = np.nan
+            elif shift > 0:
+                arr[..., :-shift] = arr[..., shift:].copy()
+                arr[..., -shift:] = np.nan
+        take = min(n, self.window_n)
+        self._buf[:, -take:] = filtered_mv[-take:].T
+        self._arrival[-take:] = arrival
+        self.end = start + n
+
+    def hop_ready(self) -> bool:
+        """Whether a hop of new samples arrived since the last snapshot."""
+        return self.first is not None and self.end - self._last_snapshot >= self.hop_n
+
+    def snapshot(self) -> WindowSnapshot:
+        """Copy of the filled part of the window."""
+        assert self.first is not None
+        avail = min(self.window_n, self.end - self.first)
+        self._last_snapshot = self.end
+        return WindowSnapshot(self._buf[:, -avail:].copy(), self._arrival[-avail:].copy(), self.end, self.first)
+
+
+@dataclass
 class OutputChunk:
     """Reconstructed samples [start, start + len) in STANDARD_LEADS order (mV)."""
 
@@ -132,80 +182,57 @@ class OutputChunk:
     values_mv: np.ndarray  # (n, 12)
     flagged: bool  # the window touched missing input
     reconstruct_ms: float
+    arrival: np.ndarray | None = None  # (n,) arrival clock of each input sample, when known
 
 
-@dataclass
 class StreamingReconstructor:
-    """Ring buffer of filtered input + one reconstruction per hop, cross-faded."""
+    """Reconstruction side: one window per snapshot, the newest samples emitted, hops cross-faded."""
 
-    model: LeadModel
-    rate_hz: float
-    hop_s: float = 1.0
-    fade_s: float = FADE_S
-    _buf: np.ndarray = field(init=False)
-    _first: int | None = field(default=None, init=False)
-    _end: int = field(default=0, init=False)  # absolute index one past the newest buffered sample
-    _done: int | None = field(default=None, init=False)  # window end of the last reconstruction
-    _pending: np.ndarray | None = field(default=None, init=False)  # held-back tail (fade, 12)
-    skipped_samples: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        self.window_n = int(round(self.model.samples * self.rate_hz / self.model.rate_hz))
-        self.hop_n = max(1, int(round(self.hop_s * self.rate_hz)))
-        self.fade_n = max(1, int(round(self.fade_s * self.rate_hz)))
+    def __init__(self, model: LeadModel, rate_hz: float, hop_s: float = 1.0, fade_s: float = FADE_S) -> None:
+        self.model, self.rate_hz = model, rate_hz
+        self.window_n = int(round(model.samples * rate_hz / model.rate_hz))
+        self.hop_n = max(1, int(round(hop_s * rate_hz)))
+        self.fade_n = max(1, int(round(fade_s * rate_hz)))
         if self.hop_n < self.fade_n or self.hop_n > self.window_n - self.fade_n:
-            raise DataError(f"hop {self.hop_s:g} s must be between {self.fade_s:g} s and the window "
-                            f"({self.window_n / self.rate_hz:g} s) minus the fade")
-        self._buf = np.full((3, self.window_n), np.nan)
+            raise DataError(f"--hop {hop_s:g} s must be between {fade_s:g} s and the window "
+                            f"({self.window_n / rate_hz:g} s) minus {fade_s:g} s")
+        self._done: int | None = None  # window end of the last reconstruction
+        self._pending: np.ndarray | None = None  # held-back tail (fade, 12)
+        self._pending_arrival: np.ndarray | None = None
+        self.skipped_samples = 0
 
-    def push(self, start: int, filtered_mv: np.ndarray) -> None:
-        """Append (n, 3) filtered samples starting at absolute index `start` (≥ the buffer end)."""
-        if self._first is None:
-            self._first, self._end, self._done = start, start, start
-        n = len(filtered_mv)
-        shift = start + n - self._end  # samples the buffer moves left (gap + new samples)
-        if shift >= self.window_n:
-            self._buf[:] = np.nan
-        elif shift > 0:
-            self._buf[:, :-shift] = self._buf[:, shift:]
-            self._buf[:, -shift:] = np.nan
-        take = min(n, self.window_n)
-        self._buf[:, -take:] = filtered_mv[-take:].T
-        self._end = start + n
-
-    def ready(self) -> bool:
-        """Whether a hop's worth of new samples is buffered."""
-        return self._done is not None and self._end - self._done >= self.hop_n
-
-    def step(self) -> OutputChunk:
-        """Reconstruct the newest window; emit [last end − fade, end − fade) with the cross-fade."""
-        assert self._done is not None and self._first is not None
-        end, prev = self._end, self._done
-        avail = min(self.window_n, end - self._first)
+    def step(self, snap: WindowSnapshot) -> OutputChunk:
+        """Reconstruct `snap`; emit [last end − fade, end − fade), cross-fading the held-back tail."""
+        end, avail = snap.end, snap.values_mv.shape[1]
+        prev = snap.first if self._done is None else self._done
         t0 = time.perf_counter()
-        y = self.model.window(self._buf[:, -avail:], self.rate_hz).T  # (avail, 12)
+        y = self.model.window(snap.values_mv, self.rate_hz).T  # (avail, 12)
         ms = (time.perf_counter() - t0) * 1e3
-        flagged = bool(np.isnan(self._buf[:, -avail:]).any())
-        out_start = max(prev - self.fade_n, self._first)
+        flagged = bool(np.isnan(snap.values_mv).any())
+        out_start = max(prev - self.fade_n, snap.first)
         out = np.full((end - self.fade_n - out_start, len(STANDARD_LEADS)), np.nan)
+        arrival = np.full(len(out), np.nan)
         win_start = end - avail
         lo = max(out_start, win_start)  # samples older than the window cannot be reconstructed now
         out[lo - out_start:] = y[lo - win_start:avail - self.fade_n]
+        arrival[lo - out_start:] = snap.arrival[lo - win_start:avail - self.fade_n]
         if self._pending is not None and lo == out_start:
             w = np.linspace(0, 1, self.fade_n + 2)[1:-1, None]
             out[:self.fade_n] = w * out[:self.fade_n] + (1 - w) * self._pending  # NaN stays NaN
         elif self._pending is not None:  # fell behind by more than a window: keep the old tail
             out[:self.fade_n] = self._pending
+            arrival[:self.fade_n] = self._pending_arrival
             self.skipped_samples += lo - prev
         self._pending = y[avail - self.fade_n:].copy()
+        self._pending_arrival = snap.arrival[avail - self.fade_n:].copy()
         self._done = end
-        return OutputChunk(out_start, out, flagged, ms)
+        return OutputChunk(out_start, out, flagged, ms, arrival)
 
     def flush(self) -> OutputChunk | None:
         """The held-back tail of the last window (end of stream)."""
         if self._pending is None or self._done is None:
             return None
-        chunk = OutputChunk(self._done - self.fade_n, self._pending, False, 0.0)
+        chunk = OutputChunk(self._done - self.fade_n, self._pending, False, 0.0, self._pending_arrival)
         self._pending = None
         return chunk
 

@@ -41,7 +41,7 @@ class SampleBlock:
 
     start: int  # absolute sample index (unwrapped) of the first sample
     values_uv: np.ndarray  # (n, 3) float64, NaN where a lead is off
-    arrival: float  # time.monotonic() when the bytes were read
+    arrival: float  # time.perf_counter() (the pipeline clock) when the bytes were read
 
     @property
     def stop(self) -> int:
@@ -180,14 +180,14 @@ def read_blocks(ser, receiver: Receiver, *, stop: Callable[[], bool] = lambda: F
     arrived for `silence_limit_s` seconds (wrong baud rate, wrong protocol, garbage on the line).
     """
     serial = import_optional("serial")
-    last_valid = time.monotonic()
+    last_valid = time.perf_counter()
     while not stop():
         try:
             data = ser.read(max(1, ser.in_waiting))
         except (serial.SerialException, OSError) as exc:
             raise PortClosedError(f"serial port {ser.port} closed mid-stream ({str(exc).splitlines()[0][:80]}); "
                                   "the recording so far is kept; check the cable or device") from None
-        now = time.monotonic()
+        now = time.perf_counter()
         if data:
             blocks = receiver.feed(data, now)
             if blocks:

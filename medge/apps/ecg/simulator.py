@@ -27,6 +27,7 @@ from medge.fileio import atomic_path
 
 FRAME_SAMPLES = 10
 WRITE_TIMEOUT_S = 0.5
+READER_TIMEOUT_S = 30.0
 HANGUP_DELAY_S = 0.5  # keep the line up briefly after the last frame so that readers drain it
 
 
@@ -42,6 +43,7 @@ class GroundTruth:
     frames_damaged: int = 0
     frames_overflow: int = 0
     bytes_corrupted: int = 0
+    host_disconnected: bool = False
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the ground truth as an NPZ, atomically."""
@@ -54,37 +56,62 @@ class GroundTruth:
 
 
 class PtyPort:
-    """The device end of a pty pair, linked at a path for the host side to open."""
+    """The device end of a pty pair, linked at a path for the host side to open.
+
+    Like a USB-CDC device that waits for the host to assert DTR, the simulator starts sending when
+    a reader opens the link, and stops when the reader goes away (the pty master then sees POLLHUP).
+    """
 
     def __init__(self, link: str) -> None:
         import tty
 
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no echo, no CR/LF translation: bytes pass unchanged
+        self.master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass unchanged (kept by the pty)
+        name = os.ttyname(slave)
+        os.close(slave)
         os.set_blocking(self.master, False)
+        self._poll = select.poll()
+        self._poll.register(self.master, select.POLLOUT | select.POLLHUP)
         self.link = Path(link)
         if self.link.is_symlink() or self.link.exists():
             self.link.unlink()
-        self.link.symlink_to(os.ttyname(self.slave))
+        self.link.symlink_to(name)
+        self.host_gone = False
+
+    def _events(self, timeout_s: float) -> int:
+        return sum(ev for _, ev in self._poll.poll(int(timeout_s * 1000)))
+
+    def wait_for_reader(self, timeout_s: float = READER_TIMEOUT_S) -> None:
+        """Block until a host opens the link; `DataError` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self._events(0) & select.POLLHUP:
+            if time.monotonic() > deadline:
+                raise DataError(f"no reader opened {self.link} within {timeout_s:g} s; start 'medge ecg stream "
+                                f"--port {self.link}' while the simulator runs")
+            time.sleep(0.02)
 
     def write(self, data: bytes) -> int:
-        """Write `data`; returns the bytes written, fewer when the host stops reading for WRITE_TIMEOUT_S."""
+        """Write `data`; returns the bytes written, fewer when the host stops reading or goes away."""
         view = memoryview(data)
         deadline = time.monotonic() + WRITE_TIMEOUT_S
-        while view:
-            _, ready, _ = select.select([], [self.master], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+        while view and not self.host_gone:
+            events = self._events(max(0.0, deadline - time.monotonic()))
+            if events & select.POLLHUP:
+                self.host_gone = True
+                break
+            if not events & select.POLLOUT:
                 break
             try:
                 view = view[os.write(self.master, view):]
             except BlockingIOError:
                 continue
+            except OSError:  # EIO: the host closed the port
+                self.host_gone = True
         return len(data) - len(view)
 
     def close(self) -> None:
-        """Hang up: close both ends and remove the link."""
-        for fd in (self.master, self.slave):
-            os.close(fd)
+        """Hang up: close the device end and remove the link."""
+        os.close(self.master)
         if self.link.is_symlink():
             self.link.unlink()
 
@@ -101,6 +128,10 @@ class SerialPort:
         except (serial.SerialException, ValueError, OSError) as exc:
             raise DataError(f"cannot open serial port {url}: {str(exc).splitlines()[0]}") from None
         self._timeout = serial.SerialTimeoutException
+        self.host_gone = False
+
+    def wait_for_reader(self, timeout_s: float = READER_TIMEOUT_S) -> None:
+        """A serial device or URL is sent to at once (there is no reader to wait for)."""
 
     def write(self, data: bytes) -> int:
         """Write `data`; returns the bytes written (0 on a write timeout)."""
@@ -148,6 +179,7 @@ def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int,
         order = [mapping[lead] - 1 for lead in ("II", "V1", "V5")]
         counts = np.round(samples_uv / cyton.UV_PER_COUNT)
         truth.samples_uv = counts * cyton.UV_PER_COUNT  # what the counts on the wire mean exactly
+    out.wait_for_reader()
     out.write(b"\x00" if protocol == "medge" else b"")
     prev_delimiter_ok = True
     t0 = time.monotonic()
@@ -168,6 +200,8 @@ def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int,
             continue  # never sent: the next frame follows the last delimiter that was sent
         wire, hit = _corrupt(frame, corrupt_rate, rng)
         written = out.write(wire)
+        if out.host_gone:
+            break
         if written < len(wire):  # the host stopped reading: the rest of the frame is lost
             truth.frames_overflow += 1
             prev_delimiter_ok = prev_delimiter_ok if written == 0 else False
@@ -181,5 +215,7 @@ def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int,
         prev_delimiter_ok = not hit[-1] if protocol == "medge" else True  # Cyton: no delimiter
         if progress is not None and k % 500 == 0:
             progress(stop / n_total)
-    time.sleep(HANGUP_DELAY_S)
+    truth.host_disconnected = out.host_gone
+    if not out.host_gone:
+        time.sleep(HANGUP_DELAY_S)
     return truth
