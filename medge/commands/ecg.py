@@ -115,7 +115,7 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     n = int(round(args.seconds * rate))
     sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
     samples_uv = np.round(sig.T * 1000.0).astype(np.int32)
-    out = open_output(args.port, args.baud)
+    out = open_output(args.port, args.baud, args.realtime)
 
     def progress(frac: float) -> None:
         print(f"\rsimulate: {frac * 100:5.1f}% of {args.seconds:g} s", end="", file=sys.stderr, flush=True)

@@ -173,8 +173,8 @@ def open_port(port: str, baud: int, timeout: float = 0.05):
 
 
 def read_blocks(ser, receiver: Receiver, *, stop: Callable[[], bool] = lambda: False,
-                silence_limit_s: float = SILENCE_LIMIT_S) -> Iterator[SampleBlock]:
-    """Drain `ser` into blocks until `stop()` is true.
+                silence_limit_s: float = SILENCE_LIMIT_S) -> Iterator[list[SampleBlock]]:
+    """Drain `ser` until `stop()` is true, yielding the blocks of each read together.
 
     Raises `PortClosedError` when the port goes away and `NoValidFramesError` when no valid frame
     arrived for `silence_limit_s` seconds (wrong baud rate, wrong protocol, garbage on the line).
@@ -192,7 +192,7 @@ def read_blocks(ser, receiver: Receiver, *, stop: Callable[[], bool] = lambda: F
             blocks = receiver.feed(data, now)
             if blocks:
                 last_valid = now
-            yield from blocks
+                yield blocks
         if now - last_valid > silence_limit_s:
             raise NoValidFramesError(f"no valid frames in {silence_limit_s:g} s: check --baud/--protocol "
                                      f"({receiver.stats.frames()['dropped']} frames dropped)")

@@ -26,7 +26,8 @@ from medge.errors import DataError, UsageError
 from medge.fileio import atomic_path
 
 FRAME_SAMPLES = 10
-WRITE_TIMEOUT_S = 0.5
+WRITE_TIMEOUT_S = 0.5  # a real-time device cannot wait longer for a host that does not read
+REPLAY_WRITE_TIMEOUT_S = 10.0  # a replay as fast as the host reads waits for a busy host
 READER_TIMEOUT_S = 30.0
 HANGUP_DELAY_S = 0.5  # keep the line up briefly after the last frame so that readers drain it
 
@@ -62,9 +63,10 @@ class PtyPort:
     a reader opens the link, and stops when the reader goes away (the pty master then sees POLLHUP).
     """
 
-    def __init__(self, link: str) -> None:
+    def __init__(self, link: str, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         import tty
 
+        self.write_timeout_s = write_timeout_s
         self.master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass unchanged (kept by the pty)
         name = os.ttyname(slave)
@@ -93,7 +95,7 @@ class PtyPort:
     def write(self, data: bytes) -> int:
         """Write `data`; returns the bytes written, fewer when the host stops reading or goes away."""
         view = memoryview(data)
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        deadline = time.monotonic() + self.write_timeout_s
         while view and not self.host_gone:
             events = self._events(max(0.0, deadline - time.monotonic()))
             if events & select.POLLHUP:
@@ -119,12 +121,12 @@ class PtyPort:
 class SerialPort:
     """A pyserial device or URL as the simulator's output."""
 
-    def __init__(self, url: str, baud: int) -> None:
+    def __init__(self, url: str, baud: int, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         from medge.registry import import_optional
 
         serial = import_optional("serial", what="writing ECG serial streams")
         try:
-            self._ser = serial.serial_for_url(url, baudrate=baud, write_timeout=WRITE_TIMEOUT_S)
+            self._ser = serial.serial_for_url(url, baudrate=baud, write_timeout=write_timeout_s)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise DataError(f"cannot open serial port {url}: {str(exc).splitlines()[0]}") from None
         self._timeout = serial.SerialTimeoutException
@@ -145,13 +147,14 @@ class SerialPort:
         self._ser.close()
 
 
-def open_output(port: str, baud: int) -> PtyPort | SerialPort:
+def open_output(port: str, baud: int, realtime: bool = True) -> PtyPort | SerialPort:
     """``pty:LINK`` → a new pty pair linked at LINK; anything else → pyserial."""
+    timeout = WRITE_TIMEOUT_S if realtime else REPLAY_WRITE_TIMEOUT_S
     if port.startswith("pty:"):
         if not port[4:]:
             raise UsageError("--port pty:LINK needs a link path, e.g. pty:/tmp/ecg-patch")
-        return PtyPort(port[4:])
-    return SerialPort(port, baud)
+        return PtyPort(port[4:], timeout)
+    return SerialPort(port, baud, timeout)
 
 
 def _corrupt(data: bytes, rate: float, rng: np.random.Generator) -> tuple[bytes, np.ndarray]:

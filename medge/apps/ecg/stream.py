@@ -105,14 +105,15 @@ class Capture:
 
     def __iter__(self):
         try:
-            for block in read_blocks(self.ser, self.receiver, stop=lambda: self.stop_event.is_set()):
-                if self.raw.blocks and block.start > self.raw.blocks[-1].stop:
-                    self.filter.reset()  # a gap: restart the filters at the next valid sample
-                self.raw.add(block)
-                filtered_mv = self.filter.process(block.values_uv / 1000.0)
-                self.window.push(block.start, filtered_mv[:, self._order], block.arrival)
-                if self.window.hop_ready():
-                    yield self.window.snapshot()
+            for blocks in read_blocks(self.ser, self.receiver, stop=lambda: self.stop_event.is_set()):
+                for block in blocks:  # the whole read, so that the recording matches the receiver's counts
+                    if self.raw.blocks and block.start > self.raw.blocks[-1].stop:
+                        self.filter.reset()  # a gap: restart the filters at the next valid sample
+                    self.raw.add(block)
+                    filtered_mv = self.filter.process(block.values_uv / 1000.0)
+                    self.window.push(block.start, filtered_mv[:, self._order], block.arrival)
+                    if self.window.hop_ready():
+                        yield self.window.snapshot()
                 if self._enough():
                     break
         except DataError as exc:  # port closed / no valid frames: end the stream, keep the recording
