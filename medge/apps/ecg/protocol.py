@@ -33,17 +33,20 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0xFFFF)
 
 
+def _cobs():
+    from medge.registry import import_optional
+
+    return import_optional("cobs.cobs", what="the medge ECG wire protocol")
+
+
 def cobs_encode(data: bytes) -> bytes:
     """Consistent Overhead Byte Stuffing: `data` without any 0x00 byte."""
-    from cobs import cobs
-
-    return cobs.encode(data)
+    return _cobs().encode(data)
 
 
 def cobs_decode(data: bytes) -> bytes:
     """Inverse of `cobs_encode`; raises ValueError on an invalid encoding."""
-    from cobs import cobs
-
+    cobs = _cobs()
     try:
         return cobs.decode(data)
     except cobs.DecodeError as exc:

@@ -13,7 +13,7 @@ from fixtures.cli_checks import assert_one_line_error
 from conftest import runs_of_false
 
 
-@pytest.mark.parametrize("protocol", ["medge", "openbci-cyton"])
+@pytest.mark.parametrize("protocol", ["medge", pytest.param("openbci-cyton", marks=pytest.mark.slow)])
 def test_simulate_then_stream_records_12_leads(run_cli, simulator, ecg_onnx, tmp_path, protocol):
     import wfdb
 
