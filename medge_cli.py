@@ -28,6 +28,7 @@ COMMANDS = (
     "build",
     "devices",
     "ultrasound",
+    "ecg",
 )
 
 

@@ -30,6 +30,7 @@ OPTIONAL_EXTRAS: dict[str, str] = {
     "PIL": "data",
     "cv2": "apps",
     "serial": "apps",
+    "cobs": "apps",
     "matplotlib": "apps",
     "torch_pruning": "prune",
     "neural_compressor": "inc",

@@ -1,0 +1,243 @@
+"""Fit the 3 → 12 lead reconstruction net to the user's own 12-lead WFDB records.
+
+Records of any rate are resampled to the model's rate, filtered with the stream's filter chain
+and cut into model-length windows.  The split into training and validation is by record (no
+record in both; checked by hashing the samples).  A linear least-squares map (3 leads + offset →
+12 leads) is fitted on the training records: it is the baseline to beat, and it initialises the
+net's linear lead transform, so the TCN learns only the correction.  When the training records do
+not obey Einthoven (III = II − I), the limb leads are predicted rather than derived, and the
+written model says so in its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.apps.ecg.filters import filter_record
+from medge.apps.ecg.io_wfdb import EcgRecord, read_ecg
+from medge.apps.ecg.reconstruct import STANDARD_LEADS, LeadModel, derive_limb_leads, einthoven_residual, mean_r, \
+    per_lead_metrics
+from medge.calibration.preprocess import resample_signal
+from medge.calibration.wfdb_source import record_names
+from medge.errors import DataError, UsageError
+
+ZOO_MODEL = "ecg-3to12"
+EINTHOVEN_TOLERANCE = 0.05  # RMS(III − (II − I)) / RMS(II) below this: derive the limb leads
+CROP = 1024
+BATCH = 16
+
+
+@dataclass
+class FitData:
+    """Windows of one split: inputs (n, 3, L), targets (n, 12, L) in mV, and the record of each."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    records: list[str]
+
+
+def collect_records(paths: list[str]) -> list[Path]:
+    """Record paths (without suffix) from record paths and folders, in a stable order."""
+    found: list[Path] = []
+    for p in paths:
+        names = record_names(Path(p))
+        if not names:
+            raise DataError(f"{p} is not a WFDB record or a folder of records (no .hea found)")
+        found += names
+    return sorted(dict.fromkeys(found))
+
+
+def _windows(rec: EcgRecord, input_leads: tuple[str, ...], rate: float, samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    targets = rec.pick(STANDARD_LEADS)
+    inputs = rec.pick(input_leads)
+    if targets is None or inputs is None:
+        return []
+    both = filter_record(resample_signal(np.concatenate([inputs, targets]), rec.rate_hz, rate), rate)
+    out = []
+    for s in range(0, both.shape[1] - samples + 1, samples):
+        w = both[:, s:s + samples]
+        if np.isfinite(w).all():
+            out.append((w[:len(input_leads)].astype(np.float32), w[len(input_leads):].astype(np.float32)))
+    return out
+
+
+def load_split(records: list[Path], val_split: float, seed: int, input_leads: tuple[str, ...], rate: float,
+               samples: int, progress=None) -> tuple[FitData, FitData, list[dict[str, str]]]:
+    """Read, window and split records by record; records without the 12 leads are skipped."""
+    per_record: dict[str, list] = {}
+    skipped: list[dict[str, str]] = []
+    for k, path in enumerate(records):
+        try:
+            wins = _windows(read_ecg(path), input_leads, rate, samples)
+        except DataError as exc:
+            skipped.append({"record": path.name, "reason": str(exc)})
+            continue
+        if wins:
+            per_record[path.name] = wins
+        else:
+            skipped.append({"record": path.name, "reason": "lacks the 12 standard leads or one full window"})
+        if progress:
+            progress(k + 1, len(records))
+    names = sorted(per_record)
+    if len(names) < 2:
+        raise DataError(f"{len(names)} usable 12-lead record(s) of ≥ {samples / rate:g} s; fit needs at least 2 "
+                        "(one for training, one for validation)")
+    if not 0 < val_split < 1:
+        raise UsageError("--val-split must be between 0 and 1, e.g. 0.2")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = min(len(names) - 1, max(1, int(round(val_split * len(names)))))
+    val_names = {names[i] for i in order[:n_val]}
+
+    def pack(selected: list[str]) -> FitData:
+        wins = [(x, y, n) for n in selected for x, y in per_record[n]]
+        return FitData(np.stack([w[0] for w in wins]), np.stack([w[1] for w in wins]), [w[2] for w in wins])
+
+    train = pack([n for n in names if n not in val_names])
+    val = pack([n for n in names if n in val_names])
+    _check_disjoint(train, val)
+    return train, val, skipped
+
+
+def _check_disjoint(train: FitData, val: FitData) -> None:
+    hashes = {hashlib.sha256(x.tobytes()).hexdigest() for x in train.inputs}
+    dup = sum(hashlib.sha256(x.tobytes()).hexdigest() in hashes for x in val.inputs)
+    if dup:
+        raise DataError(f"{dup} validation window(s) also occur in the training records (duplicate records); "
+                        "remove the duplicates")
+
+
+def fit_linear(train: FitData) -> np.ndarray:
+    """Least-squares (12, 4) map from [inputs; 1] to the 12 leads over every training sample."""
+    x = np.concatenate(list(train.inputs), axis=1).astype(np.float64)  # (3, total)
+    y = np.concatenate(list(train.targets), axis=1).astype(np.float64)
+    xa = np.vstack([x, np.ones((1, x.shape[1]))])
+    coef, *_ = np.linalg.lstsq(xa.T, y.T, rcond=None)
+    return coef.T
+
+
+def evaluate(model: LeadModel, data: FitData, input_leads: tuple[str, ...], rate: float) -> dict[str, Any]:
+    """Mean over validation windows of per-lead r / RMSE, and the mean r over the non-input leads."""
+    per_window = [per_lead_metrics(model.window(x, rate), y) for x, y in zip(data.inputs, data.targets)]
+    per_lead = {lead: {m: float(np.nanmean([w[lead][m] for w in per_window])) for m in ("pearson_r", "rmse_uv")}
+                for lead in STANDARD_LEADS}
+    return {"per_lead": per_lead, "mean_pearson_r": mean_r(per_lead, input_leads), "windows": len(per_window)}
+
+
+def _progress_bar(epoch: int, epochs: int, loss: float, t0: float) -> None:
+    done = int(30 * epoch / epochs)
+    print(f"\rfit [{'#' * done}{'.' * (30 - done)}] epoch {epoch}/{epochs} loss {loss:.4f} "
+          f"{time.perf_counter() - t0:.0f}s", end="" if epoch < epochs else "\n", file=sys.stderr, flush=True)
+
+
+def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed: int, lr: float = 2e-3):
+    """Train the zoo architecture (linear part initialised from `coef`); returns the eval-mode module."""
+    import torch
+
+    from medge.zoo import build_model
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    net = build_model(ZOO_MODEL, pretrained=init == ZOO_MODEL)
+    with torch.no_grad():
+        net.linear.weight.copy_(torch.as_tensor(coef[:, :3, None], dtype=torch.float32))
+        net.linear.bias.copy_(torch.as_tensor(coef[:, 3], dtype=torch.float32))
+        if init == "scratch":
+            net.out.weight.zero_()
+            net.out.bias.zero_()
+    x_all, y_all = torch.from_numpy(train.inputs), torch.from_numpy(train.targets)
+    n, length = x_all.shape[0], x_all.shape[2]
+    crop = min(CROP, length)
+    steps = max(1, int(np.ceil(n * max(1, length // crop) / BATCH)))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.2)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    net.train()
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for _ in range(steps):
+            idx = torch.randint(0, n, (BATCH,), generator=gen)
+            start = torch.randint(0, length - crop + 1, (BATCH,), generator=gen)
+            xb = torch.stack([x_all[i, :, s:s + crop] for i, s in zip(idx.tolist(), start.tolist())])
+            yb = torch.stack([y_all[i, :, s:s + crop] for i, s in zip(idx.tolist(), start.tolist())])
+            loss = torch.nn.functional.smooth_l1_loss(net(xb), yb, beta=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        _progress_bar(epoch, epochs, total / steps, t0)
+    return net.eval()
+
+
+def torch_infer(net):
+    """A LeadModel-compatible infer function running `net` with torch (no autograd)."""
+    import torch
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    return infer
+
+
+def linear_infer(coef: np.ndarray):
+    """A LeadModel-compatible infer function for the least-squares baseline."""
+    def infer(x: np.ndarray) -> np.ndarray:
+        return (np.einsum("oi,bil->bol", coef[:, :3], x.astype(np.float64)) + coef[:, 3][None, :, None]).astype(np.float32)
+
+    return infer
+
+
+def derive_decision(train: FitData) -> tuple[bool, float]:
+    """(derive limb leads?, median Einthoven residual of the training windows)."""
+    residual = float(np.median([einthoven_residual(y) for y in train.targets]))
+    return residual < EINTHOVEN_TOLERANCE, residual
+
+
+def run_fit(paths: list[str], output: str, *, init: str = ZOO_MODEL, epochs: int = 20, val_split: float = 0.2,
+            seed: int = 0) -> dict[str, Any]:
+    """Fit, validate (net and linear baseline) and export the ONNX; returns the report fields."""
+    if init not in (ZOO_MODEL, "scratch"):
+        raise UsageError(f"--init {init}: choose {ZOO_MODEL} or scratch")
+    if epochs < 1:
+        raise UsageError("--epochs must be ≥ 1")
+    from medge.export import export_onnx, load_model
+    from medge.export.loading import state_dict_sha256
+    from medge.zoo import get_card
+
+    pre = dict(get_card(ZOO_MODEL).preprocessing)
+    leads, rate, samples = tuple(pre["leads"]), float(pre["sample_rate_hz"]), int(pre["samples"])
+    t0 = time.perf_counter()
+    records = collect_records(paths)
+
+    def reading(k: int, total: int) -> None:
+        print(f"\rreading records {k}/{total}", end="" if k < total else "\n", file=sys.stderr, flush=True)
+
+    train, val, skipped = load_split(records, val_split, seed, leads, rate, samples, progress=reading)
+    derive, residual = derive_decision(train)
+    coef = fit_linear(train)
+    net = train_net(train, coef, init=init, epochs=epochs, seed=seed)
+    baseline = LeadModel(linear_infer(coef), leads, STANDARD_LEADS, rate, samples, derive_limb_leads=derive,
+                         name="baseline_linear")
+    fitted = LeadModel(torch_infer(net), leads, STANDARD_LEADS, rate, samples, derive_limb_leads=derive, name="model")
+    validation = {"model": evaluate(fitted, val, leads, rate), "baseline_linear": evaluate(baseline, val, leads, rate)}
+    loaded = load_model(ZOO_MODEL)
+    loaded.module = net
+    loaded.sha256 = state_dict_sha256(net)
+    fit_info = {"init": init, "epochs": epochs, "seed": seed, "train_records": len(set(train.records)),
+                "val_records": len(set(val.records)), "einthoven_residual": residual}
+    loaded.meta.extra = {**(loaded.meta.extra or {}), "derive_limb_leads": derive, "fit": fit_info}
+    export = export_onnx(ZOO_MODEL, output, loaded=loaded)
+    return {"onnx": str(output), "sha256": export.sha256, "records": len(records), "skipped": skipped,
+            "train": {"records": fit_info["train_records"], "windows": len(train.inputs)},
+            "validation_split": {"records": fit_info["val_records"], "windows": len(val.inputs)},
+            "derive_limb_leads": derive, "einthoven_residual": residual, "validation": validation,
+            "seconds": round(time.perf_counter() - t0, 1)}

@@ -1,0 +1,200 @@
+"""The live app: serial port → receiver → filters → 12-lead reconstruction → record / view / plot.
+
+Built on `medge.apps.pipeline`.  The capture thread (the pipeline's source) drains the port,
+applies the receiver rules, keeps the raw recording, filters every block and appends it to the
+input window; it never waits for the model.  Every hop it hands a snapshot of the window to the
+``reconstruct`` stage through a latest-wins slot (a late model skips a snapshot, never queues
+one; the next snapshot still covers every new sample).  A lossless ``record`` sink keeps every
+output chunk; a lossy ``view`` sink draws the live 12-lead strip for the browser view.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medge.apps.ecg.filters import StreamFilter
+from medge.apps.ecg.protocol import LEADS
+from medge.apps.ecg.reconstruct import DERIVED_LEADS, STANDARD_LEADS, InputWindow, LeadModel, OutputChunk, \
+    StreamingReconstructor
+from medge.apps.ecg.serial_reader import Receiver, SampleBlock, read_blocks
+from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
+from medge.errors import DataError
+
+WARMUP_HOPS = 2
+VIEW_SECONDS = 5.0
+
+
+@dataclass
+class StreamConfig:
+    """Everything `stream` needs besides the open port and model."""
+
+    rate_hz: float
+    hop_s: float = 1.0
+    mains_hz: float | None = None
+    seconds: float | None = None
+
+
+class RawRecording:
+    """The three received leads, exactly as received (µV), NaN where missing."""
+
+    def __init__(self) -> None:
+        self.blocks: list[SampleBlock] = []
+
+    def add(self, block: SampleBlock) -> None:
+        """Keep one block."""
+        self.blocks.append(block)
+
+    def span(self) -> tuple[int, int] | None:
+        """(first index, one past the last index) or None when empty."""
+        return (self.blocks[0].start, self.blocks[-1].stop) if self.blocks else None
+
+    def array_uv(self) -> np.ndarray:
+        """(3, N) µV from the first received sample to the last, NaN in gaps."""
+        span = self.span()
+        if span is None:
+            return np.zeros((len(LEADS), 0))
+        out = np.full((len(LEADS), span[1] - span[0]), np.nan)
+        for b in self.blocks:
+            out[:, b.start - span[0]:b.stop - span[0]] = b.values_uv.T
+        return out
+
+
+class OutputRecording:
+    """Reconstructed chunks, assembled into (12, N) aligned with the raw recording."""
+
+    def __init__(self) -> None:
+        self.chunks: list[OutputChunk] = []
+        self.flagged = 0
+
+    def add(self, chunk: OutputChunk) -> None:
+        """Keep one chunk."""
+        self.chunks.append(chunk)
+        self.flagged += chunk.flagged
+
+    def array_mv(self, first: int, length: int) -> np.ndarray:
+        """(12, length) mV from absolute index `first`; NaN where nothing was reconstructed."""
+        out = np.full((len(STANDARD_LEADS), length), np.nan)
+        for c in self.chunks:
+            a, b = max(c.start, first), min(c.start + len(c.values_mv), first + length)
+            if b > a:
+                out[:, a - first:b - first] = c.values_mv[a - c.start:b - c.start].T
+        return out
+
+
+class Capture:
+    """The pipeline's source: drains the port and yields a `WindowSnapshot` every hop."""
+
+    def __init__(self, ser, receiver: Receiver, model: LeadModel, config: StreamConfig) -> None:
+        self.ser, self.receiver, self.config = ser, receiver, config
+        self.stop_event = threading.Event()
+        self.raw = RawRecording()
+        self.filter = StreamFilter(len(LEADS), config.rate_hz, config.mains_hz)
+        window_n = int(round(model.samples * config.rate_hz / model.rate_hz))
+        self.window = InputWindow(window_n, max(1, int(round(config.hop_s * config.rate_hz))))
+        self._order = [LEADS.index(lead) for lead in model.input_leads]
+        self.error: DataError | None = None
+
+    def _enough(self) -> bool:
+        span = self.raw.span()
+        return (self.config.seconds is not None and span is not None
+                and span[1] - span[0] >= self.config.seconds * self.config.rate_hz)
+
+    def __iter__(self):
+        try:
+            for blocks in read_blocks(self.ser, self.receiver, stop=lambda: self.stop_event.is_set()):
+                for block in blocks:  # the whole read, so that the recording matches the receiver's counts
+                    if self.raw.blocks and block.start > self.raw.blocks[-1].stop:
+                        self.filter.reset()  # a gap: restart the filters at the next valid sample
+                    self.raw.add(block)
+                    filtered_mv = self.filter.process(block.values_uv / 1000.0)
+                    self.window.push(block.start, filtered_mv[:, self._order], block.arrival)
+                    if self.window.hop_ready():
+                        yield self.window.snapshot()
+                if self._enough():
+                    break
+        except DataError as exc:  # port closed / no valid frames: end the stream, keep the recording
+            self.error = exc
+        self.receiver.finish()
+
+    def close(self) -> None:
+        """Close the serial port (runs in the capture thread when the source ends)."""
+        self.ser.close()
+
+
+@dataclass
+class StreamResult:
+    """What a finished stream hands back to the command."""
+
+    raw_uv: np.ndarray
+    twelve_mv: np.ndarray
+    first_index: int | None
+    latency_ms: dict[str, Any]
+    reconstruct_ms: dict[str, Any]
+    windows: dict[str, int]
+    pipeline: dict[str, Any]
+    error: DataError | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, *, view=None) -> StreamResult:
+    """Stream until --seconds of samples, the port closes, silence, or SIGINT; return everything."""
+    from medge.apps.ecg.plot import live_strip
+
+    recon = StreamingReconstructor(model, config.rate_hz, config.hop_s)
+    output = OutputRecording()
+    latency, rec_ms = LatencyHistogram(), LatencyHistogram()
+    hops = {"n": 0}
+    display = {"values": np.full((len(STANDARD_LEADS), int(VIEW_SECONDS * config.rate_hz)), np.nan), "end": None}
+
+    def reconstruct(item) -> OutputChunk:
+        chunk = recon.step(item.data)
+        done = clock()
+        hops["n"] += 1
+        if hops["n"] > WARMUP_HOPS:
+            rec_ms.add(chunk.reconstruct_ms)
+            if chunk.arrival is not None:
+                for t in chunk.arrival[np.isfinite(chunk.arrival)][::5]:  # every 5th sample bounds the histogram cost
+                    latency.add((done - t) * 1e3)
+        return chunk
+
+    def show(item) -> None:
+        chunk: OutputChunk = item.data
+        buf, n = display["values"], len(item.data.values_mv)
+        end = chunk.start + n
+        shift = n if display["end"] is None else end - display["end"]
+        if shift >= buf.shape[1]:
+            buf[:] = np.nan
+        elif shift > 0:
+            buf[:, :-shift] = buf[:, shift:].copy()
+            buf[:, -shift:] = np.nan
+        take = min(n, buf.shape[1])
+        buf[:, -take:] = chunk.values_mv[-take:].T
+        display["end"] = end
+        from medge.apps.view import encode_jpeg
+
+        view.publish(encode_jpeg(live_strip(STANDARD_LEADS, buf, config.rate_hz, flagged=chunk.flagged)))
+
+    sinks = [Sink("record", lambda item: output.add(item.data), lossless=True)]
+    if view is not None:
+        sinks.append(Sink("view", show))
+    capture = Capture(ser, receiver, model, config)
+    pipe = Pipeline(capture, [Stage("reconstruct", reconstruct)], sinks, warmup=WARMUP_HOPS, source_name="capture")
+    capture.stop_event = pipe.stop_event  # SIGINT/SIGTERM stop the port reader too
+    if view is not None:
+        view.set_stats(lambda: {"frames": receiver.stats.frames(), "gaps": len(receiver.stats.gaps),
+                                "pipeline": pipe.stats()})
+    stats = pipe.run()
+    tail = recon.flush()
+    if tail is not None:
+        output.add(tail)
+    raw = capture.raw.array_uv()
+    first = capture.raw.span()[0] if capture.raw.span() else None
+    twelve = output.array_mv(first, raw.shape[1]) if first is not None else np.zeros((12, 0))
+    windows = {"reconstructed": hops["n"], "flagged": output.flagged,
+               "skipped": int(stats["drops"].get("capture->reconstruct", 0)), "skipped_samples": recon.skipped_samples}
+    return StreamResult(raw, twelve, first, latency.summary(), rec_ms.summary(), windows, stats, capture.error,
+                        {"derived_leads": list(DERIVED_LEADS) if model.derive_limb_leads else []})

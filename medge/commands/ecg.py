@@ -1,0 +1,303 @@
+"""`medge ecg simulate|stream|reconstruct|fit`: the wearable ECG app (3 leads → 12 leads)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from medge.errors import DataError, MedgeError, UsageError
+from medge.reports import DictReport
+
+HELP = "wearable ECG app: simulate a patch, stream and reconstruct 12 leads live, reconstruct offline, fit"
+PROTOCOL_CHOICES = ("medge", "openbci-cyton")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report", metavar="PATH", default=argparse.SUPPRESS, help="write the report as JSON to PATH")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def _protocol(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="medge", help="wire format (default medge)")
+    p.add_argument("--channels", metavar="MAP", help="openbci-cyton: channels of II, V1, V5 (default II=1,V1=2,V5=3)")
+    p.add_argument("--sample-rate", type=float, help="device rate in Hz (default 500 medge, 250 openbci-cyton)")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-commands simulate, stream, reconstruct and fit."""
+    sub = parser.add_subparsers(dest="ecg_command", metavar="ACTION")
+    sub.required = True
+    p = sub.add_parser("simulate", help="device simulator: write frames of leads II, V1, V5 to a serial port")
+    p.add_argument("--port", required=True, help="serial device or URL, or pty:LINK to create a pty pair linked at LINK")
+    _protocol(p)
+    p.add_argument("--source", default="synthetic", help="synthetic, or a WFDB record / DICOM ECG / NPZ to replay")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of signal to send (the source loops)")
+    p.add_argument("--realtime", action="store_true", help="pace frames at the device rate")
+    p.add_argument("--corrupt-rate", type=float, default=0.0, help="probability that a byte is damaged on the wire")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="probability that a frame is never sent")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ground-truth", metavar="OUT.npz", help="also write the samples sent and which must arrive")
+    _common(p)
+    p = sub.add_parser("stream", help="live 12-lead reconstruction from a serial stream")
+    p.add_argument("--model", required=True, help="ECG reconstruction model (.onnx, bundle, or zoo name ecg-3to12)")
+    p.add_argument("--port", required=True, help="serial device or URL (e.g. /dev/ttyACM0, socket://HOST:PORT)")
+    _protocol(p)
+    p.add_argument("--window", type=float, default=10.0, help="window in s (must match the model, default 10)")
+    p.add_argument("--hop", type=float, default=1.0, help="seconds between reconstructions (default 1)")
+    p.add_argument("--mains", type=float, choices=(50, 60), help="notch out 50 or 60 Hz mains")
+    p.add_argument("--record", metavar="OUT", help="write WFDB records OUT (3 leads) and OUT_12lead")
+    p.add_argument("--view", default="none", help="browser[:HOST:PORT] for the live strip, or none")
+    p.add_argument("--plot", metavar="OUT.png", help="12-lead paper plot of the last 10 s")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds of samples")
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    _common(p)
+    p = sub.add_parser("reconstruct", help="offline 12-lead reconstruction of WFDB / DICOM / NPZ input")
+    p.add_argument("input", help="WFDB record or folder of records, DICOM ECG waveform, or NPZ")
+    p.add_argument("--model", required=True)
+    p.add_argument("-o", "--output", required=True, help="output WFDB record (a folder for folder input)")
+    p.add_argument("--plot", metavar="OUT.png")
+    p.add_argument("--dicom", metavar="OUT.dcm", help="also write a DICOM 12-lead ECG waveform")
+    p.add_argument("--mains", type=float, choices=(50, 60))
+    _common(p)
+    p = sub.add_parser("fit", help="fit the reconstruction net to your own 12-lead WFDB records")
+    p.add_argument("records", nargs="+", help="WFDB records (with or without .hea) or folders")
+    p.add_argument("-o", "--output", required=True, help="output ONNX")
+    p.add_argument("--init", default="ecg-3to12", choices=("ecg-3to12", "scratch"))
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+
+def run(args: argparse.Namespace) -> DictReport:
+    """Dispatch to the chosen action."""
+    return {"simulate": _simulate, "stream": _stream, "reconstruct": _reconstruct, "fit": _fit}[args.ecg_command](args)
+
+
+def _device_rate(args: argparse.Namespace) -> float:
+    from medge.apps.ecg.serial_reader import default_rate
+
+    rate = args.sample_rate or default_rate(args.protocol)
+    if rate <= 0:
+        raise UsageError("--sample-rate must be > 0")
+    return float(rate)
+
+
+def _channel_map(args: argparse.Namespace) -> dict[str, int]:
+    from medge.apps.ecg.cyton import parse_channel_map
+
+    if args.channels and args.protocol != "openbci-cyton":
+        raise UsageError("--channels applies to --protocol openbci-cyton only")
+    return parse_channel_map(args.channels)
+
+
+def _simulate(args: argparse.Namespace) -> DictReport:
+    import numpy as np
+
+    from medge.apps.ecg.protocol import LEADS
+    from medge.apps.ecg.simulator import open_output, simulate
+    from medge.apps.ecg.sources import SYNTHETIC, read_input, synthetic_record
+    from medge.calibration.preprocess import resample_signal
+
+    rate = _device_rate(args)
+    mapping = _channel_map(args)
+    if args.seconds <= 0:
+        raise UsageError("--seconds must be > 0")
+    rec = synthetic_record(args.seconds, args.seed) if args.source == SYNTHETIC else read_input(args.source)[0]
+    leads = rec.pick(LEADS)
+    if leads is None:
+        raise DataError(f"source {rec.name} has leads {', '.join(rec.leads)}; the patch sends II, V1, V5")
+    sig = resample_signal(np.nan_to_num(leads), rec.rate_hz, rate)
+    n = int(round(args.seconds * rate))
+    sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
+    samples_uv = np.round(sig.T * 1000.0).astype(np.int32)
+    out = open_output(args.port, args.baud, args.realtime)
+
+    def progress(frac: float) -> None:
+        print(f"\rsimulate: {frac * 100:5.1f}% of {args.seconds:g} s", end="", file=sys.stderr, flush=True)
+
+    try:
+        truth = simulate(out, samples_uv, rate_hz=int(rate), protocol=args.protocol, realtime=args.realtime,
+                         corrupt_rate=args.corrupt_rate, drop_rate=args.drop_rate, seed=args.seed,
+                         channel_map=mapping, progress=progress)
+    finally:
+        out.close()
+    print(file=sys.stderr)
+    if args.ground_truth:
+        truth.save(args.ground_truth)
+    return DictReport(name="ecg simulate", data={
+        "port": args.port, "protocol": args.protocol, "source": rec.name, "rate_hz": rate, "samples": n,
+        "frames": {"sent": truth.frames_sent, "dropped": truth.frames_dropped, "damaged": truth.frames_damaged,
+                   "overflow": truth.frames_overflow},
+        "bytes_corrupted": truth.bytes_corrupted, "host_disconnected": truth.host_disconnected, "samples_deliverable": int(truth.delivered.sum()),
+        "ground_truth": args.ground_truth})
+
+
+def _stream(args: argparse.Namespace) -> DictReport:
+    from medge.apps.ecg.ecg_model import load_lead_model
+    from medge.apps.ecg.serial_reader import Receiver, open_port
+    from medge.apps.ecg.stream import StreamConfig, run_stream
+
+    rate = _device_rate(args)
+    receiver = Receiver(args.protocol, _channel_map(args))
+    if args.seconds is not None and args.seconds <= 0:
+        raise UsageError("--seconds must be > 0")
+    view = _open_view(args.view)
+    model, app = load_lead_model(args.model, threads=args.threads)
+    try:
+        model_window = model.samples / model.rate_hz
+        if abs(args.window - model_window) > 1e-6:
+            raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window")
+        ser = open_port(args.port, args.baud)
+        result = run_stream(ser, receiver, model, StreamConfig(rate, args.hop, args.mains, args.seconds), view=view)
+    finally:
+        app.close()
+        if view is not None:
+            view.close()
+    return _finish_stream(args, rate, receiver, model, app.describe(), result, view)
+
+
+def _open_view(spec: str):
+    from medge.apps.view import BrowserView, parse_view
+
+    kind, host, port = parse_view(spec)
+    if kind == "none":
+        return None
+    if kind != "browser":
+        raise UsageError(f"--view {spec}: the ECG app shows its strip in the browser; use browser[:HOST:PORT] or none")
+    view = BrowserView(host, port, title="medge ecg: live 12-lead", port_hint="choose another with --view browser:HOST:PORT")
+    view.start()
+    print(f"medge ecg: live view at {view.url}", file=sys.stderr)
+    return view
+
+
+def _finish_stream(args, rate, receiver, model, model_info, result, view) -> DictReport:
+    from medge.apps.ecg.io_wfdb import write_ecg
+    from medge.apps.ecg.plot import paper_plot
+    from medge.apps.ecg.protocol import LEADS
+    from medge.apps.ecg.reconstruct import STANDARD_LEADS
+
+    st = receiver.stats
+    written: dict[str, Any] = {}
+    if args.record and result.first_index is not None:
+        note = [f"medge ecg stream; first_sample_index {result.first_index}; gaps {len(st.gaps)}"]
+        write_ecg(args.record, LEADS, result.raw_uv / 1000.0, rate, comments=note)
+        write_ecg(f"{args.record}_12lead", STANDARD_LEADS, result.twelve_mv, rate,
+                  comments=note + [f"reconstructed by {model.name}"])
+        written = {"raw": str(args.record), "twelve_lead": f"{args.record}_12lead"}
+    if args.plot and result.twelve_mv.shape[1]:
+        start = max(0.0, result.twelve_mv.shape[1] / rate - 10.0)
+        paper_plot(args.plot, STANDARD_LEADS, result.twelve_mv, rate, title="medge ecg stream",
+                   reconstructed=tuple(lead for lead in STANDARD_LEADS if lead not in model.input_leads
+                                       and lead not in result.extra["derived_leads"]),
+                   derived=tuple(result.extra["derived_leads"]), start_s=start)
+    data = {
+        "port": args.port, "protocol": args.protocol, "rate_hz": rate, "model": model_info,
+        "frames": st.frames(),
+        "samples": {"received": st.received, "missing": st.missing, "first_sample_index": result.first_index},
+        "gaps": st.gaps, "lead_off": st.lead_off,
+        "device_flags": {"saturation_frames": st.saturation_frames, "low_battery_frames": st.low_battery_frames},
+        "latency_ms": result.latency_ms, "reconstruct_ms": result.reconstruct_ms, "windows": result.windows,
+        "hop_s": args.hop, "derived_leads": result.extra["derived_leads"], "record": written, "plot": args.plot,
+        "view": view.url if view is not None else None,
+        "pipeline": {k: result.pipeline.get(k) for k in ("frames", "drops", "fps", "elapsed_s")},
+        "stopped_by": type(result.error).__name__ if result.error else "end",
+    }
+    report = DictReport(name="ecg stream", data=data)
+    if result.error is not None:
+        err = MedgeError(str(result.error))
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return report
+
+
+def _reconstruct(args: argparse.Namespace) -> DictReport:
+    from medge.apps.ecg.ecg_model import load_lead_model
+    from medge.apps.ecg.sources import input_paths
+
+    paths = input_paths(args.input)
+    folder = Path(args.input).is_dir()
+    if folder and args.dicom:
+        raise UsageError("--dicom writes one file; pass a single record, not a folder")
+    model, app = load_lead_model(args.model)
+    try:
+        records = []
+        for k, path in enumerate(paths):
+            out = Path(args.output) / path.name if folder else Path(args.output)
+            records.append(_reconstruct_one(path, out, model, args, plot=args.plot if k == 0 else None))
+            print(f"\rreconstruct: {k + 1}/{len(paths)}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        app.close()
+    data: dict[str, Any] = {"input": args.input, "output": args.output, "model": app.describe()}
+    scored = [r for r in records if "per_lead" in r]
+    if folder:
+        data["records"] = records
+        if scored:
+            import numpy as np
+
+            data["per_lead"] = {lead: {m: float(np.nanmean([r["per_lead"][lead][m] for r in scored]))
+                                       for m in ("pearson_r", "rmse_uv")} for lead in scored[0]["per_lead"]}
+            data["mean_pearson_r"] = float(np.nanmean([r["mean_pearson_r"] for r in scored]))
+    else:
+        data.update(records[0])
+    return DictReport(name="ecg reconstruct", data=data)
+
+
+def _reconstruct_one(path: Path, out: Path, model, args, plot: str | None) -> dict[str, Any]:
+    import time
+
+    import numpy as np
+
+    from medge.apps.ecg.filters import filter_record
+    from medge.apps.ecg.io_dicom import write_dicom_ecg
+    from medge.apps.ecg.io_wfdb import write_ecg
+    from medge.apps.ecg.plot import paper_plot
+    from medge.apps.ecg.reconstruct import DERIVED_LEADS, STANDARD_LEADS, mean_r, per_lead_metrics, \
+        reconstruct_offline
+    from medge.apps.ecg.sources import read_input
+    from medge.calibration.preprocess import resample_signal
+
+    rec, ds = read_input(path)
+    inputs = rec.pick(model.input_leads)
+    if inputs is None:
+        raise DataError(f"{path.name} has leads {', '.join(rec.leads)}; the model needs {', '.join(model.input_leads)}")
+    rate = model.rate_hz
+    x = filter_record(resample_signal(inputs, rec.rate_hz, rate), rate, args.mains)
+    t0 = time.perf_counter()
+    y = reconstruct_offline(model, x, rate)
+    seconds = time.perf_counter() - t0
+    derived = DERIVED_LEADS if model.derive_limb_leads else ()
+    recon = tuple(lead for lead in STANDARD_LEADS if lead not in model.input_leads and lead not in derived)
+    write_ecg(out, STANDARD_LEADS, y, rate, comments=[f"reconstructed by {model.name} from {', '.join(model.input_leads)}"])
+    result: dict[str, Any] = {"record": rec.name, "samples": int(y.shape[1]), "rate_hz": rate,
+                              "x_realtime": (y.shape[1] / rate) / seconds if seconds > 0 else None,
+                              "written": str(out)}
+    reference = rec.pick(STANDARD_LEADS)
+    if reference is not None:
+        ref = filter_record(resample_signal(reference, rec.rate_hz, rate), rate, args.mains)
+        per_lead = per_lead_metrics(y, ref)
+        result["per_lead"] = per_lead
+        result["mean_pearson_r"] = mean_r(per_lead, model.input_leads)
+    if args.dicom:
+        write_dicom_ecg(args.dicom, STANDARD_LEADS, y, rate, measured=model.input_leads, derived=derived,
+                        model_name=model.name, source=ds)
+        result["dicom"] = args.dicom
+    if plot:
+        paper_plot(plot, STANDARD_LEADS, y, rate, title=f"medge ecg reconstruct ({model.name})",
+                   reconstructed=recon, derived=derived)
+        result["plot"] = plot
+    if not np.isfinite(y).any():
+        raise DataError(f"{path.name}: every input sample is missing; nothing to reconstruct")
+    return result
+
+
+def _fit(args: argparse.Namespace) -> DictReport:
+    from medge.apps.ecg.fit import run_fit
+
+    return DictReport(name="ecg fit", data=run_fit(args.records, args.output, init=args.init, epochs=args.epochs,
+                                                   val_split=args.val_split, seed=args.seed))

@@ -1,0 +1,90 @@
+"""`medge ecg reconstruct` (WFDB, DICOM, NPZ in; WFDB, DICOM, PNG out) and `medge ecg fit`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures.cli_checks import assert_one_line_error
+
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+NON_INPUT = {"I", "III", "aVR", "aVL", "aVF", "V2", "V3", "V4", "V6"}
+
+
+def test_wfdb_round_trip_with_scores_and_folder(run_cli, ecg_onnx, twelve_lead_records, tmp_path):
+    import wfdb
+
+    folder = twelve_lead_records(2, seconds=12, rate=250)
+    res = run_cli("ecg", "reconstruct", folder / "rec000", "--model", ecg_onnx, "-o", tmp_path / "out", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    out = wfdb.rdrecord(str(tmp_path / "out"))
+    assert out.sig_name == LEADS and out.fs == 500 and out.p_signal.shape == (6000, 12)
+    assert set(r["per_lead"]) == set(LEADS) and 0.5 < r["mean_pearson_r"] <= 1.0
+    assert r["per_lead"]["II"]["pearson_r"] > 0.999  # measured leads stay as measured
+    res = run_cli("ecg", "reconstruct", folder, "--model", ecg_onnx, "-o", tmp_path / "outs", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(res.report["records"]) == 2
+    assert abs(res.report["mean_pearson_r"] - np.mean([x["mean_pearson_r"] for x in res.report["records"]])) < 1e-9
+
+
+def test_dicom_waveform_in_and_out_with_paper_plot(run_cli, ecg_onnx, tmp_path):
+    import pydicom
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    src = get_testdata_file("waveform_ecg.dcm")
+    res = run_cli("ecg", "reconstruct", src, "--model", ecg_onnx, "-o", tmp_path / "rec", "--dicom",
+                  tmp_path / "out.dcm", "--plot", tmp_path / "paper.png", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.report["rate_hz"] == 500 and res.report["samples"] == 5000  # 10 s at 1000 Hz resampled
+    ds = pydicom.dcmread(tmp_path / "out.dcm")
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.9.1.1"
+    group = ds.WaveformSequence[0]
+    assert group.NumberOfWaveformChannels == 12 and group.WaveformOriginality == "DERIVED"
+    names = [c.ChannelSourceSequence[0].CodeMeaning for c in group.ChannelDefinitionSequence]
+    assert names[0] == "Lead I (Einthoven)" and names[6] == "Lead V1"
+    derived = {n.split()[1] for n, c in zip(names, group.ChannelDefinitionSequence) if "ChannelDerivationDescription" in c}
+    assert derived == NON_INPUT
+    wave = ds.waveform_array(0)
+    assert wave.shape == (5000, 12) and np.abs(wave).max() > 100  # µV
+    png = np.asarray(Image.open(tmp_path / "paper.png").convert("L"), dtype=np.float64)
+    assert png.shape[1] > 1000 and (png < 60).mean() > 0.002 and png.std() > 10  # dark traces on the grid
+
+
+@pytest.mark.slow  # ~25 s idle: torch training + ONNX export
+def test_fit_one_epoch_reports_net_and_linear_baseline(run_cli, twelve_lead_records, tmp_path):
+    folder = twelve_lead_records(5, seconds=10)
+    out = tmp_path / "fitted.onnx"
+    res = run_cli("ecg", "fit", folder, "-o", out, "--epochs", 1, "--seed", 3, "--val-split", 0.4, report=True,
+                  timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    v = res.report["validation"]
+    for who in ("model", "baseline_linear"):
+        assert set(v[who]["per_lead"]) == set(LEADS)
+        assert -1 <= v[who]["mean_pearson_r"] <= 1
+    assert res.report["train"]["records"] == 3 and res.report["validation_split"]["records"] == 2
+    assert res.report["derive_limb_leads"] is True  # the synthetic records obey Einthoven
+    assert "epoch 1/1" in res.stderr and out.is_file()
+    res2 = run_cli("ecg", "reconstruct", folder / "rec000", "--model", out, "-o", tmp_path / "r", report=True)
+    assert res2.returncode == 0, res2.stderr[-2000:]
+
+
+def test_bad_inputs_are_one_line_errors(run_cli, ecg_onnx, twelve_lead_records, tmp_path):
+    bad_hea = tmp_path / "broken.hea"
+    bad_hea.write_text("broken 3 500 1000\nbroken.dat 16 200 16 0 0 0 0 II\n")
+    res = run_cli("ecg", "reconstruct", bad_hea, "--model", ecg_onnx, "-o", tmp_path / "o")
+    assert_one_line_error(res, "broken")
+    bad_dcm = tmp_path / "bad.dcm"
+    bad_dcm.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x99\x00")
+    res = run_cli("ecg", "reconstruct", bad_dcm, "--model", ecg_onnx, "-o", tmp_path / "o")
+    assert_one_line_error(res, "bad.dcm")
+    from pydicom.data import get_testdata_file
+
+    no_wave = get_testdata_file("CT_small.dcm")
+    res = run_cli("ecg", "reconstruct", no_wave, "--model", ecg_onnx, "-o", tmp_path / "o")
+    assert_one_line_error(res, "no Waveform Sequence")
+    folder = twelve_lead_records(1, seconds=10)
+    res = run_cli("ecg", "fit", folder, "-o", tmp_path / "f.onnx", "--epochs", 1)
+    assert_one_line_error(res, "at least 2")
+    res = run_cli("ecg", "reconstruct", tmp_path / "missing.hea", "--model", ecg_onnx, "-o", tmp_path / "o")
+    assert_one_line_error(res, "not a WFDB record")

@@ -1,0 +1,116 @@
+"""`medge ecg simulate` → `medge ecg stream` over real pty pairs, checked against the ground truth."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from fixtures.cli_checks import assert_one_line_error
+
+from conftest import runs_of_false
+
+
+@pytest.mark.parametrize("protocol", ["medge", pytest.param("openbci-cyton", marks=pytest.mark.slow)])
+def test_simulate_then_stream_records_12_leads(run_cli, simulator, ecg_onnx, tmp_path, protocol):
+    import wfdb
+
+    sim = simulator("--seconds", 13, "--protocol", protocol, "--seed", 1)
+    rec = tmp_path / "rec"
+    res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--protocol", protocol, "--seconds", 11,
+                  "--record", rec, "--plot", tmp_path / "strip.png", report=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    rate = 500 if protocol == "medge" else 250
+    assert r["frames"]["ok"] > 0 and r["frames"]["dropped"] == 0 and r["gaps"] == []
+    assert r["samples"]["received"] >= 11 * rate and r["samples"]["missing"] == 0
+    assert r["windows"]["reconstructed"] >= 1 and r["reconstruct_ms"]["p50"] > 0
+    for key in ("p50", "p99"):
+        assert r["latency_ms"][key] is not None
+    raw, twelve = wfdb.rdrecord(str(rec)), wfdb.rdrecord(f"{rec}_12lead")
+    assert raw.sig_name == ["II", "V1", "V5"] and raw.fs == rate
+    assert twelve.sig_name == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert twelve.p_signal.shape[0] == raw.p_signal.shape[0]
+    assert np.isfinite(twelve.p_signal).mean() > 0.95  # only the held-back tail may be absent
+    ii = twelve.p_signal[:, 1] - twelve.p_signal[:, 0]
+    np.testing.assert_allclose(twelve.p_signal[:, 2], ii, atol=2e-3, equal_nan=True)  # III = II − I
+    sim.kill()
+
+
+def test_corruption_every_sample_exact_or_missing_and_gaps_exact(run_cli, simulator, ecg_onnx, tmp_path):
+    import wfdb
+
+    truth_path = tmp_path / "truth.npz"
+    sim = simulator("--seconds", 24, "--corrupt-rate", 0.01, "--drop-rate", 0.01, "--seed", 5,
+                    "--ground-truth", truth_path)
+    rec = tmp_path / "rec"
+    res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--seconds", 20, "--record", rec,
+                  report=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    sim.finish()
+    truth = np.load(truth_path)
+    r = res.report
+    first = r["samples"]["first_sample_index"]
+    got = wfdb.rdrecord(str(rec)).p_signal * 1000.0
+    n = len(got)
+    sent, delivered = truth["samples_uv"][first:first + n], truth["delivered"][first:first + n]
+    present = np.isfinite(got).all(axis=1)
+    assert np.isnan(got[~present]).all()  # a missing sample is missing in every lead
+    np.testing.assert_array_equal(present, delivered)
+    assert np.abs(got[present] - sent[present]).max() <= 1.0
+    assert r["gaps"] == runs_of_false(delivered, first)
+    assert r["samples"]["missing"] == int((~delivered).sum()) and r["samples"]["received"] == int(delivered.sum())
+    assert r["frames"]["crc_error"] > 0 and r["windows"]["flagged"] > 0
+    print(f"corruption test: ok {r['frames']['ok']} dropped {r['frames']['dropped']} gaps {len(r['gaps'])} "
+          f"missing {r['samples']['missing']} of {n}")
+
+
+def test_port_closed_mid_stream_keeps_recording(run_cli, simulator, ecg_onnx, tmp_path):
+    import wfdb
+
+    sim = simulator("--seconds", 4, "--realtime")
+    rec = tmp_path / "rec"
+    res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--seconds", 60, "--record", rec,
+                  report=True, timeout=120)
+    assert_one_line_error(res, "closed mid-stream", "recording so far is kept")
+    assert res.report is not None and res.report["stopped_by"] == "PortClosedError"
+    assert wfdb.rdrecord(str(rec)).p_signal.shape[0] > 500
+
+
+def test_garbage_on_the_line_is_one_line_error(run_cli, ecg_onnx):
+    master, slave = os.openpty()
+    import tty
+
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def noise() -> None:
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            try:
+                os.write(master, rng.integers(1, 256, 200, dtype=np.uint8).tobytes())
+            except OSError:
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=noise, daemon=True)
+    thread.start()
+    try:
+        res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", os.ttyname(slave), "--baud", 9600, timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+        os.close(master)
+        os.close(slave)
+    assert_one_line_error(res, "no valid frames in 5 s: check --baud/--protocol")
+
+
+def test_stream_usage_errors(run_cli, ecg_onnx, tmp_path):
+    res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", tmp_path / "nope", "--seconds", 1)
+    assert_one_line_error(res, "cannot open serial port")
+    res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", "loop://", "--window", 5)
+    assert_one_line_error(res, "does not match the model", code=2)
+    res = run_cli("ecg", "stream", "--model", "ecg-3to21", "--port", "loop://")
+    assert_one_line_error(res, "did you mean")
