@@ -27,6 +27,7 @@ COMMANDS = (
     "profile",
     "build",
     "devices",
+    "xray",
 )
 
 
