@@ -1,0 +1,290 @@
+"""Browser view for headless devices: the latest JPEG frame as MJPEG plus live stats over HTTP.
+
+Routes: ``/`` a page showing both, ``/stream`` ``multipart/x-mixed-replace`` MJPEG, ``/frame.jpg``
+the latest frame, ``/stats`` JSON, ``/events`` server-sent stats events.  The producer calls
+`BrowserView.publish(jpeg_bytes)`, which only swaps a reference: every client thread sends the
+newest frame when it is ready for one, so a slow or stalled client just gets fewer frames and
+never slows the pipeline (there is no per-client queue).  Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import html
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from medge.errors import MedgeError, UsageError
+
+BOUNDARY = "medgeframe"
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    """JPEG bytes of a uint8 grey (H, W) or BGR (H, W, 3) image (OpenCV channel order)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise MedgeError(f"cannot encode a {image.shape} {image.dtype} frame as JPEG")
+    return buf.tobytes()
+
+
+def parse_view(spec: str, default_port: int = 8080) -> tuple[str, str, int]:
+    """``browser[:HOST:PORT]`` / ``browser:PORT`` / ``window`` / ``none`` → (kind, host, port)."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("browser", "window", "none"):
+        raise UsageError(f"--view {spec!r}: expected browser[:HOST:PORT], window or none")
+    if kind != "browser" or not rest:
+        if rest:
+            raise UsageError(f"--view {kind} takes no address (got {spec!r})")
+        return kind, "127.0.0.1", default_port
+    host, _, port_text = rest.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--view {spec!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--view {spec!r}: port must be 0–65535")
+    return kind, host or "127.0.0.1", port
+
+
+class FrameBoard:
+    """The latest frame and its number; readers wait for a newer one (no queue)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: bytes | None = None
+        self._seq = 0
+        self._closed = False
+
+    def publish(self, jpeg: bytes) -> None:
+        """Replace the latest frame (never blocks on readers)."""
+        with self._cond:
+            self._frame, self._seq = jpeg, self._seq + 1
+            self._cond.notify_all()
+
+    def latest(self) -> tuple[int, bytes | None]:
+        """(number, bytes) of the latest frame (bytes None before the first)."""
+        with self._cond:
+            return self._seq, self._frame
+
+    def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
+        """Wait up to `timeout` s for a frame newer than number `seen`; returns the latest."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > seen or self._closed, timeout)
+            return self._seq, self._frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{background:#111;color:#ddd;font:14px sans-serif;margin:1em}}
+#frame{{max-width:100%;border:1px solid #333}} table{{border-collapse:collapse;margin-top:.5em}}
+td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}</style></head>
+<body><h3>{title}</h3><img id="frame" src="/stream" alt="live stream">
+<table id="stats"><tr><td>waiting for stats…</td></tr></table>
+<script>
+function rows(obj, prefix, out) {{
+  for (const [k, v] of Object.entries(obj)) {{
+    const key = prefix ? prefix + "." + k : k;
+    if (v && typeof v === "object" && !Array.isArray(v)) rows(v, key, out); else out.push([key, v]);
+  }}
+  return out;
+}}
+function show(data) {{
+  const t = document.getElementById("stats");
+  t.innerHTML = "";
+  for (const [k, v] of rows(data, "", [])) {{
+    const tr = t.insertRow(); const a = tr.insertCell(); const b = tr.insertCell();
+    a.className = "k"; a.textContent = k;
+    b.textContent = typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(2)) : String(v);
+  }}
+  t.dataset.updates = String(Number(t.dataset.updates || 0) + 1);
+}}
+const es = new EventSource("/events");
+es.onmessage = (e) => show(JSON.parse(e.data));
+</script></body></html>
+"""
+
+
+class BrowserView:
+    """A threaded HTTP server showing the latest JPEG frame and live stats.
+
+    `stats` is a callable returning a JSON-ready dict (e.g. `Pipeline.stats`).  Use `start()` (or
+    the context manager), `publish(jpeg)` from the producer, `close()` at the end.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, title: str = "medge",
+                 stats: Callable[[], dict[str, Any]] | None = None, stats_interval_s: float = 0.5,
+                 max_clients: int = 16, send_timeout_s: float = 10.0, port_hint: str = "choose another port") -> None:
+        self.host, self.port, self.title = host, port, title
+        self.board = FrameBoard()
+        self._stats = stats or (lambda: {})
+        self._interval = stats_interval_s
+        self._clients = threading.BoundedSemaphore(max_clients)
+        self._send_timeout = send_timeout_s
+        self._port_hint = port_hint
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.frames_sent = 0
+        self._sent_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` (the real port once started)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def set_stats(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Replace the stats callable (e.g. once the pipeline exists)."""
+        self._stats = stats
+
+    def publish(self, jpeg: bytes) -> None:
+        """Show `jpeg` (bytes of one JPEG image) to every client; returns at once."""
+        self.board.publish(jpeg)
+
+    def start(self) -> "BrowserView":
+        """Bind and serve in a background thread; one-line `MedgeError` when the port is taken."""
+        handler = _make_handler(self)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+            allow_reuse_address = False
+
+        try:
+            self._server = Server((self.host, self.port), handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise MedgeError(f"port {self.port} on {self.host} is already in use; {self._port_hint}") from None
+            raise MedgeError(f"cannot serve the browser view on {self.host}:{self.port} ({exc.strerror or exc}); "
+                             "pass another host/port") from None
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="medge-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving; client threads end at their next frame wait."""
+        self.board.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "BrowserView":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # used by the handler
+    def _stats_json(self) -> bytes:
+        data = self._stats()
+        data = {**data, "view": {"frames_sent": self.frames_sent}}
+        return json.dumps(data, default=str).encode()
+
+    def _count_sent(self) -> None:
+        with self._sent_lock:
+            self.frames_sent += 1
+
+
+def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "medge-view"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no access log (no PHI, no noise)
+            return
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            path = self.path.split("?", 1)[0]
+            routes = {"/": self._page, "/index.html": self._page, "/stats": self._stats,
+                      "/frame.jpg": self._frame, "/stream": self._stream, "/events": self._events}
+            route = routes.get(path)
+            if route is None:
+                self._send(404, "text/plain", b"not found\n")
+                return
+            if path in ("/stream", "/events"):
+                if not view._clients.acquire(blocking=False):
+                    self._send(503, "text/plain", b"too many clients\n")
+                    return
+                try:
+                    self.connection.settimeout(view._send_timeout)
+                    route()
+                except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+                    self.close_connection = True
+                finally:
+                    view._clients.release()
+                return
+            route()
+
+        def _send(self, code: int, ctype: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _page(self) -> None:
+            self._send(200, "text/html; charset=utf-8", PAGE.format(title=html.escape(view.title)).encode())
+
+        def _stats(self) -> None:
+            self._send(200, "application/json", view._stats_json())
+
+        def _frame(self) -> None:
+            _, frame = view.board.latest()
+            if frame is None:
+                self._send(503, "text/plain", b"no frame yet\n")
+            else:
+                self._send(200, "image/jpeg", frame)
+
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            seen = 0
+            while not view.board.closed:
+                seq, frame = view.board.wait_newer(seen, timeout=1.0)
+                if frame is None or seq == seen:
+                    continue
+                seen = seq
+                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame)}\r\n\r\n").encode()
+                self.wfile.write(head + frame + b"\r\n")
+                self.wfile.flush()
+                view._count_sent()
+
+        def _events(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            while not view.board.closed:
+                self.wfile.write(b"data: " + view._stats_json() + b"\n\n")
+                self.wfile.flush()
+                time.sleep(view._interval)
+
+    return Handler

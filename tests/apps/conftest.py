@@ -1,0 +1,56 @@
+"""Fixtures for the app tests: small real bundles of the zoo ultrasound models, built once per session.
+
+The models are exported in-process at 64×64 (the zoo U-Net takes any multiple of 16) and compiled
+with the real `medge compile` CLI: the U-Net for `local` (ONNX Runtime), the frame screen for
+`intel-cpu` (OpenVINO), so the apps run on two real runtimes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+APP_SIZE = 64
+
+
+@dataclass(frozen=True)
+class AppBundles:
+    """Paths of the session's app bundles and the ONNX files they were compiled from."""
+
+    segmenter: Path
+    screen: Path
+    segmenter_onnx: Path
+    screen_onnx: Path
+
+
+def medge_command() -> list[str]:
+    """The installed `medge` console script (or the CLI module when it is not on PATH)."""
+    exe = shutil.which("medge")
+    return [exe] if exe else [sys.executable, str(Path(__file__).resolve().parents[2] / "medge_cli.py")]
+
+
+def _compile(onnx: Path, target: str, out: Path) -> None:
+    cmd = medge_command() + ["compile", str(onnx), "--target", target, "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def app_bundles(tmp_path_factory) -> AppBundles:
+    """The U-Net segmenter (local/onnxruntime) and frame-screen (intel-cpu/OpenVINO) bundles at 64×64."""
+    from medge.export import export_onnx
+
+    root = tmp_path_factory.mktemp("app_bundles")
+    shape = (1, 1, APP_SIZE, APP_SIZE)
+    seg_onnx, screen_onnx = root / "us-lesion-unet.onnx", root / "us-frame-screen.onnx"
+    export_onnx("us-lesion-unet", seg_onnx, input_shape=shape)
+    export_onnx("us-frame-screen", screen_onnx, input_shape=shape)
+    _compile(seg_onnx, "local", root / "unet")
+    _compile(screen_onnx, "intel-cpu", root / "screen")
+    return AppBundles(root / "unet", root / "screen", seg_onnx, screen_onnx)
