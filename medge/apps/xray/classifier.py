@@ -1,4 +1,4 @@
-"""The triage model: a multi-label classifier bundle, opened through `medge.runtimes`, and the
+"""The triage model: a multi-label classifier bundle opened as a `medge.apps.model.AppModel`, and the
 preprocessing of one radiograph from its metadata.
 
 Preprocessing follows the DICOM display pipeline (`medge.calibration.dicom.dicom_to_unit`):
@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from medge.apps.model import AppModel
 from medge.errors import DataError, MedgeError
+from medge.metadata import ModelMeta
 
 ANALYSED_MODALITIES = frozenset({"CR", "DX"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
@@ -32,19 +34,26 @@ class NotAnalysable(Exception):
 class Classifier:
     """An opened multi-label classifier: ``scores(x)`` → ``{finding: score}``."""
 
-    app_model: Any  # medge.apps.model.AppModel
+    app_model: AppModel
     labels: list[str]
-    preprocessing: dict[str, Any]
     name: str
-    sha256: str
-    meta: Any  # medge.metadata.ModelMeta
+    sha256: str  # of the artifact: the algorithm version in every result and SR
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def meta(self) -> ModelMeta:
+        """The model's metadata (labels, preprocessing, extra)."""
+        return self.app_model.meta
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The model's preprocessing block."""
+        return self.app_model.preprocessing
+
     def scores(self, x: np.ndarray) -> dict[str, float]:
-        """Run one preprocessed image (no batch dim) and return one score per finding."""
-        with self._lock:  # one runtime, many decoding workers
-            out = self.app_model.infer(x[None])
-        values = np.asarray(next(iter(out.values())) if isinstance(out, dict) else out, dtype=np.float64).ravel()
+        """Run one prepared input (batch 1, model layout) and return one score per finding."""
+        with self._lock:  # AppModel is not thread-safe: one runtime, many decoding workers
+            values = np.asarray(self.app_model.run(x)[0], dtype=np.float64).ravel()
         if values.size != len(self.labels):
             raise DataError(f"model output has {values.size} values for {len(self.labels)} labels; recompile the bundle")
         return {name: float(v) for name, v in zip(self.labels, values)}
@@ -54,21 +63,33 @@ class Classifier:
         self.app_model.close()
 
 
-def open_classifier(bundle: str | Path, threads: int | None = None) -> Classifier:
-    """Open a multi-label classifier bundle (or artifact) with its labels, preprocessing and sha256."""
-    from medge.apps.xray.bundle_model import open_model
+def _artifact_sha256(model: AppModel) -> str:
+    """sha256 of the artifact, checked against the bundle manifest when there is one."""
+    from medge.fileio import sha256_file
+    from medge.manifest import load_manifest
 
-    model = open_model(bundle, threads=threads)
-    meta = model.meta
-    if meta is None or not meta.labels:
+    ref = model.ref
+    sha = sha256_file(ref.path)
+    if ref.bundle is not None:
+        expected = load_manifest(ref.bundle)["files"].get(ref.path.relative_to(ref.bundle).as_posix())
+        if expected and expected != sha:
+            raise MedgeError(f"bundle {ref.bundle.name}: {ref.path.name} does not match its manifest hash; "
+                             f"run 'medge verify {ref.bundle}' and recompile")
+    return sha
+
+
+def open_classifier(bundle: str | Path, threads: int | None = None) -> Classifier:
+    """Open a chest X-ray classifier bundle (or artifact) with its labels, preprocessing and sha256."""
+    model = AppModel.open(bundle, role="--bundle", expect_task=("multilabel-classification", "classification"),
+                          threads=threads)
+    try:
+        if model.preprocessing.get("kind") != "image" or not model.meta.labels:
+            raise MedgeError(f"--bundle {bundle} does not take images or has no labels; the X-ray app needs an "
+                             "image classifier such as cxr-densenet121 or cxr-densenet-tiny")
+        return Classifier(model, list(model.meta.labels), model.meta.model, _artifact_sha256(model))
+    except BaseException:
         model.close()
-        raise MedgeError(f"{bundle} carries no model metadata (labels, preprocessing); "
-                         "compile it from an ONNX file made by 'medge export'")
-    if meta.task not in ("multilabel-classification", "classification") or meta.preprocessing.get("kind") != "image":
-        model.close()
-        raise MedgeError(f"{bundle} is a {meta.task} model; the X-ray app needs an image classifier such as "
-                         "cxr-densenet121 or cxr-densenet-tiny")
-    return Classifier(model, list(meta.labels), dict(meta.preprocessing), meta.model, model.sha256, meta)
+        raise
 
 
 def read_study(path: Path) -> Any:
@@ -101,10 +122,9 @@ def _mask_bits_stored(frame: np.ndarray, ds: Any) -> np.ndarray:
     return frame
 
 
-def preprocess(ds: Any, pre: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
-    """Decode and preprocess one radiograph for the model; returns (input, timings in ms)."""
+def preprocess(ds: Any, model: AppModel) -> tuple[np.ndarray, dict[str, float]]:
+    """Decode one radiograph and prepare it for `model` (batch 1); returns (input, timings in ms)."""
     from medge.calibration.dicom import dicom_to_unit
-    from medge.calibration.preprocess import image_to_model
     from medge.calibration.sampling import SkipSample
 
     t0 = time.perf_counter()
@@ -118,9 +138,9 @@ def preprocess(ds: Any, pre: dict[str, Any]) -> tuple[np.ndarray, dict[str, floa
         raise NotAnalysable(f"pixel data has shape {frame.shape}; expected one grey image")
     t1 = time.perf_counter()
     try:
-        unit = dicom_to_unit(_mask_bits_stored(frame, ds), ds, pre)
+        unit = dicom_to_unit(_mask_bits_stored(frame, ds), ds, model.preprocessing)
     except SkipSample as exc:
         raise NotAnalysable(str(exc)) from exc
-    x = image_to_model(unit, pre)
+    x = model.prepare(unit)
     t2 = time.perf_counter()
     return x, {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3}

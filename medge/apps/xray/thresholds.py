@@ -38,11 +38,6 @@ class ThresholdsReport(Report):
     notes: list[str] = field(default_factory=list)
 
 
-def _input_shape(pre: dict[str, Any]) -> tuple[int, ...]:
-    c, h, w = int(pre.get("channels", 1)), int(pre["height"]), int(pre["width"])
-    return (1, h, w, c) if str(pre.get("layout", "NCHW")).upper() == "NHWC" else (1, c, h, w)
-
-
 def choose_thresholds(bundle: Path, eval_source: str, sensitivity: float, output: Path, *,
                       samples: int = 300, seed: int = 0) -> ThresholdsReport:
     """Score `eval_source` with the bundle and write per-finding thresholds to `output`."""
@@ -52,14 +47,14 @@ def choose_thresholds(bundle: Path, eval_source: str, sensitivity: float, output
         raise DataError(f"--sensitivity must be in (0, 1], got {sensitivity}")
     classifier = open_classifier(bundle)
     try:
-        data = load_data(eval_source, classifier.meta, input_name=classifier.app_model.input_name,
-                         input_shape=_input_shape(classifier.preprocessing), n=samples, split="eval", seed=seed)
+        data = load_data(eval_source, classifier.meta, input_name=classifier.app_model.input_info.name,
+                         input_shape=classifier.app_model.input_shape, n=samples, split="eval", seed=seed)
         targets = data.targets()
         if targets is None or targets.ndim != 2 or targets.shape[1] != len(classifier.labels):
             raise DataError(f"'{eval_source}' has no per-finding labels for {', '.join(classifier.labels)}; "
                             "pass a labelled folder/CSV or synthetic:cxr")
         scores = np.asarray([[s[name] for name in classifier.labels]
-                             for s in (classifier.scores(feeds[data.input_name][0]) for feeds in data)])
+                             for s in (classifier.scores(feeds[data.input_name]) for feeds in data)])
     finally:
         classifier.close()
     defaults = default_points(classifier.labels, dict(classifier.meta.extra or {}), classifier.sha256)

@@ -125,7 +125,7 @@ class WorkerPool:
         try:
             ds = read_study(job.path)
             check_analysable(ds)
-            x, pre_times = preprocess(ds, self.classifier.preprocessing)
+            x, pre_times = preprocess(ds, self.classifier.app_model)
             timings.update(pre_times)
             t1 = time.perf_counter()
             scores = self.classifier.scores(x)
