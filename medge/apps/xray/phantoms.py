@@ -29,6 +29,7 @@ class PhantomSpec:
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     compress: str | None = None  # None | "jpeg2000" (lossless)
+    junk_high_bits: bool = False  # set the unused bits above BitsStored (readers must mask them)
     seed: int = 0
     patient_id: str = "FAKE-0001"
     patient_name: str = "PHANTOM^TEST"
@@ -55,6 +56,8 @@ def phantom_dataset(spec: PhantomSpec, image: np.ndarray | None = None, study_ui
     if spec.photometric == "MONOCHROME1":
         stored = top - stored
     stored = stored.astype(np.uint16)
+    if spec.junk_high_bits and spec.bits_stored < 16:
+        stored |= np.uint16((0xFFFF << spec.bits_stored) & 0xFFFF)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASSES[spec.modality]
     meta.MediaStorageSOPInstanceUID = generate_uid()
