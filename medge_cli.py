@@ -29,6 +29,7 @@ COMMANDS = (
     "devices",
     "ultrasound",
     "ecg",
+    "xray",
 )
 
 

@@ -1,0 +1,69 @@
+"""PHI rules of the X-ray app: salted hashes for every identifier, and a JSON-lines audit log.
+
+Logs, the worklist and the audit log never carry patient name, ID or birth date.  Studies and
+instances are referred to by ``hash_id(salt, uid)``: the first 16 hex digits of
+sha256(salt ‖ uid).  The salt is random per database and stored inside it, so the hashes are
+stable for one site and cannot be matched across sites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("medge.xray")
+HASH_HEX = 16
+
+
+def hash_id(salt: str, value: str) -> str:
+    """Salted, truncated sha256 of an identifier (UID, accession) as hex."""
+    return hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:HASH_HEX]
+
+
+def new_salt() -> str:
+    """A fresh random salt for a new worklist database."""
+    return os.urandom(16).hex()
+
+
+class AuditLog:
+    """Append-only JSON lines: one object per event with a UTC time and hashed ids only.
+
+    Each line is written with a single ``write`` on an ``O_APPEND`` descriptor and fsynced, so
+    concurrent threads never interleave and a crash loses at most the line being written.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._lock = threading.Lock()
+
+    def write(self, event: str, **fields: Any) -> None:
+        """Append one event (fields must already be PHI-free: hashes, states, timings)."""
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the log file."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def quiet_pynetdicom() -> None:
+    """Stop pynetdicom from logging identifiers (it logs PatientID/Name of every C-STORE at INFO)."""
+    from pynetdicom import _config
+
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)

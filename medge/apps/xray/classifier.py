@@ -1,0 +1,146 @@
+"""The triage model: a multi-label classifier bundle opened as a `medge.apps.model.AppModel`, and the
+preprocessing of one radiograph from its metadata.
+
+Preprocessing follows the DICOM display pipeline (`medge.calibration.dicom.dicom_to_unit`):
+BitsStored masking, modality LUT (rescale slope/intercept), VOI LUT / window, MONOCHROME1
+inversion, then the model's own resize and normalisation (`image_to_model`).  Compressed transfer
+syntaxes are decoded by pydicom's pylibjpeg/openjpeg plugins.  What the model cannot read is
+`NotAnalysable` with a reason: a modality other than CR/DX, a lateral view, undecodable pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medge.apps.model import AppModel
+from medge.errors import DataError, MedgeError
+from medge.metadata import ModelMeta
+
+ANALYSED_MODALITIES = frozenset({"CR", "DX"})
+LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
+
+
+class NotAnalysable(Exception):
+    """The study cannot be analysed by this model; the message is the reason shown on the list."""
+
+
+@dataclass
+class Classifier:
+    """An opened multi-label classifier: ``scores(x)`` → ``{finding: score}``."""
+
+    app_model: AppModel
+    labels: list[str]
+    name: str
+    sha256: str  # of the artifact: the algorithm version in every result and SR
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The model's metadata (labels, preprocessing, extra)."""
+        return self.app_model.meta
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The model's preprocessing block."""
+        return self.app_model.preprocessing
+
+    def scores(self, x: np.ndarray) -> dict[str, float]:
+        """Run one prepared input (batch 1, model layout) and return one score per finding."""
+        with self._lock:  # AppModel is not thread-safe: one runtime, many decoding workers
+            values = np.asarray(self.app_model.run(x)[0], dtype=np.float64).ravel()
+        if values.size != len(self.labels):
+            raise DataError(f"model output has {values.size} values for {len(self.labels)} labels; recompile the bundle")
+        return {name: float(v) for name, v in zip(self.labels, values)}
+
+    def close(self) -> None:
+        """Release the runtime."""
+        self.app_model.close()
+
+
+def _artifact_sha256(model: AppModel) -> str:
+    """sha256 of the artifact, checked against the bundle manifest when there is one."""
+    from medge.fileio import sha256_file
+    from medge.manifest import load_manifest
+
+    ref = model.ref
+    sha = sha256_file(ref.path)
+    if ref.bundle is not None:
+        expected = load_manifest(ref.bundle)["files"].get(ref.path.relative_to(ref.bundle).as_posix())
+        if expected and expected != sha:
+            raise MedgeError(f"bundle {ref.bundle.name}: {ref.path.name} does not match its manifest hash; "
+                             f"run 'medge verify {ref.bundle}' and recompile")
+    return sha
+
+
+def open_classifier(bundle: str | Path, threads: int | None = None) -> Classifier:
+    """Open a chest X-ray classifier bundle (or artifact) with its labels, preprocessing and sha256."""
+    model = AppModel.open(bundle, role="--bundle", expect_task=("multilabel-classification", "classification"),
+                          threads=threads)
+    try:
+        if model.preprocessing.get("kind") != "image" or not model.meta.labels:
+            raise MedgeError(f"--bundle {bundle} does not take images or has no labels; the X-ray app needs an "
+                             "image classifier such as cxr-densenet121 or cxr-densenet-tiny")
+        return Classifier(model, list(model.meta.labels), model.meta.model, _artifact_sha256(model))
+    except BaseException:
+        model.close()
+        raise
+
+
+def read_study(path: Path) -> Any:
+    """Read a stored instance with pixels (raises NotAnalysable when it does not parse)."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path))
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is a reason, not a crash
+        raise NotAnalysable(f"unreadable DICOM file ({type(exc).__name__})") from exc
+
+
+def check_analysable(ds: Any) -> None:
+    """Raise NotAnalysable unless `ds` is a frontal CR/DX image."""
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality not in ANALYSED_MODALITIES:
+        raise NotAnalysable(f"modality {modality or 'missing'} is not CR/DX")
+    view = str(ds.get("ViewPosition", "") or "").upper()
+    if view in LATERAL_VIEWS:
+        raise NotAnalysable(f"lateral view ({view}); the model reads frontal views only")
+    if ds.get("PixelData") is None and ds.get("FloatPixelData") is None:
+        raise NotAnalysable("no pixel data")
+
+
+def _mask_bits_stored(frame: np.ndarray, ds: Any) -> np.ndarray:
+    """Zero the bits above BitsStored of unsigned data (overlays or junk in the unused high bits)."""
+    bits, allocated = int(ds.get("BitsStored", 0) or 0), int(ds.get("BitsAllocated", 0) or 0)
+    if frame.dtype.kind == "u" and 0 < bits < allocated:
+        return frame & np.asarray((1 << bits) - 1, dtype=frame.dtype)
+    return frame
+
+
+def preprocess(ds: Any, model: AppModel) -> tuple[np.ndarray, dict[str, float]]:
+    """Decode one radiograph and prepare it for `model` (batch 1); returns (input, timings in ms)."""
+    from medge.calibration.dicom import dicom_to_unit
+    from medge.calibration.sampling import SkipSample
+
+    t0 = time.perf_counter()
+    try:
+        frame = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt/truncated data
+        raise NotAnalysable(f"cannot decode pixel data ({type(exc).__name__})") from exc
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        frame = frame[0]
+    if frame.ndim != 2:
+        raise NotAnalysable(f"pixel data has shape {frame.shape}; expected one grey image")
+    t1 = time.perf_counter()
+    try:
+        unit = dicom_to_unit(_mask_bits_stored(frame, ds), ds, model.preprocessing)
+    except SkipSample as exc:
+        raise NotAnalysable(str(exc)) from exc
+    x = model.prepare(unit)
+    t2 = time.perf_counter()
+    return x, {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3}

@@ -1,0 +1,97 @@
+"""Synthetic chest radiographs as DICOM files, for demos, tests and the bench (no real patient data).
+
+The image is a `medge.calibration.synthetic.cxr` phantom, stored as DX/CR with the usual
+radiography encodings: 12–16 bits stored in 16, a VOI window, optional modality rescale,
+MONOCHROME1 (inverted) or MONOCHROME2, optional JPEG 2000 compression.  Patient fields are
+obviously fake placeholders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOP_CLASSES = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1",
+               "CT": "1.2.840.10008.5.1.4.1.1.2"}
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """How to encode one synthetic study."""
+
+    size: int = 512
+    modality: str = "DX"
+    view: str = "PA"
+    photometric: str = "MONOCHROME2"
+    bits_stored: int = 12
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    compress: str | None = None  # None | "jpeg2000" (lossless)
+    junk_high_bits: bool = False  # set the unused bits above BitsStored (readers must mask them)
+    seed: int = 0
+    patient_id: str = "FAKE-0001"
+    patient_name: str = "PHANTOM^TEST"
+    accession: str = "ACC0001"
+
+
+def phantom_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (size, size) float32 phantom in [0, 1] and its multi-hot findings (effusion, pneumothorax, nodule,
+    cardiomegaly)."""
+    from medge.calibration.synthetic.cxr import generate_cxr
+
+    images, targets = generate_cxr(1, np.random.default_rng(seed), size=size)
+    return images[0], targets[0]
+
+
+def phantom_dataset(spec: PhantomSpec, image: np.ndarray | None = None, study_uid: str | None = None):
+    """A pydicom `FileDataset` for `spec` (the image is generated from the seed unless given)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+    unit = phantom_image(spec.size, spec.seed)[0] if image is None else np.asarray(image, dtype=np.float32)
+    top = 2 ** spec.bits_stored - 1
+    stored = np.rint(np.clip(unit, 0.0, 1.0) * top)
+    if spec.photometric == "MONOCHROME1":
+        stored = top - stored
+    stored = stored.astype(np.uint16)
+    if spec.junk_high_bits and spec.bits_stored < 16:
+        stored |= np.uint16((0xFFFF << spec.bits_stored) & 0xFFFF)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SOP_CLASSES[spec.modality]
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = spec.modality, spec.patient_id, spec.patient_name
+    ds.PatientBirthDate, ds.PatientSex = "19000101", "O"
+    ds.AccessionNumber, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = spec.accession, "1", 1, 1
+    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "20260101", "120000", ""
+    ds.Manufacturer = "medge phantom"
+    if spec.modality != "CT":
+        ds.ViewPosition = spec.view
+        ds.BodyPartExamined = "CHEST"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, spec.photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, spec.bits_stored, spec.bits_stored - 1, 0
+    ds.RescaleSlope, ds.RescaleIntercept = spec.rescale_slope, spec.rescale_intercept
+    low, high = spec.rescale_intercept, spec.rescale_intercept + spec.rescale_slope * top
+    ds.WindowCenter, ds.WindowWidth = (low + high) / 2.0, high - low + 1
+    ds.PixelData = stored.tobytes()
+    if spec.compress == "jpeg2000":
+        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    elif spec.compress is not None:
+        raise ValueError(f"unknown compression {spec.compress!r}")
+    return ds
+
+
+def write_phantom(path: str | Path, spec: PhantomSpec, image: np.ndarray | None = None,
+                  study_uid: str | None = None) -> str:
+    """Write one synthetic study to `path`; returns its SOPInstanceUID."""
+    ds = phantom_dataset(spec, image, study_uid)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return str(ds.SOPInstanceUID)

@@ -1,0 +1,211 @@
+"""The X-ray triage service: receiver + worker pool + SR outbox over one worklist database.
+
+`serve` runs until its stop event is set (SIGINT/SIGTERM in the CLI); on start it requeues jobs a
+crash left ``running``; on a clean stop running jobs finish (or stay queued for the next start).
+`ingest` is the same durable path for files on disk, offline.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medge.apps.xray.audit import LOG, AuditLog
+from medge.apps.xray.classifier import Classifier, open_classifier
+from medge.apps.xray.priority import OperatingPoints, default_points, load_points
+from medge.apps.xray.receiver import Receiver, parse_address
+from medge.apps.xray.sender import Outbox
+from medge.apps.xray.store import DEFAULT_MIN_FREE_MB, Store, read_header_bytes
+from medge.apps.xray.worker import WorkerPool
+from medge.apps.xray.worklist import Worklist
+from medge.errors import DataError
+from medge.reports import Report
+
+
+@dataclass
+class XrayConfig:
+    """Everything `serve` and `ingest` need."""
+
+    bundle: Path
+    db: Path
+    store: Path
+    sr_dest: list[str] = field(default_factory=list)
+    sr_dir: Path | None = None
+    thresholds: Path | None = None
+    workers: int = 2
+    threads: int | None = None
+    max_wait_s: float = 1800.0
+    min_free_mb: float = DEFAULT_MIN_FREE_MB
+    ae_title: str = "MEDGE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allow: list[str] = field(default_factory=list)
+    max_associations: int = 10
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log lives next to the database it describes."""
+        return self.db.with_name(self.db.name + ".audit.jsonl")
+
+
+@dataclass
+class XrayReport(Report):
+    """What a serve or ingest run did."""
+
+    title: ClassVar[str] = "xray"
+    mode: str = "serve"
+    model: str = ""
+    model_sha256: str = ""
+    thresholds_version: str = ""
+    thresholds_source: str = ""
+    ae_title: str = ""
+    port: int = 0
+    requeued_on_start: int = 0
+    received: int = 0
+    duplicates: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    analysed: int = 0
+    not_analysed: int = 0
+    errors: int = 0
+    overdue: int = 0
+    sr_sent: int = 0
+    sr_send_failures: int = 0
+    sr_pending: int = 0
+    queued: int = 0
+    busy_retries: int = 0
+    time_to_flag_s: dict[str, float] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "max": float(arr.max()),
+            "n": len(values)}
+
+
+def operating_points(classifier: Classifier, thresholds: Path | None) -> OperatingPoints:
+    """The thresholds file when given (checked against the model hash), else the model's defaults."""
+    if thresholds is not None:
+        return load_points(thresholds, classifier.labels, classifier.sha256)
+    return default_points(classifier.labels, dict(classifier.meta.extra or {}), classifier.sha256)
+
+
+class XrayService:
+    """Opened database, store, model and threads; `run` serves, `ingest` processes files."""
+
+    def __init__(self, config: XrayConfig) -> None:
+        for dest in config.sr_dest:
+            parse_address(dest)
+        self.config = config
+        self.classifier = open_classifier(config.bundle, threads=config.threads)
+        try:
+            self.ops = operating_points(self.classifier, config.thresholds)
+            self.worklist = Worklist(config.db)
+        except BaseException:
+            self.classifier.close()
+            raise
+        self.audit = AuditLog(config.audit_path)
+        self.store = Store(config.store, self.worklist, config.min_free_mb)
+        self.outbox = Outbox(self.worklist, self.audit, calling_ae=config.ae_title)
+        self.pool = WorkerPool(self.worklist, self.classifier, self.ops, self.audit,
+                               sr_outbox_dir=self.store.root / "sr", sr_dir=config.sr_dir,
+                               destinations=config.sr_dest, workers=config.workers, max_wait_s=config.max_wait_s,
+                               on_result=self.outbox.wake)
+        self.requeued = self.worklist.requeue_interrupted()
+        self.audit.write("start", model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
+                         thresholds=self.ops.to_dict()["points"], requeued=self.requeued)
+
+    def _report(self, mode: str) -> XrayReport:
+        stats = self.pool.stats
+        return XrayReport(
+            mode=mode, model=self.classifier.name, model_sha256=self.classifier.sha256,
+            thresholds_version=self.ops.version, thresholds_source=self.ops.source, ae_title=self.config.ae_title,
+            requeued_on_start=self.requeued, analysed=stats.analysed, not_analysed=stats.not_analysed,
+            errors=stats.errors, overdue=stats.overdue, sr_sent=self.outbox.sent,
+            sr_send_failures=self.outbox.failures, sr_pending=self.worklist.outbox_pending(),
+            queued=self.worklist.pending_count(), busy_retries=self.worklist.busy_retries,
+            time_to_flag_s=_percentiles(stats.time_to_flag_s))
+
+    def close(self) -> None:
+        """Close the model, the audit log and the database."""
+        self.classifier.close()
+        self.audit.close()
+        self.worklist.close()
+
+    def run(self, stop: threading.Event) -> XrayReport:
+        """Serve until `stop` is set; returns what happened."""
+        receiver = Receiver(self.store, self.audit, ae_title=self.config.ae_title, host=self.config.host,
+                            port=self.config.port, allow=self.config.allow,
+                            max_associations=self.config.max_associations, on_stored=self.pool.wake)
+        self.outbox.start()
+        self.pool.start()
+        try:
+            port = receiver.start()
+        except BaseException:
+            self.pool.stop()
+            self.outbox.stop()
+            raise
+        print(f"medge xray: {self.config.ae_title} listening on {self.config.host}:{port} "
+              f"(model {self.classifier.name} {self.classifier.sha256[:12]}, thresholds {self.ops.version}, "
+              f"{self.requeued} requeued)", file=sys.stderr, flush=True)
+        self.audit.write("listening", port=port, ae_title=self.config.ae_title)
+        try:
+            stop.wait()
+        finally:
+            receiver.stop()
+            self.pool.stop()
+            self.outbox.stop()
+        report = self._report("serve")
+        report.port = port
+        report.received, report.duplicates = receiver.stats.received, receiver.stats.duplicates
+        report.refused = dict(receiver.stats.refused)
+        self.audit.write("stop", received=report.received, analysed=report.analysed, queued=report.queued)
+        return report
+
+    def ingest(self, files: list[Path]) -> XrayReport:
+        """Store, queue, analyse and deliver `files` offline; one entry per file in the report."""
+        outcomes: list[dict[str, Any]] = []
+        received = duplicates = 0
+        for path in files:
+            try:
+                data = path.read_bytes()
+                header = read_header_bytes(data)
+                if not self.store.has_room(len(data)):
+                    raise DataError("disk nearly full")
+                stored = self.store.put(data, header)
+            except (DataError, OSError) as exc:
+                LOG.warning("ingest refused %s: %s", path.name, exc)
+                outcomes.append({"file": path.name, "stored": False, "reason": str(exc).split(";")[0]})
+                continue
+            received += stored.new
+            duplicates += not stored.new
+            outcomes.append({"file": path.name, "stored": True, "new": stored.new,
+                             "sop_instance_uid_hash": stored.sop_hash})
+            self.audit.write("ingested" if stored.new else "resend_ignored", sop_instance_uid_hash=stored.sop_hash)
+        self.pool.drain()
+        if self.config.sr_dest:
+            due = self.worklist.due_outbox(limit=100000)
+            if due:
+                self.outbox.deliver(due)
+        report = self._report("ingest")
+        report.received, report.duplicates, report.files = received, duplicates, outcomes
+        report.refused = {"unreadable": sum(1 for o in outcomes if not o["stored"])}
+        return report
+
+
+def wait_until_drained(worklist: Worklist, timeout: float) -> bool:
+    """Poll until no study is queued/running and no SR is pending (tests and benches)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worklist.pending_count() == 0 and worklist.outbox_pending() == 0:
+            return True
+        time.sleep(0.1)
+    return False

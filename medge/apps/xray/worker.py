@@ -1,0 +1,178 @@
+"""Workers: take the most urgent, oldest study off the SQLite queue, classify it, write its SR.
+
+Each of N threads claims a job atomically (``UPDATE … RETURNING``), decodes and preprocesses the
+image in parallel with the others, and runs the single shared runtime under a lock.  The result
+and the SR's outbox rows are committed in one transaction, after the SR file is fsynced, so a crash
+at any point leaves the study ``running`` (requeued on the next start), never half done.
+
+A study that is not analysable, or whose analysis raises, is finished as ``not_analysed`` with the
+reason and stays on the list at its priority; the error is one log line and one audit event.  A
+study that killed its worker `MAX_ATTEMPTS` times is not tried again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medge.apps.xray.audit import LOG, AuditLog
+from medge.apps.xray.classifier import Classifier, NotAnalysable, check_analysable, preprocess, read_study
+from medge.apps.xray.priority import OVERDUE, OperatingPoints
+from medge.apps.xray.sr import Finding, build_sr, sr_bytes
+from medge.apps.xray.store import fsync_write
+from medge.apps.xray.worklist import MAX_ATTEMPTS, Job, Worklist
+
+
+@dataclass
+class WorkerStats:
+    """Counts since start."""
+
+    analysed: int = 0
+    not_analysed: int = 0
+    errors: int = 0
+    overdue: int = 0
+    time_to_flag_s: list[float] = field(default_factory=list)
+
+
+class WorkerPool:
+    """N analysis threads over the worklist queue (call `start`/`stop`, or `drain` offline)."""
+
+    def __init__(self, worklist: Worklist, classifier: Classifier, ops: OperatingPoints, audit: AuditLog, *,
+                 sr_outbox_dir: Path, sr_dir: Path | None, destinations: list[str], workers: int = 2,
+                 max_wait_s: float = 1800.0, on_result=None) -> None:
+        self.worklist, self.classifier, self.ops, self.audit = worklist, classifier, ops, audit
+        self.sr_outbox_dir, self.sr_dir = Path(sr_outbox_dir), Path(sr_dir) if sr_dir else None
+        self.sr_outbox_dir.mkdir(parents=True, exist_ok=True)
+        if self.sr_dir is not None:
+            self.sr_dir.mkdir(parents=True, exist_ok=True)
+        self.destinations = list(destinations)
+        self.n_workers = max(1, int(workers))
+        self.max_wait_s = max_wait_s
+        self.on_result = on_result
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker threads and the overdue sweep."""
+        for i in range(self.n_workers):
+            t = threading.Thread(target=self._loop, name=f"xray-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        sweep = threading.Thread(target=self._sweep_loop, name="xray-overdue", daemon=True)
+        sweep.start()
+        self._threads.append(sweep)
+
+    def wake(self) -> None:
+        """A new study arrived: wake an idle worker now rather than at its next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let running jobs finish, then stop (a job still running after `timeout` is requeued on start)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def drain(self) -> None:
+        """Offline: analyse everything queued with `n_workers` threads, then return."""
+        threads = [threading.Thread(target=self._drain_loop, daemon=True) for _ in range(self.n_workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    # --- loops -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.worklist.claim()
+            if job is None:
+                self._wake.wait(0.25)
+                self._wake.clear()
+                continue
+            self.process(job)
+
+    def _drain_loop(self) -> None:
+        while (job := self.worklist.claim()) is not None:
+            self.process(job)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(min(5.0, max(0.05, self.max_wait_s / 10))):
+            self.sweep_overdue()
+
+    def sweep_overdue(self) -> None:
+        """Flag studies waiting longer than max-wait as overdue (priority goes up, never down)."""
+        for sop_hash in self.worklist.mark_overdue(self.max_wait_s, OVERDUE):
+            with self._lock:
+                self.stats.overdue += 1
+            LOG.warning("study %s overdue: not analysed within %.0f s", sop_hash, self.max_wait_s)
+            self.audit.write("overdue", sop_instance_uid_hash=sop_hash, max_wait_s=self.max_wait_s)
+
+    # --- one job ---------------------------------------------------------------------------
+    def process(self, job: Job) -> None:
+        """Analyse one claimed study and record the outcome (never raises)."""
+        t0 = time.perf_counter()
+        if job.attempts > MAX_ATTEMPTS:
+            self._not_analysed(job, f"analysis did not finish in {MAX_ATTEMPTS} attempts", {})
+            return
+        timings: dict[str, float] = {"queue_s": round(max(0.0, time.time() - job.received_at), 4)}
+        try:
+            ds = read_study(job.path)
+            check_analysable(ds)
+            x, pre_times = preprocess(ds, self.classifier.app_model)
+            timings.update(pre_times)
+            t1 = time.perf_counter()
+            scores = self.classifier.scores(x)
+            timings["infer_ms"] = (time.perf_counter() - t1) * 1e3
+            self._analysed(job, ds, scores, timings, t0)
+        except NotAnalysable as exc:
+            self._not_analysed(job, str(exc), timings)
+        except Exception as exc:  # noqa: BLE001 - one bad study must never stop the worker
+            with self._lock:
+                self.stats.errors += 1
+            reason = f"analysis error ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+            LOG.warning("study %s: %s", job.sop_hash, reason)
+            self._not_analysed(job, reason, timings)
+
+    def _analysed(self, job: Job, ds, scores: dict[str, float], timings: dict[str, float], t0: float) -> None:
+        flags, priority = self.ops.evaluate(scores)
+        findings = [Finding(name, scores[name], point.threshold, name in flags) for name, point in self.ops.points.items()]
+        t1 = time.perf_counter()
+        sr = build_sr(ds, findings, model_name=self.classifier.name, model_sha256=self.classifier.sha256,
+                      ops_version=self.ops.version)
+        data = sr_bytes(sr)
+        sr_path = self.sr_outbox_dir / f"{job.sop_hash}.dcm"
+        fsync_write(sr_path, data)
+        if self.sr_dir is not None:
+            fsync_write(self.sr_dir / f"{job.sop_hash}.dcm", data)
+        timings["sr_ms"] = (time.perf_counter() - t1) * 1e3
+        timings["analysis_ms"] = (time.perf_counter() - t0) * 1e3
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        self.worklist.finish_analysed(
+            job.sop_instance_uid, scores=scores, flags=flags, priority=priority, model_sha256=self.classifier.sha256,
+            thresholds_version=self.ops.version, timings=timings, sr_sop_instance_uid=str(sr.SOPInstanceUID),
+            sr_path=sr_path, destinations=self.destinations)
+        time_to_flag = time.time() - job.received_at
+        with self._lock:
+            self.stats.analysed += 1
+            self.stats.time_to_flag_s.append(time_to_flag)
+        self.audit.write("analysed", sop_instance_uid_hash=job.sop_hash, study_hash=job.study_hash,
+                         model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
+                         scores={k: round(v, 4) for k, v in scores.items()}, flags=flags, priority=priority,
+                         time_to_flag_s=round(time_to_flag, 4), timings=timings)
+        if self.on_result is not None:
+            self.on_result()
+
+    def _not_analysed(self, job: Job, reason: str, timings: dict[str, float]) -> None:
+        self.worklist.finish_not_analysed(job.sop_instance_uid, reason, timings)
+        with self._lock:
+            self.stats.not_analysed += 1
+        LOG.info("study %s not analysed: %s", job.sop_hash, reason)
+        self.audit.write("not_analysed", sop_instance_uid_hash=job.sop_hash, study_hash=job.study_hash,
+                         reason=reason, model_sha256=self.classifier.sha256)
