@@ -149,6 +149,7 @@ def build(config: BuildConfig) -> BuildReport:
         _run_chain(config, target, precision, output, report_dir, report)
     except MedgeError as exc:
         # Keep what was learnt: the report says which step failed and why; no bundle is left behind.
+        report.summary = _summary(report)
         report.seconds = round(time.perf_counter() - t0, 3)
         report.report_files = write_build_report(report, report_dir)
         exc.report = report
@@ -187,12 +188,18 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         max_drop = DEFAULT_MAX_DROP.get(metric)
 
     command = shlex.join(["medge", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("medge") else None
-    compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
-        model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
-        eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
-        model_ref=config.model if config.weights is None and config.model_kwargs is None else None,
-        command=command,
-    )))
+    try:
+        compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
+            model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
+            eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
+            model_ref=config.model if config.weights is None and config.model_kwargs is None else None,
+            command=command,
+        )))
+    except MedgeError as exc:  # a refused bundle: keep what compile measured (gate, parity, preflight)
+        refused = getattr(exc, "report", None)
+        if refused is not None:
+            report.compile = refused.to_dict()
+        raise
     report.compile = compiled.to_dict()
 
     artifact_runtime = compiled.runtime or ""
@@ -234,6 +241,10 @@ def _summary(report: BuildReport) -> dict[str, Any]:
         summary[f"{metric['name']} {report.precision}"] = metric.get("quantized")
         summary["metric drop"] = metric.get("drop")
         summary["gate passed"] = metric.get("passed")
+    parity = gate.get("parity") or {}
+    if parity.get("min_cosine") is not None:  # the quantized artifact vs FP32 on calibration samples
+        summary["gate min cosine vs fp32"] = parity["min_cosine"]
+        summary.setdefault("gate passed", gate.get("passed"))
     for cmp in report.compare.get("artifacts", []):
         summary["max abs error vs fp32"] = cmp.get("max_abs_error")
         summary["cosine vs fp32"] = cmp.get("cosine")

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace):
     from medge.commands.compile import parse_options
 
     options = parse_options(args.option)
-    output = args.output or f"build/{Path(args.model).stem.replace(':', '-')}-{args.target}"
+    name = args.model.rpartition(":")[2] if ":" in args.model else Path(args.model).stem  # pkg.mod:factory → factory
+    output = args.output or f"build/{name}-{args.target}"
     return build(BuildConfig(
         model=args.model, target=args.target, output=Path(output), precision=args.precision, calib=args.calib,
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,

@@ -107,7 +107,7 @@ def test_build_engine_needs_tensorrt(run_cli, tiny_onnx, tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("tensorrt") is not None:
-        return  # covered by test_build_engine_with_tensorrt
+        pytest.skip("tensorrt is installed: test_build_engine_with_tensorrt covers --build-engine")
     out = tmp_path / "out"
     res = run_cli("compile", tiny_onnx, "--target", "jetson-orin-nano", "-o", out, "--build-engine")
     assert res.returncode == 1 and "tensorrt is not installed" in res.stderr and "medge[tensorrt]" in res.stderr
