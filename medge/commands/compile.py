@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes)")
     parser.add_argument("--build-engine", action="store_true",
                         help="also build the device artifact here (TensorRT: needs the tensorrt package and a GPU)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing bundle at -o made for another target or holding files built on the device")
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -50,6 +52,6 @@ def run(args: argparse.Namespace):
     config = CompileConfig(
         model=Path(args.model), target=args.target, output=Path(args.output), precision=args.precision,
         calib_source=args.calib, eval_source=args.eval, max_drop=args.max_drop, options=parse_options(args.option),
-        model_ref=args.model_ref, build_engine=args.build_engine,
+        model_ref=args.model_ref, build_engine=args.build_engine, force=args.force, progress=True,
     )
     return compile_model(config)

@@ -84,6 +84,7 @@ class ExportReport(Report):
         labels = self.metadata.get("labels") or []
         rows = [
             ("result", verdict_text),
+            *(("WARNING", w) for w in self.warnings),
             ("model", f"{self.model} ({self.metadata.get('task', 'unknown')}"
                       f"{', ' + str(len(labels)) + ' labels' if labels else ''})"),
             ("weights", self.weights or "?"),
@@ -93,6 +94,5 @@ class ExportReport(Report):
             ("size", f"{human_count(self.params)} parameters, {human_count(self.macs)} MACs"),
             ("time", f"{self.seconds:.1f} s"),
         ]
-        rows += [("WARNING", w) for w in self.warnings]
         rows += notes_rows(self.notes)
         return rows + [details_row()]
