@@ -129,7 +129,7 @@ def _source_model(path: Path, meta) -> dict[str, Any]:
     return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
 
 
-def _check_output(output: Path, target: str, force: bool) -> None:
+def check_bundle_output(output: Path, target: str, force: bool) -> None:
     """Refuse an -o that is not a bundle, and (without --force) a bundle for another target or with device files."""
     from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST
 
@@ -167,7 +167,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
     target = get_target(config.target)
     precision = validate_request(target, config.precision)
     output = Path(config.output)
-    _check_output(output, target.name, config.force)
+    check_bundle_output(output, target.name, config.force)
     recipe = RECIPES.get(target.recipe)()
     _check_options(target, config.options, recipe.option_choices)
     model = Path(config.model)
