@@ -44,6 +44,7 @@ class BuildConfig:
     threads: int | None = None
     compare_n: int = 32
     options: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # replace a bundle for another target or one holding device files
 
 
 @dataclass
@@ -62,6 +63,7 @@ class BuildReport(Report):
     profiles: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     report_files: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -69,16 +71,9 @@ class BuildReport(Report):
         return all(s["status"] in ("ok", "skipped") for s in self.steps)
 
     def table_rows(self) -> list[tuple[str, str]]:
-        rows = [("model", self.model), ("target", self.target), ("bundle", self.bundle), ("precision", self.precision)]
-        rows += [(f"step {s['step']}", f"{s['status']} ({s['seconds']:.1f} s){' - ' + s['note'] if s.get('note') else ''}")
-                 for s in self.steps]
-        rows += [(k, _fmt(v)) for k, v in self.summary.items()]
-        rows += [(f"report {k}", v) for k, v in self.report_files.items()]
-        return rows
+        from medge.build_report import build_rows
 
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+        return build_rows(self)
 
 
 class _Steps:
@@ -88,6 +83,7 @@ class _Steps:
         self.report = report
 
     def run(self, name: str, fn, *, note: str = ""):
+        print(f"medge: build: {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         entry = {"step": name, "status": "ok", "seconds": 0.0, "note": note}
         self.report.steps.append(entry)
@@ -106,16 +102,25 @@ class _Steps:
         self.report.steps.append({"step": name, "status": "skipped", "seconds": 0.0, "note": why})
 
 
-def _default_data(meta, given: str | None) -> str | None:
-    """The user's source, else the synthetic generator that fits the model, else None."""
+def _default_data(meta, given: str | None, use: str, warnings: list[str]) -> str | None:
+    """The user's source, else (zoo models only) the synthetic generator that fits it, with a WARNING."""
     if given:
         return given
     from medge.calibration.synthetic_source import infer_task
+    from medge.console import warn
+    from medge.zoo import MODELS
 
+    if meta.model not in MODELS:
+        return None  # synthetic data is wrong data for a user's model
     try:
-        return f"synthetic:{infer_task(meta)}"
+        source = f"synthetic:{infer_task(meta)}"
     except MedgeError:
         return None
+    text = f"no --{use} given: {'calibrating' if use == 'calib' else 'evaluating'} {meta.model} on {source} (demo data); " \
+           f"pass --{use} with real data for deployment"
+    warn(text)
+    warnings.append(text)
+    return source
 
 
 def _runnable_here(runtime: str, device: str) -> str | None:
@@ -142,6 +147,9 @@ def build(config: BuildConfig) -> BuildReport:
     if config.runs < 2:
         raise UsageError(f"--runs must be at least 2 (got {config.runs})")
     output = Path(config.output)
+    from medge.devices.compile import check_bundle_output
+
+    check_bundle_output(output, target.name, config.force)
     report_dir = output.with_name(output.name + ".report")
     report_dir.mkdir(parents=True, exist_ok=True)
     report = BuildReport(model=config.model, target=target.name, bundle=str(output), precision=precision)
@@ -177,10 +185,11 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     ))
     report.export = exported.to_dict()
     meta = read_metadata(onnx_path)
-    calib = _default_data(meta, config.calib)
-    evaluation = _default_data(meta, config.eval)
-    if config.precision is None and calib and "int8" in target.precisions:
-        precision = "int8"  # the point of a build: the fastest precision that passes the gate
+    calib = _default_data(meta, config.calib, "calib", report.warnings) if precision == "int8" else config.calib
+    if precision == "int8" and calib is None:
+        raise UsageError(f"int8 needs calibration data for '{meta.model}', which is not a zoo model: "
+                         "pass --calib FOLDER|FILE|synthetic:<task>")
+    evaluation = _default_data(meta, config.eval, "eval", report.warnings)
     report.precision = precision
     metric = default_metric_for_task(meta.task) if evaluation else None
     max_drop = config.max_drop
@@ -193,7 +202,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
             model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
             eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
             model_ref=config.model if config.weights is None and config.model_kwargs is None else None,
-            command=command,
+            command=command, force=config.force,
         )))
     except MedgeError as exc:  # a refused bundle: keep what compile measured (gate, parity, preflight)
         refused = getattr(exc, "report", None)

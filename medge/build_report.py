@@ -6,6 +6,42 @@ from pathlib import Path
 from typing import Any
 
 from medge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from medge.reports import details_row, human_bytes, verdict
+
+
+def build_rows(report) -> list[tuple[str, str]]:
+    """The printed summary of `medge build`: verdict first, about ten lines (the rest is in the JSON)."""
+    failed = [s for s in report.steps if s["status"] == "failed"]
+    if failed:
+        head = verdict(False, f"step '{failed[0]['step']}' failed: {failed[0].get('note') or 'see the JSON report'}")
+    else:
+        head = verdict(True, f"bundle {report.bundle} ({report.precision}) for {report.target}")
+    rows = [("result", head), *(("WARNING", w) for w in report.warnings)]
+    rows.append(("steps", ", ".join(f"{s['step']} {s['status']} {s['seconds']:.1f} s" for s in report.steps)))
+    skipped = [s for s in report.steps if s["status"] == "skipped" and s.get("note")]
+    if skipped:
+        rows.append(("skipped", f"{skipped[0]['step']}: {skipped[0]['note']}"))
+    summary = report.summary
+    gate = report.compile.get("gate") or {}
+    metric = gate.get("metric") if isinstance(gate.get("metric"), dict) else gate
+    if metric and metric.get("name") and metric.get("quantized") is not None:
+        rows.append(("gate", f"{metric['name']} fp32 {metric.get('reference', float('nan')):.4g} → {report.precision} "
+                             f"{metric['quantized']:.4g}, drop {metric.get('drop', float('nan')):.4g} "
+                             f"(max {metric.get('max_drop')}) {'PASS' if metric.get('passed') else 'FAIL'}"))
+    if "cosine vs fp32" in summary:
+        rows.append(("parity vs fp32", f"max abs {summary['max abs error vs fp32']:.3g}, cosine {summary['cosine vs fp32']:.6f}"))
+    if "p50 bundle (ms)" in summary:
+        rows.append(("latency p50", f"fp32 onnx {summary['p50 fp32 onnx (ms)']:.3f} ms → bundle {summary['p50 bundle (ms)']:.3f} ms "
+                                    f"({summary['speed-up vs fp32 onnx']:.2f}x)"))
+    sizes = [p.get("size_bytes") for p in report.profiles]
+    if len(sizes) >= 2 and sizes[0] and sizes[1]:
+        rows.append(("size", f"fp32 onnx {human_bytes(sizes[0])} → bundle {human_bytes(sizes[1])}"))
+    if report.compile.get("manifest_sha256"):
+        rows.append(("manifest sha256", report.compile["manifest_sha256"]))
+    if report.report_files.get("markdown"):
+        rows.append(("report", f"{report.report_files['markdown']} (+ json, png)"))
+    rows.append(("time", f"{report.seconds:.1f} s"))
+    return rows + [details_row()]
 
 
 def _markdown(report) -> str:

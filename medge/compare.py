@@ -37,6 +37,7 @@ class CompareConfig:
     max_abs_error: float | None = None
     min_cosine: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    reference_data: bool = False  # --reference: the bundle's stored inputs/outputs are the reference
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ArtifactComparison:
     metric_delta: float | None = None
     passed: bool = True
     failures: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    limits: dict[str, Any] = field(default_factory=dict)  # max_abs_error, min_cosine and where they came from
 
 
 @dataclass
@@ -81,12 +84,76 @@ class CompareReport(Report):
         if self.metric_name:
             rows.append((f"reference {self.metric_name}", f"{self.reference_metric:.6g}" if self.reference_metric is not None else "n/a"))
         for a in self.artifacts:
+            rows.append((f"limits {a.path}", limits_text(a.limits)))
             text = f"max abs {a.max_abs_error:.3g}, max rel {a.max_rel_error:.3g}, cosine {a.cosine:.6f}"
             if a.metric is not None:
                 text += f", {self.metric_name} {a.metric:.6g} (Δ {a.metric_delta:+.3g})"
             text += " — PASS" if a.passed else f" — FAIL ({'; '.join(a.failures)})"
             rows.append((f"{a.path} [{a.runtime}]", text))
         return rows
+
+
+# Default pass limits per precision of the compared artifact: the max abs error as a fraction of
+# the reference outputs' range (so probabilities and µV signals get comparable limits) and the
+# minimum cosine similarity.  --max-abs-error / --min-cosine replace them.
+DEFAULT_LIMITS = {"fp32": (1e-3, 0.9999), "fp16": (2e-2, 0.999), "int8": (None, 0.95)}
+
+
+def limits_text(limits: dict[str, Any]) -> str:
+    """``cosine ≥ 0.95, max abs ≤ 0.001 (int8 defaults)`` for a row's limits."""
+    parts = [f"cosine ≥ {limits['min_cosine']:g}"] if limits.get("min_cosine") is not None else []
+    if limits.get("max_abs_error") is not None:
+        parts.append(f"max abs ≤ {limits['max_abs_error']:.3g}")
+    return f"{', '.join(parts) or 'none'} ({limits.get('from', '')})"
+
+
+def artifact_precision(ref: ArtifactRef) -> str:
+    """fp32 / fp16 / int8 of an artifact: the bundle's manifest, else what the file holds."""
+    if ref.precision:
+        return ref.precision
+    path = ref.path
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        ops = {n.op_type for n in model.graph.node}
+        if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
+            return "int8"
+        if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+            return "fp16"
+        return "fp32"
+    if path.suffix == ".xml":
+        text = path.read_text(errors="replace")
+        if "FakeQuantize" in text or 'element_type="i8"' in text or 'element_type="u8"' in text:
+            return "int8"
+        return "fp16" if 'element_type="f16"' in text else "fp32"
+    return "int8"  # .tflite/.engine without a manifest: the loosest limits, said in the row
+
+
+def _limits(config: CompareConfig, precision: str, ref_out: list[np.ndarray]) -> dict[str, Any]:
+    frac, cosine = DEFAULT_LIMITS.get(precision, DEFAULT_LIMITS["int8"])
+    span = max((float(y.max() - y.min()) for y in ref_out if y.size), default=0.0) or 1.0
+    limits: dict[str, Any] = {"max_abs_error": None if frac is None else frac * span, "min_cosine": cosine,
+                              "from": f"{precision} defaults"}
+    given = []
+    if config.max_abs_error is not None:
+        limits["max_abs_error"] = config.max_abs_error
+        given.append("--max-abs-error")
+    if config.min_cosine is not None:
+        limits["min_cosine"] = config.min_cosine
+        given.append("--min-cosine")
+    if given:
+        limits["from"] = " ".join(given) + ("" if len(given) == 2 else f", else {precision} defaults")
+    return limits
+
+
+def _check_row(row: ArtifactComparison) -> None:
+    limit, cosine = row.limits.get("max_abs_error"), row.limits.get("min_cosine")
+    if limit is not None and row.max_abs_error > limit:
+        row.failures.append(f"max abs error {row.max_abs_error:.3g} > {limit:.3g}")
+    if cosine is not None and row.cosine < cosine:
+        row.failures.append(f"cosine {row.cosine:.6f} < {cosine:g}")
+    row.passed = not row.failures
 
 
 def split_runtime_suffix(spec: str) -> tuple[str, str | None]:
@@ -200,10 +267,41 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
         row.metric = score(got)
         if row.metric is not None and report.reference_metric is not None:
             row.metric_delta = row.metric - report.reference_metric
-        if config.max_abs_error is not None and max_abs > config.max_abs_error:
-            row.failures.append(f"max abs error {max_abs:.3g} > {config.max_abs_error:g}")
-        if config.min_cosine is not None and cosine < config.min_cosine:
-            row.failures.append(f"cosine {cosine:.6f} < {config.min_cosine:g}")
-        row.passed = not row.failures
+        row.precision = artifact_precision(ref)
+        row.limits = _limits(config, row.precision, ref_out)
+        _check_row(row)
         report.artifacts.append(row)
     return report
+
+
+def compare_to_reference_data(config: CompareConfig) -> CompareReport:
+    """``medge compare BUNDLE --reference``: the bundle's artifact against the inputs/outputs stored at compile."""
+    from medge.manifest import REFERENCE_INPUTS, REFERENCE_OUTPUTS
+    from medge.runtimes import open_runtime
+
+    if len(config.artifacts) != 1:
+        raise MedgeError("--reference compares one bundle with its stored reference outputs; pass exactly one BUNDLE")
+    ref = resolve_artifact(*split_runtime_suffix(config.artifacts[0]))
+    if ref.bundle is None:
+        raise MedgeError(f"--reference needs a bundle folder (with {REFERENCE_INPUTS}), not the file {ref.path}")
+    inputs_path, outputs_path = ref.bundle / REFERENCE_INPUTS, ref.bundle / REFERENCE_OUTPUTS
+    if not inputs_path.is_file() or not outputs_path.is_file():
+        raise MedgeError(f"bundle {ref.bundle.name} has no {REFERENCE_INPUTS}/{REFERENCE_OUTPUTS}; recompile it with "
+                         "this medge, or compare it against its ONNX: medge compare MODEL.onnx BUNDLE")
+    with np.load(inputs_path) as stored_in, np.load(outputs_path) as stored_out:
+        inputs = [stored_in[k] for k in stored_in.files]
+        ref_out = [stored_out[k].astype(np.float32) for k in stored_out.files]
+    n = inputs[0].shape[0]
+    samples = [[x[i:i + 1] for x in inputs] for i in range(n)]
+    device = config.runtime_device or ref.device or "cpu"
+    with open_runtime(ref.path, ref.runtime, device=device, threads=config.threads, **config.options) as rt:
+        got = _run_all(rt, samples, ref.label, [(1, *y.shape[1:]) for y in ref_out])
+    max_abs, max_rel, mean_abs, cosine = _errors(ref_out, got, ref.label)
+    row = ArtifactComparison(f"{ref.label} ({ref.path.relative_to(ref.bundle)})", ref.runtime, device,
+                             max_abs, max_rel, mean_abs, cosine)
+    row.precision = artifact_precision(ref)
+    row.limits = _limits(config, row.precision, ref_out)
+    _check_row(row)
+    return CompareReport(reference=str(outputs_path), reference_runtime="stored fp32 outputs", artifacts=[row],
+                         n_inputs=n, inputs_source=str(inputs_path), max_abs_error_limit=config.max_abs_error,
+                         min_cosine_limit=config.min_cosine)

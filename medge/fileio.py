@@ -86,3 +86,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON to `path` atomically."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "-o", *, suffix: str = "") -> None:
+    """Refuse, before any work, an output file path that cannot be written: a folder, or under a file."""
+    from medge.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file path such as {path / ('model' + (suffix or '.out'))}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; choose another {flag} path")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"{flag} {path}: folder {parent} is not writable; choose another {flag} path")
+            break

@@ -30,3 +30,8 @@ def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{path} has no 'files' table; recompile the bundle")
     return manifest
+
+# Inputs and the FP32 model's outputs on them, stored in every bundle so the artifact can be checked
+# on the device (`medge compare BUNDLE --reference`), as Polygraphy's --load-inputs/--load-outputs do.
+REFERENCE_INPUTS = "reference/inputs.npz"
+REFERENCE_OUTPUTS = "reference/outputs.npz"

@@ -51,6 +51,53 @@ def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
         rows.append((prefix, _fmt(value)))
 
 
+def human_bytes(n: int | float | None) -> str:
+    """Bytes in B/KB/MB/GB (powers of 1000, as file managers and `medge profile` show them)."""
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def human_count(n: int | float | None) -> str:
+    """A count (parameters, MACs) in K/M/G: 138264 → '138 K', 87764892 → '87.8 M'."""
+    if n is None:
+        return "?"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+    return str(int(n))
+
+
+def verdict(ok: bool, text: str) -> str:
+    """The first line of a summary table: PASS/FAIL and why."""
+    return f"{'PASS' if ok else 'FAIL'} - {text}" if text else ("PASS" if ok else "FAIL")
+
+
+def tensors_text(tensors: list[dict[str, Any]]) -> str:
+    """``[{"name", "shape", "dtype"}]`` → ``image 1x1x224x224 float32``, comma-joined."""
+    parts = []
+    for t in tensors:
+        shape = "x".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in t.get("shape") or [])
+        parts.append(f"{t.get('name', '?')} {shape} {t.get('dtype', '')}".strip())
+    return ", ".join(parts) or "-"
+
+
+def notes_rows(notes: list[str], limit: int = 2) -> list[tuple[str, str]]:
+    """At most `limit` note rows; the rest are counted (they are all in the JSON report)."""
+    rows = [("note", n) for n in notes[:limit]]
+    if len(notes) > limit:
+        rows.append(("note", f"… {len(notes) - limit} more in the JSON report"))
+    return rows
+
+
+def details_row() -> tuple[str, str]:
+    """The last summary line: where the full report is."""
+    return ("details", "--json or --report PATH")
+
+
 def render_table(rows: list[tuple[str, str]], title: str | None = None) -> str:
     """Render two-column rows as an aligned plain-text table."""
     width = max((len(k) for k, _ in rows), default=0)

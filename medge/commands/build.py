@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medge.commands.common_args import PRECISION_HELP, non_negative_float
+
 
 HELP = "the whole chain for one model and target: export, quantize with gate, compile, compare, profile"
+EXAMPLE = ["medge build cxr-densenet-tiny --target intel-cpu -o build/cxr-intel",
+           "medge build cxr-densenet-tiny --target intel-npu --calib xrays/ --eval xrays-eval/"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"zoo name, package.module:factory or .pt2/.pt file (default {DEFAULT_MODEL})")
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"device profile (default {DEFAULT_TARGET}; see 'medge devices list')")
     parser.add_argument("-o", "--output", help="bundle folder (default build/<model>-<target>)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: the target's default precision")
-    parser.add_argument("--calib", help="calibration data (folder, DICOM, WFDB, .npz, synthetic[:task]); default: the zoo model's synthetic data")
-    parser.add_argument("--eval", help="evaluation data for the accuracy gate; default: the zoo model's synthetic data (eval split)")
-    parser.add_argument("--max-drop", type=float, help="largest allowed drop of the task metric (default: 0.005 AUROC/Pearson, 0.01 Dice)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help=PRECISION_HELP)
+    parser.add_argument("--calib", help="calibration data (folder, DICOM, WFDB, .npz, synthetic[:task]); default: the zoo "
+                        "model's synthetic data, with a WARNING (required for models not in the zoo when int8)")
+    parser.add_argument("--eval", help="evaluation data for the accuracy gate; default: the zoo model's synthetic data "
+                        "(eval split), with a WARNING; models not in the zoo get no gate without it")
+    parser.add_argument("--max-drop", type=non_negative_float,
+                        help="largest allowed drop of the task metric, 0 or more (default: 0.005 AUROC/Pearson, 0.01 Dice)")
     parser.add_argument("--weights", help="weights (.safetensors or state-dict checkpoint)")
     parser.add_argument("--model-kwargs", help="JSON keyword arguments for a module:factory model")
     parser.add_argument("--input-shape", help="input shape such as 1x1x224x224 (non-zoo models)")
@@ -29,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     parser.add_argument("--threads", type=int, help="inference threads (default: runtime's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="compile option override (repeatable)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing bundle at -o made for another target or holding files built on the device")
 
 
 def run(args: argparse.Namespace):
@@ -48,5 +57,5 @@ def run(args: argparse.Namespace):
         model=args.model, target=args.target, output=Path(output), precision=args.precision, calib=args.calib,
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, device=args.device,
-        runs=args.runs, warmup=args.warmup, threads=args.threads, options=options,
+        runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
     ))

@@ -7,6 +7,7 @@ import argparse
 from medge.errors import UsageError
 
 HELP = "list the compile targets or show one target's profile"
+EXAMPLE = ["medge devices list", "medge devices show jetson-orin-nano"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from medge.commands.common_args import parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "export a PyTorch model (zoo name, package.module:factory, .pt2, .pt) to ONNX with a parity check"
+EXAMPLE = "medge export cxr-densenet-tiny -o cxr.onnx"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     """Run the command."""
+    from medge.console import Steps
+    from medge.fileio import check_output_file
+
+    check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.export import export_onnx, load_model, parse_shape
     from medge.export.exporter import plan_exporters
 
     plan_exporters(args.opset)  # reject an impossible --opset before loading anything
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    steps = Steps(4)
+    steps(f"load {args.model}")
     loaded = load_model(args.model, weights=args.weights, model_kwargs=parse_model_kwargs(args.model_kwargs), input_shape=shape)
     if args.task or args.labels:
         if loaded.kind == "zoo":
@@ -43,5 +50,5 @@ def run(args: argparse.Namespace):
             loaded.meta.labels = [s.strip() for s in args.labels.split(",") if s.strip()]
     return export_onnx(
         args.model, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
-        samples=args.samples, atol=args.atol, rtol=args.rtol, loaded=loaded,
+        samples=args.samples, atol=args.atol, rtol=args.rtol, loaded=loaded, progress=steps,
     )

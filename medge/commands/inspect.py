@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "show an ONNX file's medge metadata, inputs/outputs, op histogram, parameters and MACs"
+HELP = "show the medge metadata, inputs/outputs, op histogram, parameters and MACs of an ONNX file, an OpenVINO .xml or a bundle"
+EXAMPLE = ["medge inspect cxr.onnx", "medge inspect build/cxr-intel"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
-    parser.add_argument("onnx", metavar="MODEL.onnx", help="ONNX file to inspect")
+    parser.add_argument("onnx", metavar="MODEL.onnx|MODEL.xml|BUNDLE", help="ONNX file, OpenVINO IR .xml or bundle folder to inspect")
 
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.export import inspect_onnx
+    from medge.export.inspect import inspect_path
 
-    return inspect_onnx(args.onnx)
+    return inspect_path(args.onnx)

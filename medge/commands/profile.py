@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "measure load time, latency percentiles, throughput, peak memory and per-layer times"
+EXAMPLE = ["medge profile build/cxr-intel", "medge profile build/cxr-jetson --device ssh://nvidia@jetson.local"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from medge.commands.common_args import parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "prune a PyTorch model (structured channels or unstructured weights) and save it as a .pt2 for 'medge export'"
+EXAMPLE = "medge prune cxr-densenet-tiny --sparsity 0.3 --round-to 8 -o cxr-pruned.pt2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from medge.commands.common_args import non_negative_float, positive_int
+
 HELP = "quantize an ONNX model to INT8/FP16, gated on a clinical metric with FP32 fallback"
+EXAMPLE = "medge quantize cxr.onnx -o cxr.int8.onnx --calib synthetic:cxr --eval synthetic:cxr --max-drop 0.005"
 
 _PRECISIONS = ("int8", "fp16", "int8-dynamic")
 _BACKENDS = ("ort", "openvino", "inc")
@@ -16,18 +19,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="FP32 .onnx model (from medge export)")
     parser.add_argument("-o", "--output", required=True,
                         help="output artifact: .onnx (ort, inc) or .xml + .bin (openvino)")
-    parser.add_argument("--precision", choices=_PRECISIONS, default="int8")
-    parser.add_argument("--backend", choices=_BACKENDS, default="ort")
+    parser.add_argument("--precision", choices=_PRECISIONS, default="int8",
+                        help="int8: static, calibrated; fp16: half-precision weights/activations; int8-dynamic: "
+                             "weights only, no calibration (default int8)")
+    parser.add_argument("--backend", choices=_BACKENDS, default="ort",
+                        help="ort: ONNX Runtime quantizer (.onnx); openvino: NNCF (.xml); inc: Intel Neural "
+                             "Compressor (.onnx) (default ort)")
     parser.add_argument("--calib", metavar="SOURCE",
                         help="calibration data: folder, DICOM, WFDB, .npy/.npz or synthetic:<task>")
-    parser.add_argument("--calib-size", type=int, default=300, metavar="N")
-    parser.add_argument("--calib-method", choices=_CALIB_METHODS, default="minmax")
+    parser.add_argument("--calib-size", type=positive_int, default=300, metavar="N",
+                        help="calibration samples drawn from --calib (default 300)")
+    parser.add_argument("--calib-method", choices=_CALIB_METHODS, default="minmax",
+                        help="how activation ranges are set: minmax, entropy (KL) or percentile (default minmax)")
     parser.add_argument("--eval", metavar="SOURCE", help="evaluation data with targets, for the accuracy gate")
-    parser.add_argument("--eval-size", type=int, default=300, metavar="N")
+    parser.add_argument("--eval-size", type=positive_int, default=300, metavar="N",
+                        help="evaluation samples drawn from --eval for the gate (default 300)")
     parser.add_argument("--metric", help="auroc | sens@spec[:0.9] | dice | iou | pearson | rmse_uv | mae_uv | "
                                          "accuracy (default: from the model's task)")
-    parser.add_argument("--max-drop", type=float, metavar="X",
-                        help="largest accepted metric drop (reference - quantized); needs --eval")
+    parser.add_argument("--max-drop", type=non_negative_float, metavar="X",
+                        help="largest accepted metric drop (reference - quantized), 0 or more; needs --eval "
+                             "(default: no gate, the metric is only reported)")
     parser.add_argument("--max-fallback-steps", type=int, default=6, metavar="N",
                         help="attempts per fallback stage (1, 2, 4 … sensitive activations to 16 bits, then "
                              "nodes to FP32) before giving up; 0 disables")
@@ -44,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize-output-head", dest="keep_output_head_fp32", action="store_false",
                         help="INT8: also quantize the output head (by default the nodes from the outputs back "
                              "to the last conv/matmul stay FP32)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CI")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
+                        help="bootstrap resamples for the 95%% confidence interval of the drop (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling the data and the bootstrap (default 0)")
 
 
 def run(args: argparse.Namespace):

@@ -8,6 +8,7 @@ from medge.errors import UsageError
 from medge.reports import DictReport, ListReport
 
 HELP = "list the built-in medical models or show one model card"
+EXAMPLE = ["medge zoo list", "medge zoo show cxr-densenet-tiny"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

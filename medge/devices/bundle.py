@@ -119,10 +119,31 @@ class VerifyReport(Report):
     modified: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     verified: bool = False
+    manifest_sha256: str | None = None  # of manifest.json itself: what `medge compile` printed
+    expected_sha256: str | None = None  # --expect-sha256
 
     @property
     def ok(self) -> bool:
         return self.verified
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        from medge.reports import details_row, verdict
+
+        problems = ([f"missing {r}" for r in self.missing] + [f"modified {r}" for r in self.modified]
+                    + [f"extra {r}" for r in self.extra] + self.errors)
+        rows = [
+            ("result", verdict(self.verified, f"{self.checked} files match the manifest" if self.verified
+                               else f"{len(problems)} problem(s)")),
+            ("bundle", f"{self.bundle} ({self.target}, {self.precision}, primary {self.primary_artifact})"),
+            ("manifest sha256", self.manifest_sha256 or "-"),
+        ]
+        if self.expected_sha256:
+            rows.append(("expected sha256", f"{self.expected_sha256} "
+                         f"({'matches' if self.expected_sha256 == self.manifest_sha256 else 'DIFFERS'})"))
+        rows += [("problem", p) for p in problems[:8]]
+        if len(problems) > 8:
+            rows.append(("problem", f"… {len(problems) - 8} more in the JSON report"))
+        return rows + [details_row()]
 
 
 def _safe_relpath(rel: str) -> bool:
@@ -130,16 +151,22 @@ def _safe_relpath(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
-def verify_bundle(bundle: str | os.PathLike) -> VerifyReport:
+def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None) -> VerifyReport:
     """Recheck every file hash of a bundle: missing, extra and modified files and a bad manifest.
 
-    Raises `BundleError` only when `bundle` is not a folder; every other problem is in the report
-    (``ok`` False).
+    The sha256 of ``manifest.json`` itself is reported, and checked against `expect_sha256` (what
+    `medge compile` printed) when given.  Raises `BundleError` only when `bundle` is not a folder;
+    every other problem is in the report (``ok`` False).
     """
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"bundle folder not found: {bundle}")
-    report = VerifyReport(bundle=str(bundle))
+    report = VerifyReport(bundle=str(bundle), expected_sha256=expect_sha256.lower() if expect_sha256 else None)
+    if (bundle / MANIFEST).is_file():
+        report.manifest_sha256 = sha256_file(bundle / MANIFEST)
+        if report.expected_sha256 and report.expected_sha256 != report.manifest_sha256:
+            report.errors.append(f"manifest.json sha256 {report.manifest_sha256} differs from --expect-sha256 "
+                                 f"{report.expected_sha256}: this is not the bundle that was compiled")
     try:
         manifest = load_manifest(bundle)
     except BundleError as exc:

@@ -6,6 +6,7 @@ recipe and the manifest succeeded, so a failing compile never leaves a bundle at
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from medge.console import Steps, warn
 from medge.devices.target import DeviceProfile, get_target, validate_request
 from medge.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
 from medge.reports import Report
@@ -37,6 +39,8 @@ class CompileConfig:
     model_ref: str | None = None  # zoo name or module:factory of the PyTorch source, when known
     build_engine: bool = False  # build the device artifact here (needs the toolkit, e.g. tensorrt)
     command: str | None = None  # the command line recorded in the manifest
+    force: bool = False  # replace an existing bundle for another target or one holding device/ files
+    progress: bool = False  # print step lines on stderr (the CLI sets it)
 
 
 @dataclass
@@ -60,12 +64,18 @@ class CompileReport(Report):
     preflight: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     manifest_sha256: str | None = None
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         gate_ok = self.gate is None or self.gate.get("passed") is not False
         return self.written and gate_ok and self.preflight.get("ok", True) is not False
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        from medge.devices.compile_summary import compile_rows
+
+        return compile_rows(self)
 
 
 def _check_options(target: DeviceProfile, overrides: dict[str, Any], choices: dict[str, tuple[str, ...]]) -> None:
@@ -80,8 +90,8 @@ def _check_options(target: DeviceProfile, overrides: dict[str, Any], choices: di
             raise UsageError(f"unknown {key} '{value}' for target '{target.name}'; choices: {', '.join(choices[key])}")
 
 
-def _default_calibration(meta, precision: str, calib: str | None, notes: list[str]) -> str | None:
-    """INT8 needs data: the user's, else the zoo model's synthetic generator (said in the notes)."""
+def _default_calibration(meta, precision: str, calib: str | None, notes: list[str], warnings: list[str]) -> str | None:
+    """INT8 needs data: the user's, else the zoo model's synthetic generator (a WARNING on stderr)."""
     if precision != "int8" or calib is not None:
         return calib
     task = None
@@ -96,6 +106,10 @@ def _default_calibration(meta, precision: str, calib: str | None, notes: list[st
         raise UsageError(
             f"int8 needs calibration data for '{meta.model}': pass --calib FOLDER|FILE|synthetic:<task>"
         )
+    text = (f"no --calib given: calibrating {meta.model} on synthetic:{task} (demo data); "
+            "pass --calib with real data for deployment")
+    warn(text)
+    warnings.append(text)
     notes.append(f"calibrated on synthetic:{task} (demo data; pass --calib with real images for deployment)")
     return f"synthetic:{task}"
 
@@ -115,11 +129,28 @@ def _source_model(path: Path, meta) -> dict[str, Any]:
     return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
 
 
-def _check_output(output: Path) -> None:
-    from medge.devices.bundle import MANIFEST
+def check_bundle_output(output: Path, target: str, force: bool) -> None:
+    """Refuse an -o that is not a bundle, and (without --force) a bundle for another target or with device files."""
+    from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST
 
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists())):
         raise UsageError(f"output '{output}' exists and is not a medge bundle; choose a new -o path or remove it")
+    if force or not (output / MANIFEST).is_file():
+        return
+    try:
+        existing = (json.loads((output / MANIFEST).read_text()).get("target") or {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        existing = None
+    device_dir = output / DEVICE_OUTPUT_DIR
+    device_files = sorted(p.relative_to(output).as_posix() for p in device_dir.rglob("*") if p.is_file()) \
+        if device_dir.is_dir() else []
+    if existing is not None and existing != target:
+        raise UsageError(f"'{output}' holds a bundle for {existing}, not {target}; choose a new -o path, "
+                         "or pass --force to replace it")
+    if device_files:
+        raise UsageError(f"'{output}' holds files built on the device ({', '.join(device_files[:3])}"
+                         f"{' …' if len(device_files) > 3 else ''}); they would be lost: choose a new -o path, "
+                         "or pass --force to replace the bundle")
 
 
 def compile_model(config: CompileConfig) -> CompileReport:
@@ -131,8 +162,12 @@ def compile_model(config: CompileConfig) -> CompileReport:
     from medge.fileio import atomic_dir, sha256_file
 
     t0 = time.perf_counter()
+    steps = Steps(3, enabled=config.progress)
+    steps("check the model, target and output")
     target = get_target(config.target)
     precision = validate_request(target, config.precision)
+    output = Path(config.output)
+    check_bundle_output(output, target.name, config.force)
     recipe = RECIPES.get(target.recipe)()
     _check_options(target, config.options, recipe.option_choices)
     model = Path(config.model)
@@ -146,15 +181,14 @@ def compile_model(config: CompileConfig) -> CompileReport:
         raise DataError(f"{model} carries no medge metadata; export it with 'medge export' first")
     if config.max_drop is not None and not config.eval_source:
         raise UsageError("--max-drop needs --eval SOURCE to measure the drop on")
-    output = Path(config.output)
-    _check_output(output)
     notes: list[str] = []
-    calib = _default_calibration(meta, precision, config.calib_source, notes)
+    warnings: list[str] = []
+    calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
     if config.build_engine and not recipe.builds_device_artifact:
         raise UsageError(f"--build-engine applies to TensorRT targets only; '{target.name}' uses the {recipe.name} recipe")
     report = CompileReport(
         bundle=str(output), target=target.name, target_display_name=target.display_name, recipe=recipe.name,
-        precision=precision, notes=notes,
+        precision=precision, notes=notes, warnings=warnings,
     )
     command = config.command or shlex.join(["medge", *sys.argv[1:]])
     try:
@@ -164,7 +198,14 @@ def compile_model(config: CompileConfig) -> CompileReport:
                 eval_source=config.eval_source, max_drop=config.max_drop, out_dir=out_dir, work_dir=Path(work),
                 model_ref=config.model_ref, options=target.options(config.options), build_engine=config.build_engine,
             )
+            work_text = {"int8": f"calibrate on {calib}, quantize to int8 and check the gate", "fp16": "convert to fp16",
+                         "fp32": "convert"}.get(precision, "convert")
+            steps(f"{recipe.name} recipe for {target.name}: {work_text}")
             result = recipe.compile(ctx)
+            steps(f"write the bundle, reference inputs/outputs and the manifest to {output}")
+            from medge.devices.reference_io import write_reference
+
+            reference = write_reference(out_dir, model, calib)
             notes.extend(result.notes)
             if result.gate and result.gate.get("passed") is False:  # nothing may look like a good bundle
                 report.gate, report.preflight = result.gate, result.preflight
@@ -189,6 +230,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
                 "command": command,
                 "notes": notes,
                 "extra": result.manifest_extra,
+                "reference": reference,
                 "toolchain_expected": {
                     f"{target.toolkit.name.lower().replace(' ', '')}_expected": target.toolkit.version,
                     "target_platform": target.toolkit.platform,

@@ -16,15 +16,16 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from medge.errors import ExportError, ParityError, UsageError
-from medge.export.loading import LoadedModel, load_model
+from medge.console import warn
+from medge.export.loading import RANDOM_WEIGHTS, LoadedModel, load_model
 from medge.metadata import embed_metadata
 from medge.export.parity import check_parity, load_samples
 from medge.export.report import ExportReport
-from medge.fileio import sha256_bytes, write_bytes_atomic
+from medge.fileio import check_output_file, sha256_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +284,14 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     loaded: LoadedModel | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export `model` to one self-contained ONNX file at `output`, verified against PyTorch.
 
     Raises `ParityError` (with ``.report``) and writes nothing when ONNX Runtime disagrees with
-    PyTorch beyond ``atol + rtol·|ref|``.  Pass `loaded` to export an already-loaded model.
+    PyTorch beyond ``atol + rtol·|ref|``.  Pass `loaded` to export an already-loaded model, and
+    `progress` to hear about each step (the CLI prints them on stderr).  A zoo model without weights
+    is exported with a warning on stderr and in the report.
     """
     import onnx
 
@@ -296,9 +300,20 @@ def export_onnx(
     t0 = time.perf_counter()
     if atol < 0 or rtol < 0:
         raise UsageError("--atol and --rtol must be ≥ 0")
-    loaded = loaded or load_model(model, weights=weights, model_kwargs=model_kwargs, input_shape=input_shape)
+    check_output_file(output, "-o", suffix=".onnx")
+    say = progress or (lambda text: None)
+    if loaded is None:
+        say(f"load {model}")
+        loaded = load_model(model, weights=weights, model_kwargs=model_kwargs, input_shape=input_shape)
+    warns: list[str] = []
+    if loaded.extra.get("weights") == RANDOM_WEIGHTS:
+        warns.append(f"'{model}' has no weights: the ONNX file holds randomly initialised weights and predicts "
+                     "nothing (pass --weights PATH)")
+        warn(warns[-1])
     sample_arr = load_samples(samples, loaded.input_names[0], loaded.input_shape) if samples else None
+    say(f"export to ONNX ({'opset ' + str(opset) if opset else 'TorchScript opset 17, else dynamo opset 18'})")
     raw, exporter, version, notes = _to_onnx(loaded, opset, dynamic_batch)
+    say("slim the graph and check parity against PyTorch")
     batches = [1, 2] if dynamic_batch else [loaded.input_shape[0]]
 
     def parity_of(data: bytes):
@@ -347,6 +362,8 @@ def export_onnx(
         parity=parity,
         metadata={"task": loaded.meta.task, "labels": loaded.meta.labels, "input_layout": loaded.meta.input_layout,
                   "preprocessing": loaded.meta.preprocessing},
+        weights=str(loaded.extra.get("weights", "")),
+        warnings=warns,
     )
     if not parity.passed:
         report.seconds = round(time.perf_counter() - t0, 3)
@@ -356,6 +373,7 @@ def export_onnx(
         )
         err.report = report  # type: ignore[attr-defined]
         raise err
+    say(f"write {output}")
     write_bytes_atomic(output, data)
     report.written = True
     report.seconds = round(time.perf_counter() - t0, 3)

@@ -40,3 +40,76 @@ def inspect_onnx(path: str | Path) -> DictReport:
         **graph_summary(model),
     }
     return DictReport(name=f"inspect {path.name}", data=data)
+
+
+def inspect_ir(path: str | Path) -> DictReport:
+    """Summarise an OpenVINO IR (.xml + .bin) from its XML: medge metadata, inputs/outputs, op histogram."""
+    import xml.etree.ElementTree as ET
+    from collections import Counter
+
+    from medge.runtimes.artifacts import ArtifactRef, artifact_size, resolve_artifact
+
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise DataError(f"{path} is not an OpenVINO IR .xml ({exc}); convert the model with 'medge compile'") from None
+    layers = root.findall("layers/layer")
+    if root.tag != "net" or not layers:
+        raise DataError(f"{path} is not an OpenVINO IR .xml (no <net><layers>); convert the model with 'medge compile'")
+
+    def tensor(layer) -> dict:
+        data = layer.find("data")
+        shape = (data.get("shape", "") if data is not None else "").split(",")
+        return {"name": layer.get("name"), "shape": [int(d) if d.strip().lstrip("-").isdigit() else None for d in shape if d],
+                "dtype": data.get("element_type") if data is not None else None}
+
+    ref: ArtifactRef = resolve_artifact(path, "openvino")
+    ops = Counter(layer.get("type") for layer in layers)
+    data = {
+        "path": str(path),
+        "format": "openvino-ir",
+        "sha256": sha256_file(path),
+        "size_bytes": artifact_size(ref),
+        "metadata": asdict(ref.meta) if ref.meta else None,
+        "inputs": [tensor(layer) for layer in layers if layer.get("type") == "Parameter"],
+        "outputs": [{"name": layer.get("name")} for layer in layers if layer.get("type") == "Result"],
+        "op_histogram": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "nodes": len(layers),
+    }
+    return DictReport(name=f"inspect {path.name}", data=data)
+
+
+def inspect_bundle(path: str | Path) -> DictReport:
+    """Summarise a bundle: target, precision, primary artifact, manifest sha256, and its model's ONNX summary."""
+    from medge.manifest import MANIFEST, load_manifest
+
+    path = Path(path)
+    manifest = load_manifest(path)
+    onnx_files = sorted(rel for rel in manifest["files"] if rel.endswith(".onnx"))
+    summary = {
+        "bundle": str(path),
+        "target": (manifest.get("target") or {}).get("name"),
+        "precision": manifest.get("precision"),
+        "primary_artifact": manifest.get("primary_artifact"),
+        "runtime": manifest.get("runtime"),
+        "manifest_sha256": sha256_file(path / MANIFEST),
+        "files": len(manifest["files"]),
+        "model_meta": manifest.get("model_meta"),
+    }
+    primary = manifest.get("primary_artifact") or ""
+    inner = path / primary if primary.endswith((".onnx", ".xml")) else (path / onnx_files[0] if onnx_files else None)
+    if inner is not None and inner.is_file():
+        detail = inspect_ir(inner) if inner.suffix == ".xml" else inspect_onnx(inner)
+        summary["artifact"] = detail.data
+    return DictReport(name=f"inspect bundle {path.name}", data=summary)
+
+
+def inspect_path(path: str | Path) -> DictReport:
+    """`medge inspect` of an ONNX file, an OpenVINO .xml or a bundle folder."""
+    path = Path(path)
+    if path.is_dir():
+        return inspect_bundle(path)
+    if path.suffix.lower() == ".xml" and path.is_file():
+        return inspect_ir(path)
+    return inspect_onnx(path)

@@ -26,6 +26,10 @@ LAYOUTS = {3: "NCL", 4: "NCHW", 5: "NCDHW"}
 _MAX_KEYS_SHOWN = 6
 
 
+# `LoadedModel.extra["weights"]` of a zoo model exported without weights of its own.
+RANDOM_WEIGHTS = "random initialisation (no weights)"
+
+
 @dataclass
 class LoadedModel:
     """An eval-mode module ready to export, with what medge knows about it."""
@@ -222,13 +226,13 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         module = build_model(name, pretrained=pretrained)
     if weights is not None:
         load_weights(module, weights)
-        sha = sha256_file(weights)
+        sha, weights_kind = sha256_file(weights), f"{Path(weights).name} (--weights)"
     elif pretrained and card.weights:
         from medge.zoo import weights_path
 
-        sha = sha256_file(weights_path(card))
+        sha, weights_kind = sha256_file(weights_path(card)), "demo weights (synthetic data, not for clinical use)"
     else:
-        sha = state_dict_sha256(module)
+        sha, weights_kind = state_dict_sha256(module), RANDOM_WEIGHTS
     shape = tuple(card.input_shape)
     if input_shape is not None:
         if len(input_shape) != len(shape):
@@ -252,7 +256,8 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         medge_version=__version__,
         output_names=list(card.output_names),
     )
-    return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo")
+    return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo",
+                       extra={"weights": weights_kind})
 
 
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
@@ -378,4 +383,7 @@ def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_
     if loaded.kind == "zoo":
         _probe_outputs(loaded.module, loaded.input_shape, model)
     loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0
+    if "weights" not in loaded.extra:
+        loaded.extra["weights"] = (f"{Path(weights).name} (--weights)" if weights else "held in the file"
+                                   if kind in ("exported-program", "torchscript") else "as the factory builds them")
     return loaded

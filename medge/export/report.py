@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report
+from medge.reports import Report, details_row, human_bytes, human_count, notes_rows, tensors_text, verdict
 
 
 @dataclass
@@ -65,11 +65,34 @@ class ExportReport(Report):
     metadata: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     written: bool = False
+    weights: str = ""  # where the weights came from (demo, --weights, random initialisation…)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.parity is not None and self.parity.passed
 
     def table_rows(self) -> list[tuple[str, str]]:
-        rows = super().table_rows()
-        return [(k, v) for k, v in rows if not k.startswith("metadata.preprocessing")]
+        parity = self.parity
+        if parity is None:
+            verdict_text = verdict(False, "no parity check ran")
+        else:
+            tol = parity.tolerance
+            verdict_text = verdict(parity.passed, f"ONNX Runtime vs PyTorch max abs error {parity.max_abs_error:.3g} "
+                                   f"(limit atol {tol.get('atol', 0):g} + rtol {tol.get('rtol', 0):g}·|ref|) on "
+                                   f"{parity.n_random} random + {parity.n_samples} real inputs")
+        labels = self.metadata.get("labels") or []
+        rows = [
+            ("result", verdict_text),
+            *(("WARNING", w) for w in self.warnings),
+            ("model", f"{self.model} ({self.metadata.get('task', 'unknown')}"
+                      f"{', ' + str(len(labels)) + ' labels' if labels else ''})"),
+            ("weights", self.weights or "?"),
+            ("onnx", f"{self.onnx if self.written else self.onnx + ' (not written)'}, {human_bytes(self.size_bytes)}, "
+                     f"opset {self.opset} ({self.exporter}{', slimmed' if self.slimmed else ''})"),
+            ("inputs → outputs", f"{tensors_text(self.inputs)} → {tensors_text(self.outputs)}"),
+            ("size", f"{human_count(self.params)} parameters, {human_count(self.macs)} MACs"),
+            ("time", f"{self.seconds:.1f} s"),
+        ]
+        rows += notes_rows(self.notes)
+        return rows + [details_row()]

@@ -27,6 +27,7 @@ class ArtifactRef:
     bundle: Path | None = None
     meta: ModelMeta | None = None
     onnx: Path | None = None  # the ONNX file that describes the model (itself, or one in the bundle)
+    precision: str | None = None  # the bundle's precision (from its manifest); None for plain files
 
     @property
     def label(self) -> str:
@@ -107,7 +108,10 @@ def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRe
             RUNTIMES.get(rt)
         device = manifest.get("runtime_device") or manifest.get("device")
         meta, onnx_path = _bundle_meta(path, manifest, primary)
-        return ArtifactRef(primary, rt, device, path, meta, onnx_path)
+        artifact = primary
+        if manifest.get("runtime") == "tensorrt" and primary.suffix == ".onnx":
+            artifact, rt, device = _tensorrt_artifact(path, manifest, primary, runtime, device)
+        return ArtifactRef(artifact, rt, device, path, meta, onnx_path, manifest.get("precision"))
     rt = runtime or RUNTIME_FOR_SUFFIX.get(path.suffix)
     if rt is None:
         raise MedgeError(f"cannot tell which runtime runs '{path.name}'; pass --runtime ({', '.join(RUNTIMES.names())})")
@@ -115,6 +119,45 @@ def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRe
         RUNTIMES.get(rt)  # raises UnknownNameError with a "did you mean"
     meta = _file_meta(path)
     return ArtifactRef(path, rt, None, None, meta, path if path.suffix == ".onnx" else None)
+
+
+def _ort_gpu_device() -> str | None:
+    """'tensorrt' or 'cuda' when this onnxruntime build has that execution provider, else None."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    available = set(ort.get_available_providers())
+    if "TensorrtExecutionProvider" in available:
+        return "tensorrt"
+    return "cuda" if "CUDAExecutionProvider" in available else None
+
+
+def _tensorrt_artifact(bundle: Path, manifest: dict[str, Any], primary: Path, runtime: str | None,
+                       device: str | None) -> tuple[Path, str, str | None]:
+    """What runs a TensorRT bundle, whose manifest names the ONNX the engine is built from.
+
+    The engine built on the device (``extra.engine``, default ``device/model.engine``) once it exists;
+    before that the ONNX through ONNX Runtime's TensorRT/CUDA execution provider when present, or the
+    ONNX on this CPU when ``onnxruntime`` is asked for explicitly.  Otherwise a one-line error says to
+    build the engine first.
+    """
+    engine_rel = (manifest.get("extra") or {}).get("engine") or "device/model.engine"
+    engine = bundle / engine_rel
+    if runtime == "onnxruntime":
+        return primary, "onnxruntime", None
+    if engine.is_file() and runtime in (None, "tensorrt"):
+        return engine, "tensorrt", device
+    if runtime is None:
+        gpu = _ort_gpu_device()
+        if gpu is not None:
+            return primary, "onnxruntime", gpu
+    raise BundleError(
+        f"bundle {bundle.name} has no TensorRT engine yet ({engine_rel}): build the engine on the device first: "
+        f"bash {bundle}/build_engine.sh; on this machine, run its {primary.name} on the CPU with "
+        f"{bundle}@onnxruntime (compare) or --runtime onnxruntime (profile), or profile it on the device: "
+        f"medge profile {bundle} --device ssh://USER@HOST"
+    )
 
 
 def artifact_size(ref: ArtifactRef) -> int:

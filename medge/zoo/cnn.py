@@ -2,7 +2,8 @@
 
 MONAI supplies the DenseNet and U-Net backbones; the frame screener is written here.  Every
 factory returns a module in eval mode whose output is already a probability (sigmoid inside).
-MONAI is imported inside the factories so that importing this module stays cheap.
+Each factory imports only the MONAI module that defines its network (`monai_class`), so that
+importing this module stays cheap and exporting a zoo model does not load all of MONAI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from medge.zoo.catalog import CHEXNET_LABELS
+from medge.zoo.monai_nets import monai_class
 
 
 class SigmoidHead(nn.Module):
@@ -28,8 +30,7 @@ class SigmoidHead(nn.Module):
 
 def chexnet_densenet121(num_labels: int = len(CHEXNET_LABELS), in_channels: int = 1) -> nn.Module:
     """Full DenseNet-121 in CheXNet layout: one grey channel in, one sigmoid per finding out."""
-    from monai.networks.nets import DenseNet121
-
+    DenseNet121 = monai_class("monai.networks.nets.densenet", "DenseNet121")
     net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_labels)
     return SigmoidHead(net).eval()
 
@@ -42,8 +43,7 @@ def tiny_densenet(
     block_config: Sequence[int] = (2, 4, 6, 4),
 ) -> nn.Module:
     """Narrow DenseNet (growth 12, short blocks) for CPU/NPU-class devices; sigmoid outputs."""
-    from monai.networks.nets import DenseNet
-
+    DenseNet = monai_class("monai.networks.nets.densenet", "DenseNet")
     net = DenseNet(
         spatial_dims=2,
         in_channels=in_channels,
@@ -99,8 +99,7 @@ def lesion_unet(
     num_res_units: int = 1,
 ) -> nn.Module:
     """MONAI U-Net with batch norm (foldable on edge compilers) and a sigmoid lesion mask."""
-    from monai.networks.nets import UNet
-
+    UNet = monai_class("monai.networks.nets.unet", "UNet")
     net = UNet(
         spatial_dims=2,
         in_channels=in_channels,

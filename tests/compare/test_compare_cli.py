@@ -46,8 +46,11 @@ def test_a_different_model_fails_the_thresholds(run_cli, tiny):
     (row,) = res.report["artifacts"]
     assert not row["passed"] and row["max_abs_error"] > 0.01 and row["cosine"] < 0.999
     assert len(row["failures"]) == 2
-    # Without thresholds the same comparison only reports.
-    assert run_cli("compare", tiny.onnx, tiny.onnx_other).returncode == 0
+    # Without thresholds the fp32 defaults apply (and are in the report).
+    default = run_cli("compare", tiny.onnx, tiny.onnx_other, report=True)
+    assert default.returncode == 1
+    (row,) = default.report["artifacts"]
+    assert row["precision"] == "fp32" and row["limits"]["from"] == "fp32 defaults" and row["limits"]["min_cosine"] == 0.9999
 
 
 def test_metric_on_npz_targets_with_layout_change(run_cli, tiny, tmp_path):

@@ -27,9 +27,9 @@ def test_clean_bundle_verifies_and_device_outputs_are_ignored(run_cli, bundle):
     (bundle / "device").mkdir()
     (bundle / "device" / "model.engine").write_bytes(b"engine built on the device")
     code, rep = _verify(run_cli, bundle)
-    assert code == 0 and rep["verified"] and rep["checked"] == 5
+    assert code == 0 and rep["verified"] and rep["checked"] == 7
     manifest = load_manifest(bundle)
-    assert set(manifest["files"]) == {"model.onnx", "engine_config.json", "build_engine.sh", "build_engine.py", "README.txt"}
+    assert set(manifest["files"]) == {"model.onnx", "engine_config.json", "build_engine.sh", "build_engine.py", "README.txt"} | {"reference/inputs.npz", "reference/outputs.npz"}
     assert all(len(h) == 64 for h in manifest["files"].values())
 
 

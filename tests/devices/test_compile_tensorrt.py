@@ -32,7 +32,7 @@ def test_fp16_bundle_for_each_jetson(run_cli, tiny_onnx, tmp_path, target):
     rep = res.report
     assert rep["written"] and rep["precision"] == "fp16" and rep["primary_artifact"] == "model.onnx"
     assert rep["preflight"]["ok"] and rep["preflight"]["table"] == profile.supported_ops
-    assert set(rep["files"]) == {"model.onnx", "engine_config.json", "build_engine.sh", "build_engine.py", "README.txt"}
+    assert set(rep["files"]) == {"model.onnx", "engine_config.json", "build_engine.sh", "build_engine.py", "README.txt"} | {"reference/inputs.npz", "reference/outputs.npz"}
 
     flags = _script_flags(out)
     opts = profile.compile_options

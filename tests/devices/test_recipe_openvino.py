@@ -46,7 +46,7 @@ def test_fp32_ir_for_intel_cpu_matches_onnx(run_cli, tiny_onnx, tmp_path):
     assert res.returncode == 0, res.stderr
     rep = res.report
     assert rep["written"] and rep["primary_artifact"] == "model.xml" and rep["runtime"] == "openvino"
-    assert set(rep["files"]) == {"model.xml", "model.bin", "README.txt"}
+    assert set(rep["files"]) == {"model.xml", "model.bin", "README.txt"} | {"reference/inputs.npz", "reference/outputs.npz"}
     assert rep["preflight"]["ok"] and rep["preflight"]["checker"] == "openvino.Core.query_model(CPU)"
     assert rep["preflight"]["unsupported"] == [] and "Convolution" in rep["preflight"]["op_types"]
     parity = rep["gate"]["parity"]

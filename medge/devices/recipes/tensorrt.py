@@ -95,15 +95,29 @@ def engine_config(ctx: CompileContext, onnx_name: str) -> dict[str, Any]:
         "engine": ENGINE,
         "timing_cache": f"{TIMING_CACHE_DIR}/{opts.get('timing_cache') or 'timing.cache'}",
         "precision": ctx.precision,
-        "strongly_typed": strongly_typed,
-        "fp16": not strongly_typed and ctx.precision in ("fp16", "int8"),
-        "int8": int8 and not strongly_typed,
+        "precision_mode": _precision_mode(ctx.precision, strongly_typed),
+        # TensorRT builder flags that realise `precision` (with strongly_typed, int8 comes from the Q/DQ nodes)
+        "builder_flags": {
+            "strongly_typed": strongly_typed,
+            "fp16": not strongly_typed and ctx.precision in ("fp16", "int8"),
+            "int8": int8 and not strongly_typed,
+        },
         "workspace_mb": int(opts.get("workspace_mb") or 1024),
         "builder_optimization_level": None if level is None or version < (8, 6) else int(level),
         "dla_core": None if dla_core is None else int(dla_core),
         "allow_gpu_fallback": bool(opts.get("allow_gpu_fallback")) if dla_core is not None else False,
         "inputs": engine_inputs(ctx.onnx_path, opts, dla_core is not None),  # Q/DQ keeps the FP32 inputs
     }
+
+
+def _precision_mode(precision: str, strongly_typed: bool) -> str:
+    """How the engine gets its precision, in words (so `precision` and the builder flags never look contradictory)."""
+    if precision == "int8" and strongly_typed:
+        return ("int8 from the explicit Q/DQ nodes of the ONNX, strongly typed (--stronglyTyped; layers outside "
+                "Q/DQ stay fp32)")
+    if precision == "int8":
+        return "int8 from the explicit Q/DQ nodes (--int8), other layers may pick fp16 (--fp16)"
+    return {"fp16": "fp16 kernels allowed (--fp16)", "fp32": "fp32 only (no precision flag)"}.get(precision, precision)
 
 
 def _shape_arg(inputs: list[dict[str, Any]], key: str) -> str:
@@ -114,11 +128,12 @@ def trtexec_args(cfg: dict[str, Any]) -> list[str]:
     """The trtexec command line (relative to the bundle folder) for an engine config."""
     version = _version(cfg["tensorrt_version"])
     args = ["trtexec", f"--onnx={cfg['onnx']}", f"--saveEngine={cfg['engine']}"]
-    if cfg["strongly_typed"]:
+    flags = cfg["builder_flags"]
+    if flags["strongly_typed"]:
         args.append("--stronglyTyped")
-    if cfg["fp16"]:
+    if flags["fp16"]:
         args.append("--fp16")
-    if cfg["int8"]:
+    if flags["int8"]:
         args.append("--int8")
     if cfg["dla_core"] is not None:
         args.append(f"--useDLACore={cfg['dla_core']}")
@@ -159,20 +174,65 @@ echo "engine written to {cfg['engine']}"
 """
 
 
-def _readme(cfg: dict[str, Any], preflight: dict[str, Any]) -> str:
-    fallback = ", ".join(sorted({f["op"] for f in preflight.get("fallback", [])})) or "none"
-    return f"""medge bundle for {cfg['target']} ({cfg['precision']})
+def _io_lines(onnx_path: Path) -> list[str]:
+    import onnx
 
-TensorRT engines are not portable across devices or TensorRT versions.
-Build the engine on the device itself, with TensorRT {cfg['tensorrt_version']} ({cfg['platform']}):
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
 
-    bash build_engine.sh          # uses trtexec
-    python3 build_engine.py       # uses the tensorrt Python package
+    def text(value) -> str:
+        dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+        return f"{value.name} {'x'.join(dims)} {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()}"
 
-Both read the same settings (engine_config.json) and write {cfg['engine']}.
-Check the bundle before copying it:  medge verify <bundle>
-Ops that will run on the GPU instead of the DLA: {fallback}
-"""
+    return ([f"  input   {text(v)}" for v in model.graph.input if v.name not in inits]
+            + [f"  output  {text(v)}" for v in model.graph.output])
+
+
+def _readme(cfg: dict[str, Any], preflight: dict[str, Any], ctx: CompileContext, onnx_path: Path) -> str:
+    """How to build, run, profile and check the engine on the device, and what goes in and out."""
+    meta = ctx.meta
+    pre = meta.preprocessing or {}
+    pre_text = ", ".join(f"{k} {v}" for k, v in pre.items() if v not in (None, [], {})) or "none recorded"
+    labels = ", ".join(meta.labels) if meta.labels else "none (see the task)"
+    engine = cfg["engine"]
+    lines = [
+        f"medge bundle for {cfg['target']} ({cfg['precision']}): model '{meta.model}' ({meta.task})",
+        "",
+        "1. Build the engine ON THE DEVICE",
+        f"TensorRT engines are not portable across devices or TensorRT versions. Build it on the {cfg['target']}",
+        f"itself, with TensorRT {cfg['tensorrt_version']} ({cfg['platform']}):",
+        "",
+        "    bash build_engine.sh          # uses trtexec",
+        "    python3 build_engine.py       # uses the tensorrt Python package",
+        "",
+        f"Both read the same settings (engine_config.json) and write {engine}.",
+        f"Precision: {cfg['precision_mode']}.",
+    ]
+    if cfg["dla_core"] is not None:
+        fallback = ", ".join(sorted({f["op"] for f in preflight.get("fallback", [])})) or "none"
+        lines.append(f"DLA core {cfg['dla_core']}; ops that will run on the GPU instead of the DLA: {fallback}")
+    lines += [
+        "",
+        "2. Run and profile it",
+        "    medge profile <bundle>        # uses the engine once it exists (latency, memory, per-layer times)",
+        f"    trtexec --loadEngine={engine} --iterations=100 --dumpProfile",
+        "Apps open the bundle folder; medge picks the engine, so nothing changes after building it.",
+        "",
+        "3. Check the engine against the reference outputs",
+        "The bundle stores inputs (reference/inputs.npz) and the FP32 model's outputs on them",
+        "(reference/outputs.npz). On the device, after building the engine:",
+        "    medge compare <bundle> --reference",
+        "It fails when the cosine similarity or max abs error is outside the limits for this precision.",
+        "",
+        "Inputs and outputs (inputs are model-ready: apply the preprocessing first):",
+        *_io_lines(onnx_path),
+        f"Layout: {meta.input_layout}",
+        f"Preprocessing: {pre_text}",
+        f"Labels (output order): {labels}",
+        "",
+        "Check the bundle before copying it:  medge verify <bundle> --expect-sha256 <sha256 printed by compile>",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 INT8_MIN_COSINE = 0.95  # Q/DQ ONNX vs FP32 ONNX on calibration samples, when no metric gate is given
@@ -231,7 +291,7 @@ class TensorRTRecipe(Recipe):
         shutil.copyfile(TEMPLATES / "build_engine.py", ctx.out_dir / "build_engine.py")
         (ctx.out_dir / "build_engine.py").chmod(0o755)
         preflight = pre.to_dict()
-        (ctx.out_dir / "README.txt").write_text(_readme(cfg, preflight))
+        (ctx.out_dir / "README.txt").write_text(_readme(cfg, preflight, ctx, ctx.out_dir / onnx_name))
         result.primary_artifact = onnx_name
         result.preflight = preflight
         result.notes.append(

@@ -30,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _flag(cfg: dict, name: str) -> bool:
+    """A builder flag of engine_config.json (``builder_flags``; top level in bundles from older medge)."""
+    return bool((cfg.get("builder_flags") or cfg).get(name))
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
@@ -53,7 +58,7 @@ def build(cfg: dict, onnx_path: Path, engine_path: Path, cache_path: Path, verbo
     flags = 0
     if _version_tuple(trt.__version__) < (10,):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if cfg.get("strongly_typed"):
+    if _flag(cfg, "strongly_typed"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -67,9 +72,9 @@ def build(cfg: dict, onnx_path: Path, engine_path: Path, cache_path: Path, verbo
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     else:  # TensorRT < 8.4
         config.max_workspace_size = workspace
-    if cfg.get("fp16"):
+    if _flag(cfg, "fp16"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if cfg.get("int8"):
+    if _flag(cfg, "int8"):
         config.set_flag(trt.BuilderFlag.INT8)
     level = cfg.get("builder_optimization_level")
     if level is not None and hasattr(config, "builder_optimization_level"):

@@ -1,0 +1,85 @@
+"""The printed summary of `medge compile` (about ten lines, verdict first); the JSON keeps everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medge.reports import details_row, human_bytes, notes_rows, verdict
+
+
+def data_text(summary: dict[str, Any] | None) -> str:
+    """``300 samples from synthetic:cxr (synthetic demo data)`` for a calibration/evaluation summary."""
+    if not summary:
+        return "-"
+    n = summary.get("n", summary.get("used", "?"))
+    source = str(summary.get("source", "?"))
+    synthetic = " (synthetic demo data)" if source.startswith("synthetic") else ""
+    return f"{n} samples from {source}{synthetic}"
+
+
+def gate_text(gate: dict[str, Any] | None) -> str:
+    """One line for a metric gate (drop vs max drop, CI) or a parity gate (cosine vs FP32)."""
+    if not gate:
+        return "none (no --eval/--max-drop; not int8)"
+    parts = []
+    if gate.get("name") and gate.get("quantized") is not None:
+        text = (f"{gate['name']} {gate.get('reference', float('nan')):.4g} → {gate['quantized']:.4g}, "
+                f"drop {gate.get('drop', float('nan')):.4g} (max {gate.get('max_drop')})")
+        if gate.get("ci95"):
+            text += f", 95% CI {gate['ci95'][0]:.4g}…{gate['ci95'][1]:.4g}"
+        parts.append(text)
+    parity = gate.get("parity") or {}
+    if parity.get("min_cosine") is not None:
+        required = parity.get("min_cosine_required")
+        parts.append(f"min cosine vs fp32 {parity['min_cosine']:.4f} ({'required ' + str(required) + ', ' if required else ''}"
+                     f"{parity.get('samples', '?')} samples)")
+    state = {True: "PASS", False: "FAIL"}.get(gate.get("passed"), "n/a")
+    return f"{state}: {'; '.join(parts) or 'see the JSON report'}"
+
+
+def preflight_text(pre: dict[str, Any]) -> str:
+    """Node count and how many are unsupported / fall back (the lists are in the JSON report)."""
+    if not pre:
+        return "-"
+
+    def count(key: str) -> int:
+        value = pre.get(key)
+        return len(value) if isinstance(value, list) else int(value or 0)
+
+    nodes = f"{pre['nodes']} nodes: " if pre.get("nodes") is not None else ""
+    text = f"{nodes}{count('unsupported')} unsupported, {count('fallback')} fall back"
+    return f"{text} ({pre.get('table') or pre.get('checker', '')})".replace(" ()", "")
+
+
+def next_step(report: Any) -> str:
+    """What the user does next with the bundle."""
+    if not report.written:
+        return "fix the error above and compile again"
+    if report.runtime == "tensorrt" and not str(report.primary_artifact or "").endswith((".engine", ".plan")):
+        return f"on the device: bash {report.bundle}/build_engine.sh, then medge profile {report.bundle}"
+    return f"medge profile {report.bundle} (on the device: --device ssh://USER@HOST)"
+
+
+def compile_rows(report: Any) -> list[tuple[str, str]]:
+    """The summary rows of a `CompileReport`."""
+    total = sum(report.files.values())
+    if report.written:
+        head = verdict(report.ok, f"bundle written to {report.bundle} ({len(report.files)} files, {human_bytes(total)})")
+    else:
+        head = verdict(False, f"nothing written to {report.bundle}")
+    primary = report.primary_artifact
+    artifact = f"{primary} ({human_bytes(report.files.get(primary))})" if primary else "-"
+    rows = [
+        ("result", head),
+        *(("WARNING", w) for w in report.warnings),
+        ("target", f"{report.target_display_name or report.target} [{report.target}], {report.recipe} recipe"),
+        ("precision", f"{report.precision}: {artifact}, runs on {report.runtime or '?'} ({report.runtime_device or '?'})"),
+        ("calibration", data_text(report.calibration)),
+        ("gate", gate_text(report.gate)),
+        ("preflight", preflight_text(report.preflight)),
+        ("manifest sha256", report.manifest_sha256 or "-"),
+        ("next", next_step(report)),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
+    rows += notes_rows([n for n in report.notes if not n.startswith("calibrated on synthetic")], limit=1)
+    return rows + [details_row()]
