@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     parser.add_argument("--threads", type=int, help="inference threads (default: runtime's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="compile option override (repeatable)")
+    from medge.export.declare import add_declaration_arguments
+
+    add_declaration_arguments(parser)
 
 
 def run(args: argparse.Namespace):
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace):
     from medge.export import parse_shape
 
     from medge.commands.common_args import parse_model_kwargs
+    from medge.export.declare import Declaration
 
     kwargs = parse_model_kwargs(args.model_kwargs) or None
     from medge.commands.compile import parse_options
@@ -48,4 +52,5 @@ def run(args: argparse.Namespace):
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, device=args.device,
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options,
+        declaration=Declaration.from_args(args),
     ))

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from medge.commands.common_args import parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "compile an exported ONNX model into a bundle for a target device"
@@ -22,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, metavar="X", help="largest allowed metric drop (needs --eval)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a compile option of the target (repeatable; values are JSON or strings)")
-    parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes)")
+    parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes; "
+                                            "default: the source recorded in the ONNX metadata at export)")
+    parser.add_argument("--model-kwargs", metavar="JSON", help="JSON object of --model-ref factory keyword arguments")
+    parser.add_argument("--weights", metavar="PATH", help="safetensors or state-dict checkpoint for --model-ref")
     parser.add_argument("--build-engine", action="store_true",
                         help="also build the device artifact here (TensorRT: needs the tensorrt package and a GPU)")
 
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace):
     config = CompileConfig(
         model=Path(args.model), target=args.target, output=Path(args.output), precision=args.precision,
         calib_source=args.calib, eval_source=args.eval, max_drop=args.max_drop, options=parse_options(args.option),
-        model_ref=args.model_ref, build_engine=args.build_engine,
+        model_ref=args.model_ref, model_kwargs=parse_model_kwargs(args.model_kwargs) or None, weights=args.weights,
+        build_engine=args.build_engine,
     )
     return compile_model(config)
