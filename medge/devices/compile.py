@@ -179,12 +179,12 @@ def compile_model(config: CompileConfig) -> CompileReport:
     output = Path(config.output)
     _check_output(output)
     notes: list[str] = []
+    model_ref = _model_source(config, meta, notes)
     calib = _default_calibration(meta, precision, config.calib_source, notes)
     from medge.metadata import assumed_note
 
     if assumed_note(meta.preprocessing):
         notes.append(assumed_note(meta.preprocessing))
-    model_ref = _model_source(config, meta, notes)
     if config.build_engine and not recipe.builds_device_artifact:
         raise UsageError(f"--build-engine applies to TensorRT targets only; '{target.name}' uses the {recipe.name} recipe")
     report = CompileReport(
