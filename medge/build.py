@@ -45,6 +45,7 @@ class BuildConfig:
     compare_n: int = 32
     options: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # replace a bundle for another target or one holding device files
+    declaration: Any = None  # medge.export.declare.Declaration for non-zoo models
 
 
 @dataclass
@@ -106,6 +107,11 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str]) -> str
     """The user's source, else (zoo models only) the synthetic generator that fits it, with a WARNING."""
     if given:
         return given
+    if with_targets:
+        from medge.zoo import MODELS
+
+        if meta.model not in MODELS.names():
+            return None
     from medge.calibration.synthetic_source import infer_task
     from medge.console import warn
     from medge.zoo import MODELS
@@ -172,6 +178,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     from medge.devices.compile import CompileConfig, compile_model
     from medge.devices.profiling import ProfileConfig, profile_artifact
     from medge.export import export_onnx
+    from medge.export.loading import source_reference
     from medge.metadata import read_metadata
     from medge.quantize.metrics import default_metric_for_task
     from medge.compare import CompareConfig, compare_artifacts
@@ -179,10 +186,20 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     steps = _Steps(report)
     onnx_path = report_dir / "model.fp32.onnx"
 
-    exported = steps.run("export", lambda: export_onnx(
-        config.model, onnx_path, weights=config.weights, model_kwargs=config.model_kwargs,
-        input_shape=config.input_shape,
-    ))
+    def export():
+        from medge.export import load_model
+        from medge.export.declare import Declaration, apply_declaration, check_declaration
+
+        declaration = config.declaration or Declaration()
+        check_declaration(config.model, declaration, config.input_shape)
+        loaded = load_model(config.model, weights=config.weights, model_kwargs=config.model_kwargs,
+                            input_shape=config.input_shape)
+        notes = apply_declaration(loaded, declaration)
+        result = export_onnx(config.model, onnx_path, loaded=loaded)
+        result.notes.extend(notes)
+        return result
+
+    exported = steps.run("export", export)
     report.export = exported.to_dict()
     meta = read_metadata(onnx_path)
     calib = _default_data(meta, config.calib, "calib", report.warnings) if precision == "int8" else config.calib
@@ -201,7 +218,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
             model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
             eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
-            model_ref=config.model if config.weights is None and config.model_kwargs is None else None,
+            model_ref=source_reference(config.model, config.model_kwargs, config.weights),
             command=command, force=config.force,
         )))
     except MedgeError as exc:  # a refused bundle: keep what compile measured (gate, parity, preflight)

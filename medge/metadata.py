@@ -9,7 +9,8 @@ Preprocessing schema (``ModelMeta.preprocessing``):
   "layout": "NCHW", "intensity": "unit" (raw already in [0, 1]) | "uint8" (divide by 255) |
   "minmax" | "window", "window_center": float|None, "window_width": float|None,
   "mean": [..], "std": [..]}``; the pipeline is intensity → [0, 1], resize to H×W,
-  then ``(x - mean) / std``.
+  then ``(x - mean) / std``.  ``"assumed": [fields]`` lists fields medge filled with its documented
+  default (min–max, no mean/std) because the user declared none (`medge.export.declare`).
 * signals: ``{"kind": "signal", "modality": "ECG", "leads": ["II", "V1", "V5"],
   "sample_rate_hz": 500, "samples": 5000, "units": "mV", "layout": "NCL", "scale": 1.0}``.
 """
@@ -24,6 +25,17 @@ from typing import Any
 PREFIX = "medge."
 
 TASKS = ("multilabel-classification", "classification", "segmentation", "ecg-reconstruction")
+ASSUMED_NOTE = ("preprocessing assumed, not declared ({fields}): intensity min-max to [0, 1], resize to "
+                "{h}x{w}, no mean/std; declare the real one at export with --preprocess/--like/--intensity/--mean/--std")
+
+
+def assumed_note(pre: dict[str, Any] | None) -> str | None:
+    """One line naming the preprocessing fields medge assumed (``pre["assumed"]``), or None when
+    everything was declared (see `medge.export.declare`)."""
+    assumed = pre.get("assumed") if isinstance(pre, dict) else None
+    if not assumed:
+        return None
+    return ASSUMED_NOTE.format(fields=", ".join(assumed), h=pre.get("height", "?"), w=pre.get("width", "?"))
 
 
 @dataclass

@@ -176,7 +176,8 @@ def load_data(source: str, meta: ModelMeta | None, *, input_name: str, input_sha
     kind = _source_kind(source, path, input_kind or "image")
     if pre is None and kind != "arrays":
         raise DataError(f"the model has no medge preprocessing metadata, so '{source}' cannot be prepared for it; "
-                        "export it with 'medge export' or pass model-ready inputs as .npy/.npz")
+                        "declare it at export (medge export ... --preprocess FILE|JSON, --like ZOO_NAME or "
+                        "--intensity/--mean/--std; signals: --leads/--sample-rate) or pass model-ready inputs as .npy/.npz")
     report = DataReport(source=source, kind=kind, split=split, seed=seed, requested=n,
                         input_name=input_name, input_shape=[int(d) for d in input_shape])
     skipped: list[tuple[str, str]] = []

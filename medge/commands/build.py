@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="compile option override (repeatable)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing bundle at -o made for another target or holding files built on the device")
+    from medge.export.declare import add_declaration_arguments
+
+    add_declaration_arguments(parser)
 
 
 def run(args: argparse.Namespace):
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace):
     from medge.export import parse_shape
 
     from medge.commands.common_args import parse_model_kwargs
+    from medge.export.declare import Declaration
 
     kwargs = parse_model_kwargs(args.model_kwargs) or None
     from medge.commands.compile import parse_options
@@ -58,4 +62,5 @@ def run(args: argparse.Namespace):
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, device=args.device,
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
+        declaration=Declaration.from_args(args),
     ))

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from medge.commands.common_args import PRECISION_HELP, non_negative_float
+from medge.commands.common_args import PRECISION_HELP, non_negative_float, parse_model_kwargs
 from medge.errors import UsageError
 
 HELP = "compile an exported ONNX model into a bundle for a target device"
@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest allowed metric drop, 0 or more (needs --eval; default: no metric gate)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a compile option of the target (repeatable; values are JSON or strings)")
-    parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes)")
+    parser.add_argument("--model-ref", help="zoo name or module:factory of the PyTorch source (used by some recipes; "
+                                            "default: the source recorded in the ONNX metadata at export)")
+    parser.add_argument("--model-kwargs", metavar="JSON", help="JSON object of --model-ref factory keyword arguments")
+    parser.add_argument("--weights", metavar="PATH", help="safetensors or state-dict checkpoint for --model-ref")
     parser.add_argument("--build-engine", action="store_true",
                         help="also build the device artifact here (TensorRT: needs the tensorrt package and a GPU)")
     parser.add_argument("--force", action="store_true",
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace):
     config = CompileConfig(
         model=Path(args.model), target=args.target, output=Path(args.output), precision=args.precision,
         calib_source=args.calib, eval_source=args.eval, max_drop=args.max_drop, options=parse_options(args.option),
-        model_ref=args.model_ref, build_engine=args.build_engine, force=args.force, progress=True,
+        model_ref=args.model_ref, model_kwargs=parse_model_kwargs(args.model_kwargs) or None, weights=args.weights,
+        build_engine=args.build_engine, force=args.force, progress=True,
     )
     return compile_model(config)

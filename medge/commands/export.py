@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medge.commands.common_args import parse_model_kwargs
-from medge.errors import UsageError
+from medge.export.declare import Declaration, add_declaration_arguments
 
 HELP = "export a PyTorch model (zoo name, package.module:factory, .pt2, .pt) to ONNX with a parity check"
 EXAMPLE = "medge export cxr-densenet-tiny -o cxr.onnx"
@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", metavar="PATH", help=".npy/.npz of model-ready inputs to add to the parity check")
     parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance (default 1e-4)")
     parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance (default 1e-3)")
-    parser.add_argument("--task", help="task stored in the metadata for non-zoo models (default 'unknown')")
-    parser.add_argument("--labels", help="comma-separated output labels stored in the metadata for non-zoo models")
+    add_declaration_arguments(parser)
 
 
 def run(args: argparse.Namespace):
@@ -37,18 +36,18 @@ def run(args: argparse.Namespace):
     from medge.export.exporter import plan_exporters
 
     plan_exporters(args.opset)  # reject an impossible --opset before loading anything
+    from medge.export.declare import apply_declaration, check_declaration
+
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    declaration = Declaration.from_args(args)
+    check_declaration(args.model, declaration, shape)  # bad flags fail before the model is built
     steps = Steps(4)
     steps(f"load {args.model}")
     loaded = load_model(args.model, weights=args.weights, model_kwargs=parse_model_kwargs(args.model_kwargs), input_shape=shape)
-    if args.task or args.labels:
-        if loaded.kind == "zoo":
-            raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")
-        if args.task:
-            loaded.meta.task = args.task
-        if args.labels:
-            loaded.meta.labels = [s.strip() for s in args.labels.split(",") if s.strip()]
-    return export_onnx(
+    notes = apply_declaration(loaded, declaration)
+    report = export_onnx(
         args.model, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
         samples=args.samples, atol=args.atol, rtol=args.rtol, loaded=loaded, progress=steps,
     )
+    report.notes.extend(notes)
+    return report

@@ -37,6 +37,8 @@ class CompileConfig:
     max_drop: float | None = None
     options: dict[str, Any] = field(default_factory=dict)  # overrides of the target's compile_options
     model_ref: str | None = None  # zoo name or module:factory of the PyTorch source, when known
+    model_kwargs: dict[str, Any] | None = None  # factory kwargs of model_ref
+    weights: str | None = None  # weights file of model_ref
     build_engine: bool = False  # build the device artifact here (needs the toolkit, e.g. tensorrt)
     command: str | None = None  # the command line recorded in the manifest
     force: bool = False  # replace an existing bundle for another target or one holding device/ files
@@ -129,6 +131,34 @@ def _source_model(path: Path, meta) -> dict[str, Any]:
     return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
 
 
+def _model_source(config: CompileConfig, meta, notes: list[str]) -> str | None:
+    """The PyTorch source for recipes that convert from PyTorch: --model-ref (with its kwargs and
+    weights), else the source recorded in the ONNX metadata at export when it is still there."""
+    from medge.export.loading import source_reference
+    from medge.fileio import sha256_file
+
+    if config.model_ref:
+        if config.weights and not Path(config.weights).is_file():
+            raise UsageError(f"--weights {config.weights} not found; give the checkpoint of --model-ref")
+        return source_reference(config.model_ref, config.model_kwargs, config.weights)
+    if config.model_kwargs or config.weights:
+        raise UsageError("--model-kwargs/--weights describe --model-ref; add --model-ref package.module:factory")
+    record = (meta.extra or {}).get("source")
+    if not isinstance(record, dict) or not record.get("ref"):
+        return None
+    ref, kind, weights = str(record["ref"]), record.get("kind"), record.get("weights")
+    checked = weights if weights else (ref if kind in ("exported-program", "torchscript") else None)
+    if checked is not None:
+        if not Path(checked).is_file():
+            notes.append(f"the PyTorch source recorded at export ({checked}) is gone; recipes that need it convert the ONNX graph")
+            return None
+        if record.get("sha256") and sha256_file(checked) != record["sha256"]:
+            notes.append(f"the PyTorch source recorded at export ({checked}) has changed since; it is not used")
+            return None
+    notes.append(f"PyTorch source from the ONNX metadata: {ref}" + (f" with kwargs {record.get('kwargs')}" if record.get("kwargs") else ""))
+    return source_reference(ref, record.get("kwargs") or None, weights)
+
+
 def check_bundle_output(output: Path, target: str, force: bool) -> None:
     """Refuse an -o that is not a bundle, and (without --force) a bundle for another target or with device files."""
     from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST
@@ -184,6 +214,11 @@ def compile_model(config: CompileConfig) -> CompileReport:
     notes: list[str] = []
     warnings: list[str] = []
     calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
+    model_ref = _model_source(config, meta, notes)
+    from medge.metadata import assumed_note
+
+    if assumed_note(meta.preprocessing):
+        notes.append(assumed_note(meta.preprocessing))
     if config.build_engine and not recipe.builds_device_artifact:
         raise UsageError(f"--build-engine applies to TensorRT targets only; '{target.name}' uses the {recipe.name} recipe")
     report = CompileReport(
@@ -196,7 +231,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
             ctx = CompileContext(
                 onnx_path=model, meta=meta, target=target, precision=precision, calib_source=calib,
                 eval_source=config.eval_source, max_drop=config.max_drop, out_dir=out_dir, work_dir=Path(work),
-                model_ref=config.model_ref, options=target.options(config.options), build_engine=config.build_engine,
+                model_ref=model_ref, options=target.options(config.options), build_engine=config.build_engine,
             )
             work_text = {"int8": f"calibrate on {calib}, quantize to int8 and check the gate", "fp16": "convert to fp16",
                          "fp32": "convert"}.get(precision, "convert")

@@ -10,6 +10,17 @@ from medge.fileio import sha256_file
 from medge.reports import DictReport
 
 
+def _preprocessing_status(meta) -> str:
+    """'declared', 'assumed: <fields>' (medge's documented default filled them) or 'none'."""
+    from medge.metadata import assumed_note
+
+    pre = meta.preprocessing if meta is not None else None
+    if not pre:
+        return "none"
+    note = assumed_note(pre)
+    return f"assumed: {note}" if note else "declared"
+
+
 def inspect_onnx(path: str | Path) -> DictReport:
     """Read an ONNX file (external data included) and summarise it; DataError if it is not ONNX."""
     import onnx
@@ -36,6 +47,7 @@ def inspect_onnx(path: str | Path) -> DictReport:
         "sha256": sha256_file(path),
         "size_bytes": path.stat().st_size,
         "metadata": asdict(meta) if meta else None,
+        "preprocessing_status": _preprocessing_status(meta),
         "other_metadata": {k: v for k, v in props.items() if not k.startswith("medge.")},
         **graph_summary(model),
     }

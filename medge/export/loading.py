@@ -181,13 +181,14 @@ def _call_factory(ref: str, kwargs: dict[str, Any]):
 
 def _default_meta(model: str, shape: tuple[int, ...], output_names: list[str], sha: str) -> ModelMeta:
     from medge import __version__
+    from medge.export.declare import assumed_image_preprocessing
 
     return ModelMeta(
         model=model,
         task="unknown",
         labels=[],
         input_layout=LAYOUTS.get(len(shape), "N" + "?" * (len(shape) - 1)),
-        preprocessing={},
+        preprocessing=assumed_image_preprocessing(shape) or {},
         source_sha256=sha,
         medge_version=__version__,
         output_names=output_names,
@@ -301,6 +302,50 @@ def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple
 MODEL_FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
 
 
+def source_reference(ref: str, model_kwargs: dict | None = None, weights: str | None = None) -> str:
+    """One string naming a PyTorch source with its factory kwargs and weights.
+
+    A plain reference stays as it is; with kwargs or weights it becomes a JSON object
+    ``{"ref": ..., "kwargs": {...}, "weights": "/abs/path"}`` that `load_model` accepts wherever a
+    model reference is taken (e.g. a recipe's ``model_ref``).
+    """
+    if not model_kwargs and not weights:
+        return ref
+    spec: dict[str, Any] = {"ref": ref}
+    if model_kwargs:
+        spec["kwargs"] = model_kwargs
+    if weights:
+        spec["weights"] = str(Path(weights).resolve())
+    return json.dumps(spec, sort_keys=True)
+
+
+def parse_source_reference(text: str) -> tuple[str, dict, str | None]:
+    """(ref, kwargs, weights) of a `source_reference` string; a plain reference has no kwargs/weights."""
+    if not text.lstrip().startswith("{"):
+        return text, {}, None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"model source '{text[:80]}' is not valid JSON ({exc.msg}); use "
+                         "{\"ref\": \"pkg.module:factory\", \"kwargs\": {...}, \"weights\": PATH}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("ref"), str):
+        raise UsageError("a JSON model source needs a \"ref\" string, e.g. {\"ref\": \"monai.networks.nets:UNet\"}")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UsageError("the \"kwargs\" of a JSON model source must be an object")
+    return spec["ref"], kwargs, spec.get("weights")
+
+
+def source_record(model: str, kind: str, kwargs: dict, weights: str | None, sha: str) -> dict[str, Any]:
+    """What the ONNX metadata stores about the PyTorch source (``extra["source"]``), so that
+    `medge compile` can find the model again without --model-ref."""
+    ref = model if kind in ("zoo", "factory") else str(Path(model).resolve())
+    record: dict[str, Any] = {"ref": ref, "kind": kind, "kwargs": dict(kwargs), "sha256": sha}
+    if weights:
+        record["weights"] = str(Path(weights).resolve())
+    return record
+
+
 def classify_reference(model: str, zoo: list[str], *, has_kwargs: bool = False, has_shape: bool = False) -> str:
     """Kind of a model reference (zoo, factory, exported-program, torchscript) — checked before
     torch is imported, so that typos fail fast."""
@@ -336,6 +381,11 @@ def load_model(
     Non-zoo models need `input_shape` (an ExportedProgram carries its own); their metadata gets
     task ``unknown`` and no labels.
     """
+    ref, spec_kwargs, spec_weights = parse_source_reference(model)
+    if ref != model:
+        if model_kwargs or weights:
+            raise UsageError("a JSON model source carries its own kwargs and weights; drop --model-kwargs/--weights")
+        model, model_kwargs, weights = ref, spec_kwargs, spec_weights
     kwargs = dict(model_kwargs or {})
     zoo = _zoo_names()
     kind = classify_reference(model, zoo, has_kwargs=bool(kwargs), has_shape=input_shape is not None)
@@ -382,6 +432,8 @@ def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_
         loaded = LoadedModel(module, meta, shape, input_names, names, sha, kind=kind, extra=extra)
     if loaded.kind == "zoo":
         _probe_outputs(loaded.module, loaded.input_shape, model)
+    loaded.meta.extra = {**(loaded.meta.extra or {}),
+                         "source": source_record(model, loaded.kind, kwargs, weights, loaded.sha256)}
     loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0
     if "weights" not in loaded.extra:
         loaded.extra["weights"] = (f"{Path(weights).name} (--weights)" if weights else "held in the file"

@@ -239,6 +239,11 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                                      "keep_output_head_fp32": config.keep_output_head_fp32,
                                      "max_fallback_steps": config.max_fallback_steps,
                                      "int16_fallback": config.int16_fallback})
+    from medge.metadata import assumed_note, read_metadata
+
+    meta = read_metadata(model) if model.suffix.lower() == ".onnx" and model.is_file() else None
+    if meta is not None and assumed_note(meta.preprocessing):
+        report.notes.append(assumed_note(meta.preprocessing))
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
         gate = _Gate(config, backend, Path(tmp))
         _load_data(config, model, gate, report)
