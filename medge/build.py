@@ -107,11 +107,6 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str]) -> str
     """The user's source, else (zoo models only) the synthetic generator that fits it, with a WARNING."""
     if given:
         return given
-    if with_targets:
-        from medge.zoo import MODELS
-
-        if meta.model not in MODELS.names():
-            return None
     from medge.calibration.synthetic_source import infer_task
     from medge.console import warn
     from medge.zoo import MODELS
