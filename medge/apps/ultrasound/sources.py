@@ -76,7 +76,7 @@ def to_grey_u8(image: np.ndarray) -> np.ndarray:
     """uint8 grey (H, W) from grey, BGR(A) uint8 or float [0, 1] images (BT.601 luma)."""
     img = np.asarray(image)
     if img.dtype != np.uint8:
-        img = np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+        img = np.clip(img.astype(np.float32, copy=False) * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
     if img.ndim == 3:
         import cv2
 
@@ -355,22 +355,38 @@ class SyntheticSource(FrameSource):
         self._lobes = rng.uniform(0, 0.08, 4), rng.uniform(0, 2 * np.pi, 4)
         self.info = SourceInfo("synthetic", fps, None, width, height, label=f"synthetic:{fps:g}:{width}x{height}")
 
-    def lesion(self, index: int) -> np.ndarray | None:
-        """Soft lesion shape (H, W) in [0, 1] at frame `index`, or None when it is out of view."""
-        from medge.calibration.synthetic.noise import soft_step
-
+    def _lesion_geometry(self, index: int) -> tuple[float, float, float, float, float] | None:
         phase = (index % 150) / 150.0
         if phase > 0.7:
             return None
         t = phase / 0.7 * 2 * np.pi
         cx = self._w * (0.5 + 0.22 * np.sin(t))
         cy = self._h * (0.55 + 0.12 * np.sin(2 * t))
-        a, b = 0.11 * self._w, 0.08 * self._h
-        u, v = (self._xx - cx) / a, (self._yy - cy) / b
+        return cx, cy, 0.11 * self._w, 0.08 * self._h, t
+
+    def lesion(self, index: int, box: tuple[slice, slice] | None = None) -> np.ndarray | None:
+        """Soft lesion shape in [0, 1] at frame `index` (over the whole frame, or `box`), None when out of view."""
+        from medge.calibration.synthetic.noise import soft_step
+
+        geometry = self._lesion_geometry(index)
+        if geometry is None:
+            return None
+        cx, cy, a, b, t = geometry
+        box = box or (slice(0, self._h), slice(0, self._w))
+        u, v = (self._xx[box] - cx) / a, (self._yy[box] - cy) / b
         rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
         amp, ph = self._lobes
         border = 1.0 + sum(amp[k] * np.cos((k + 2) * phi + ph[k] + 0.3 * t) for k in range(4))
         return soft_step(border - rho, 0.03)
+
+    def _lesion_box(self, index: int) -> tuple[slice, slice] | None:
+        geometry = self._lesion_geometry(index)
+        if geometry is None:
+            return None
+        cx, cy, a, b, _ = geometry
+        y0, y1 = max(0, int(cy - 1.5 * b)), min(self._h, int(cy + 1.5 * b) + 1)
+        x0, x1 = max(0, int(cx - 1.5 * a)), min(self._w, int(cx + 1.5 * a) + 1)
+        return slice(y0, y1), slice(x0, x1)
 
     def __iter__(self) -> Iterator[Frame | Corrupt]:
         index = 0
@@ -378,11 +394,13 @@ class SyntheticSource(FrameSource):
             k, step = divmod(index, self.HOLD)
             image = self._bank[k % self.BANK]
             if step < 10:  # cross-fade from the previous background (the probe moves)
-                w = (step + 1) / 11.0
+                w = np.float32((step + 1) / 11.0)
                 image = w * image + (1 - w) * self._bank[(k - 1) % self.BANK]
-            shape = self.lesion(index)
-            if shape is not None:
-                image = image * (1.0 - 0.75 * shape)
+            else:
+                image = image.copy()
+            box = self._lesion_box(index)
+            if box is not None:
+                image[box] *= 1.0 - 0.75 * self.lesion(index, box)
             yield Frame(index, to_grey_u8(image))
             index += 1
 
