@@ -66,7 +66,7 @@ def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: i
         _text(img, "no lesion", (6, h - 8), scale, (200, 200, 200))
     if screened_out:
         label = "no target"
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))) + 2)
         x0, y0 = w - tw - 14, 6
         cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), BADGE_BGR, -1)
         _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))

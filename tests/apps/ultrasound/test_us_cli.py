@@ -129,6 +129,7 @@ def test_bad_inputs_are_one_line_errors(run_cli, app_bundles, tmp_path):
         (("--segmenter", seg, "--source", "synthetic", "--view", f"browser:127.0.0.1:{taken.getsockname()[1]}"),
          "already in use"),
         (("--segmenter", seg, "--source", tmp_path / "nothing.mp4"), "not found"),
+        (("--segmenter", seg, "--source", "synthetic", "--view", "window"), "--view window needs"),
     ]
     try:
         for args, needle in cases:
