@@ -33,10 +33,12 @@ STUDY_SALT = os.environ.get("MEDGE_ID_SALT", "medge-ultrasound")
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the source and a uint8 grey image (H, W)."""
+    """One decoded frame: its index in the source, a uint8 grey image (H, W) and, for synthetic
+    frames, the true lesion mask (uint8 (H, W), all zeros when no lesion is in view)."""
 
     index: int
     image: np.ndarray
+    truth: np.ndarray | None = None
 
 
 @dataclass
@@ -399,9 +401,12 @@ class SyntheticSource(FrameSource):
             else:
                 image = image.copy()
             box = self._lesion_box(index)
+            truth = np.zeros((self._h, self._w), np.uint8)
             if box is not None:
-                image[box] *= 1.0 - 0.75 * self.lesion(index, box)
-            yield Frame(index, to_grey_u8(image))
+                shape = self.lesion(index, box)
+                image[box] *= 1.0 - 0.75 * shape
+                truth[box] = shape > 0.5
+            yield Frame(index, to_grey_u8(image), truth)
             index += 1
 
 

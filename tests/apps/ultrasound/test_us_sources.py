@@ -102,6 +102,9 @@ def test_synthetic_source_moves_a_lesion_and_leaves_the_view():
     assert not np.allclose(a, b)  # it moves
     frame = next(iter(source))
     assert frame.image.shape == (64, 96) and frame.image.dtype == np.uint8
+    assert frame.truth.shape == (64, 96) and frame.truth.sum() == (a > 0.5).sum()  # the mask matches the shape
+    inside, outside = frame.image[frame.truth == 1].mean(), frame.image[frame.truth == 0].mean()
+    assert inside < 0.6 * outside  # hypoechoic
 
 
 def test_source_spec_parsing_and_errors(tmp_path):
