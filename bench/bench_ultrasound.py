@@ -11,7 +11,7 @@
 Goals (issue 7): ≥ 60 FPS end to end; p99 ≤ 33 ms at 30 fps with 0 drops; ≥ 1.5× the naive loop.
 
     python bench/bench_ultrasound.py [--segmenter B] [--screen B] [--workdir build/bench-us] [--frames 300]
-                                     [--rounds 3] [--threads 2] [--json out.json]
+                                     [--rounds 3] [--threads 2] [--json out.json] [--png chart.png]
 
 Without --segmenter/--screen the bundles are built once in --workdir with `medge export` and
 `medge compile` (U-Net INT8 with synthetic calibration and a Dice gate; screen FP32).
@@ -112,6 +112,38 @@ def app_run(video: Path, unet: Path, screen: Path, threads: int, realtime: bool)
     return run_ultrasound(config).to_dict()
 
 
+def write_chart(result: dict[str, Any], paced: dict[str, Any], path: Path) -> None:
+    """PNG: (a) FPS per round, naive loop vs pipeline; (b) paced 30 fps latency per stage and end to end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = result["a_as_fast_as_possible"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    rounds = np.arange(len(a["naive_fps_rounds"]))
+    ax1.bar(rounds - 0.2, a["naive_fps_rounds"], 0.4, label="naive single-thread loop")
+    ax1.bar(rounds + 0.2, a["pipeline_fps_rounds"], 0.4, label="medge pipeline")
+    ax1.axhline(60, color="grey", ls="--", lw=1, label="goal 60 fps")
+    ax1.set(xticks=rounds, xticklabels=[f"round {i + 1}" for i in rounds], ylabel="frames / s",
+            title=f"(a) as fast as possible: {a['ratio_vs_naive']:.2f}× the naive loop")
+    ax1.legend(fontsize=8)
+    lat = paced["latency_ms"]
+    names = [*lat["stages"], "end to end"]
+    stats = [*lat["stages"].values(), lat["end_to_end"]]
+    x = np.arange(len(names))
+    ax2.bar(x - 0.2, [s["p50"] or 0 for s in stats], 0.4, label="p50")
+    ax2.bar(x + 0.2, [s["p99"] or 0 for s in stats], 0.4, label="p99")
+    ax2.axhline(33, color="grey", ls="--", lw=1, label="33 ms (one frame at 30 fps)")
+    ax2.set(xticks=x, xticklabels=names, ylabel="ms",
+            title=f"(b) paced 30 fps: {paced['frames']['dropped']} drops of {paced['frames']['in']}")
+    ax2.legend(fontsize=8)
+    fig.suptitle("medge ultrasound, 640×480, U-Net INT8 + screen, intel-cpu (shared machine: noisy)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segmenter", type=Path)
@@ -121,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="chart (default: WORKDIR/bench_ultrasound.png)")
     args = parser.parse_args(argv)
 
     if args.segmenter and args.screen:
@@ -168,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
           f"[goal p99<=33 ms & 0 drops {'met' if b['goal_p99_33ms_0_drops'] else 'NOT met'}]", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    png = args.png or args.workdir / "bench_ultrasound.png"
+    write_chart(result, paced, png)
+    print(f"chart: {png}", file=sys.stderr)
     return 0
 
 
