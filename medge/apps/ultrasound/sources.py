@@ -9,6 +9,7 @@ reports patient identifiers; DICOM studies are named by a salted hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -140,6 +141,8 @@ class CameraSource(FrameSource):
         if not Path(device).exists():
             raise DataError(f"camera {device} not found; check the cable/capture card and list cameras with "
                             "'v4l2-ctl --list-devices' (or 'ls /dev/video*')")
+        with contextlib.suppress(AttributeError):  # OpenCV's own warning would be a second, noisier line
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         cap = cv2.VideoCapture(index if index is not None else device, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()

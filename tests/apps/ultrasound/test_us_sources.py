@@ -107,6 +107,14 @@ def test_synthetic_source_moves_a_lesion_and_leaves_the_view():
     assert inside < 0.6 * outside  # hypoechoic
 
 
+def test_device_that_is_not_a_camera_is_a_clear_error(capfd):
+    from medge.apps.ultrasound.sources import CameraSource
+
+    with pytest.raises(DataError, match="cannot open camera /dev/null: it is busy .* or not a capture device"):
+        CameraSource("/dev/null")
+    assert "WARN" not in capfd.readouterr().err
+
+
 def test_source_spec_parsing_and_errors(tmp_path):
     assert parse_synthetic("synthetic") == (30.0, 640, 480)
     assert parse_synthetic("synthetic:60:320x240") == (60.0, 320, 240)
