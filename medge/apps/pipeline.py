@@ -326,12 +326,20 @@ class Pipeline:
             progress_interval_s: float = 2.0) -> dict[str, Any]:
         """Start, wait until the source is exhausted (or SIGINT/SIGTERM/`stop`) and return the stats.
 
+        The first SIGINT/SIGTERM stops the source and lets the stages drain; a second SIGINT raises
+        KeyboardInterrupt at once.
         `progress` is called with the live stats every `progress_interval_s` seconds meanwhile.
         """
         previous: dict[int, Any] = {}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self._stop.is_set() and signum == signal.SIGINT:  # a second Ctrl-C: give up waiting
+                raise KeyboardInterrupt
+            self.stop()
+
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+                previous[sig] = signal.signal(sig, on_signal)
         try:
             self.start()
             while not self.join(progress_interval_s if progress is not None else None):

@@ -103,6 +103,7 @@ class UsFrame:
 
     index: int
     image: np.ndarray  # uint8 grey (H, W)
+    truth: np.ndarray | None = None  # true lesion mask (synthetic source)
     x_seg: np.ndarray | None = None
     x_screen: np.ndarray | None = None
     score: float | None = None
@@ -112,21 +113,25 @@ class UsFrame:
 
 
 class _LesionTally:
-    """Lesion statistics gathered in the overlay thread."""
+    """Lesion statistics gathered in the overlay thread (with Dice against the truth of synthetic frames)."""
 
     def __init__(self) -> None:
         self.segmented = 0
         self.with_lesion = 0
         self.max_area_px = 0
         self.max_area_mm2: float | None = None
+        self.dice: list[float] = []
 
-    def add(self, area_px: int, area_mm2: float | None) -> None:
+    def add(self, area_px: int, area_mm2: float | None, mask: np.ndarray, truth: np.ndarray | None) -> None:
         self.segmented += 1
         if area_px:
             self.with_lesion += 1
         self.max_area_px = max(self.max_area_px, area_px)
         if area_mm2 is not None:
             self.max_area_mm2 = max(self.max_area_mm2 or 0.0, area_mm2)
+        if truth is not None and truth.any():
+            inter = int(np.count_nonzero(mask & truth))
+            self.dice.append(2.0 * inter / (area_px + int(np.count_nonzero(truth))))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"segmented_frames": self.segmented, "frames_with_lesion": self.with_lesion}
@@ -134,6 +139,9 @@ class _LesionTally:
             data["max_area_mm2"] = self.max_area_mm2
         else:
             data["max_area_px"] = self.max_area_px
+        if self.dice:  # synthetic source: how well the bundle finds the lesion it was shown
+            data["dice_vs_truth_median"] = float(np.median(self.dice))
+            data["dice_vs_truth_frames"] = len(self.dice)
         return data
 
 
@@ -209,7 +217,7 @@ def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
         def prepare(item: Item) -> UsFrame:
             frame = item.data
             unit = frame.image.astype(np.float32) * np.float32(1.0 / 255.0)
-            return UsFrame(frame.index, frame.image, seg.prepare(unit), screen.prepare(unit) if screen else None)
+            return UsFrame(frame.index, frame.image, frame.truth, seg.prepare(unit), screen.prepare(unit) if screen else None)
 
         def run_screen(item: Item) -> UsFrame:
             data: UsFrame = item.data
@@ -230,7 +238,7 @@ def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
             if data.prob is not None:
                 h, w = data.image.shape
                 result = mask_at_frame(data.prob, h, w, info.mm_per_px_xy, config.mask_threshold)
-                tally.add(result.area_px, result.area_mm2)
+                tally.add(result.area_px, result.area_mm2, result.mask, data.truth)
             data.bgr = draw_overlay(data.image, result, frame_number=data.index, latency_ms=item.latency_ms(),
                                     screened_out="screened_out" in item.flags)
             if view is not None:

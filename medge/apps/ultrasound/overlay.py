@@ -54,10 +54,10 @@ def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: i
     h, w = frame.shape
     scale = max(0.35, min(w, h) / 900.0)
     if seg is not None and seg.area_px:
-        tint = np.empty_like(img)
-        tint[:] = FILL_BGR
-        sel = seg.mask.astype(bool)
-        img[sel] = (img[sel] * (1 - alpha) + tint[sel] * alpha).astype(np.uint8)
+        x, y, bw, bh = cv2.boundingRect(seg.mask)
+        roi, sel = img[y:y + bh, x:x + bw], seg.mask[y:y + bh, x:x + bw].astype(bool)
+        tinted = cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, FILL_BGR), alpha, 0.0)
+        roi[sel] = tinted[sel]
         contours, _ = cv2.findContours(seg.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, int(round(scale * 2))), cv2.LINE_AA)
         area = f"lesion {seg.area_mm2:.1f} mm2" if seg.area_mm2 is not None else f"lesion {seg.area_px} px"
@@ -66,7 +66,7 @@ def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: i
         _text(img, "no lesion", (6, h - 8), scale, (200, 200, 200))
     if screened_out:
         label = "no target"
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))) + 2)
         x0, y0 = w - tw - 14, 6
         cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), BADGE_BGR, -1)
         _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))

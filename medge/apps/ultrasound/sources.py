@@ -9,6 +9,7 @@ reports patient identifiers; DICOM studies are named by a salted hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -33,10 +34,12 @@ STUDY_SALT = os.environ.get("MEDGE_ID_SALT", "medge-ultrasound")
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the source and a uint8 grey image (H, W)."""
+    """One decoded frame: its index in the source, a uint8 grey image (H, W) and, for synthetic
+    frames, the true lesion mask (uint8 (H, W), all zeros when no lesion is in view)."""
 
     index: int
     image: np.ndarray
+    truth: np.ndarray | None = None
 
 
 @dataclass
@@ -76,7 +79,7 @@ def to_grey_u8(image: np.ndarray) -> np.ndarray:
     """uint8 grey (H, W) from grey, BGR(A) uint8 or float [0, 1] images (BT.601 luma)."""
     img = np.asarray(image)
     if img.dtype != np.uint8:
-        img = np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+        img = np.clip(img.astype(np.float32, copy=False) * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
     if img.ndim == 3:
         import cv2
 
@@ -138,6 +141,8 @@ class CameraSource(FrameSource):
         if not Path(device).exists():
             raise DataError(f"camera {device} not found; check the cable/capture card and list cameras with "
                             "'v4l2-ctl --list-devices' (or 'ls /dev/video*')")
+        with contextlib.suppress(AttributeError):  # OpenCV's own warning would be a second, noisier line
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         cap = cv2.VideoCapture(index if index is not None else device, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
@@ -355,22 +360,38 @@ class SyntheticSource(FrameSource):
         self._lobes = rng.uniform(0, 0.08, 4), rng.uniform(0, 2 * np.pi, 4)
         self.info = SourceInfo("synthetic", fps, None, width, height, label=f"synthetic:{fps:g}:{width}x{height}")
 
-    def lesion(self, index: int) -> np.ndarray | None:
-        """Soft lesion shape (H, W) in [0, 1] at frame `index`, or None when it is out of view."""
-        from medge.calibration.synthetic.noise import soft_step
-
+    def _lesion_geometry(self, index: int) -> tuple[float, float, float, float, float] | None:
         phase = (index % 150) / 150.0
         if phase > 0.7:
             return None
         t = phase / 0.7 * 2 * np.pi
         cx = self._w * (0.5 + 0.22 * np.sin(t))
         cy = self._h * (0.55 + 0.12 * np.sin(2 * t))
-        a, b = 0.11 * self._w, 0.08 * self._h
-        u, v = (self._xx - cx) / a, (self._yy - cy) / b
+        return cx, cy, 0.11 * self._w, 0.08 * self._h, t
+
+    def lesion(self, index: int, box: tuple[slice, slice] | None = None) -> np.ndarray | None:
+        """Soft lesion shape in [0, 1] at frame `index` (over the whole frame, or `box`), None when out of view."""
+        from medge.calibration.synthetic.noise import soft_step
+
+        geometry = self._lesion_geometry(index)
+        if geometry is None:
+            return None
+        cx, cy, a, b, t = geometry
+        box = box or (slice(0, self._h), slice(0, self._w))
+        u, v = (self._xx[box] - cx) / a, (self._yy[box] - cy) / b
         rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
         amp, ph = self._lobes
         border = 1.0 + sum(amp[k] * np.cos((k + 2) * phi + ph[k] + 0.3 * t) for k in range(4))
         return soft_step(border - rho, 0.03)
+
+    def _lesion_box(self, index: int) -> tuple[slice, slice] | None:
+        geometry = self._lesion_geometry(index)
+        if geometry is None:
+            return None
+        cx, cy, a, b, _ = geometry
+        y0, y1 = max(0, int(cy - 1.5 * b)), min(self._h, int(cy + 1.5 * b) + 1)
+        x0, x1 = max(0, int(cx - 1.5 * a)), min(self._w, int(cx + 1.5 * a) + 1)
+        return slice(y0, y1), slice(x0, x1)
 
     def __iter__(self) -> Iterator[Frame | Corrupt]:
         index = 0
@@ -378,12 +399,17 @@ class SyntheticSource(FrameSource):
             k, step = divmod(index, self.HOLD)
             image = self._bank[k % self.BANK]
             if step < 10:  # cross-fade from the previous background (the probe moves)
-                w = (step + 1) / 11.0
+                w = np.float32((step + 1) / 11.0)
                 image = w * image + (1 - w) * self._bank[(k - 1) % self.BANK]
-            shape = self.lesion(index)
-            if shape is not None:
-                image = image * (1.0 - 0.75 * shape)
-            yield Frame(index, to_grey_u8(image))
+            else:
+                image = image.copy()
+            box = self._lesion_box(index)
+            truth = np.zeros((self._h, self._w), np.uint8)
+            if box is not None:
+                shape = self.lesion(index, box)
+                image[box] *= 1.0 - 0.75 * shape
+                truth[box] = shape > 0.5
+            yield Frame(index, to_grey_u8(image), truth)
             index += 1
 
 

@@ -42,6 +42,7 @@ def test_synthetic_with_screen_as_fast_as_possible(run_cli, app_bundles):
     assert r["source"]["kind"] == "synthetic" and (r["source"]["width"], r["source"]["height"]) == (160, 120)
     assert r["models"]["segmenter"]["runtime"] == "onnxruntime" and r["models"]["screen"]["runtime"] == "openvino"
     assert r["latency_ms"]["end_to_end"]["p50"] > 0 and r["lesion"]["segmented_frames"] == 40
+    assert 0 < r["lesion"]["dice_vs_truth_frames"] <= 40 and 0.0 <= r["lesion"]["dice_vs_truth_median"] <= 1.0
     assert "frames" in res.stdout and "latency end to end" in res.stdout  # the summary table
 
 
@@ -129,6 +130,7 @@ def test_bad_inputs_are_one_line_errors(run_cli, app_bundles, tmp_path):
         (("--segmenter", seg, "--source", "synthetic", "--view", f"browser:127.0.0.1:{taken.getsockname()[1]}"),
          "already in use"),
         (("--segmenter", seg, "--source", tmp_path / "nothing.mp4"), "not found"),
+        (("--segmenter", seg, "--source", "synthetic", "--view", "window"), "--view window needs"),
     ]
     try:
         for args, needle in cases:

@@ -102,6 +102,17 @@ def test_synthetic_source_moves_a_lesion_and_leaves_the_view():
     assert not np.allclose(a, b)  # it moves
     frame = next(iter(source))
     assert frame.image.shape == (64, 96) and frame.image.dtype == np.uint8
+    assert frame.truth.shape == (64, 96) and frame.truth.sum() == (a > 0.5).sum()  # the mask matches the shape
+    inside, outside = frame.image[frame.truth == 1].mean(), frame.image[frame.truth == 0].mean()
+    assert inside < 0.6 * outside  # hypoechoic
+
+
+def test_device_that_is_not_a_camera_is_a_clear_error(capfd):
+    from medge.apps.ultrasound.sources import CameraSource
+
+    with pytest.raises(DataError, match="cannot open camera /dev/null: it is busy .* or not a capture device"):
+        CameraSource("/dev/null")
+    assert "WARN" not in capfd.readouterr().err
 
 
 def test_source_spec_parsing_and_errors(tmp_path):
