@@ -114,3 +114,45 @@ def test_stream_usage_errors(run_cli, ecg_onnx, tmp_path):
     assert_one_line_error(res, "does not match the model", code=2)
     res = run_cli("ecg", "stream", "--model", "ecg-3to21", "--port", "loop://")
     assert_one_line_error(res, "did you mean")
+
+
+def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import urllib.request
+
+    import cv2
+
+    from conftest import medge_command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = simulator("--seconds", 12, "--realtime")
+    report = tmp_path / "stream.json"
+    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
+                                               "--seconds", "9", "--view", f"browser:127.0.0.1:{port}",
+                                               "--report", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    frame, stats = None, None
+    try:
+        deadline = time.monotonic() + 60
+        while frame is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=2) as resp:
+                    frame = resp.read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as resp:
+                    stats = json.loads(resp.read())
+            except OSError:
+                time.sleep(0.2)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert frame is not None, err[-2000:]
+    img = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[0] > 12 * 40 and (img < 100).mean() > 0.005  # twelve rows with dark traces
+    assert stats["frames"]["ok"] > 0
+    assert json.loads(report.read_text())["view"].startswith("http://127.0.0.1:")
