@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from fixtures.cli_checks import assert_one_line_error
-
 from conftest import runs_of_false
+from fixtures.cli_checks import assert_one_line_error
 
 
 @pytest.mark.parametrize("protocol", ["medge", pytest.param("openbci-cyton", marks=pytest.mark.slow)])
@@ -123,7 +122,6 @@ def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_pat
     import urllib.request
 
     import cv2
-
     from conftest import medge_command
 
     with socket.socket() as s:
