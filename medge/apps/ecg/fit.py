@@ -177,7 +177,7 @@ def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         _progress_bar(epoch, epochs, total / steps, t0)
     return net.eval()
 
