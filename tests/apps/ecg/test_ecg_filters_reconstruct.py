@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from medge.apps.ecg.filters import StreamFilter, filter_record
-from medge.apps.ecg.reconstruct import STANDARD_LEADS, InputWindow, LeadModel, StreamingReconstructor, \
-    derive_limb_leads, reconstruct_offline
+from medge.apps.ecg.reconstruct import (
+    STANDARD_LEADS,
+    InputWindow,
+    LeadModel,
+    StreamingReconstructor,
+    derive_limb_leads,
+    reconstruct_offline,
+)
 
 
 def _linear_model(rng, derive: bool) -> tuple[LeadModel, np.ndarray]:
