@@ -69,7 +69,7 @@ def test_corruption_every_sample_exact_or_missing_and_gaps_exact(run_cli, simula
 def test_port_closed_mid_stream_keeps_recording(run_cli, simulator, ecg_onnx, tmp_path):
     import wfdb
 
-    sim = simulator("--seconds", 4, "--realtime")
+    sim = simulator("--seconds", 3, "--realtime")
     rec = tmp_path / "rec"
     res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--seconds", 60, "--record", rec,
                   report=True, timeout=120)
@@ -127,10 +127,10 @@ def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_pat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sim = simulator("--seconds", 12, "--realtime")
+    sim = simulator("--seconds", 7, "--realtime")
     report = tmp_path / "stream.json"
     proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
-                                               "--seconds", "9", "--view", f"browser:127.0.0.1:{port}",
+                                               "--seconds", "4", "--view", f"browser:127.0.0.1:{port}",
                                                "--report", str(report)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     frame, stats = None, None
