@@ -45,7 +45,7 @@ def live(seconds: float, model: str, tmp: Path) -> dict:
             time.sleep(0.05)
         proc = subprocess.run(_medge() + ["ecg", "stream", "--model", model, "--port", str(link), "--seconds",
                                           str(seconds), "--threads", "2", "--report", str(report)],
-                              capture_output=True, text=True, timeout=seconds + 120)
+                              capture_output=True, text=True, timeout=seconds + 120, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"stream failed: {proc.stderr[-1000:]}")
     finally:
@@ -57,7 +57,11 @@ def live(seconds: float, model: str, tmp: Path) -> dict:
 def peer_vs_ours(model, seconds: float, rate: float = 500.0) -> dict:
     """ms per hop at the end of `seconds` of buffer: naive (whole buffer) vs ours (one window)."""
     from medge.apps.ecg.filters import StreamFilter, filter_record
-    from medge.apps.ecg.reconstruct import InputWindow, StreamingReconstructor, reconstruct_offline
+    from medge.apps.ecg.reconstruct import (
+        InputWindow,
+        StreamingReconstructor,
+        reconstruct_offline,
+    )
     from medge.apps.ecg.sources import synthetic_record
 
     rec = synthetic_record(seconds, 7)

@@ -112,7 +112,7 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     if leads is None:
         raise DataError(f"source {rec.name} has leads {', '.join(rec.leads)}; the patch sends II, V1, V5")
     sig = resample_signal(np.nan_to_num(leads), rec.rate_hz, rate)
-    n = int(round(args.seconds * rate))
+    n = round(args.seconds * rate)
     sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
     samples_uv = np.round(sig.T * 1000.0).astype(np.int32)
     out = open_output(args.port, args.baud, args.realtime)
@@ -257,8 +257,13 @@ def _reconstruct_one(path: Path, out: Path, model, args, plot: str | None) -> di
     from medge.apps.ecg.io_dicom import write_dicom_ecg
     from medge.apps.ecg.io_wfdb import write_ecg
     from medge.apps.ecg.plot import paper_plot
-    from medge.apps.ecg.reconstruct import DERIVED_LEADS, STANDARD_LEADS, mean_r, per_lead_metrics, \
-        reconstruct_offline
+    from medge.apps.ecg.reconstruct import (
+        DERIVED_LEADS,
+        STANDARD_LEADS,
+        mean_r,
+        per_lead_metrics,
+        reconstruct_offline,
+    )
     from medge.apps.ecg.sources import read_input
     from medge.calibration.preprocess import resample_signal
 

@@ -22,8 +22,13 @@ import numpy as np
 
 from medge.apps.ecg.filters import filter_record
 from medge.apps.ecg.io_wfdb import EcgRecord, read_ecg
-from medge.apps.ecg.reconstruct import STANDARD_LEADS, LeadModel, derive_limb_leads, einthoven_residual, mean_r, \
-    per_lead_metrics
+from medge.apps.ecg.reconstruct import (
+    STANDARD_LEADS,
+    LeadModel,
+    einthoven_residual,
+    mean_r,
+    per_lead_metrics,
+)
 from medge.calibration.preprocess import resample_signal
 from medge.calibration.wfdb_source import record_names
 from medge.errors import DataError, UsageError
@@ -92,7 +97,7 @@ def load_split(records: list[Path], val_split: float, seed: int, input_leads: tu
     if not 0 < val_split < 1:
         raise UsageError("--val-split must be between 0 and 1, e.g. 0.2")
     order = np.random.default_rng(seed).permutation(len(names))
-    n_val = min(len(names) - 1, max(1, int(round(val_split * len(names)))))
+    n_val = min(len(names) - 1, max(1, round(val_split * len(names))))
     val_names = {names[i] for i in order[:n_val]}
 
     def pack(selected: list[str]) -> FitData:
@@ -172,7 +177,7 @@ def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         _progress_bar(epoch, epochs, total / steps, t0)
     return net.eval()
 

@@ -91,7 +91,7 @@ def read_dicom_ecg(path: str | os.PathLike):
 def write_dicom_ecg(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.ndarray, rate_hz: float, *,
                     measured: tuple[str, ...], derived: tuple[str, ...], model_name: str, source=None) -> None:
     """Write (12, N) mV as a DICOM ECG waveform (12-lead IOD when N ≤ 16384, else General ECG)."""
-    pydicom = import_optional("pydicom", what="writing DICOM ECG waveforms")
+    import_optional("pydicom", what="writing DICOM ECG waveforms")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -43,11 +43,11 @@ def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.nd
         ax.axvline(x, color="#f4c7c7" if x % 5 else "#e08080", lw=0.3 if x % 5 else 0.6, zorder=0)
     for y in np.arange(0, ROW_MM * 4 + 0.01, 1.0):
         ax.axhline(y, xmax=1, color="#f4c7c7" if y % 5 else "#e08080", lw=0.3 if y % 5 else 0.6, zorder=0)
-    first = int(round(start_s * rate_hz))
+    first = round(start_s * rate_hz)
 
     def trace(lead: str, t0: float, t1: float, x0_mm: float, base_mm: float) -> None:
         k = leads.index(lead)
-        a, b = first + int(round(t0 * rate_hz)), first + int(round(t1 * rate_hz))
+        a, b = first + round(t0 * rate_hz), first + round(t1 * rate_hz)
         seg = sig[k, a:b]
         if seg.size == 0:
             return

@@ -99,10 +99,10 @@ def reconstruct_offline(model: LeadModel, inputs_mv: np.ndarray, rate_hz: float,
     cross-faded linearly in the overlaps; the last window is aligned with the record's end."""
     x = np.asarray(inputs_mv, dtype=np.float64)
     total = x.shape[1]
-    win = int(round(model.samples * rate_hz / model.rate_hz))
+    win = round(model.samples * rate_hz / model.rate_hz)
     if total <= win:
         return model.window(x, rate_hz)
-    overlap = min(int(round(overlap_s * rate_hz)), win // 2)
+    overlap = min(round(overlap_s * rate_hz), win // 2)
     starts = list(range(0, total - win, win - overlap)) + [total - win]
     out = np.zeros((len(STANDARD_LEADS), total))
     weight = np.zeros(total)
@@ -190,9 +190,9 @@ class StreamingReconstructor:
 
     def __init__(self, model: LeadModel, rate_hz: float, hop_s: float = 1.0, fade_s: float = FADE_S) -> None:
         self.model, self.rate_hz = model, rate_hz
-        self.window_n = int(round(model.samples * rate_hz / model.rate_hz))
-        self.hop_n = max(1, int(round(hop_s * rate_hz)))
-        self.fade_n = max(1, int(round(fade_s * rate_hz)))
+        self.window_n = round(model.samples * rate_hz / model.rate_hz)
+        self.hop_n = max(1, round(hop_s * rate_hz))
+        self.fade_n = max(1, round(fade_s * rate_hz))
         if self.hop_n < self.fade_n or self.hop_n > self.window_n - self.fade_n:
             raise DataError(f"--hop {hop_s:g} s must be between {fade_s:g} s and the window "
                             f"({self.window_n / rate_hz:g} s) minus {fade_s:g} s")

@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from medge.apps.ecg import cyton
-from medge.apps.ecg.protocol import FLAG_LOW_BATTERY, FLAG_SATURATION, LEADS, FrameDecoder
+from medge.apps.ecg.protocol import (
+    FLAG_LOW_BATTERY,
+    FLAG_SATURATION,
+    LEADS,
+    FrameDecoder,
+)
 from medge.errors import DataError, UsageError
 from medge.registry import import_optional
 

@@ -48,12 +48,11 @@ class GroundTruth:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the ground truth as an NPZ, atomically."""
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, rate_hz=self.rate_hz, samples_uv=self.samples_uv, delivered=self.delivered,
-                         frames_sent=self.frames_sent, frames_dropped=self.frames_dropped,
-                         frames_damaged=self.frames_damaged, frames_overflow=self.frames_overflow,
-                         bytes_corrupted=self.bytes_corrupted)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, rate_hz=self.rate_hz, samples_uv=self.samples_uv, delivered=self.delivered,
+                     frames_sent=self.frames_sent, frames_dropped=self.frames_dropped,
+                     frames_damaged=self.frames_damaged, frames_overflow=self.frames_overflow,
+                     bytes_corrupted=self.bytes_corrupted)
 
 
 class PtyPort:

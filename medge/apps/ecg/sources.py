@@ -21,7 +21,7 @@ def synthetic_record(seconds: float, seed: int) -> EcgRecord:
     """A 12-lead record from medge's dipole generator (500 Hz, mV)."""
     from medge.calibration.synthetic.ecg import FS_HZ, STANDARD_LEADS, generate_ecg
 
-    samples = max(1, int(round(seconds * FS_HZ)))
+    samples = max(1, round(seconds * FS_HZ))
     _, leads = generate_ecg(1, np.random.default_rng(seed), samples=samples)
     return EcgRecord(list(STANDARD_LEADS), leads[0].astype(np.float64), float(FS_HZ), f"synthetic-{seed}")
 

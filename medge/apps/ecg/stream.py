@@ -18,8 +18,14 @@ import numpy as np
 
 from medge.apps.ecg.filters import StreamFilter
 from medge.apps.ecg.protocol import LEADS
-from medge.apps.ecg.reconstruct import DERIVED_LEADS, STANDARD_LEADS, InputWindow, LeadModel, OutputChunk, \
-    StreamingReconstructor
+from medge.apps.ecg.reconstruct import (
+    DERIVED_LEADS,
+    STANDARD_LEADS,
+    InputWindow,
+    LeadModel,
+    OutputChunk,
+    StreamingReconstructor,
+)
 from medge.apps.ecg.serial_reader import Receiver, SampleBlock, read_blocks
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
 from medge.errors import DataError
@@ -93,8 +99,8 @@ class Capture:
         self.stop_event = threading.Event()
         self.raw = RawRecording()
         self.filter = StreamFilter(len(LEADS), config.rate_hz, config.mains_hz)
-        window_n = int(round(model.samples * config.rate_hz / model.rate_hz))
-        self.window = InputWindow(window_n, max(1, int(round(config.hop_s * config.rate_hz))))
+        window_n = round(model.samples * config.rate_hz / model.rate_hz)
+        self.window = InputWindow(window_n, max(1, round(config.hop_s * config.rate_hz)))
         self._order = [LEADS.index(lead) for lead in model.input_leads]
         self.error: DataError | None = None
 

@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from fixtures.cli_checks import assert_one_line_error
-
 from conftest import runs_of_false
+from fixtures.cli_checks import assert_one_line_error
 
 
 @pytest.mark.parametrize("protocol", ["medge", pytest.param("openbci-cyton", marks=pytest.mark.slow)])
@@ -70,7 +69,7 @@ def test_corruption_every_sample_exact_or_missing_and_gaps_exact(run_cli, simula
 def test_port_closed_mid_stream_keeps_recording(run_cli, simulator, ecg_onnx, tmp_path):
     import wfdb
 
-    sim = simulator("--seconds", 4, "--realtime")
+    sim = simulator("--seconds", 3, "--realtime")
     rec = tmp_path / "rec"
     res = run_cli("ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--seconds", 60, "--record", rec,
                   report=True, timeout=120)
@@ -114,3 +113,44 @@ def test_stream_usage_errors(run_cli, ecg_onnx, tmp_path):
     assert_one_line_error(res, "does not match the model", code=2)
     res = run_cli("ecg", "stream", "--model", "ecg-3to21", "--port", "loop://")
     assert_one_line_error(res, "did you mean")
+
+
+def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import urllib.request
+
+    import cv2
+    from conftest import medge_command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = simulator("--seconds", 7, "--realtime")
+    report = tmp_path / "stream.json"
+    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
+                                               "--seconds", "4", "--view", f"browser:127.0.0.1:{port}",
+                                               "--report", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    frame, stats = None, None
+    try:
+        deadline = time.monotonic() + 60
+        while frame is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=2) as resp:
+                    frame = resp.read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as resp:
+                    stats = json.loads(resp.read())
+            except OSError:
+                time.sleep(0.2)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert frame is not None, err[-2000:]
+    img = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[0] > 12 * 40 and (img < 100).mean() > 0.005  # twelve rows with dark traces
+    assert stats["frames"]["ok"] > 0
+    assert json.loads(report.read_text())["view"].startswith("http://127.0.0.1:")
