@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def medge(*args: str) -> list[str]:
     exe = shutil.which("medge")
     return ([exe] if exe else [sys.executable, str(Path(__file__).resolve().parents[1] / "medge_cli.py")]) + list(args)

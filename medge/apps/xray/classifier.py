@@ -98,7 +98,7 @@ def read_study(path: Path) -> Any:
 
     try:
         return pydicom.dcmread(str(path))
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is a reason, not a crash
+    except Exception as exc:
         raise NotAnalysable(f"unreadable DICOM file ({type(exc).__name__})") from exc
 
 
@@ -130,7 +130,7 @@ def preprocess(ds: Any, model: AppModel) -> tuple[np.ndarray, dict[str, float]]:
     t0 = time.perf_counter()
     try:
         frame = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt/truncated data
+    except Exception as exc:
         raise NotAnalysable(f"cannot decode pixel data ({type(exc).__name__})") from exc
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         frame = frame[0]

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from fixtures.cli_checks import assert_one_line_error
 from xray_helpers import uid_hash, worklist_json
 

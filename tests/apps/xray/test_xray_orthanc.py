@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from xray_helpers import uid_hash, wait_for, worklist_json
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from xray_helpers import URGENT_SEED, UNFLAGGED_SEED, STUDY_SIZE, uid_hash, wait_for, worklist_json
 from fixtures.cli_checks import assert_one_line_error
+from xray_helpers import (
+    STUDY_SIZE,
+    UNFLAGGED_SEED,
+    URGENT_SEED,
+    uid_hash,
+    wait_for,
+    worklist_json,
+)
 
 PHI = ("PHANTOM", "FAKE-0001", "19000101")
 ROLES = ["plain_cr_mono1", "urgent_dx", "urgent_j2k", "lateral", "ct", "window_error", "truncated"]
@@ -128,6 +134,9 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
         {k: (v["state"], v["scores"], v["attempts"]) for k, v in before.items()}
     assert len(list(sr_dir.glob("*.dcm"))) == 3
 
+    shown = {s["sop_instance_uid_hash"]: s["study"] for s in worklist_json(run_cli, db, "--show-accession")}
+    assert shown[uid_hash(db, studies.uids["urgent_dx"])] == "ACC-URG"
+    assert row["urgent_dx"]["study"] == row["urgent_dx"]["study_hash"][:8]  # hashes unless asked
     table = run_cli("xray", "worklist", "--db", db)
     assert table.returncode == 0 and "urgent" in table.stdout and "lateral" in table.stdout
     assert server.stop(signal.SIGTERM) == 0
