@@ -14,7 +14,7 @@ from xray_helpers import uid_hash, worklist_json
 
 def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_path):
     ops = tmp_path / "ops.json"
-    chosen = run_cli("xray", "thresholds", "--bundle", xray_bundle, "--eval", "synthetic:cxr", "--samples", "60",
+    chosen = run_cli("xray", "thresholds", "--bundle", xray_bundle, "--eval", "synthetic:cxr", "--samples", "40",
                      "--sensitivity", "0.9", "-o", ops, report=True)
     assert chosen.returncode == 0, chosen.stderr[-2000:]
     data = json.loads(ops.read_text())

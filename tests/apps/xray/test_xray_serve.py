@@ -13,6 +13,7 @@ from xray_helpers import (
     STUDY_SIZE,
     UNFLAGGED_SEED,
     URGENT_SEED,
+    db_states,
     uid_hash,
     wait_for,
     worklist_json,
@@ -71,9 +72,10 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
     assert sent.returncode == (0 if truncated_accepted else 1)
 
     expected_rows = len(ROLES) - (0 if truncated_accepted else 1)
-    rows = wait_for(lambda: (r := worklist_json(run_cli, db)) and len(r) == expected_rows
-                    and all(s["queue_state"] in ("analysed", "not_analysed") for s in r) and r,
-                    90, "every study to be analysed or not_analysed")
+    wait_for(lambda: (r := db_states(db)) and len(r) == expected_rows
+             and all(state in ("analysed", "not_analysed") for state, _, _ in r.values()),
+             90, "every study to be analysed or not_analysed")
+    rows = worklist_json(run_cli, db)
     by = {s["sop_instance_uid_hash"]: s for s in rows}
     row = {role: by[uid_hash(db, studies.uids[role])] for role in ROLES if role != "truncated" or truncated_accepted}
 
