@@ -82,7 +82,7 @@ class WorklistReport(Report):
             cells.append([str(s["rank"]), s["study"], _age(s["age_s"]), s["state"], s["priority"], flags or "-",
                           s["sr"] or "-"])
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-        line = lambda vals: "  ".join(_fmt(v).ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+        line = lambda vals: "  ".join(_fmt(v).ljust(w) for v, w in zip(vals, widths)).rstrip()
         summary = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         return "\n".join([f"worklist ({summary})", line(cols), line(["-" * w for w in widths]),
                           *(line(r) for r in cells)])

@@ -95,3 +95,25 @@ def write_phantom(path: str | Path, spec: PhantomSpec, image: np.ndarray | None 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
     return str(ds.SOPInstanceUID)
+
+
+def write_demo_studies(folder: str | Path, count: int) -> list[Path]:
+    """`count` synthetic DX studies for trying the app (study 1 is a lateral view, study 2 JPEG 2000)."""
+    folder = Path(folder)
+    paths = []
+    for i in range(count):
+        spec = PhantomSpec(seed=i, accession=f"DEMO{i:04d}", view="LL" if i == 1 else "PA",
+                           compress="jpeg2000" if i == 2 else None,
+                           photometric="MONOCHROME1" if i % 4 == 3 else "MONOCHROME2")
+        paths.append(folder / f"demo{i:03d}.dcm")
+        write_phantom(paths[-1], spec)
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
+        sys.exit("usage: python -m medge.apps.xray.phantoms FOLDER COUNT")
+    for written in write_demo_studies(sys.argv[1], int(sys.argv[2])):
+        print(written)

@@ -51,7 +51,7 @@ def _file_context(path: Path) -> tuple[str, str]:
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM"
+    except Exception as exc:
         raise DataError(f"not a readable DICOM file ({type(exc).__name__})") from exc
     sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -200,12 +199,3 @@ class XrayService:
         report.refused = {"unreadable": sum(1 for o in outcomes if not o["stored"])}
         return report
 
-
-def wait_until_drained(worklist: Worklist, timeout: float) -> bool:
-    """Poll until no study is queued/running and no SR is pending (tests and benches)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worklist.pending_count() == 0 and worklist.outbox_pending() == 0:
-            return True
-        time.sleep(0.1)
-    return False

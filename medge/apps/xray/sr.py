@@ -94,8 +94,7 @@ def build_sr(source: Any, findings: list[Finding], *, model_name: str, model_sha
             algorithm_id=algorithm,
             source_images=[source_image],
             measurements=[
-                hd.sr.Measurement(name=score_name, value=float(finding.score), unit=codes.UCUM.NoUnits,
-                                  algorithm_id=algorithm),
+                hd.sr.Measurement(name=score_name, value=float(finding.score), unit=codes.UCUM.NoUnits),
                 hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=float(finding.threshold),
                                   unit=codes.UCUM.NoUnits),
             ],

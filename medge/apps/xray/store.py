@@ -62,7 +62,7 @@ def read_header_bytes(data: bytes) -> Header:
 
     try:
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM"
+    except Exception as exc:
         raise DataError(f"not a readable DICOM file ({type(exc).__name__})") from exc
     return header_of(ds)
 

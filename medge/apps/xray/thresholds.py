@@ -16,8 +16,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medge.apps.xray.classifier import open_classifier
-from medge.apps.xray.priority import URGENT_FINDINGS, OperatingPoint, OperatingPoints, default_points, \
-    threshold_at_sensitivity
+from medge.apps.xray.priority import (
+    URGENT_FINDINGS,
+    OperatingPoint,
+    OperatingPoints,
+    default_points,
+    threshold_at_sensitivity,
+)
 from medge.errors import DataError
 from medge.fileio import write_json_atomic
 from medge.reports import Report

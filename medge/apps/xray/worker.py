@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medge.apps.xray.audit import LOG, AuditLog
-from medge.apps.xray.classifier import Classifier, NotAnalysable, check_analysable, preprocess, read_study
+from medge.apps.xray.classifier import (
+    Classifier,
+    NotAnalysable,
+    check_analysable,
+    preprocess,
+    read_study,
+)
 from medge.apps.xray.priority import OVERDUE, OperatingPoints
 from medge.apps.xray.sr import Finding, build_sr, sr_bytes
 from medge.apps.xray.store import fsync_write

@@ -4,18 +4,20 @@ and the priority/worklist rules on a real SQLite file."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import threading
 import time
 
 import numpy as np
 import pytest
-
 from fixtures.cli_checks import assert_one_line_error
-from xray_helpers import uid_hash, worklist_json
+from xray_helpers import medge_command, uid_hash, wait_for, worklist_json
 
 
 def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_path):
     ops = tmp_path / "ops.json"
-    chosen = run_cli("xray", "thresholds", "--bundle", xray_bundle, "--eval", "synthetic:cxr", "--samples", "60",
+    chosen = run_cli("xray", "thresholds", "--bundle", xray_bundle, "--eval", "synthetic:cxr", "--samples", "40",
                      "--sensitivity", "0.9", "-o", ops, report=True)
     assert chosen.returncode == 0, chosen.stderr[-2000:]
     data = json.loads(ops.read_text())
@@ -41,6 +43,16 @@ def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_pat
     flagged = {f["finding"] for f in urgent["flags"]}
     assert flagged == {k for k, v in urgent["scores"].items() if v >= data["points"][k]["threshold"]}
     assert len(list((tmp_path / "sr").glob("*.dcm"))) == 1
+
+    # The radiographer's live view refreshes until Ctrl-C.
+    watch = subprocess.Popen(medge_command() + ["xray", "worklist", "--db", str(db), "--watch", "--interval", "0.2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(watch.stdout), daemon=True).start()
+    wait_for(lambda: sum("worklist (" in line for line in lines) >= 2, 60, "two refreshes of --watch")
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(30) == 0, watch.stderr.read()[-2000:]
+    assert any("urgent" in line for line in lines)
 
     # Ingesting the same files again changes nothing.
     again = run_cli("xray", "ingest", studies.path("urgent_dx"), "--bundle", xray_bundle, "--db", db,

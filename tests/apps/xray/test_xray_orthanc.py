@@ -11,8 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from xray_helpers import uid_hash, wait_for, worklist_json
+from xray_helpers import db_states, uid_hash, wait_for, worklist_json
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -76,14 +75,15 @@ def test_sr_reaches_orthanc_after_it_comes_up(xray_bundle, studies, start_server
     def row():
         return next((s for s in worklist_json(run_cli, db) if s["sop_instance_uid_hash"] == sop_hash), None)
 
-    wait_for(lambda: (r := row()) and r["state"] == "analysed", 60, "the study to be analysed")
+    wait_for(lambda: db_states(db).get(sop_hash, ("",))[0] == "analysed", 60, "the study to be analysed")
     audit = db.with_name(db.name + ".audit.jsonl")
     wait_for(lambda: '"sr_retry"' in audit.read_text(), 30, "a failed SR delivery while Orthanc is down")
     assert row()["sr"] == "pending"
 
     orthanc = _start_orthanc(tmp_path / "orthanc", dicom_port, http_port)
     try:
-        wait_for(lambda: row()["sr"] == "sent", 90, "the SR to be delivered once Orthanc is up")
+        wait_for(lambda: db_states(db)[sop_hash][2] == 1, 90, "the SR to be delivered once Orthanc is up")
+        assert row()["sr"] == "sent"
         (instance,) = _get(http_port, "/instances")
         tags = _get(http_port, f"/instances/{instance}/tags?simplify")
         source = pydicom.dcmread(studies.path("urgent_dx"), stop_before_pixels=True)

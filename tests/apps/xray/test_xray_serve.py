@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from xray_helpers import URGENT_SEED, UNFLAGGED_SEED, STUDY_SIZE, uid_hash, wait_for, worklist_json
 from fixtures.cli_checks import assert_one_line_error
+from xray_helpers import (
+    STUDY_SIZE,
+    UNFLAGGED_SEED,
+    URGENT_SEED,
+    db_states,
+    uid_hash,
+    wait_for,
+    worklist_json,
+    write_study,
+)
 
 PHI = ("PHANTOM", "FAKE-0001", "19000101")
 ROLES = ["plain_cr_mono1", "urgent_dx", "urgent_j2k", "lateral", "ct", "window_error", "truncated"]
@@ -65,9 +76,10 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
     assert sent.returncode == (0 if truncated_accepted else 1)
 
     expected_rows = len(ROLES) - (0 if truncated_accepted else 1)
-    rows = wait_for(lambda: (r := worklist_json(run_cli, db)) and len(r) == expected_rows
-                    and all(s["queue_state"] in ("analysed", "not_analysed") for s in r) and r,
-                    90, "every study to be analysed or not_analysed")
+    wait_for(lambda: (r := db_states(db)) and len(r) == expected_rows
+             and all(state in ("analysed", "not_analysed") for state, _, _ in r.values()),
+             90, "every study to be analysed or not_analysed")
+    rows = worklist_json(run_cli, db)
     by = {s["sop_instance_uid_hash"]: s for s in rows}
     row = {role: by[uid_hash(db, studies.uids[role])] for role in ROLES if role != "truncated" or truncated_accepted}
 
@@ -128,12 +140,27 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
         {k: (v["state"], v["scores"], v["attempts"]) for k, v in before.items()}
     assert len(list(sr_dir.glob("*.dcm"))) == 3
 
+    # Database busy (another writer holds the lock): the C-STORE waits and retries, then succeeds.
+    extra = tmp_path / "extra.dcm"
+    extra_uid = write_study(extra, seed=4)
+    locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    threading.Timer(2.0, lambda: locker.execute("COMMIT")).start()
+    t0 = time.monotonic()
+    busy = run_cli("xray", "send", extra, "--to", server.address, report=True)
+    assert busy.report["items"][0]["status"] == "0x0000" and time.monotonic() - t0 >= 2.0
+    locker.close()
+    assert uid_hash(db, extra_uid) in db_states(db)
+
+    shown = {s["sop_instance_uid_hash"]: s["study"] for s in worklist_json(run_cli, db, "--show-accession")}
+    assert shown[uid_hash(db, studies.uids["urgent_dx"])] == "ACC-URG"
+    assert row["urgent_dx"]["study"] == row["urgent_dx"]["study_hash"][:8]  # hashes unless asked
     table = run_cli("xray", "worklist", "--db", db)
     assert table.returncode == 0 and "urgent" in table.stdout and "lateral" in table.stdout
     assert server.stop(signal.SIGTERM) == 0
     report = json.loads((tmp_path / "serve.json").read_text())
-    assert report["received"] == expected_rows and report["duplicates"] == 1
-    assert report["analysed"] == 3 and report["queued"] == 0
+    assert report["received"] == expected_rows + 1 and report["duplicates"] == 1
+    assert report["analysed"] >= 3 and report["queued"] == 0
 
     audit = [json.loads(line) for line in db.with_name(db.name + ".audit.jsonl").read_text().splitlines()]
     assert {"start", "received", "analysed", "not_analysed", "resend_ignored"} <= {a["event"] for a in audit}

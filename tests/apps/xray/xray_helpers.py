@@ -165,3 +165,17 @@ def send_one_by_one(files: list[Path], port: int, statuses: dict[str, int], stop
     finally:
         if assoc.is_established:
             assoc.abort()
+
+
+def db_states(db: Path) -> dict[str, tuple[str, int, int]]:
+    """sop hash → (state, SRs pending, SRs sent), read straight from SQLite (cheap enough to poll;
+    the assertions themselves go through `medge xray worklist`)."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=30) as conn:
+        rows = conn.execute(
+            "SELECT s.sop_hash, s.state,"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.study_sop_instance_uid=s.sop_instance_uid AND o.state='pending'),"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.study_sop_instance_uid=s.sop_instance_uid AND o.state='sent')"
+            " FROM studies s").fetchall()
+    return {h: (state, pending, sent) for h, state, pending, sent in rows}
