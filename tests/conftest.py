@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ class CliResult:
 
 
 def _medge_command() -> list[str]:
-    exe = shutil.which("medge")
+    from fixtures.cli_checks import medge_script
+
+    exe = medge_script()  # next to sys.executable first, then PATH
     return [exe] if exe else [sys.executable, str(REPO / "medge_cli.py")]
 
 

@@ -221,7 +221,7 @@ def _profile_over(session: SshSession, config: ProfileConfig, local: Path, opts:
                 "(pip install medge) or point --remote-medge/--remote-python at it"
             )
         fetched = session.run(f"cat {shlex.quote(report_path)}", check=False)
-        if fetched.returncode != 0:
+        if proc.returncode != 0 or fetched.returncode != 0:  # a failed run may still write its (failed) report
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("medge: error:")]
             detail = lines[-1][len("medge: error: "):] if lines else (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise MedgeError(f"medge profile failed on {target.label}: {detail}")

@@ -15,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "runtimes"))
 
+from fixtures.cli_checks import medge_script  # noqa: E402
 from tiny_artifacts import TinyArtifacts, cached_build  # noqa: E402
 
-SSHD = Path("/usr/sbin/sshd")
+SSHD = Path(shutil.which("sshd") or "/usr/sbin/sshd")  # /usr/sbin is often not on PATH
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +64,7 @@ def sshd(tmp_path_factory) -> SshServer:
     """A real sshd on a free loopback port, accepting one generated user key."""
     if not SSHD.exists() or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH server is not installed (apt-get install openssh-server)")
-    medge = shutil.which("medge")
+    medge = medge_script()  # next to sys.executable first, then PATH
     if medge is None:
         pytest.skip("the medge console script is not installed (pip install -e .)")
     tmp = tmp_path_factory.mktemp("sshd")
