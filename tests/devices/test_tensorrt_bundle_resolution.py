@@ -82,7 +82,7 @@ def test_readme_goes_on_after_building_the_engine(jetson_bundle):
     for needle in ("bash build_engine.sh", "medge profile <bundle>", "trtexec --loadEngine=device/model.engine",
                    "medge compare <bundle> --reference", "reference/inputs.npz", "input   image 1x1x64x64 float",
                    "output  probs", "Labels (output order): atelectasis, cardiomegaly, effusion, pneumothorax",
-                   "Preprocessing: kind image, modality CR", "--expect-sha256"):
+                   "modality CR", "mean [0.5]", "--expect-sha256"):
         assert needle in readme, needle
     assert "DLA" not in readme  # a GPU-only target has no DLA line
     cfg = json.loads((jetson_bundle / "engine_config.json").read_text())
@@ -90,10 +90,12 @@ def test_readme_goes_on_after_building_the_engine(jetson_bundle):
     assert cfg["builder_flags"] == {"strongly_typed": False, "fp16": True, "int8": False}
 
 
-def test_dla_readme_names_gpu_fallback(run_cli, tiny_onnx, tmp_path):
+def test_dla_readme_names_the_gpu_fallback_ops(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "dla"
     assert compile_cli(run_cli, tiny_onnx, "jetson-agx-orin-dla", out, "--precision", "fp16").returncode == 0
-    assert "ops that will run on the GPU instead of the DLA: none" in (out / "README.txt").read_text()
+    readme = (out / "README.txt").read_text()
+    line = next(ln for ln in readme.splitlines() if "instead of the DLA" in ln)
+    assert line.startswith("DLA core 0; ops that will run on the GPU instead of the DLA: GlobalAveragePool"), line
 
 
 def test_int8_engine_config_is_not_contradictory(tiny_onnx, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny_models(monkeypatch):
     """Put tests/ on PYTHONPATH (subprocess) and sys.path (this process); return the module."""
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    # keep the caller's PYTHONPATH (a worktree under test) after tests/
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
     monkeypatch.syspath_prepend(str(TESTS_DIR))
     import fixtures.tiny_models as module
 
