@@ -129,3 +129,13 @@ def test_failed_compile_summary_is_short(run_cli, tmp_path, medge_meta):
     assert rows[0].startswith("result") and "FAIL" in rows[0] and len(rows) <= 14
     assert res.report["ok"] is False and "cannot be built" in res.report["error"]
     assert res.report["preflight"]["unsupported"]  # the full lists stay in the JSON
+
+
+def test_quantize_summary_is_short_and_verdict_first(run_cli, tiny_onnx, tmp_path):
+    res = run_cli("quantize", tiny_onnx, "-o", tmp_path / "q.onnx", "--calib", "synthetic:cxr", "--calib-size", "16",
+                  report=True)
+    assert res.returncode == 0, res.stderr
+    rows = res.stdout.strip().splitlines()[2:]
+    assert rows[0].startswith("result") and "PASS" in rows[0] and len(rows) <= 12
+    assert res.report["ok"] is True and res.report["size_bytes"]["after"] < res.report["size_bytes"]["before"]
+    assert_one_line_error(run_cli("quantize", tiny_onnx, "-o", tmp_path, "--calib", "synthetic:cxr"), "is a folder", code=2)
