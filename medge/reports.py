@@ -98,6 +98,36 @@ def details_row() -> tuple[str, str]:
     return ("details", "--json or --report PATH")
 
 
+def data_text(summary: dict[str, Any] | None) -> str:
+    """``300 samples from synthetic:cxr (synthetic demo data)`` for a calibration/evaluation summary."""
+    if not summary:
+        return "-"
+    n = summary.get("n", summary.get("used", "?"))
+    source = str(summary.get("source", "?"))
+    synthetic = " (synthetic demo data)" if source.startswith("synthetic") else ""
+    return f"{n} samples from {source}{synthetic}"
+
+
+def gate_text(gate: dict[str, Any] | None) -> str:
+    """One line for a metric gate (drop vs max drop, CI) or a parity gate (cosine vs FP32)."""
+    if not gate:
+        return "none (no --eval/--max-drop; not int8)"
+    parts = []
+    if gate.get("name") and gate.get("quantized") is not None:
+        text = (f"{gate['name']} {gate.get('reference', float('nan')):.4g} → {gate['quantized']:.4g}, "
+                f"drop {gate.get('drop', float('nan')):.4g} (max {gate.get('max_drop')})")
+        if gate.get("ci95"):
+            text += f", 95% CI {gate['ci95'][0]:.4g}…{gate['ci95'][1]:.4g}"
+        parts.append(text)
+    parity = gate.get("parity") or {}
+    if parity.get("min_cosine") is not None:
+        required = parity.get("min_cosine_required")
+        parts.append(f"min cosine vs fp32 {parity['min_cosine']:.4f} ({'required ' + str(required) + ', ' if required else ''}"
+                     f"{parity.get('samples', '?')} samples)")
+    state = {True: "PASS", False: "FAIL"}.get(gate.get("passed"), "n/a")
+    return f"{state}: {'; '.join(parts) or 'see the JSON report'}"
+
+
 def render_table(rows: list[tuple[str, str]], title: str | None = None) -> str:
     """Render two-column rows as an aligned plain-text table."""
     width = max((len(k) for k, _ in rows), default=0)

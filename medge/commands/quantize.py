@@ -64,6 +64,9 @@ def run(args: argparse.Namespace):
     """Run the command."""
     from pathlib import Path
 
+    from medge.fileio import check_output_file
+
+    check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.quantize import QuantizeConfig, quantize_model
 
     config = QuantizeConfig(

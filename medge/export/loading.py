@@ -228,7 +228,7 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     if weights is not None:
         load_weights(module, weights)
         sha, weights_kind = sha256_file(weights), f"{Path(weights).name} (--weights)"
-    elif pretrained and card.weights:
+    elif pretrained and card.weights and not kwargs:  # a kwargs variant gets no demo weights
         from medge.zoo import weights_path
 
         sha, weights_kind = sha256_file(weights_path(card)), "demo weights (synthetic data, not for clinical use)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report
+from medge.reports import Report, data_text, details_row, gate_text, human_bytes, verdict
 
 
 @dataclass
@@ -52,5 +52,27 @@ class QuantizeReport(Report):
         return self.metric is None or self.metric.get("passed") is not False
 
     def table_rows(self) -> list[tuple[str, str]]:
-        rows = super().table_rows()
-        return [(k, v) for k, v in rows if not k.startswith("sensitivity")]
+        m = self.metric
+        if m is None:
+            head = verdict(True, f"{self.precision} artifact written to {self.output} (no accuracy gate: pass --eval)")
+        elif m.get("passed") is False:
+            head = verdict(False, f"{m.get('name')} drop {m.get('drop', float('nan')):.4g} > max {m.get('max_drop')}; "
+                                  "nothing written")
+        else:
+            head = verdict(True, f"{self.precision} artifact written to {self.output}")
+        before, after = self.size_bytes.get("before"), self.size_bytes.get("after")
+        fallback = len(self.fp32_fallback_nodes) + len(self.int16_activation_tensors)
+        rows = [
+            ("result", head),
+            *(("WARNING", w) for w in self.warnings),
+            ("model", f"{self.model} → {self.precision} with {self.backend}"),
+            ("calibration", data_text(self.calibration)),
+            ("evaluation", data_text(self.evaluation)),
+            ("gate", gate_text({**m, "max_drop": m.get("max_drop")}) if m else "none (no --eval)"),
+            ("fallback", f"{len(self.fp32_fallback_nodes)} node(s) fp32, {len(self.int16_activation_tensors)} "
+                         f"activation(s) 16-bit, {len(self.attempts)} attempt(s)" if fallback or self.attempts else "none"),
+            ("size", f"{human_bytes(before)} → {human_bytes(after)}"
+                     + (f" ({self.size_ratio:.2f}x)" if self.size_ratio else "")),
+            ("time", f"{self.seconds:.1f} s"),
+        ]
+        return rows + [details_row()]

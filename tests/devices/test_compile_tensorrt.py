@@ -66,7 +66,7 @@ def test_fp16_bundle_for_each_jetson(run_cli, tiny_onnx, tmp_path, target):
 
     ver = run_cli("verify", out, report=True)
     assert ver.returncode == 0, ver.stderr
-    assert ver.report["verified"] and ver.report["checked"] == 5 and ver.report["target"] == target
+    assert ver.report["verified"] and ver.report["checked"] == 7 and ver.report["target"] == target
 
 
 def test_dynamic_batch_uses_profile_shapes(run_cli, tiny_onnx_dynamic, tmp_path):
@@ -183,12 +183,28 @@ def test_build_engine_with_tensorrt(run_cli, tiny_onnx, tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_gate_writes_nothing(run_cli, tiny_onnx, tmp_path):
+def test_failed_gate_writes_nothing(tiny_onnx, tmp_path):
+    # An impossible gate (max drop -1) can no longer be typed (the CLI rejects a negative --max-drop),
+    # so it is set through the API that the CLI calls.
+    from medge.devices.compile import CompileConfig, compile_model
+    from medge.errors import GateFailedError
+
+    out = tmp_path / "gated"
+    config = CompileConfig(model=tiny_onnx, target="jetson-orin-nano", output=out, precision="int8",
+                           calib_source="synthetic:cxr", eval_source="synthetic:cxr", max_drop=-1.0,
+                           options={"calib_samples": 16, "eval_samples": 48})
+    with pytest.raises(GateFailedError, match="gate failed") as failed:
+        compile_model(config)
+    assert failed.value.report.written is False and failed.value.report.gate["passed"] is False
+    assert not out.exists()
+
+
+def test_negative_max_drop_is_refused_before_any_work(run_cli, tiny_onnx, tmp_path):
     out = tmp_path / "gated"
     res = compile_cli(run_cli, tiny_onnx, "jetson-orin-nano", out, "--precision", "int8", *FAST_CALIB, *FAST_GATE,
-                   "--max-drop", "-1")
-    assert res.returncode == 1 and "gate failed" in res.stderr
-    assert res.report["written"] is False and res.report["gate"]["passed"] is False
+                      "--max-drop", "-1")
+    assert res.returncode == 2 and "--max-drop" in res.stderr and "0 or more" in res.stderr
+    assert res.report["ok"] is False
     assert not out.exists()
 
 

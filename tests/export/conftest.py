@@ -13,8 +13,8 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny_models(monkeypatch):
     """Put tests/ on PYTHONPATH (subprocess) and sys.path (this process); return the module."""
-    existing = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), *([existing] if existing else [])]))
+    # keep the caller's PYTHONPATH (a worktree under test) after tests/
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
     monkeypatch.syspath_prepend(str(TESTS_DIR))
     import fixtures.tiny_models as module
 
