@@ -82,6 +82,7 @@ class DistillResult:
     lr: float = 0.0
     best_step: int = 0
     best_selection_metric: float | None = None
+    bn_reestimated: bool = False  # the re-estimated BN statistics were kept (they scored better)
     stopped: str = ""  # "steps", "early-stopping", "reached-teacher", "time-budget"
     selection_curve: list[list[float]] = field(default_factory=list)  # [step, metric]
     seconds: float = 0.0
@@ -160,30 +161,35 @@ def _scheduler(optimizer, config: DistillConfig):
 
 
 class Progress:
-    """A one-line progress bar on stderr (tqdm when installed and stderr is a terminal)."""
+    """Progress on stderr: a redrawn bar on a terminal, a line every 15 s otherwise (logs, CI)."""
 
     def __init__(self, total: int, label: str, enabled: bool) -> None:
         self.total, self.label, self.enabled = total, label, enabled
         self.count, self.t0, self.last = 0, time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty()
         self.status = ""
 
     def update(self, n: int = 1, status: str = "") -> None:
+        """Advance by `n` steps and redraw when due."""
         self.count += n
         self.status = status or self.status
         now = time.perf_counter()
-        if not self.enabled or (now - self.last < 2.0 and self.count < self.total):
+        interval = 0.5 if self.tty else 15.0
+        if not self.enabled or (now - self.last < interval and self.count < self.total):
             return
         self.last = now
         width = 24
         done = int(width * self.count / max(self.total, 1))
         elapsed = now - self.t0
         eta = elapsed / max(self.count, 1) * (self.total - self.count)
-        sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {self.count}/{self.total} "
-                         f"{elapsed:.0f}s<{eta:.0f}s {self.status}   ")
+        line = (f"{self.label} [{'#' * done}{'.' * (width - done)}] {self.count}/{self.total} "
+                f"{elapsed:.0f}s<{eta:.0f}s {self.status}")
+        sys.stderr.write(f"\r{line}   " if self.tty else f"{line}\n")
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        """End the bar's line."""
+        if self.enabled and self.tty:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
@@ -205,14 +211,26 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
     def inputs() -> torch.Tensor:
         return torch.from_numpy(stream.batch(config.batch_size)[0])
 
-    reestimate_batchnorm(student, inputs, config.bn_samples)
+    stale = copy.deepcopy(student.state_dict())
+    best = select(student) if select is not None else None
+    bn_layers = reestimate_batchnorm(student, inputs, config.bn_samples)
+    kept_bn = bool(bn_layers)
+    if bn_layers and select is not None:
+        after = select(student)
+        # A teacher whose BN statistics never matched the data (e.g. randomly initialised) is better
+        # copied with its own statistics: keep whichever scores better on the selection set.
+        if (after > best) if higher_is_better else (after < best):
+            best = after
+        else:
+            student.load_state_dict(stale)
+            kept_bn = False
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
     scheduler = _scheduler(optimizer, config)
     result = DistillResult(planned_steps=config.steps, schedule=config.schedule, lr=config.lr)
-    best_state, best, since_best = None, None, 0
+    result.bn_reestimated = kept_bn
+    best_state, since_best = None, 0
     if select is not None:
-        best = select(student)
         best_state = copy.deepcopy(student.state_dict())
         result.selection_curve.append([0, round(best, 6)])
     loss_fn: OutputLoss | None = None

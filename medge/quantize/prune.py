@@ -82,6 +82,7 @@ class PruneConfig:
     time_budget: float | None = None
     round_to: int | None = None
     seed: int = 0
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     progress: bool = True
     measure_onnx: bool = True
 
@@ -149,6 +150,8 @@ def validate_config(config: PruneConfig) -> None:
         raise UsageError("--prune-steps > 1 distils after every step: pass --finetune SOURCE")
     if config.round_to is not None and config.round_to < 1:
         raise UsageError(f"--round-to must be >= 1 (got {config.round_to})")
+    if config.threads is not None and config.threads < 1:
+        raise UsageError(f"--threads must be >= 1 (got {config.threads})")
     if config.time_budget is not None and not config.time_budget > 0:
         raise UsageError(f"--time-budget must be > 0 seconds (got {config.time_budget:g})")
     if config.max_drop is not None and not (config.eval or config.finetune):
@@ -443,6 +446,8 @@ def prune_model(config: PruneConfig) -> PruneReport:
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     loaded = _load(config)
     metric = metric_for(loaded.meta.task, config.metric) if (config.eval or config.finetune) else None
     if config.max_drop is None and config.sparsity is None:
