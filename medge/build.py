@@ -193,8 +193,8 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     max_drop = config.max_drop
     if max_drop is None and evaluation and metric and precision == "int8":
         max_drop = DEFAULT_MAX_DROP.get(metric)
-    if pruned is not None and pruned.int8_budget is not None and evaluation and precision == "int8":
-        max_drop = pruned.int8_budget  # what pruning left of the budget vs the dense FP32 model
+    if pruned is not None:  # --max-drop is the budget vs dense FP32: INT8 gets what pruning left
+        max_drop = pruned.int8_budget if evaluation and precision == "int8" else None
 
     command = shlex.join(["medge", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("medge") else None
     compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
@@ -237,7 +237,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         from medge.build_prune import compare_dense
 
         report.pruning = steps.run("profile dense vs pruned", lambda: compare_dense(
-            config, target, pruned, report_dir / "model.dense.fp32.onnx", onnx_path, report, profile))
+            config, target, pruned, report_dir / "model.dense.fp32.onnx", onnx_path, report))
 
 
 def _prune_step(config: BuildConfig, target, precision: str, report_dir: Path, steps: _Steps, report: BuildReport):

@@ -115,13 +115,19 @@ def _latency(profile: dict[str, Any]) -> float | None:
     return (profile.get("latency_ms") or {}).get("p50")
 
 
-def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, pruned_onnx: Path, report,
-                  profile) -> dict[str, Any]:
+def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, pruned_onnx: Path,
+                  report) -> dict[str, Any]:
     """Dense vs pruned vs pruned+INT8 (metric, MACs, size, latency on the target runtime) for the report.
 
-    `profile(path, runtime)` profiles one artifact and returns its ProfileReport.
+    The FP32 models are timed on random inputs (latency does not depend on the values) with the
+    build's warm-up, runs and threads.
     """
+    from medge.devices.profiling import ProfileConfig, profile_artifact
     from medge.export import export_onnx
+
+    def profile(path: str, runtime: str):
+        return profile_artifact(ProfileConfig(artifact=path, runtime=runtime, threads=config.threads,
+                                              warmup=config.warmup, runs=config.runs))
 
     export_onnx(config.model, dense_onnx, weights=config.weights, model_kwargs=config.model_kwargs,
                 input_shape=config.input_shape)
@@ -159,6 +165,9 @@ def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, prun
         out["drop_vs_dense"] = round(metric_drop(gate["name"], gate["reference"], final), 6)
         out["notes"].append("the pruning gate and the INT8 gate each score on their own synthetic/held-out "
                             "evaluation draw; drop_vs_dense compares the two")
+    if not int8_metric:
+        out["notes"].append(f"the {report.precision} bundle was not gated: no labelled evaluation data for this "
+                            "model (pass --eval SOURCE); the pruning gate used the held-out part of --prune-data")
     out["notes"].extend(_macs_vs_latency(rows, pruned.round_to))
     return out
 

@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="--sparsity auto: stop the search after this many seconds and keep the best passing sparsity")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, pruning and distillation (default 0)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads for pruning and distillation (default: torch's; 1 is often fastest on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.add_argument("--no-onnx-size", action="store_true", help="skip exporting ONNX files to measure their sizes")
 
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace):
         time_budget=args.time_budget,
         round_to=args.round_to,
         seed=args.seed,
+        threads=args.threads,
         progress=not args.no_progress,
         measure_onnx=not args.no_onnx_size,
     )
