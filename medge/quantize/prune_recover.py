@@ -28,6 +28,7 @@ from medge.errors import DataError, GateFailedError
 from medge.quantize.distill import DistillConfig, DistillResult, distil
 from medge.quantize.distill_data import DistillStream
 from medge.quantize.prune_gate import (
+    FIDELITY,
     GateResult,
     gate,
     higher_is_better,
