@@ -46,6 +46,11 @@ class BuildConfig:
     options: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # replace a bundle for another target or one holding device files
     declaration: Any = None  # medge.export.declare.Declaration for non-zoo models
+    # --prune auto|S: prune → distil → gate before export (medge/build_prune.py)
+    prune: str | None = None
+    prune_data: str | None = None
+    round_to: int | None = None
+    prune_options: dict[str, Any] = field(default_factory=dict)  # extra PruneConfig fields
 
 
 @dataclass
@@ -65,6 +70,7 @@ class BuildReport(Report):
     summary: dict[str, Any] = field(default_factory=dict)
     report_files: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    pruning: dict[str, Any] = field(default_factory=dict)  # --prune: dense vs pruned vs pruned+INT8
     seconds: float = 0.0
 
     @property
@@ -180,17 +186,19 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
 
     steps = _Steps(report)
     onnx_path = report_dir / "model.fp32.onnx"
+    pruned = _prune_step(config, target, precision, report_dir, steps, report)
+    source = (str(pruned.pt2), None, None, None) if pruned else (
+        config.model, config.weights, config.model_kwargs, config.input_shape)
 
     def export():
         from medge.export import load_model
         from medge.export.declare import Declaration, apply_declaration, check_declaration
 
         declaration = config.declaration or Declaration()
-        check_declaration(config.model, declaration, config.input_shape)
-        loaded = load_model(config.model, weights=config.weights, model_kwargs=config.model_kwargs,
-                            input_shape=config.input_shape)
+        check_declaration(source[0], declaration, source[3])
+        loaded = load_model(source[0], weights=source[1], model_kwargs=source[2], input_shape=source[3])
         notes = apply_declaration(loaded, declaration)
-        result = export_onnx(config.model, onnx_path, loaded=loaded)
+        result = export_onnx(source[0], onnx_path, loaded=loaded)
         result.notes.extend(notes)
         return result
 
@@ -207,13 +215,15 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     max_drop = config.max_drop
     if max_drop is None and evaluation and metric and precision == "int8":
         max_drop = DEFAULT_MAX_DROP.get(metric)
+    if pruned is not None:  # --max-drop is the budget vs dense FP32: INT8 gets what pruning left
+        max_drop = pruned.int8_budget if evaluation and precision == "int8" else None
 
     command = shlex.join(["medge", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("medge") else None
     try:
         compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
             model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
             eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
-            model_ref=source_reference(config.model, config.model_kwargs, config.weights),
+            model_ref=None if pruned else source_reference(config.model, config.model_kwargs, config.weights),
             command=command, force=config.force,
         )))
     except MedgeError as exc:  # a refused bundle: keep what compile measured (gate, parity, preflight)
@@ -251,6 +261,23 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         report.profiles.append(steps.run("profile bundle", lambda: profile(str(output))).to_dict())
     else:
         steps.skip("profile bundle", f"{reason}; profile it there with 'medge profile {output} --device ssh://USER@HOST'")
+    if pruned is not None:
+        from medge.build_prune import compare_dense
+
+        report.pruning = steps.run("profile dense vs pruned", lambda: compare_dense(
+            config, target, pruned, report_dir / "model.dense.fp32.onnx", onnx_path, report))
+
+
+def _prune_step(config: BuildConfig, target, precision: str, report_dir: Path, steps: _Steps, report: BuildReport):
+    """--prune: prune → distil → gate (medge/build_prune.py); None without --prune."""
+    if config.prune is None:
+        return None
+    from medge.build_prune import prune_for_build
+
+    pruned = steps.run("prune+distil", lambda: prune_for_build(config, target, precision, report_dir))
+    report.pruning = {"sparsity": pruned.report.get("sparsity"), "gate": pruned.report.get("gate"),
+                      "round_to": pruned.round_to, "int8_max_drop": pruned.int8_budget}
+    return pruned
 
 
 def _summary(report: BuildReport) -> dict[str, Any]:
@@ -277,4 +304,22 @@ def _summary(report: BuildReport) -> dict[str, Any]:
         summary["speed-up vs fp32 onnx"] = round(lat[0] / lat[1], 2)
     if len(sizes) >= 2 and sizes[0] and sizes[1]:
         summary["size ratio vs fp32"] = round(sizes[1] / sizes[0], 3)
+    summary.update(_pruning_summary(report.pruning))
     return summary
+
+
+def _pruning_summary(pruning: dict[str, Any]) -> dict[str, Any]:
+    """--prune: one line per model (dense, pruned, pruned+INT8): metric, MACs, size, latency."""
+    out: dict[str, Any] = {}
+    if pruning.get("sparsity") is not None:
+        out["pruned sparsity"] = pruning["sparsity"]
+    for name, row in (pruning.get("rows") or {}).items():
+        cells = [f"{pruning.get('metric')} {row['metric']:.4f}" if row.get("metric") is not None else "metric -",
+                 f"{row['macs'] / 1e6:.1f} MMACs" if row.get("macs") else "MACs -",
+                 f"{row['size_bytes'] / 1e6:.2f} MB" if row.get("size_bytes") else "size -",
+                 f"p50 {row['latency_ms']:.3f} ms ({row.get('runtime')})" if row.get("latency_ms") else "latency -"]
+        out[name] = " | ".join(cells)
+    for note in pruning.get("notes") or []:
+        out.setdefault("pruning notes", [])
+        out["pruning notes"].append(note)
+    return out

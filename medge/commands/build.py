@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medge.commands.common_args import PRECISION_HELP, non_negative_float
+from medge.errors import UsageError
 
 
 HELP = "the whole chain for one model and target: export, quantize with gate, compile, compare, profile"
@@ -41,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medge.export.declare import add_declaration_arguments
 
     add_declaration_arguments(parser)
+    parser.add_argument("--prune", metavar="auto|S",
+                        help="prune → distil from the dense model → gate before export: 'auto' (largest sparsity "
+                             "within the budget) or a sparsity such as 0.3")
+    parser.add_argument("--prune-data", metavar="SOURCE",
+                        help="distillation data for --prune (default: the model's synthetic data; a folder is augmented)")
+    parser.add_argument("--round-to", type=int, metavar="N",
+                        help="--prune: keep channel counts multiples of N (default: from the target's runtime, e.g. 16 on intel-cpu)")
+    parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 300)")
+    parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS", help="--prune auto: time budget of the search")
 
 
 def run(args: argparse.Namespace):
@@ -55,6 +65,15 @@ def run(args: argparse.Namespace):
     from medge.commands.compile import parse_options
 
     options = parse_options(args.option)
+    from medge.build_prune import parse_prune
+
+    parse_prune(args.prune)  # fail before any work
+    prune_options = {k: v for k, v in (("distill_steps", args.distill_steps), ("time_budget", args.prune_time_budget))
+                     if v is not None}
+    if args.round_to is not None and args.round_to < 1:
+        raise UsageError(f"--round-to must be >= 1 (got {args.round_to})")
+    if (args.prune_data or args.round_to or prune_options) and args.prune is None:
+        raise UsageError("--prune-data, --round-to, --distill-steps and --prune-time-budget need --prune auto|S")
     name = args.model.rpartition(":")[2] if ":" in args.model else Path(args.model).stem  # pkg.mod:factory → factory
     output = args.output or f"build/{name}-{args.target}"
     return build(BuildConfig(
@@ -63,4 +82,5 @@ def run(args: argparse.Namespace):
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, device=args.device,
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
         declaration=Declaration.from_args(args),
+        prune=args.prune, prune_data=args.prune_data, round_to=args.round_to, prune_options=prune_options,
     ))

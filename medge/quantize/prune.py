@@ -1,4 +1,9 @@
-"""`medge prune`: structured or unstructured pruning of a PyTorch model, with optional fine-tuning.
+"""`medge prune`: structured or unstructured pruning of a PyTorch model, recovered by distillation.
+
+With ``--finetune SOURCE`` the pruned student is distilled from the dense FP32 teacher
+(`medge.quantize.distill`); with ``--max-drop`` (or ``--sparsity auto``) it must pass the clinical
+gate against the teacher (`medge.quantize.prune_gate`), and ``--sparsity auto`` bisects for the
+largest sparsity that passes (`medge.quantize.prune_recover`).  A failed gate writes nothing.
 
 The pruned model is saved as an ExportedProgram (``OUT.pt2``, the architecture changed, so a
 state dict alone would not load) plus a metadata sidecar ``OUT.pt2.medge.json`` holding the
@@ -11,8 +16,11 @@ Sidecar format (JSON object, keys of `medge.metadata.ModelMeta`)::
      "input_layout": "NCHW", "preprocessing": {...}, "source_sha256": "<sha256 of OUT.pt2>",
      "medge_version": "0.1.0", "output_names": ["probabilities"],
      "extra": {"input_names": ["image"], "input_shape": [1, 1, 128, 128], "dynamic_batch": true,
-               "pruning": {"mode": ..., "sparsity": ..., "source_model": ..., "source_sha256": ...,
-                           "finetune": <source or null>}}}
+               "pruning": {"mode": ..., "sparsity": ..., "search": "fixed" | "auto", "source_model": ...,
+                           "source_sha256": ..., "teacher_sha256": ..., "round_to": ..., "prune_steps": ...,
+                           "distillation": {"source", "data_sha256", "steps", "samples", "seconds"} | null,
+                           "metric": {"name", "before", "after", "drop", "ci95", "max_drop", "passed",
+                                      "labels_from", "eval_sha256"} | null}}}
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import MedgeError, ParityError, UsageError
+from medge.errors import GateFailedError, MedgeError, ParityError, UsageError
 from medge.metadata import sidecar_path
 from medge.reports import Report
 
@@ -47,21 +55,35 @@ class PruneConfig:
 
     model: str
     output: str
-    sparsity: float = 0.5
+    sparsity: float | None = 0.5  # None: search the largest that passes the gate (--sparsity auto)
     mode: str = "structured"
     weights: str | None = None
     model_kwargs: dict[str, Any] | None = None
     input_shape: tuple[int, ...] | None = None
-    finetune: str | None = None
-    epochs: int = 1
+    task: str | None = None  # non-zoo models: task/labels stored in the metadata
+    labels: list[str] | None = None
+    finetune: str | None = None  # distillation data
+    distill_steps: int = 300
     lr: float = 1e-3
-    batch_size: int = 8
-    finetune_samples: int = 128
+    lr_schedule: str = "onecycle"
+    batch_size: int = 16
+    eval_every: int = 25
+    patience: int = 4
+    task_weight: float = 0.3
+    prune_steps: int = 1
     eval: str | None = None
-    eval_samples: int = 100
+    eval_samples: int = 200
+    select_samples: int = 64
     metric: str | None = None
+    max_drop: float | None = None
+    min_sparsity: float = 0.1
+    max_sparsity: float = 0.8
+    resolution: float = 0.05
+    time_budget: float | None = None
     round_to: int | None = None
     seed: int = 0
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    progress: bool = True
     measure_onnx: bool = True
 
 
@@ -73,22 +95,26 @@ class PruneReport(Report):
     model: str = ""
     mode: str = ""
     sparsity: float = 0.0
+    search: str = "fixed"  # or "auto"
     params: dict[str, int] = field(default_factory=dict)
     macs: dict[str, int] = field(default_factory=dict)
     reduction: dict[str, float] = field(default_factory=dict)  # fraction removed: params, macs
     zero_fraction: float | None = None  # unstructured: zeros among the pruned weights
     zero_fraction_all_params: float | None = None
-    metric: dict[str, Any] | None = None  # name, before, after, source, samples
+    metric: dict[str, Any] | None = None  # name, before, after, [after_pruning_before_distillation], source, samples
+    gate: dict[str, Any] | None = None  # name, reference, pruned, drop, ci95, max_drop, passed, samples, labels_from
+    distillation: dict[str, Any] | None = None  # data, runs (one per prune step), seconds
+    probes: list[dict[str, Any]] = field(default_factory=list)  # --sparsity auto: every sparsity tried
     onnx_size_bytes: dict[str, int] | None = None
     speedup_note: str = ""
     output: str = ""
     sidecar: str = ""
     sha256: str = ""
+    teacher_sha256: str = ""
     dynamic_batch: bool = False
     parity: dict[str, float] = field(default_factory=dict)  # saved .pt2 vs in-memory pruned model
     kept_layers: dict[str, list[str]] = field(default_factory=dict)
     narrowed_layers: int = 0
-    finetune: dict[str, Any] | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -98,18 +124,38 @@ def validate_config(config: PruneConfig) -> None:
     if config.mode not in MODES:
         raise UsageError(f"unknown pruning mode '{config.mode}'; choices: {', '.join(MODES)}")
     upper = MAX_STRUCTURED_SPARSITY if config.mode == "structured" else 0.999
-    if not 0.0 < config.sparsity <= upper:
-        raise UsageError(f"--sparsity must be in (0, {upper:g}] for {config.mode} pruning (got {config.sparsity:g}); "
-                         "e.g. --sparsity 0.5 removes half of the channels/weights")
+    if config.sparsity is None:
+        if config.mode != "structured":
+            raise UsageError("--sparsity auto needs --mode structured: unstructured zeros bring no speed-up to search for")
+        if not config.finetune:
+            raise UsageError("--sparsity auto needs --finetune SOURCE: every probed sparsity is distilled before "
+                             "it is gated (e.g. --finetune synthetic:cxr)")
+        if not 0.0 < config.min_sparsity < config.max_sparsity <= upper:
+            raise UsageError(f"need 0 < --min-sparsity < --max-sparsity <= {upper:g} "
+                             f"(got {config.min_sparsity:g}, {config.max_sparsity:g})")
+    elif not 0.0 < config.sparsity <= upper:
+        raise UsageError(f"--sparsity must be in (0, {upper:g}] or 'auto' for {config.mode} pruning (got "
+                         f"{config.sparsity:g}); e.g. --sparsity 0.5 removes half of the channels/weights")
     if Path(config.output).suffix != ".pt2":
         raise UsageError(f"output '{config.output}' must end in .pt2: the pruned model is saved as an ExportedProgram "
                          "that 'medge export' accepts")
-    if config.finetune and config.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1 (got {config.epochs})")
-    if config.finetune and not config.lr > 0:
-        raise UsageError(f"--lr must be > 0 (got {config.lr:g})")
+    if config.finetune:
+        from medge.quantize.distill import DistillConfig
+
+        DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
+                      schedule=config.lr_schedule, eval_every=config.eval_every, patience=config.patience).validate()
+    if config.prune_steps < 1:
+        raise UsageError(f"--prune-steps must be >= 1 (got {config.prune_steps})")
+    if config.prune_steps > 1 and not config.finetune:
+        raise UsageError("--prune-steps > 1 distils after every step: pass --finetune SOURCE")
     if config.round_to is not None and config.round_to < 1:
         raise UsageError(f"--round-to must be >= 1 (got {config.round_to})")
+    if config.threads is not None and config.threads < 1:
+        raise UsageError(f"--threads must be >= 1 (got {config.threads})")
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise UsageError(f"--time-budget must be > 0 seconds (got {config.time_budget:g})")
+    if config.max_drop is not None and not (config.eval or config.finetune):
+        raise UsageError("--max-drop needs --eval SOURCE (or --finetune SOURCE, whose held-out part is the gate set)")
     if config.metric:
         from medge.quantize.metrics import check_metric_name
 
@@ -123,27 +169,22 @@ def _load(config: PruneConfig):
     if loaded.kind in ("exported-program", "torchscript"):
         raise UsageError(f"cannot prune '{config.model}' ({loaded.kind}): pruning needs the PyTorch module; "
                          "give a zoo name or package.module:factory with --weights")
+    if config.task or config.labels:
+        if loaded.kind == "zoo":
+            raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")
+        loaded.meta.task = config.task or loaded.meta.task
+        loaded.meta.labels = list(config.labels or loaded.meta.labels)
+    if not loaded.meta.preprocessing and len(loaded.input_shape) == 4:
+        loaded.meta.preprocessing = _unit_image_preprocessing(loaded.input_shape)
     return loaded
 
 
-def _load_sets(config: PruneConfig, loaded):
-    from medge.calibration import check_overlap, load_data
-
-    def load(source: str, n: int, split: str):
-        return load_data(source, loaded.meta, input_name=loaded.input_names[0], input_shape=loaded.input_shape,
-                         n=n, split=split, seed=config.seed)
-
-    train = load(config.finetune, config.finetune_samples, "calib") if config.finetune else None
-    evaluation = load(config.eval, config.eval_samples, "eval") if config.eval else None
-    if train is not None and evaluation is not None:
-        check_overlap(train, evaluation)
-    return train, evaluation
-
-
-def _metric_name(config: PruneConfig, task: str) -> str:
-    from medge.quantize.metrics import default_metric_for_task
-
-    return config.metric or default_metric_for_task(task)
+def _unit_image_preprocessing(shape: tuple[int, ...]) -> dict[str, Any]:
+    """Preprocessing for a non-zoo NCHW image model: images scaled to [0, 1], resized, not normalised."""
+    channels = int(shape[1])
+    return {"kind": "image", "modality": "OT", "channels": channels, "height": int(shape[2]), "width": int(shape[3]),
+            "layout": "NCHW", "intensity": "unit", "window_center": None, "window_width": None,
+            "mean": [0.0] * channels, "std": [1.0] * channels}
 
 
 def _complexity(module, input_shape) -> tuple[int, int]:
@@ -286,63 +327,155 @@ def _fill_complexity(report: PruneReport, reference, module, example, input_shap
             report.onnx_size_bytes = {"before": before, "after": after}
 
 
-def _prune_and_finetune(config: PruneConfig, report: PruneReport, loaded, reference, example, train, evaluation) -> None:
-    """Prune ``loaded.module`` in place, fine-tune it when asked, and fill the metric/finetune fields."""
-    from medge.quantize.prune_finetune import evaluate, finetune
+def _task_loss(task: str):
+    """The task loss used next to distillation when the data have labels (None for unknown tasks)."""
+    from medge.quantize.prune_finetune import LOSSES, task_loss
 
-    module = loaded.module
-    metric: dict[str, Any] | None = None
-    if evaluation is not None:
-        name = _metric_name(config, loaded.meta.task)
-        metric = {"name": name, "before": evaluate(reference, evaluation, name),
-                  "source": config.eval, "samples": len(evaluation)}
-    structured, masked = _prune(config, module, example)
+    name = LOSSES.get(task)
+    return None if name is None else (lambda out, target: task_loss(name, out, target))
+
+
+def _distill_config(config: PruneConfig):
+    from medge.quantize.distill import DistillConfig
+
+    return DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
+                         schedule=config.lr_schedule, task_weight=config.task_weight, eval_every=config.eval_every,
+                         patience=config.patience, seed=config.seed, progress=config.progress)
+
+
+def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example, sets):
+    """Prune (and distil) a student from `teacher`; returns (student, gate result or None, distillation runs)."""
+    from medge.quantize.prune_gate import gate
+    from medge.quantize.prune_recover import (
+        Plan,
+        predict,
+        prune_and_distil,
+        search_sparsity,
+    )
+
+    if config.mode == "structured" and sets is not None and sets.stream is not None:
+        plan = Plan(sparsity=config.sparsity, prune_steps=config.prune_steps, max_drop=config.max_drop,
+                    min_sparsity=config.min_sparsity, max_sparsity=config.max_sparsity, resolution=config.resolution,
+                    time_budget=config.time_budget, round_to=config.round_to, distill=_distill_config(config))
+        if config.sparsity is None:
+            trial, report.probes = search_sparsity(teacher, plan, sets, example, _task_loss(loaded.meta.task),
+                                                   config.model)
+        else:
+            if config.prune_steps == 1:  # what pruning alone costs, to show what distillation wins back
+                bare = copy.deepcopy(teacher)
+                _prune(config, bare, example)
+                report.metric = {"after_pruning_before_distillation": gate(
+                    sets.metric, sets.gate.teacher, predict(bare, sets.gate.inputs), sets.gate.targets, None,
+                    sets.gate.labels_from).pruned}
+            trial = prune_and_distil(teacher, config.sparsity, plan, sets, example, _task_loss(loaded.meta.task))
+        report.sparsity = trial.sparsity
+        if trial.structured is not None:
+            report.kept_layers = {"output": trial.structured.output_layers, "token": trial.structured.token_layers}
+            report.narrowed_layers = trial.structured.narrowed_layers
+        return trial.student, trial.gate, trial.distillation
+    student = copy.deepcopy(teacher)
+    structured, masked = _prune(config, student, example)
     if structured is not None:
-        _check_shapes(reference, module, example, config.model)
         report.kept_layers = {"output": structured.output_layers, "token": structured.token_layers}
         report.narrowed_layers = structured.narrowed_layers
-    if train is not None:
-        if metric is not None:
-            metric["after_pruning_before_finetune"] = evaluate(module, evaluation, metric["name"])
-        result = finetune(module, train, loaded.meta.task, epochs=config.epochs, lr=config.lr,
-                          batch_size=config.batch_size, seed=config.seed)
-        report.finetune = dataclasses.asdict(result)
+    runs = []
+    if sets is not None and sets.stream is not None:  # unstructured: the masks keep pruned weights at zero
+        from medge.quantize.distill import distil
+        from medge.quantize.prune_gate import higher_is_better, score
+
+        def select(module):
+            return score(sets.metric, predict(module, sets.select.inputs), sets.select.targets)
+
+        report.metric = {"after_pruning_before_distillation": score(
+            sets.metric, predict(student, sets.gate.inputs), sets.gate.targets)}
+        runs.append(distil(student, teacher, sets.stream, _distill_config(config),
+                           task_loss=_task_loss(loaded.meta.task) if sets.labelled_stream else None, select=select,
+                           teacher_score=score(sets.metric, sets.select.teacher, sets.select.targets),
+                           higher_is_better=higher_is_better(sets.metric)))
     if masked:
         from medge.quantize.prune_methods import remove_unstructured_masks
 
-        zeros = remove_unstructured_masks(module, masked)
+        zeros = remove_unstructured_masks(student, masked)
         report.zero_fraction, report.zero_fraction_all_params = zeros.zero_fraction, zeros.zero_fraction_all_params
-    if metric is not None:
-        metric["after"] = evaluate(module, evaluation, metric["name"])
-    report.metric = metric
+    decision = None
+    if sets is not None:
+        decision = gate(sets.metric, sets.gate.teacher, predict(student, sets.gate.inputs), sets.gate.targets,
+                        config.max_drop, sets.gate.labels_from)
+    return student, decision, runs
+
+
+def _fill_metric(config: PruneConfig, report: PruneReport, decision, sets) -> None:
+    if decision is None:
+        return
+    report.gate = dataclasses.asdict(decision)
+    report.metric = {"name": decision.name, "before": decision.reference, "after": decision.pruned,
+                     **(report.metric or {}), "source": config.eval or f"{config.finetune} (held out)",
+                     "samples": decision.samples, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
+
+
+def _pruning_record(config: PruneConfig, report: PruneReport, loaded) -> dict[str, Any]:
+    distillation = None
+    if report.distillation:
+        data = report.distillation["data"]
+        distillation = {"source": data["source"], "data_sha256": data["sha256"],
+                        "steps": sum(r["steps"] for r in report.distillation["runs"]),
+                        "samples": data["samples_drawn"], "seconds": report.distillation["seconds"]}
+    metric = None
+    if report.gate:
+        metric = {k: report.gate[k] for k in ("name", "drop", "ci95", "max_drop", "passed", "labels_from")}
+        metric.update(before=report.gate["reference"], after=report.gate["pruned"],
+                      eval_sha256=(report.metric or {}).get("eval_sha256"))
+    return {"mode": config.mode, "sparsity": report.sparsity, "search": report.search, "source_model": config.model,
+            "source_sha256": loaded.sha256, "teacher_sha256": report.teacher_sha256, "round_to": config.round_to,
+            "prune_steps": config.prune_steps, "seed": config.seed, "finetune": config.finetune,
+            "distillation": distillation, "metric": metric}
 
 
 def prune_model(config: PruneConfig) -> PruneReport:
-    """Prune `config.model`, optionally fine-tune and evaluate it, and save it as a ``.pt2``.
+    """Prune `config.model`, distil and gate it when asked, and save it as a ``.pt2``.
 
-    Raises a `MedgeError` subclass for bad requests; nothing is written at ``config.output`` then.
+    Raises a `MedgeError` subclass for bad requests and failed gates; nothing is written at
+    ``config.output`` then.
     """
     validate_config(config)
     import torch
 
+    from medge.export.loading import state_dict_sha256
+    from medge.quantize.prune_gate import DEFAULT_MAX_DROP, metric_for
+    from medge.quantize.prune_recover import build_sets
+
     started = time.perf_counter()
     torch.manual_seed(config.seed)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     loaded = _load(config)
-    if config.eval:
-        _metric_name(config, loaded.meta.task)  # fail before any work when the task has no metric
-    if config.finetune:
-        from medge.quantize.prune_finetune import loss_name
-
-        loss_name(loaded.meta.task)  # fail before any work when the task has no loss
-    train, evaluation = _load_sets(config, loaded)
+    metric = metric_for(loaded.meta.task, config.metric) if (config.eval or config.finetune) else None
+    if config.max_drop is None and config.sparsity is None:
+        config = dataclasses.replace(config, max_drop=DEFAULT_MAX_DROP.get(metric, 0.005))
     example = torch.randn(loaded.input_shape, generator=torch.Generator().manual_seed(config.seed))
-    reference = copy.deepcopy(loaded.module)
-    report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity)
-    _prune_and_finetune(config, report, loaded, reference, example, train, evaluation)
-    _fill_complexity(report, reference, loaded.module, example, loaded.input_shape, config.measure_onnx)
-    pruning = {"mode": config.mode, "sparsity": config.sparsity, "source_model": config.model,
-               "source_sha256": loaded.sha256, "finetune": config.finetune}
-    saved = save_pruned(loaded.module, loaded, config.output, pruning)
+    teacher = copy.deepcopy(loaded.module).eval()
+    report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity or 0.0,
+                         search="auto" if config.sparsity is None else "fixed",
+                         teacher_sha256=state_dict_sha256(teacher))
+    sets = None
+    if metric is not None:
+        sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
+                          eval_samples=config.eval_samples, select_samples=config.select_samples, seed=config.seed)
+    t_distil = time.perf_counter()
+    student, decision, runs = _recover(config, report, loaded, teacher, example, sets)
+    if runs or report.probes:
+        report.distillation = {"data": dataclasses.asdict(sets.stream.summary),
+                               "runs": [dataclasses.asdict(r) for r in runs],
+                               "seconds": round(time.perf_counter() - t_distil, 3)}
+    _fill_metric(config, report, decision, sets)
+    if decision is not None and decision.passed is False:
+        raise GateFailedError(
+            f"the pruned model fails its gate: {decision.name} {decision.reference:.4f} -> {decision.pruned:.4f} "
+            f"(drop {decision.drop:.4g} > --max-drop {decision.max_drop:g}); nothing was written to {config.output} - "
+            "lower --sparsity, use --sparsity auto, or distil longer (--distill-steps, --prune-steps)", report)
+    _check_shapes(teacher, student, example, config.model)
+    _fill_complexity(report, teacher, student, example, loaded.input_shape, config.measure_onnx)
+    saved = save_pruned(student, loaded, config.output, _pruning_record(config, report, loaded))
     report.output, report.sidecar = str(config.output), str(sidecar_path(config.output))
     report.sha256, report.dynamic_batch = saved["sha256"], saved["dynamic_batch"]
     report.parity = {"max_abs_error": saved["max_abs_error"], "atol": _PARITY_ATOL}
@@ -350,6 +483,9 @@ def prune_model(config: PruneConfig) -> PruneReport:
         report.notes.append("torch.export could not make the batch dynamic: the .pt2 takes batch "
                             f"{loaded.input_shape[0]} only")
     if loaded.meta.task == "unknown":
-        report.notes.append("no task/labels known for this model: the sidecar carries task 'unknown'")
+        report.notes.append("no task/labels known for this model: the sidecar carries task 'unknown' "
+                            "(pass --task/--labels to store them)")
+    if sets is not None and sets.stream is not None:
+        report.notes.extend(sets.stream.summary.notes)
     report.seconds = round(time.perf_counter() - started, 3)
     return report

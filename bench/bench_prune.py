@@ -1,0 +1,174 @@
+"""Pruned + INT8 (``medge build --prune auto --target intel-cpu``) vs the hand-written NNCF+OpenVINO
+INT8 of the dense model, latency and clinical metric measured in one run on one machine.
+
+For each model it:
+  * runs `medge.build.build` with ``prune="auto"`` (prune → distil → gate → export → INT8 under the
+    remaining budget → compile for intel-cpu);
+  * builds the peer: NNCF default PTQ of the dense ONNX, OpenVINO CPU, LATENCY hint
+    (`bench_latency.nncf_openvino_int8`);
+  * scores dense FP32 (OpenVINO, f32 precision hint), the peer and the bundle on the same synthetic
+    evaluation draw with the task metric;
+  * times peer and bundle with `bench_latency.time_interleaved` (interleaved rounds, same threads).
+Goal per model: bundle latency ≤ 0.8× the peer's at a metric drop ≤ 0.005 (Dice ≤ 0.01) vs dense
+FP32; met on at least 3 of 4.  Timings on a shared machine are noisy: read the ratios.
+
+    python bench/bench_prune.py [--models ...] [--distill-steps 120] [--time-budget 900] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_latency import runtime_call, time_interleaved
+
+MODELS = ("cxr-densenet-tiny", "us-lesion-unet", "us-frame-screen", "ecg-3to12")
+GOAL_LATENCY = 0.8
+GOAL_DROP = {"dice": 0.01}
+DEFAULT_GOAL_DROP = 0.005
+
+
+def _outputs(call_infer, data) -> np.ndarray:
+    outs = []
+    for feeds in data:
+        result = call_infer(feeds)
+        first = result[0] if isinstance(result, (list, tuple)) else next(iter(result.values()))
+        outs.append(np.asarray(first, dtype=np.float32))
+    return np.concatenate(outs)
+
+
+def _openvino(onnx_or_model, threads: int, f32: bool = False):
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_or_model)) if isinstance(onnx_or_model, (str, Path)) else onnx_or_model
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda feeds: [request.infer(feeds)[compiled.output(0)]]
+
+
+def bench_model(model: str, args, work: Path) -> dict[str, Any]:
+    from medge.build import BuildConfig, build
+    from medge.calibration import load_data_for_onnx
+    from medge.export import export_onnx
+    from medge.quantize.metrics import default_metric_for_task, metric_drop, task_metric
+    from medge.runtimes.artifacts import resolve_artifact
+    from medge.zoo import get_card
+
+    onnx_path = work / f"{model}.dense.onnx"
+    exported = export_onnx(model, onnx_path)
+    calib = load_data_for_onnx("synthetic", onnx_path, n=100, split="calib")
+    evaluation = load_data_for_onnx("synthetic", onnx_path, n=args.eval_samples, split="eval")
+    targets = evaluation.targets()
+    metric = default_metric_for_task(get_card(model).task)
+    row: dict[str, Any] = {"model": model, "metric": metric, "macs_dense": exported.macs}
+
+    t0 = time.perf_counter()
+    bundle = work / f"{model}-pruned-intel-cpu"
+    options = {"distill_steps": args.distill_steps, "time_budget": args.time_budget,
+               "min_sparsity": args.min_sparsity, "max_sparsity": args.max_sparsity, "resolution": args.resolution,
+               "eval_samples": args.eval_samples, "select_samples": 48, "threads": args.train_threads}
+    try:
+        report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", runs=10, warmup=3,
+                                   threads=args.threads, prune_options=options))
+    except Exception as exc:  # noqa: BLE001 - a failed row is reported, not fatal
+        row.update(error=str(exc).splitlines()[0][:300], build_seconds=round(time.perf_counter() - t0, 1))
+        return row
+    pruning = report.pruning
+    row.update(build_seconds=round(time.perf_counter() - t0, 1), sparsity=pruning.get("sparsity"),
+               macs_pruned=pruning["rows"]["pruned"]["macs"], distill_seconds=pruning.get("distillation_seconds"),
+               probes=[(p.get("sparsity"), (p.get("gate") or {}).get("drop"), (p.get("gate") or {}).get("passed"))
+                       for p in pruning.get("probes") or [] if "sparsity" in p],
+               build_metrics={k: v.get("metric") for k, v in pruning["rows"].items()})
+    ref = resolve_artifact(bundle)
+    import nncf
+    import openvino as ov
+
+    with contextlib.ExitStack() as stack:
+        dense = _openvino(onnx_path, args.threads, f32=True)
+        # the peer, as bench_latency.nncf_openvino_int8 writes it: NNCF defaults, LATENCY hint
+        peer_model = nncf.quantize(ov.Core().read_model(str(onnx_path)), nncf.Dataset(calib.as_list()),
+                                   subset_size=len(calib))
+        peer = _openvino(peer_model, args.threads)
+        ours = _openvino(ref.path, args.threads)
+        scores = {name: float(task_metric(metric, _outputs(fn, evaluation), targets))
+                  for name, fn in (("dense_fp32", dense), ("nncf_int8", peer), ("pruned_int8", ours))}
+        row["metric_values"] = {k: round(v, 5) for k, v in scores.items()}
+        row["drop_peer"] = round(metric_drop(metric, scores["dense_fp32"], scores["nncf_int8"]), 5)
+        row["drop_ours"] = round(metric_drop(metric, scores["dense_fp32"], scores["pruned_int8"]), 5)
+        feeds = next(iter(calib))
+        calls = {"nncf+openvino int8 (dense)": lambda: peer(feeds),
+                 "medge build --prune auto int8": runtime_call(stack, ref.path, ref.runtime, ref.device or "CPU",
+                                                              args.threads)}
+        timing = time_interleaved(calls, args.warmup, args.runs)
+    row["latency_ms"] = {k: {m: round(v, 3) for m, v in t.items()} for k, t in timing.items()}
+    peer_ms = timing["nncf+openvino int8 (dense)"]["p50"]
+    ours_ms = timing["medge build --prune auto int8"]["p50"]
+    row["latency_ratio"] = round(ours_ms / peer_ms, 3)
+    allowed = GOAL_DROP.get(metric, DEFAULT_GOAL_DROP)
+    row["goal_met"] = bool(row["latency_ratio"] <= GOAL_LATENCY and row["drop_ours"] <= allowed)
+    row["goal"] = f"latency <= {GOAL_LATENCY}x peer and {metric} drop <= {allowed} vs dense fp32"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--threads", type=int, default=2, help="inference threads, both paths")
+    parser.add_argument("--train-threads", type=int, default=1, help="torch threads for distillation")
+    parser.add_argument("--distill-steps", type=int, default=150)
+    parser.add_argument("--time-budget", type=float, default=1200.0, help="seconds for each model's sparsity search")
+    parser.add_argument("--min-sparsity", type=float, default=0.2)
+    parser.add_argument("--max-sparsity", type=float, default=0.6)
+    parser.add_argument("--resolution", type=float, default=0.1)
+    parser.add_argument("--eval-samples", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--json", help="also write the rows as JSON to this path")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="medge-bench-prune-") as tmp:
+        for model in args.models:
+            rows.append(bench_model(model, args, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    _print(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
+    return 0
+
+
+def _print(rows: list[dict]) -> None:
+    header = (f"{'model':<18} {'sparsity':>8} {'MMACs dense→pruned':>20} {'metric dense/peer/ours':>26} "
+              f"{'drop ours':>9} {'peer ms':>8} {'ours ms':>8} {'ratio':>6}  goal")
+    print(header)
+    print("-" * len(header))
+    met = 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<18} failed: {r['error']}")
+            continue
+        m = r["metric_values"]
+        lat = r["latency_ms"]
+        print(f"{r['model']:<18} {r['sparsity']:>8} {r['macs_dense'] / 1e6:>9.1f}→{r['macs_pruned'] / 1e6:<9.1f} "
+              f"{m['dense_fp32']:.4f}/{m['nncf_int8']:.4f}/{m['pruned_int8']:.4f}   {r['drop_ours']:>9.4f} "
+              f"{lat['nncf+openvino int8 (dense)']['p50']:>8.2f} {lat['medge build --prune auto int8']['p50']:>8.2f} "
+              f"{r['latency_ratio']:>6.2f}  {'MET' if r['goal_met'] else 'NOT MET'}")
+        met += r["goal_met"]
+    print(f"goal (≤ {GOAL_LATENCY}x NNCF latency at drop ≤ 0.005 / Dice ≤ 0.01) met on {met} of {len(rows)} "
+          f"(target: ≥ 3 of 4)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Prune → distil → gate, at a given sparsity or the largest one that passes (``--sparsity auto``).
+
+Data (`build_sets`): the distillation stream (fresh synthetic samples, or an augmented folder),
+a *selection* set for early stopping and a *gate* set for the decision, all disjoint by sample
+hash.  A finite source is split: 20 % gate (when no ``--eval`` is given), 15 % selection, the
+rest trains.  Unlabelled sets are labelled by the dense teacher.
+
+Schedule (`prune_and_distil`): the sparsity is reached in ``prune_steps`` equal steps of the kept
+width; every step is followed by a distillation of ``steps / prune_steps`` optimizer steps.
+
+Search (`search_sparsity`): bisection over [min, max] sparsity to a resolution, each probe pruned
+from the dense model, distilled and gated; it stops when the interval is resolved or the time
+budget is spent, and fails explicitly when even the smallest sparsity does not pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medge.errors import DataError, GateFailedError
+from medge.quantize.distill import DistillConfig, DistillResult, distil
+from medge.quantize.distill_data import DistillStream
+from medge.quantize.prune_gate import (
+    FIDELITY,
+    GateResult,
+    gate,
+    higher_is_better,
+    score,
+    teacher_targets,
+)
+
+GATE_SHARE, SELECT_SHARE = 0.2, 0.15
+
+
+@dataclass
+class EvalSet:
+    """Model-ready inputs with targets (from the data or the teacher) and the teacher's outputs."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    teacher: np.ndarray
+    labels_from: str
+    sha256: str
+
+
+@dataclass
+class Sets:
+    """Everything the recovery trains and decides on."""
+
+    stream: DistillStream | None  # None: no distillation (gate only)
+    select: EvalSet | None
+    gate: EvalSet
+    metric: str
+    labelled_stream: bool
+
+
+@dataclass
+class Trial:
+    """One pruned-and-distilled student and its gate result."""
+
+    sparsity: float
+    student: nn.Module
+    structured: Any
+    distillation: list[DistillResult]
+    gate: GateResult
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """JSON summary (no module)."""
+        return {"sparsity": self.sparsity, "gate": asdict(self.gate), "seconds": round(self.seconds, 3),
+                "distill_steps": sum(d.steps for d in self.distillation)}
+
+
+@dataclass
+class Plan:
+    """How to prune and recover."""
+
+    sparsity: float | None  # None: search
+    prune_steps: int = 1
+    max_drop: float | None = None
+    min_sparsity: float = 0.1
+    max_sparsity: float = 0.8
+    resolution: float = 0.05
+    time_budget: float | None = None  # seconds for the whole search
+    round_to: int | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def predict(module: nn.Module, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Primary output of `module` (eval, no grad) on `inputs`, stacked."""
+    module.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            out = module(torch.from_numpy(inputs[start:start + batch_size]))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            chunks.append(out.float().numpy())
+    return np.concatenate(chunks)
+
+
+def _eval_set(dataset_inputs: np.ndarray, targets: np.ndarray | None, keys: list[str], teacher: nn.Module,
+              task: str, metric: str) -> EvalSet:
+    from medge.calibration import set_sha256
+
+    t_out = predict(teacher, dataset_inputs)
+    if targets is None or metric == FIDELITY:
+        return EvalSet(dataset_inputs, teacher_targets(task, metric, t_out), t_out, "teacher", set_sha256(keys))
+    return EvalSet(dataset_inputs, np.asarray(targets, dtype=np.float32), t_out, "data", set_sha256(keys))
+
+
+def build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: str | None, metric: str,
+               eval_samples: int, select_samples: int, seed: int) -> Sets:
+    """Load the distillation stream and the disjoint selection and gate sets (see module docstring)."""
+    from medge.calibration import load_data
+
+    def load(src: str, n: int, split: str, s: int):
+        return load_data(src, loaded.meta, input_name=loaded.input_names[0], input_shape=loaded.input_shape,
+                         n=n, split=split, seed=s)
+
+    task = loaded.meta.task
+    gate_data = load(eval_source, eval_samples, "eval", seed) if eval_source else None
+    if source is None:
+        if gate_data is None:
+            raise DataError("nothing to evaluate on: pass --eval SOURCE or --finetune SOURCE")
+        return Sets(None, None, _from_samples(gate_data.samples, loaded, teacher, task, metric), metric, False)
+    synthetic = source.split(":", 1)[0] == "synthetic"
+    exclude = {s.key for s in gate_data.samples} if gate_data else set()
+    if synthetic:
+        if gate_data is None:
+            gate_data = load(source, eval_samples, "eval", seed)
+            exclude = {s.key for s in gate_data.samples}
+        select_data = load(source, select_samples, "eval", seed + 1)
+        sel = [s for s in select_data.samples if s.key not in exclude]
+        exclude |= {s.key for s in sel}
+        select = _from_samples(sel, loaded, teacher, task, metric)
+        stream = DistillStream(source, loaded.meta, input_name=loaded.input_names[0],
+                               input_shape=loaded.input_shape, seed=seed, exclude=exclude)
+        return Sets(stream, select, _from_samples(gate_data.samples, loaded, teacher, task, metric), metric,
+                    labelled_stream=select_data.targets() is not None)
+    everything = load(source, 100_000, "calib", seed)
+    samples = [s for s in everything.samples if s.key not in exclude]
+    order = np.random.default_rng([seed, 0x73706C]).permutation(len(samples))
+    samples = [samples[i] for i in order]
+    n_gate = 0 if gate_data is not None else max(8, round(GATE_SHARE * len(samples)))
+    n_select = max(4, round(SELECT_SHARE * len(samples)))
+    if len(samples) - n_gate - n_select < 4:
+        raise DataError(f"'{source}' has {len(samples)} usable samples: too few to hold out {n_gate} for the gate, "
+                        f"{n_select} for early stopping and still train; give at least 20 images or a separate --eval")
+    gate_samples = gate_data.samples if gate_data is not None else samples[:n_gate]
+    select_samples_ = samples[n_gate:n_gate + n_select]
+    train = samples[n_gate + n_select:]
+    name = loaded.input_names[0]
+    stream = DistillStream(source, loaded.meta, input_name=name, input_shape=loaded.input_shape, seed=seed,
+                           base_inputs=np.concatenate([s.feeds[name] for s in train]),
+                           base_keys=[s.key for s in train])
+    return Sets(stream, _from_samples(select_samples_, loaded, teacher, task, metric),
+                _from_samples(gate_samples, loaded, teacher, task, metric), metric, labelled_stream=False)
+
+
+def _from_samples(samples, loaded, teacher, task: str, metric: str) -> EvalSet:
+    if not samples:
+        raise DataError("no evaluation samples left once the distillation data are excluded; give more data")
+    name = loaded.input_names[0]
+    x = np.concatenate([s.feeds[name] for s in samples])
+    targets = None if any(s.target is None for s in samples) else np.stack([np.asarray(s.target) for s in samples])
+    return _eval_set(x, targets, [s.key for s in samples], teacher, task, metric)
+
+
+def step_ratios(sparsity: float, steps: int) -> list[float]:
+    """Per-step pruning ratios (of the current width) that reach `sparsity` of the dense width."""
+    kept = [1.0 - sparsity * i / steps for i in range(steps + 1)]
+    return [1.0 - kept[i] / kept[i - 1] for i in range(1, steps + 1)]
+
+
+def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, example: torch.Tensor,
+                     task_loss, label: str = "") -> Trial:
+    """Copy `dense`, prune it to `sparsity` in `plan.prune_steps` steps with distillation after each."""
+    from medge.quantize.prune_methods import prune_structured
+
+    started = time.perf_counter()
+    student = copy.deepcopy(dense)
+    teacher = dense
+    metric = sets.metric
+    hib = higher_is_better(metric)
+
+    def select(module: nn.Module) -> float:
+        return score(metric, predict(module, sets.select.inputs), sets.select.targets)
+
+    teacher_select = score(metric, sets.select.teacher, sets.select.targets)
+    per_step = max(1, plan.distill.steps // plan.prune_steps)
+    results: list[DistillResult] = []
+    structured = None
+    ratios = step_ratios(sparsity, plan.prune_steps)
+    for i, ratio in enumerate(ratios, start=1):
+        result = prune_structured(student, example, ratio, plan.round_to)
+        if structured is None:
+            structured = result
+        else:
+            structured.narrowed_layers = max(structured.narrowed_layers, result.narrowed_layers)
+        # stop early once the last step's student is well inside the gate (half the allowed drop)
+        stop = None if plan.max_drop is None or i < len(ratios) else plan.max_drop / 2
+        cfg = replace(plan.distill, steps=per_step, seed=plan.distill.seed + i, stop_drop=stop)
+        tag = f"{label}s={sparsity:.2f} step {i}/{len(ratios)}" if len(ratios) > 1 else f"{label}s={sparsity:.2f}"
+        results.append(distil(student, teacher, sets.stream, cfg, task_loss=task_loss if sets.labelled_stream else None,
+                              select=select, teacher_score=teacher_select, higher_is_better=hib, label=tag))
+    decision = gate(metric, sets.gate.teacher, predict(student, sets.gate.inputs), sets.gate.targets,
+                    plan.max_drop, sets.gate.labels_from)
+    return Trial(sparsity, student, structured, results, decision, time.perf_counter() - started)
+
+
+def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Tensor, task_loss,
+                    model: str) -> tuple[Trial, list[dict[str, Any]]]:
+    """Largest sparsity in [min, max] (to `plan.resolution`) whose pruned student passes the gate.
+
+    Raises `GateFailedError` when the smallest sparsity already fails (nothing is written then).
+    """
+    started = time.perf_counter()
+    probes: list[dict[str, Any]] = []
+
+    def probe(s: float) -> Trial:
+        trial = prune_and_distil(dense, round(s, 4), plan, sets, example, task_loss, label="auto ")
+        probes.append(trial.summary())
+        return trial
+
+    def over_budget() -> bool:
+        return plan.time_budget is not None and time.perf_counter() - started > plan.time_budget
+
+    low = probe(plan.min_sparsity)
+    if not low.gate.passed:
+        g = low.gate
+        raise GateFailedError(
+            f"no sparsity passes the gate for '{model}': already at {plan.min_sparsity:g} the {g.name} drops by "
+            f"{g.drop:.4g} > --max-drop {g.max_drop:g} after distillation; nothing was written - allow a larger "
+            "--max-drop, give more --distill-steps / --prune-steps, or lower --min-sparsity")
+    best, lo, hi = low, plan.min_sparsity, plan.max_sparsity
+    top = None if over_budget() else probe(hi)
+    if top is not None and top.gate.passed:
+        return top, probes
+    while hi - lo > plan.resolution + 1e-9 and not over_budget():
+        mid = round((lo + hi) / 2, 4)
+        trial = probe(mid)
+        if trial.gate.passed:
+            best, lo = trial, mid
+        else:
+            hi = mid
+    if over_budget():
+        probes.append({"note": f"time budget of {plan.time_budget:g} s spent; best passing sparsity kept"})
+    return best, probes

@@ -1,0 +1,153 @@
+"""Pruning recovered by distillation, gated, searched and built into bundles — through the real CLI.
+
+The model is a user's own tiny residual CNN (``residual_models:tiny_resnet`` + safetensors whose
+BatchNorm statistics match the test's unlabelled PNG folder), so every run takes seconds.  With no
+labels and no task, the dense teacher labels the images and the gate metric is fidelity (R² of
+the student's outputs against the teacher's).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fixtures.cli_checks import assert_one_line_error
+from medge.metadata import read_sidecar
+
+USER = ("residual_models:tiny_resnet", "--input-shape", "1x1x32x32", "--threads", "1", "--no-onnx-size",
+        "--no-progress")
+RECOVERED = 0.5  # fidelity the distilled student must reach and the merely pruned one misses
+
+
+def _user(weights) -> tuple[str, ...]:
+    return (*USER, "--weights", str(weights))
+
+
+def test_distillation_recovers_what_pruning_loses_on_an_unlabelled_folder(run_cli, tmp_path, user_model,
+                                                                         residual_models_on_path):
+    images, weights = user_model
+    bare = run_cli("prune", *_user(weights), "--sparsity", "0.6", "--eval", images, "-o", tmp_path / "bare.pt2",
+                   report=True)
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    assert bare.report["distillation"] is None
+    assert bare.report["metric"]["name"] == "fidelity" and bare.report["metric"]["labels_from"] == "teacher"
+    assert bare.report["metric"]["after"] < RECOVERED
+
+    out = tmp_path / "distilled.pt2"
+    res = run_cli("prune", *_user(weights), "--sparsity", "0.6", "--finetune", images, "--distill-steps", "150",
+                  "-o", out, report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    assert r["metric"]["after"] >= RECOVERED > r["metric"]["after_pruning_before_distillation"]
+    assert r["metric"]["before"] == pytest.approx(1.0)
+    data = r["distillation"]["data"]
+    assert data["kind"] == "augmented" and data["unique_samples"] >= 50 and data["samples_drawn"] >= 150 * 16 // 2
+    run = r["distillation"]["runs"][0]
+    assert run["loss"] == "bce-soft" and run["loss_last"] < run["loss_first"]
+    assert r["macs"]["after"] < 0.5 * r["macs"]["before"] and r["distillation"]["seconds"] > 0
+    pruning = read_sidecar(out).extra["pruning"]
+    assert pruning["teacher_sha256"] == r["teacher_sha256"] and pruning["distillation"]["data_sha256"] == data["sha256"]
+    assert pruning["metric"]["after"] == r["gate"]["pruned"]
+
+
+def test_sparsity_auto_finds_a_passing_sparsity_and_refuses_an_impossible_gate(run_cli, tmp_path, user_model,
+                                                                            residual_models_on_path):
+    images, weights = user_model
+    out = tmp_path / "auto.pt2"
+    common = (*_user(weights), "--sparsity", "auto", "--finetune", images, "--distill-steps", "50",
+              "--min-sparsity", "0.2", "--max-sparsity", "0.6", "--resolution", "0.2")
+    res = run_cli("prune", *common, "--max-drop", "0.9", "-o", out, report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    assert r["search"] == "auto" and r["gate"]["passed"] is True and r["gate"]["drop"] <= 0.9
+    tried = [p for p in r["probes"] if "sparsity" in p]
+    assert tried[0]["sparsity"] == 0.2 and len(tried) >= 2
+    passing = [p["sparsity"] for p in tried if p["gate"]["passed"]]
+    assert r["sparsity"] == max(passing)
+    assert all(p["sparsity"] <= r["sparsity"] for p in tried if p["gate"]["passed"])
+    assert read_sidecar(out).extra["pruning"]["search"] == "auto"
+
+    never = tmp_path / "never.pt2"
+    fail = run_cli("prune", *common, "--max-drop", "0", "-o", never)
+    assert_one_line_error(fail, "no sparsity passes the gate", "nothing was written")
+    assert not never.exists() and not list(tmp_path.glob("never.pt2*"))
+
+
+def test_build_with_prune_writes_a_bundle_whose_manifest_records_the_pruning(run_cli, tmp_path, user_model,
+                                                                           residual_models_on_path):
+    images, weights = user_model
+    bundle = tmp_path / "bundle"
+    res = run_cli("build", "residual_models:tiny_resnet", "--weights", weights, "--input-shape", "1x1x32x32",
+                  "--target", "intel-cpu", "--prune", "0.5", "--prune-data", images, "--calib", images,
+                  "--max-drop", "0.9", "--distill-steps", "60", "--threads", "1", "--runs", "4", "--warmup", "1",
+                  "-o", bundle, report=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = res.report
+    assert [s["step"] for s in r["steps"]][:2] == ["prune+distil", "export"]
+    pruning = r["pruning"]
+    assert pruning["sparsity"] == 0.5 and pruning["round_to"] == 16  # intel-cpu: oneDNN blocks of 16
+    rows = pruning["rows"]
+    assert set(rows) == {"dense", "pruned", f"pruned+{r['precision']}"}
+    assert rows["pruned"]["macs"] < rows["dense"]["macs"]
+    assert all(row["latency_ms"] > 0 for row in rows.values())
+    assert rows["pruned"]["size_bytes"] < rows["dense"]["size_bytes"]
+    assert pruning["notes"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    record = manifest["model_meta"]["extra"]["pruning"]
+    assert record["sparsity"] == 0.5 and record["teacher_sha256"] == pruning["teacher_sha256"]
+    assert len(record["distillation"]["data_sha256"]) == 64
+    assert record["metric"]["before"] == pytest.approx(1.0) and record["metric"]["after"] == rows["pruned"]["metric"]
+    assert record["round_to"] == 16
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--sparsity", "auto"], 2, "--sparsity auto needs --finetune"),
+        (["--sparsity", "lots"], 2, "--sparsity must be a number"),
+        (["--sparsity", "auto", "--mode", "unstructured", "--finetune", "synthetic:us-frame"], 2, "needs --mode structured"),
+        (["--finetune", "synthetic:us-frame", "--distill-steps", "0"], 2, "--distill-steps must be >= 1"),
+        (["--prune-steps", "3"], 2, "--prune-steps > 1 distils"),
+        (["--max-drop", "0.01"], 2, "--max-drop needs --eval"),
+    ],
+)
+def test_bad_distillation_requests_are_one_line_errors(run_cli, tmp_path, args, code, words):
+    res = run_cli("prune", "us-frame-screen", "-o", tmp_path / "x.pt2", *args)
+    assert_one_line_error(res, words, code=code)
+    assert not (tmp_path / "x.pt2").exists()
+
+
+def test_build_prune_flags_need_prune(run_cli, tmp_path):
+    res = run_cli("build", "us-frame-screen", "--prune-data", "synthetic:us-frame", "-o", tmp_path / "b")
+    assert res.returncode == 2 and "need --prune" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("build", "us-frame-screen", "--prune", "0.99", "-o", tmp_path / "b")
+    assert res.returncode == 2 and "--prune sparsity must be in" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["us-frame-screen", "ecg-3to12"])
+def test_distillation_recovers_zoo_models_on_synthetic_data(run_cli, tmp_path, model):
+    """Zoo demo weights: distillation on fresh synthetic data wins back most of what pruning costs."""
+    res = run_cli("prune", model, "--sparsity", "0.5", "--finetune", "synthetic", "--distill-steps", "80",
+                  "--eval-samples", "64", "--threads", "1", "--no-onnx-size", "-o", tmp_path / "z.pt2", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metric = res.report["metric"]
+    lost = metric["before"] - metric["after_pruning_before_distillation"]
+    assert lost > 0.05
+    assert metric["after"] >= metric["after_pruning_before_distillation"] + 0.5 * lost
+    assert res.report["distillation"]["data"]["kind"] == "synthetic"
+    assert res.report["distillation"]["runs"][0]["loss"].endswith("+task")
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_pruned_model(run_cli, tmp_path, user_model, residual_models_on_path):
+    images, weights = user_model
+    shas = []
+    for name in ("a.pt2", "b.pt2"):
+        res = run_cli("prune", *_user(weights), "--sparsity", "0.5", "--finetune", images, "--distill-steps", "30",
+                      "--prune-steps", "2", "--seed", "3", "-o", tmp_path / name, report=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert len(res.report["distillation"]["runs"]) == 2
+        shas.append(res.report["sha256"])
+    assert shas[0] == shas[1]
