@@ -186,7 +186,8 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         from medge.export.declare import Declaration, apply_declaration, check_declaration
 
         declaration = config.declaration or Declaration()
-        check_declaration(config.model, declaration, config.input_shape)
+        shape = config.input_shape
+        check_declaration(config.model, declaration, shape[0].shape if isinstance(shape, list) else shape)
         loaded = load_model(config.model, weights=config.weights, model_kwargs=config.model_kwargs,
                             input_shape=config.input_shape)
         notes = apply_declaration(loaded, declaration)
