@@ -236,12 +236,13 @@ def _torch_complexity(loaded: LoadedModel) -> tuple[int | None, int | None]:
     module = loaded.module
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
         return None, None
-    if len(loaded.input_specs()) > 1:  # the meta-device counter takes one input; ONNX counts instead
+    specs = loaded.input_specs()
+    if any(not s.dtype.startswith("float") for s in specs):  # the meta-device counter feeds floats
         return count_params(module), None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            macs = count_macs(module, (1, *loaded.input_shape[1:]))
+            macs = count_macs(module, [(1, *s.shape[1:]) for s in specs])
     except Exception as exc:  # noqa: BLE001 - meta-device counting is best effort; ONNX counts instead
         log.debug("torch MAC count failed: %s", exc)
         macs = None
