@@ -195,8 +195,9 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         from medge.export.declare import Declaration, apply_declaration, check_declaration
 
         declaration = config.declaration or Declaration()
-        check_declaration(source[0], declaration, source[3])
-        loaded = load_model(source[0], weights=source[1], model_kwargs=source[2], input_shape=source[3])
+        shape = source[3]
+        check_declaration(source[0], declaration, shape[0].shape if isinstance(shape, list) else shape)
+        loaded = load_model(source[0], weights=source[1], model_kwargs=source[2], input_shape=shape)
         notes = apply_declaration(loaded, declaration)
         result = export_onnx(source[0], onnx_path, loaded=loaded)
         result.notes.extend(notes)

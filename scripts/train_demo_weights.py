@@ -41,6 +41,7 @@ class Recipe:
     loss: str  # "bce" | "dice_bce" | "l1"
     crop: int | None = None  # train on random crops (fully convolutional models only)
     easy_share: float = 0.0  # curriculum: this share of the training set has more obvious findings
+    prompt: bool = False  # promptable segmenter: lesion frames only, one click inside the lesion per frame
 
 
 RECIPES: dict[str, Recipe] = {
@@ -49,7 +50,23 @@ RECIPES: dict[str, Recipe] = {
     "cxr-hybrid-vit": Recipe(n_train=1600, n_test=300, epochs=8, batch=16, lr=2e-3, loss="bce", easy_share=0.4),
     "us-lesion-unet": Recipe(n_train=480, n_test=100, epochs=40, batch=8, lr=3e-3, loss="dice_bce", crop=128),
     "ecg-3to12": Recipe(n_train=800, n_test=200, epochs=4, batch=16, lr=3e-3, loss="l1", crop=512),
+    # research architectures at 64x64 (CPU minutes each)
+    "cxr-medvit-kan": Recipe(n_train=600, n_test=200, epochs=4, batch=32, lr=3e-3, loss="bce", easy_share=0.5),
+    "us-dct-vit": Recipe(n_train=600, n_test=200, epochs=4, batch=32, lr=3e-3, loss="bce"),
+    "us-xlstm-unet": Recipe(n_train=240, n_test=100, epochs=6, batch=16, lr=3e-3, loss="dice_bce"),
+    "ecg-mamba-3to12": Recipe(n_train=240, n_test=100, epochs=3, batch=16, lr=3e-3, loss="l1", crop=500),
+    "us-lesion-sam": Recipe(n_train=300, n_test=120, epochs=6, batch=16, lr=3e-3, loss="dice_bce", prompt=True),
 }
+
+
+def _generate(card, n: int, seed: int, **kw):
+    """Synthetic data at the card's input size (the generators draw images at any size)."""
+    from medge.calibration.synthetic import generate
+
+    if card.preprocessing["kind"] == "image":
+        kw["size"] = card.input_shape[-1]
+    x, y = generate(card.synthetic_task, n, seed=seed, **kw)
+    return x, y
 
 
 def model_ready(card, raw: np.ndarray) -> np.ndarray:
@@ -97,17 +114,19 @@ def _crop(x, y, size: int, gen):
     return x[..., start:start + size], y[..., start:start + size]
 
 
-def evaluate(card, model, x: np.ndarray, y: np.ndarray, batch: int = 16) -> dict:
-    """Run the model on the test split and compute the card's task metric (+ details)."""
+def evaluate(card, model, x, y: np.ndarray, batch: int = 16) -> dict:
+    """Run the model on the test split (`x`: an array, or a tuple of arrays for several inputs)
+    and compute the card's task metric (+ details)."""
     import torch
 
     from medge.quantize import metrics
 
     model.eval()
+    xs = x if isinstance(x, tuple) else (x,)
     outs = []
     with torch.no_grad():
-        for i in range(0, len(x), batch):
-            outs.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+        for i in range(0, len(xs[0]), batch):
+            outs.append(model(*(torch.from_numpy(a[i:i + batch]) for a in xs)).numpy())
     out = np.concatenate(outs)
     if card.task == "segmentation":
         return {"name": "dice", "value": metrics.dice(out, y), "iou": metrics.iou(out, y)}
@@ -133,7 +152,6 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from medge.calibration.synthetic import generate
     from medge.fileio import atomic_path
     from medge.zoo import build_model, get_card
 
@@ -141,14 +159,22 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
     recipe = scaled(RECIPES[name], scale)
     started = time.time()
     n_easy = int(recipe.n_train * recipe.easy_share)
-    x_raw, y_raw = generate(card.synthetic_task, recipe.n_train - n_easy, seed=TRAIN_SEED)
+    x_raw, y_raw = _generate(card, recipe.n_train - n_easy, TRAIN_SEED)
     if n_easy:  # same task, findings drawn ~1.7x more conspicuous (a separate seed stream)
-        x_easy, y_easy = generate(card.synthetic_task, n_easy, seed=EASY_SEED, difficulty=EASY_DIFFICULTY)
+        x_easy, y_easy = _generate(card, n_easy, EASY_SEED, difficulty=EASY_DIFFICULTY)
         x_raw, y_raw = np.concatenate([x_raw, x_easy]), np.concatenate([y_raw, y_easy])
     x_train, y_train = model_ready(card, x_raw), targets_for(card, y_raw)
-    x_raw, y_raw = generate(card.synthetic_task, recipe.n_test, seed=TEST_SEED)
+    x_raw, y_raw = _generate(card, recipe.n_test, TEST_SEED)
     x_test, y_test = model_ready(card, x_raw), targets_for(card, y_raw)
     del x_raw, y_raw
+    p_train = p_test = None
+    if recipe.prompt:  # frames with a lesion only, each with one click inside it
+        keep, keep_test = y_train.reshape(len(y_train), -1).any(1), y_test.reshape(len(y_test), -1).any(1)
+        x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_test[keep_test], y_test[keep_test]
+        from medge.zoo.promptable import lesion_clicks as clicks
+
+        p_train = clicks(y_train, np.random.default_rng(TRAIN_SEED))
+        p_test = clicks(y_test, np.random.default_rng(TEST_SEED))
     log(f"{name}: data ready in {time.time() - started:.0f}s (train {x_train.shape}, test {x_test.shape})")
 
     torch.manual_seed(TORCH_SEED)
@@ -162,6 +188,7 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    pt = torch.from_numpy(p_train) if p_train is not None else None
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(xt), generator=gen)
@@ -173,7 +200,8 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
                 xb, yb = _crop(xb, yb, recipe.crop, gen)
             if image_model:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            loss = _loss(recipe.loss, model(xb), yb)
+            out = model(xb, pt[idx]) if pt is not None else model(xb)
+            loss = _loss(recipe.loss, out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -181,7 +209,7 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
             total += float(loss.detach()) * len(idx)
         log(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {total / len(xt):.4f} ({time.time() - started:.0f}s)")
 
-    result = evaluate(card, model, x_test, y_test)
+    result = evaluate(card, model, (x_test, p_test) if p_test is not None else x_test, y_test)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / f"{name}.safetensors"
     with atomic_path(weights) as tmp:

@@ -104,12 +104,12 @@ class DataSet:
         return np.concatenate([s.feeds[self.input_name] for s in self.samples], axis=0)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds with up to `batch_size` samples stacked along the batch axis."""
+        """Feeds (every input) with up to `batch_size` samples stacked along the batch axis."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         for start in range(0, len(self.samples), batch_size):
             chunk = self.samples[start:start + batch_size]
-            yield {self.input_name: np.concatenate([s.feeds[self.input_name] for s in chunk], axis=0)}
+            yield {name: np.concatenate([s.feeds[name] for s in chunk], axis=0) for name in chunk[0].feeds}
 
     def as_list(self) -> list[dict[str, np.ndarray]]:
         """The feeds as a list (e.g. for NNCF's ``Dataset`` or an ORT calibration reader)."""
@@ -319,5 +319,10 @@ def load_data_for_onnx(source: str, onnx_path: str | Path, n: int = DEFAULT_SAMP
         meta = read_metadata(onnx_path)
     except Exception as exc:  # noqa: BLE001 - corrupt file or metadata
         raise DataError(f"cannot read medge metadata from '{onnx_path}' ({type(exc).__name__}); re-export it") from exc
+    from medge.calibration.multi_input import graph_inputs, load_multi_input
+
+    inputs = graph_inputs(onnx_path)
+    if len(inputs) > 1:
+        return load_multi_input(source, onnx_path, meta, inputs, n=n, split=split, seed=seed)
     name, shape = onnx_input(onnx_path, meta)
     return load_data(source, meta, input_name=name, input_shape=shape, n=n, split=split, seed=seed)

@@ -80,7 +80,10 @@ def synthetic_candidates(spec: str, meta: ModelMeta | None, pre: dict[str, Any],
         raise DataError(f"synthetic:{task} makes {TASK_KINDS[task]}s but this model takes {kind}s; use synthetic:{fits}")
     from medge.calibration.synthetic import generate
 
-    inputs, targets = generate(task, n, split_seed(seed, split))
+    # generated at the model's own size (masks must match its output grid; the zoo's demo weights
+    # were trained at that size); signals at the generator's native length
+    size = {"size": int(pre["height"])} if kind == "image" and pre.get("height") else {}
+    inputs, targets = generate(task, n, split_seed(seed, split), **size)
     inputs = np.asarray(inputs)
     notes = []
     if targets is not None and not _fits_model(np.asarray(targets), meta):

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest allowed drop of the task metric, 0 or more (default: 0.005 AUROC/Pearson, 0.01 Dice)")
     parser.add_argument("--weights", help="weights (.safetensors or state-dict checkpoint)")
     parser.add_argument("--model-kwargs", help="JSON keyword arguments for a module:factory model")
-    parser.add_argument("--input-shape", help="input shape such as 1x1x224x224 (non-zoo models)")
+    parser.add_argument("--input-shape", action="append",
+                        help="input shape such as 1x1x224x224 (non-zoo models); repeat NAME=SHAPE[:DTYPE] for several inputs")
     parser.add_argument("--device", default="local", help="where to profile: 'local' (default) or ssh://user@host[:port]")
     parser.add_argument("--runs", type=int, default=50, help="timed profiling runs (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.build import BuildConfig, build
-    from medge.export import parse_shape
+    from medge.export.loading import parse_input_shapes
 
     from medge.commands.common_args import parse_model_kwargs
     from medge.export.declare import Declaration
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace):
     return build(BuildConfig(
         model=args.model, target=args.target, output=Path(output), precision=args.precision, calib=args.calib,
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,
-        input_shape=parse_shape(args.input_shape) if args.input_shape else None, device=args.device,
+        input_shape=parse_input_shapes(args.input_shape), device=args.device,
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
         declaration=Declaration.from_args(args),
         prune=args.prune, prune_data=args.prune_data, round_to=args.round_to, prune_options=prune_options,

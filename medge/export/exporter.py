@@ -73,21 +73,21 @@ def plan_exporters(opset: int | None) -> list[tuple[str, int]]:
     return [("dynamo", opset)]
 
 
-def _export_torchscript(module, example, loaded: LoadedModel, opset: int, dynamic_batch: bool):
+def _export_torchscript(module, examples: tuple, loaded: LoadedModel, opset: int, dynamic_batch: bool):
     import onnx
     import torch
 
     axes = {n: {0: "batch"} for n in loaded.input_names + loaded.output_names} if dynamic_batch else None
     buf = io.BytesIO()
     torch.onnx.export(
-        module, (example,), buf, dynamo=False, opset_version=opset,
+        module, examples, buf, dynamo=False, opset_version=opset,
         input_names=loaded.input_names, output_names=loaded.output_names,
         dynamic_axes=axes, do_constant_folding=True, verbose=False,
     )
     return onnx.load_from_string(buf.getvalue())
 
 
-def _export_dynamo(module, example, loaded: LoadedModel, opset: int, dynamic_batch: bool):
+def _export_dynamo(module, examples: tuple, loaded: LoadedModel, opset: int, dynamic_batch: bool):
     import torch
 
     shapes = None
@@ -96,10 +96,11 @@ def _export_dynamo(module, example, loaded: LoadedModel, opset: int, dynamic_bat
         module = exported
     elif dynamic_batch:
         # torch.export specialises size-1 dims, so trace the dynamic batch with an example of 2.
-        example = example.expand(2, *example.shape[1:]).contiguous()
-        shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        examples = tuple(e.expand(2, *e.shape[1:]).contiguous() for e in examples)
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        shapes = tuple({0: batch} for _ in examples)
     onnx_program = torch.onnx.export(
-        module, (example,), dynamo=True, opset_version=opset, external_data=False,
+        module, examples, dynamo=True, opset_version=opset, external_data=False,
         input_names=loaded.input_names, output_names=loaded.output_names,
         dynamic_shapes=shapes, optimize=True, verbose=False,
     )
@@ -136,7 +137,7 @@ def _failing_op(message: str) -> str | None:
     return None
 
 
-def locate_op(module, example, op: str) -> str | None:
+def locate_op(module, examples: tuple, op: str) -> str | None:
     """Name the innermost submodule whose forward runs the aten op `op` (None if not found)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -166,7 +167,7 @@ def locate_op(module, example, op: str) -> str | None:
         handles.append(sub.register_forward_hook(leave))
     try:
         with torch.no_grad(), _Spy():
-            module(example)
+            module(*examples)
     except Exception:  # noqa: BLE001 - locating is best effort
         pass
     finally:
@@ -179,13 +180,13 @@ def locate_op(module, example, op: str) -> str | None:
     return f"{name or '<root>'} ({type(owner).__name__})"
 
 
-def _export_error(exc: Exception, module, example, exporter: str, opset: int) -> ExportError:
+def _export_error(exc: Exception, module, examples: tuple, exporter: str, opset: int) -> ExportError:
     message = str(exc)
     op = _failing_op(message)
     if op is None:
         first = next((ln.strip() for ln in message.splitlines() if ln.strip()), type(exc).__name__)
         return ExportError(f"the {exporter} exporter (opset {opset}) failed: {first[:300]}")
-    where = locate_op(module, example, op)
+    where = locate_op(module, examples, op)
     used = f" used in module {where}" if where else ""
     return ExportError(f"op '{op}'{used} cannot be exported to ONNX by the {exporter} exporter at opset {opset}")
 
@@ -193,7 +194,7 @@ def _export_error(exc: Exception, module, example, exporter: str, opset: int) ->
 def _to_onnx(loaded: LoadedModel, opset: int | None, dynamic_batch: bool) -> tuple[Any, str, int, list[str]]:
     import torch
 
-    example = torch.zeros(loaded.input_shape)
+    example = loaded.examples()
     plan = plan_exporters(opset)
     if loaded.kind == "torchscript":
         if plan[0][0] == "dynamo":
@@ -236,10 +237,13 @@ def _torch_complexity(loaded: LoadedModel) -> tuple[int | None, int | None]:
     module = loaded.module
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
         return None, None
+    specs = loaded.input_specs()
+    if any(not s.dtype.startswith("float") for s in specs):  # the meta-device counter feeds floats
+        return count_params(module), None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            macs = count_macs(module, (1, *loaded.input_shape[1:]))
+            macs = count_macs(module, [(1, *s.shape[1:]) for s in specs])
     except Exception as exc:  # noqa: BLE001 - meta-device counting is best effort; ONNX counts instead
         log.debug("torch MAC count failed: %s", exc)
         macs = None
@@ -310,7 +314,8 @@ def export_onnx(
         warns.append(f"'{model}' has no weights: the ONNX file holds randomly initialised weights and predicts "
                      "nothing (pass --weights PATH)")
         warn(warns[-1])
-    sample_arr = load_samples(samples, loaded.input_names[0], loaded.input_shape) if samples else None
+    specs = loaded.input_specs()
+    sample_arr = load_samples(samples, specs) if samples else None
     say(f"export to ONNX ({'opset ' + str(opset) if opset else 'TorchScript opset 17, else dynamo opset 18'})")
     raw, exporter, version, notes = _to_onnx(loaded, opset, dynamic_batch)
     say("slim the graph and check parity against PyTorch")
@@ -318,8 +323,8 @@ def export_onnx(
 
     def parity_of(data: bytes):
         return check_parity(
-            loaded.module, data, input_name=loaded.input_names[0], output_names=loaded.output_names,
-            input_shape=loaded.input_shape, batch_sizes=batches, samples=sample_arr, atol=atol, rtol=rtol,
+            loaded.module, data, inputs=specs, output_names=loaded.output_names,
+            batch_sizes=batches, samples=sample_arr, atol=atol, rtol=rtol,
         )
 
     plain = onnx.ModelProto()

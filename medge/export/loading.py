@@ -30,6 +30,24 @@ _MAX_KEYS_SHOWN = 6
 RANDOM_WEIGHTS = "random initialisation (no weights)"
 
 
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named model input: shape (batch first) and dtype; `default` is the value used for it
+    when a data source only provides the image input (None: zeros)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    default: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what the ONNX metadata stores under ``extra["inputs"]``)."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "default": self.default}
+
+
 @dataclass
 class LoadedModel:
     """An eval-mode module ready to export, with what medge knows about it."""
@@ -43,6 +61,95 @@ class LoadedModel:
     kind: str = "factory"  # zoo | factory | exported-program | torchscript
     params: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    inputs: list[InputSpec] = field(default_factory=list)  # every input; empty: one float32 input
+
+    def input_specs(self) -> list[InputSpec]:
+        """Every model input (the first is `input_names[0]` of `input_shape`)."""
+        return list(self.inputs) or [InputSpec(self.input_names[0], tuple(self.input_shape))]
+
+    def examples(self, batch: int | None = None) -> tuple:
+        """Zero tensors for every input (batch `batch`, default the spec's own)."""
+        return example_tensors(self.input_specs(), batch)
+
+
+def example_tensors(specs: list[InputSpec], batch: int | None = None) -> tuple:
+    """Zero tensors of each spec's shape and dtype (batch dim replaced by `batch` when given)."""
+    import torch
+
+    out = []
+    for spec in specs:
+        shape = (batch, *spec.shape[1:]) if batch is not None else spec.shape
+        out.append(torch.zeros(shape, dtype=getattr(torch, spec.dtype)))
+    return tuple(out)
+
+
+def parse_input_shapes(texts: list[str] | str | None) -> "tuple[int, ...] | list[InputSpec] | None":
+    """``--input-shape`` values: one plain ``1x1x256x256`` gives a shape; named
+    ``image=1x1x256x256`` ``point=1x2[:float32]`` (repeated) give `InputSpec`s in order."""
+    if texts is None:
+        return None
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 1 and "=" not in texts[0] and ":" not in texts[0]:
+        return parse_shape(texts[0])
+    specs: list[InputSpec] = []
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--input-shape '{text}': several inputs need names, e.g. --input-shape image=1x1x256x256 "
+                             "--input-shape point=1x2:float32")
+        dims, _, dtype = rest.partition(":")
+        dtype = dtype.strip() or "float32"
+        if dtype not in INPUT_DTYPES:
+            raise UsageError(f"--input-shape '{text}': unknown dtype '{dtype}'; use one of {', '.join(INPUT_DTYPES)}")
+        shape = parse_shape(dims) if "x" in dims.lower() or "," in dims else _parse_rank1(dims, text)
+        specs.append(InputSpec(name.strip(), shape, dtype))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--input-shape names repeat ({', '.join(names)}); give each input once")
+    if len({s.shape[0] for s in specs}) != 1:
+        raise UsageError("every --input-shape must have the same batch size (first dim)")
+    return specs
+
+
+def with_input_defaults(shapes: "tuple[int, ...] | list[InputSpec] | None",
+                        pairs: list[str]) -> "tuple[int, ...] | list[InputSpec] | None":
+    """Attach ``--input-default NAME=JSON`` values to named input specs."""
+    if not pairs:
+        return shapes
+    if not isinstance(shapes, list):
+        raise UsageError("--input-default needs named inputs: --input-shape image=1x1x256x256 --input-shape point=1x1x2")
+    specs = {s.name: s for s in shapes}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in specs:
+            raise UsageError(f"--input-default '{pair}' must be NAME=JSON with NAME one of {', '.join(specs)}")
+        if name == shapes[0].name:
+            raise UsageError(f"--input-default: '{name}' is the image input, which the data source fills")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise UsageError(f"--input-default '{pair}': the value is not JSON, e.g. point=[[0.5,0.5]]") from None
+        import numpy as np
+
+        spec = specs[name]
+        try:
+            np.broadcast_to(np.asarray(parsed, dtype=spec.dtype), spec.shape[1:])
+        except (ValueError, TypeError):
+            raise UsageError(f"--input-default '{pair}' does not fit input '{name}' of shape "
+                             f"{'x'.join(map(str, spec.shape))}") from None
+        specs[name] = dataclasses.replace(spec, default=parsed)
+    return [specs[s.name] for s in shapes]
+
+
+def _parse_rank1(dims: str, text: str) -> tuple[int, ...]:
+    try:
+        value = int(dims)
+    except ValueError:
+        raise UsageError(f"bad input shape '{text}': use integers joined by 'x', e.g. point=1x2:float32") from None
+    if value < 1:
+        raise UsageError(f"bad input shape '{text}': dims must be positive")
+    return (value,)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -195,18 +302,22 @@ def _default_meta(model: str, shape: tuple[int, ...], output_names: list[str], s
     )
 
 
-def _probe_outputs(module, shape: tuple[int, ...], model: str) -> int:
+def _probe_outputs(module, specs: "list[InputSpec] | tuple[int, ...]", model: str) -> int:
     """Run the module once; return its number of tensor outputs or fail on a bad input shape."""
     import torch
 
+    if not isinstance(specs, list):
+        specs = [InputSpec("input", tuple(specs))]
+    shapes = ", ".join("x".join(map(str, s.shape)) for s in specs)
     with torch.no_grad():
         try:
-            out = module(torch.zeros(shape))
+            out = module(*example_tensors(specs))
         except Exception as exc:  # noqa: BLE001 - the model rejected the input
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(
-                f"model '{model}' rejects input shape {'x'.join(map(str, shape))} "
-                f"(rank {len(shape)}): {first[:300]}; pass the shape it expects with --input-shape"
+                f"model '{model}' rejects input shape {shapes} "
+                f"({f'rank {len(specs[0].shape)}' if len(specs) == 1 else f'{len(specs)} inputs'}): {first[:300]}; "
+                "pass the shape(s) it expects with --input-shape"
             ) from None
     if isinstance(out, torch.Tensor):
         return 1
@@ -235,6 +346,16 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     else:
         sha, weights_kind = state_dict_sha256(module), RANDOM_WEIGHTS
     shape = tuple(card.input_shape)
+    specs = [InputSpec(card.input_name, shape)] + [
+        InputSpec(i["name"], tuple(i["shape"]), i.get("dtype", "float32"), i.get("default")) for i in card.extra_inputs]
+    if isinstance(input_shape, list):  # named shapes: override the card's inputs by name
+        given = {s.name: s for s in input_shape}
+        unknown = sorted(set(given) - {s.name for s in specs})
+        if unknown:
+            raise UsageError(f"zoo model '{name}' has no input {', '.join(unknown)}; its inputs: "
+                             f"{', '.join(s.name for s in specs)}")
+        specs = [dataclasses.replace(s, shape=given[s.name].shape) if s.name in given else s for s in specs]
+        input_shape = specs[0].shape
     if input_shape is not None:
         if len(input_shape) != len(shape):
             raise DataError(
@@ -257,8 +378,10 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         medge_version=__version__,
         output_names=list(card.output_names),
     )
-    return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo",
-                       extra={"weights": weights_kind})
+    specs[0] = dataclasses.replace(specs[0], shape=shape)
+    meta.extra = {"inputs": [s.to_dict() for s in specs]} if len(specs) > 1 else {}
+    return LoadedModel(module.eval(), meta, shape, [s.name for s in specs], list(card.output_names), sha, kind="zoo",
+                       inputs=specs if len(specs) > 1 else [], extra={"weights": weights_kind})
 
 
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
@@ -402,7 +525,12 @@ def load_model(
 def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_shape: tuple | None) -> LoadedModel:
     import torch
 
-    shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    specs = list(input_shape) if isinstance(input_shape, list) and kind != "zoo" else None
+    if specs is not None:
+        input_shape = specs[0].shape
+    shape = tuple(int(d) for d in input_shape) if input_shape is not None and not isinstance(input_shape, list) else None
+    if kind == "zoo":
+        shape = input_shape  # a shape or named specs; _load_zoo resolves them against the card
     extra: dict[str, Any] = {}
     if kind == "zoo":
         loaded = _load_zoo(model, weights, kwargs, shape)
@@ -418,8 +546,10 @@ def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_
         assert shape is not None  # classify_reference demands it for every kind but .pt2
         if kind != "exported-program":  # an unlifted ExportedProgram is already in eval form
             module.eval()
+        if specs is not None and kind == "exported-program":
+            raise UsageError("named --input-shape values are for factories and TorchScript files; a .pt2 fixes its inputs")
         names = ["output"]
-        n_out = _probe_outputs(module, shape, model)
+        n_out = _probe_outputs(module, specs or shape, model)
         if n_out > 1:
             names = [f"output_{i}" for i in range(n_out)]
         meta, input_names = _default_meta(model, shape, names, sha), ["input"]
@@ -429,9 +559,12 @@ def _load_model(model: str, kind: str, weights: str | None, kwargs: dict, input_
             if len(stored.output_names) == len(names):
                 names = list(stored.output_names)
             input_names = list((stored.extra or {}).get("input_names") or input_names)
-        loaded = LoadedModel(module, meta, shape, input_names, names, sha, kind=kind, extra=extra)
+        if specs is not None:
+            input_names = [sp.name for sp in specs]
+            meta.extra = {**(meta.extra or {}), "inputs": [sp.to_dict() for sp in specs]}
+        loaded = LoadedModel(module, meta, shape, input_names, names, sha, kind=kind, extra=extra, inputs=specs or [])
     if loaded.kind == "zoo":
-        _probe_outputs(loaded.module, loaded.input_shape, model)
+        _probe_outputs(loaded.module, loaded.input_specs(), model)
     loaded.meta.extra = {**(loaded.meta.extra or {}),
                          "source": source_record(model, loaded.kind, kwargs, weights, loaded.sha256)}
     loaded.params = int(sum(p.numel() for p in loaded.module.parameters())) if isinstance(loaded.module, torch.nn.Module) else 0

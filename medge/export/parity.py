@@ -13,8 +13,12 @@ from medge.export.report import OutputParity, ParityResult
 MAX_SAMPLES = 16
 
 
-def load_samples(path: str | Path, input_name: str, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Model-ready samples from .npy/.npz as float32 of shape (N, *input_shape[1:])."""
+def load_samples(path: str | Path, specs: list) -> list[dict[str, np.ndarray]]:
+    """Model-ready samples from .npy/.npz: a list of feeds ``{input name: (1, ...) array}``.
+
+    A single-input model takes an .npy, or an .npz with the input's name (or ``inputs``, or its
+    only array); a multi-input model takes an .npz with one array per input name.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"samples file not found: {path}")
@@ -22,25 +26,59 @@ def load_samples(path: str | Path, input_name: str, input_shape: tuple[int, ...]
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad files
         raise DataError(f"cannot read samples {path}: {exc}; give a .npy or .npz array") from None
+    arrays: dict[str, np.ndarray] = {}
     if isinstance(data, np.lib.npyio.NpzFile):
         keys = list(data.files)
-        key = input_name if input_name in keys else ("inputs" if "inputs" in keys else keys[0] if keys else None)
-        if key is None:
+        if not keys:
             raise DataError(f"samples file {path} is empty")
-        arr = data[key]
+        if len(specs) == 1:
+            name = specs[0].name
+            key = name if name in keys else ("inputs" if "inputs" in keys else keys[0])
+            arrays[name] = data[key]
+        else:
+            missing = [s.name for s in specs if s.name not in keys]
+            if missing:
+                raise DataError(f"samples {path.name} lack array(s) {', '.join(missing)}; a multi-input model needs "
+                                f"one array per input name ({', '.join(s.name for s in specs)})")
+            arrays = {s.name: data[s.name] for s in specs}
     else:
-        arr = data
-    per_sample = tuple(input_shape[1:])
-    if arr.shape == per_sample:
-        arr = arr[None]
-    if tuple(arr.shape[1:]) != per_sample:
-        raise DataError(
-            f"samples in {path} have shape {tuple(arr.shape)}; expected (N, {', '.join(map(str, per_sample))}) "
-            "of model-ready (normalised) inputs"
-        )
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"samples in {path} have dtype {arr.dtype}; expected numbers")
-    return np.ascontiguousarray(arr[:MAX_SAMPLES], dtype=np.float32)
+        if len(specs) > 1:
+            raise DataError(f"a multi-input model needs an .npz with one array per input name "
+                            f"({', '.join(s.name for s in specs)}), not {path.name}")
+        arrays[specs[0].name] = data
+    counts = set()
+    for spec in specs:
+        arr = arrays[spec.name]
+        per_sample = tuple(spec.shape[1:])
+        if arr.shape == per_sample:
+            arr = arr[None]
+        if tuple(arr.shape[1:]) != per_sample:
+            raise DataError(
+                f"samples '{spec.name}' in {path} have shape {tuple(arr.shape)}; expected "
+                f"(N, {', '.join(map(str, per_sample))}) of model-ready (normalised) inputs"
+            )
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+            raise DataError(f"samples in {path} have dtype {arr.dtype}; expected numbers")
+        arrays[spec.name] = np.ascontiguousarray(arr[:MAX_SAMPLES], dtype=np.dtype(spec.dtype))
+        counts.add(len(arrays[spec.name]))
+    if len(counts) != 1:
+        raise DataError(f"samples in {path} have different counts per input ({sorted(counts)}); give one row per sample")
+    n = counts.pop()
+    return [{name: arr[i:i + 1] for name, arr in arrays.items()} for i in range(n)]
+
+
+def random_feed(specs: list, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded inputs for every spec: standard normals for floats, 0/1 for integers and booleans."""
+    feed = {}
+    for spec in specs:
+        shape = (batch, *spec.shape[1:])
+        if spec.dtype.startswith("float"):
+            feed[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            feed[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            feed[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return feed
 
 
 def _ort_session(onnx_bytes: bytes):
@@ -54,14 +92,15 @@ def _ort_session(onnx_bytes: bytes):
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(exc)[:300]}") from None
 
 
-def _torch_outputs(module, x: np.ndarray, what: str) -> list[np.ndarray]:
+def _torch_outputs(module, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
     import torch
 
     with torch.no_grad():
         try:
-            out = module(torch.from_numpy(x))
+            out = module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in feed.values()))
         except Exception as exc:  # noqa: BLE001 - model code raised
-            raise ExportError(f"PyTorch model fails on {what} (shape {list(x.shape)}): {str(exc)[:200]}") from None
+            shapes = [list(x.shape) for x in feed.values()]
+            raise ExportError(f"PyTorch model fails on {what} (shapes {shapes}): {str(exc)[:200]}") from None
     outs = [out] if isinstance(out, torch.Tensor) else list(out)
     return [o.detach().float().cpu().numpy() for o in outs]
 
@@ -83,34 +122,34 @@ def check_parity(
     module: Any,
     onnx_bytes: bytes,
     *,
-    input_name: str,
+    inputs: list,
     output_names: list[str],
-    input_shape: tuple[int, ...],
     batch_sizes: list[int],
-    samples: np.ndarray | None = None,
+    samples: list[dict[str, np.ndarray]] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
     n_random: int = 3,
     seed: int = 0,
 ) -> ParityResult:
-    """Compare PyTorch and ONNX Runtime outputs; pass when every element is within atol + rtol·|ref|."""
+    """Compare PyTorch and ONNX Runtime outputs on every input (`inputs`: `InputSpec`s); pass when
+    every element is within atol + rtol·|ref|."""
     session = _ort_session(onnx_bytes)
-    cases: list[tuple[str, np.ndarray]] = []
+    cases: list[tuple[str, dict[str, np.ndarray]]] = []
     for batch in batch_sizes:
         for i in range(n_random):
             rng = np.random.default_rng([seed, batch, i])
-            x = rng.standard_normal((batch, *input_shape[1:]), dtype=np.float32)
-            cases.append((f"random seed {i}, batch {batch}", x))
+            cases.append((f"random seed {i}, batch {batch}", random_feed(inputs, batch, rng)))
     n_samples = 0 if samples is None else len(samples)
     for i in range(n_samples):
-        cases.append((f"sample {i}", samples[i : i + 1]))
+        cases.append((f"sample {i}", samples[i]))
     worst: dict[str, OutputParity] = {n: OutputParity(n, 0.0, 0.0, True, "") for n in output_names}
     for what, x in cases:
         ref = _torch_outputs(module, x, what)
         try:
-            got = session.run(output_names, {input_name: x})
+            got = session.run(output_names, x)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise ExportError(f"ONNX Runtime fails on {what} (shape {list(x.shape)}): {str(exc)[:200]}") from None
+            shapes = [list(v.shape) for v in x.values()]
+            raise ExportError(f"ONNX Runtime fails on {what} (shapes {shapes}): {str(exc)[:200]}") from None
         if len(ref) != len(got):
             raise ExportError(f"PyTorch returns {len(ref)} outputs but the ONNX model {len(got)}")
         for name, r, g in zip(output_names, ref, got):

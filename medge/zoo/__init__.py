@@ -19,7 +19,8 @@ from medge.zoo.catalog import WEIGHTS_DIR, load_cards
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["MODELS", "ModelCard", "build_model", "get_card", "load_safetensors_weights", "measure_complexity", "weights_path"]
+__all__ = ["MODELS", "ModelCard", "build_model", "get_card", "input_shapes", "load_safetensors_weights",
+           "measure_complexity", "weights_path"]
 
 MODELS: Registry[ModelCard] = Registry("zoo model")
 for _card in load_cards():
@@ -68,10 +69,15 @@ def load_safetensors_weights(model: "nn.Module", path: str | Path) -> None:
         raise ModelLoadError(f"weights {path.name} do not fit the architecture ({first}); retrain them") from exc
 
 
+def input_shapes(card: ModelCard) -> list[tuple[int, ...]]:
+    """Batch-1 shapes of every input of `card` (the image first, then ``extra_inputs``)."""
+    return [tuple(card.input_shape)] + [tuple(i["shape"]) for i in card.extra_inputs]
+
+
 def measure_complexity(name: str) -> dict[str, int]:
     """Count params and batch-1 MACs of zoo model `name` (what ``complexity.json`` stores)."""
     from medge.zoo.complexity import count_macs, count_params
 
     card = get_card(name)
     model = build_model(name, pretrained=False)
-    return {"params": count_params(model), "macs": count_macs(model, card.input_shape)}
+    return {"params": count_params(model), "macs": count_macs(model, input_shapes(card))}

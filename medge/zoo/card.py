@@ -29,6 +29,9 @@ class ModelCard:
     demo_metric: dict[str, Any] | None = None  # {"name": "auroc", "value": 0.97, "n": 500, ...}
     params: int | None = None  # parameter count (medge.zoo.complexity.count_params)
     macs: int | None = None  # multiply-accumulates per batch-1 forward (count_macs)
+    #: further inputs after the image, e.g. ({"name": "point", "shape": [1, 1, 2], "dtype": "float32",
+    #: "default": [[0.5, 0.5]]},); `default` feeds them when a data source gives only images
+    extra_inputs: tuple[dict[str, Any], ...] = ()
     note: str = "DEMO weights trained on synthetic data - not for clinical use."
 
     def to_dict(self) -> dict[str, Any]:

@@ -168,6 +168,82 @@ def _base_cards() -> list[dict[str, Any]]:
     ]
 
 
+SMALL = 64  # side of the research architectures' demo inputs (CPU-minute training)
+
+
+def _research_cards() -> list[dict[str, Any]]:
+    """The research architectures users deploy (medvit, dct_vit, xlstm_unet, mamba_ecg, promptable)."""
+    us_small = image_preprocessing("US", SMALL, US_MEAN, US_STD)
+    return [
+        dict(name="cxr-medvit-kan", family="MedViTV2-style (NA + KAN)", task="multilabel-classification",
+             modality="CR", description="Conv stem, dilated neighbourhood attention (precomputed neighbour indices, "
+             "relative-position bias) and FasterKAN MLPs; chest X-ray findings, sigmoid each.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW",
+             output_names=("probabilities",), output_shape=(1, 4), labels=CXR_FINDINGS,
+             preprocessing=image_preprocessing("CR", SMALL, CXR_MEAN, CXR_STD),
+             factory="medge.zoo.medvit:medvit_style", factory_kwargs={"size": SMALL}, synthetic_task="cxr"),
+        dict(name="us-dct-vit", family="DCT-HistoTransformer-style", task="classification", modality="US",
+             description="MobileConv blocks + attention over low-band 2-D DCT coefficients (fixed-basis matmuls); "
+             "ultrasound frame pre-screening.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW",
+             output_names=("probabilities",), output_shape=(1, 1), labels=("structure_present",),
+             preprocessing=us_small, factory="medge.zoo.dct_vit:dct_histo_style", factory_kwargs={"size": SMALL},
+             synthetic_task="us-frame"),
+        dict(name="us-xlstm-unet", family="xLSTM-UNet", task="segmentation", modality="US",
+             description="U-Net with mLSTM bottleneck (parallel stabilised form, forward + reversed); "
+             "ultrasound lesion mask.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW",
+             output_names=("mask",), output_shape=(1, 1, SMALL, SMALL), labels=("lesion",),
+             preprocessing=us_small, factory="medge.zoo.xlstm_unet:xlstm_unet", factory_kwargs={"size": SMALL},
+             synthetic_task="us-seg"),
+        dict(name="ecg-mamba-3to12", family="1D-CNN + Mamba", task="ecg-reconstruction", modality="ECG",
+             description="Conv stem + Mamba blocks (chunked closed-form selective scan) reconstructing 12 leads "
+             "from II, V1, V5.",
+             input_name="ecg", input_shape=(1, 3, 5000), input_layout="NCL", output_names=("leads",),
+             output_shape=(1, 12, 5000), labels=STANDARD_LEADS, preprocessing=ECG_PREPROCESSING,
+             factory="medge.zoo.mamba_ecg:mamba_ecg", synthetic_task="ecg"),
+        dict(name="us-lesion-sam", family="promptable (SAM-style)", task="segmentation", modality="US",
+             description="Image encoder + point prompt encoder + two-way mask decoder: lesion mask from one click "
+             "(point = click (x, y) in [0, 1]); mask at the input size.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW", output_names=("mask",),
+             output_shape=(1, 1, SMALL, SMALL), labels=("lesion",), preprocessing=us_small,
+             factory="medge.zoo.promptable:promptable_segmenter", factory_kwargs={"size": SMALL},
+             synthetic_task="us-seg", extra_inputs=(POINT_INPUT,)),
+        dict(name="us-lesion-sam-encoder", family="promptable (SAM-style)", task="segmentation", modality="US",
+             description="The image encoder of us-lesion-sam (run once per frame); shares its demo weights.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW",
+             output_names=("embedding",), output_shape=(1, 64, SMALL // 8, SMALL // 8), labels=("lesion",),
+             preprocessing=us_small, factory="medge.zoo.promptable:promptable_encoder",
+             factory_kwargs={"size": SMALL}, synthetic_task="us-seg", note=SHARED_NOTE),
+        dict(name="us-lesion-sam-decoder", family="promptable (SAM-style)", task="segmentation", modality="US",
+             description="The prompt/mask decoder of us-lesion-sam (run per click on the encoder's embedding).",
+             input_name="embedding", input_shape=(1, 64, SMALL // 8, SMALL // 8), input_layout="NCHW",
+             output_names=("mask",), output_shape=(1, 1, SMALL, SMALL), labels=("lesion",),
+             preprocessing={"kind": "embedding", "source": "us-lesion-sam-encoder"},
+             factory="medge.zoo.promptable:promptable_decoder", factory_kwargs={"size": SMALL},
+             extra_inputs=(POINT_INPUT,), note=SHARED_NOTE),
+        dict(name="us-swinunetr", family="MONAI SwinUNETR (2-D)", task="segmentation", modality="US",
+             description="MONAI SwinUNETR, 2-D, sigmoid lesion mask; bring your own weights.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW", output_names=("mask",),
+             output_shape=(1, 1, SMALL, SMALL), labels=("lesion",), preprocessing=us_small,
+             factory="medge.zoo.monai_segmenters:swinunetr_2d", synthetic_task="us-seg", note=NO_WEIGHTS_NOTE),
+        dict(name="us-mednext", family="MONAI MedNeXt (2-D)", task="segmentation", modality="US",
+             description="MONAI MedNeXt-S, 2-D, sigmoid lesion mask; bring your own weights.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW", output_names=("mask",),
+             output_shape=(1, 1, SMALL, SMALL), labels=("lesion",), preprocessing=us_small,
+             factory="medge.zoo.monai_segmenters:mednext_2d", synthetic_task="us-seg", note=NO_WEIGHTS_NOTE),
+        dict(name="us-unetr", family="MONAI UNETR (2-D)", task="segmentation", modality="US",
+             description="MONAI UNETR (ViT encoder), 2-D, sigmoid lesion mask; bring your own weights.",
+             input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW", output_names=("mask",),
+             output_shape=(1, 1, SMALL, SMALL), labels=("lesion",), preprocessing=us_small,
+             factory="medge.zoo.monai_segmenters:unetr_2d", synthetic_task="us-seg", note=NO_WEIGHTS_NOTE),
+    ]
+
+
+POINT_INPUT: dict[str, Any] = {"name": "point", "shape": [1, 1, 2], "dtype": "float32", "default": [[0.5, 0.5]]}
+SHARED_NOTE = "DEMO weights (shared with us-lesion-sam) trained on synthetic data - not for clinical use."
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -180,16 +256,18 @@ def load_cards() -> list[ModelCard]:
     metrics = _read_json(METRICS_FILE)
     complexity = _read_json(COMPLEXITY_FILE)
     cards = []
-    for spec in _base_cards():
+    for spec in _base_cards() + _research_cards():
         name = spec["name"]
         weights_file = WEIGHTS_DIR / f"{name}.safetensors"
         has_weights = weights_file.is_file()
+        if spec.get("note") == SHARED_NOTE:  # the factory loads the whole model's weights itself
+            metrics.setdefault(name, metrics.get("us-lesion-sam"))
         cost = complexity.get(name, {})
         cards.append(
             ModelCard(
                 **spec,
                 weights=weights_file.name if has_weights else None,
-                demo_metric=metrics.get(name) if has_weights else None,
+                demo_metric=metrics.get(name) if has_weights or spec.get("note") == SHARED_NOTE else None,
                 params=cost.get("params"),
                 macs=cost.get("macs"),
             )

@@ -9,7 +9,10 @@ from medge.fileio import sha256_file
 from medge.zoo import MODELS, get_card
 
 # > 20 s each on this shared machine; the two small models keep the default run quick.
-SLOW = {"cxr-densenet121", "cxr-densenet-tiny", "cxr-hybrid-vit", "us-lesion-unet"}
+SLOW = {"cxr-densenet121", "cxr-densenet-tiny", "cxr-hybrid-vit", "us-lesion-unet",
+        # issue 10's research architectures and MONAI entries: two small ones stay in the default run
+        "cxr-medvit-kan", "us-xlstm-unet", "ecg-mamba-3to12", "us-lesion-sam-encoder", "us-lesion-sam-decoder",
+        "us-swinunetr", "us-mednext", "us-unetr"}
 
 
 @pytest.mark.parametrize(
@@ -25,7 +28,8 @@ def test_zoo_model_exports_with_parity(run_cli, tmp_path, name):
     assert parity["passed"] and parity["batch_sizes"] == [1, 2]
     assert parity["max_abs_error"] <= 1e-4
     assert [o["name"] for o in parity["outputs"]] == list(card.output_names)
-    assert rep["inputs"] == [{"name": card.input_name, "shape": ["batch", *card.input_shape[1:]], "dtype": "float32"}]
+    inputs = [(card.input_name, card.input_shape)] + [(i["name"], i["shape"]) for i in card.extra_inputs]
+    assert rep["inputs"] == [{"name": n, "shape": ["batch", *shape[1:]], "dtype": "float32"} for n, shape in inputs]
     assert [o["name"] for o in rep["outputs"]] == list(card.output_names)
     assert [o["shape"] for o in rep["outputs"]] == [["batch", *card.output_shape[1:]]]
     # one self-contained file: no external-data side files next to it
@@ -40,4 +44,6 @@ def test_zoo_model_exports_with_parity(run_cli, tmp_path, name):
     assert meta is not None
     assert (meta.model, meta.task, meta.labels) == (name, card.task, list(card.labels))
     assert meta.input_layout == card.input_layout and meta.preprocessing == card.preprocessing
+    if card.extra_inputs:  # the defaults that feed non-image inputs when a source only has images
+        assert [i["name"] for i in meta.extra["inputs"]][1:] == [i["name"] for i in card.extra_inputs]
     assert meta.output_names == list(card.output_names) and meta.source_sha256 == rep["source_sha256"]
