@@ -131,6 +131,7 @@ def convert_tflite(
     """
     import torch
 
+    from medge.devices.tflite_fold import fold_for_npu
     from medge.devices.tflite_rewrites import replace_conv_transpose, replace_prelu
 
     litert_torch = import_optional("litert_torch", what="LiteRT conversion")
@@ -153,7 +154,9 @@ def convert_tflite(
             if precision == "int8":
                 edge = _convert_int8(litert_torch, module, example, [to_model(c) for c in calibration])
             else:
-                edge = litert_torch.convert(module, example)
+                graph, _ = fold_for_npu(module, example)  # the graph ai-edge-quantizer quantizes
+                torch.nn.Module.train(graph, False)
+                edge = litert_torch.convert(graph, example)
         except MedgeError:
             raise
         except Exception as exc:  # noqa: BLE001 - torch.export / PT2E / the TFLite converter raise many types
@@ -166,29 +169,55 @@ def convert_tflite(
 
 
 def _annotate_elementwise(gm: Any, config: Any) -> None:
-    """Annotate add/sub/mul/relu nodes the quantizer's own pattern matchers missed.
+    """Annotate the ops the quantizer's own pattern matchers miss under this torch version.
 
-    litert-torch finds adds and muls through ``source_fn_stack`` metadata, which the graphs
-    ``torch.export`` makes in this torch version do not carry; unannotated, every residual add
-    (and what follows it, e.g. a final sigmoid) would run in float and leave a float model output.
+    litert-torch finds adds, muls, concats and poolings through ``source_fn_stack`` metadata,
+    which the graphs ``torch.export`` makes in this torch version do not carry.  Unannotated, each
+    would be left for the TFLite converter to guess ("Missing quantization parameter on the
+    output") or run in float.  Arithmetic ops (add/sub/mul/relu) get their own output scale;
+    scale-preserving ops (max/avg pooling, mean, concat) share the scale of their first input,
+    which is what TFLite's int8 kernels require (inputs and output of one scale, no requantize).
     """
     import torch
-    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
+    from litert_torch.quantize.pt2e_quantizer_utils import (
+        get_fixed_qparams_qspec, get_input_act_qspec, get_output_act_qspec)
     from torch.fx import Node
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     aten = torch.ops.aten
-    targets = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.relu.default}
+    arithmetic = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.relu.default, aten.matmul.default,
+                  aten.bmm.default, aten.gelu.default, aten.silu.default, aten.hardswish.default, aten.tanh.default}
+    scale_preserving = {aten.max_pool2d.default, aten.avg_pool2d.default, aten.adaptive_avg_pool2d.default,
+                        aten.mean.dim, aten.max_pool1d.default, aten.avg_pool1d.default, aten.transpose.int,
+                        aten.permute.default, aten.reshape.default, aten.view.default, aten.select.int,
+                        aten.flatten.using_ints, aten.squeeze.dim, aten.unsqueeze.default}
     in_spec, out_spec = get_input_act_qspec(config), get_output_act_qspec(config)
+    fixed = get_fixed_qparams_qspec(config)
     for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target not in targets or "quantization_annotation" in node.meta:
+        if node.op != "call_function" or "quantization_annotation" in node.meta:
             continue
         val = node.meta.get("val")
         if val is None or not getattr(val, "dtype", torch.int64).is_floating_point:
             continue
-        inputs = {a: in_spec for a in node.args[:2] if isinstance(a, Node)}
-        node.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map=inputs, output_qspec=out_spec, _annotated=True)
+        if node.target in arithmetic:
+            inputs = {a: in_spec for a in node.args[:2] if isinstance(a, Node)}
+            annotation = QuantizationAnnotation(input_qspec_map=inputs, output_qspec=out_spec, _annotated=True)
+        elif node.target in scale_preserving and isinstance(node.args[0], Node):
+            first = node.args[0]
+            annotation = QuantizationAnnotation(input_qspec_map={first: in_spec},
+                                                output_qspec=SharedQuantizationSpec((first, node)), _annotated=True)
+        elif node.target is aten.softmax.int and isinstance(node.args[0], Node):
+            # TFLite's int8 SOFTMAX needs output scale 1/256, zero point -128 (the fixed-qparams spec)
+            annotation = QuantizationAnnotation(input_qspec_map={node.args[0]: in_spec}, output_qspec=fixed,
+                                                _annotated=True)
+        elif node.target is aten.cat.default and node.args[0] and isinstance(node.args[0][0], Node):
+            first, *rest = node.args[0]
+            shared = SharedQuantizationSpec((first, node))
+            inputs = {first: in_spec, **{a: shared for a in rest if isinstance(a, Node)}}
+            annotation = QuantizationAnnotation(input_qspec_map=inputs, output_qspec=shared, _annotated=True)
+        else:
+            continue
+        node.meta["quantization_annotation"] = annotation
 
 
 def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: list) -> Any:
@@ -196,7 +225,10 @@ def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: l
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
     from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from medge.devices.tflite_fold import fold_for_npu
 
     class ElementwiseAwareQuantizer(PT2EQuantizer):
         """litert-torch's PT2E quantizer plus the add/mul/relu annotations it misses here."""
@@ -209,12 +241,16 @@ def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: l
 
     quantizer = ElementwiseAwareQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    graph = torch.export.export(module, example).module()
+    graph, _ = fold_for_npu(module, example)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for x in calibration:
             prepared(x)
-    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+    # The graph's ops were specialised to eval at export (batch_norm(training=False), no dropout);
+    # move_exported_model_to_eval rewrites any train-mode BN/dropout left and this clears the
+    # nn.Module flag litert-torch checks (GraphModule.eval() is disabled on exported graphs).
+    torch.nn.Module.train(converted, False)
     return litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from medge.devices.recipes.base import CompileContext, PreflightFailedError, Recipe, RecipeResult
@@ -28,6 +30,7 @@ PARITY_SAMPLES = 8
 # Parity of the .tflite against the FP32 ONNX: max |diff| / output range, or min cosine for int8.
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
 INT8_MIN_COSINE = 0.95
+QUANTIZERS = ("aeq", "pt2e")
 
 
 @dataclass
@@ -58,19 +61,62 @@ class TfliteOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last: bool, float_as_fp16: bool) -> Any:
+    """The gate of one .tflite: full-integer I/O, delegate coverage, parity and the metric."""
+    from medge.devices.delegate_ops import litert_preflight
+    from medge.devices.recipe_parity import artifact_runner, metric_gate, onnx_runner, parity_check
+    from medge.devices.tflite_convert import tflite_ops
+    from medge.devices.tflite_ladder import op_precisions
+
+    reference = onnx_runner(ctx.onnx_path)
+
+    def judge(path: Path, attempt: Any) -> Any:
+        ops = tflite_ops(path)
+        preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
+        attempt.op_precisions, attempt.coverage, attempt.partitions = op_precisions(ops), preflight["coverage"], preflight["partitions"]
+        runner = artifact_runner(path, "litert", channel_last=channel_last)
+        parity = parity_check(reference, runner, parity_inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision),
+                              min_cosine=INT8_MIN_COSINE if ctx.precision == "int8" else None)
+        gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
+        summary = f"min cosine {parity['min_cosine']:.4f}"
+        if ctx.eval_source:
+            metric, evaluation = metric_gate(ctx.onnx_path, ctx.meta.task, runner, ctx.eval_source, ctx.max_drop,
+                                             n=int(ctx.option("eval_samples", 300)))
+            gate = {**metric, "kind": "metric", "parity": parity, "evaluation": evaluation}
+            summary += f", {metric['name']} drop {metric['drop']:.4g} (max {ctx.max_drop})"
+            if metric["passed"] is None:
+                gate["passed"] = parity["passed"]
+        attempt.gate = {**gate, "summary": summary + f", coverage {preflight['coverage']}, {preflight['partitions']} partition(s)"}
+        attempt.passed = bool(gate["passed"])
+        attempt.preflight, attempt.ops = preflight, ops
+        return attempt
+
+    return judge
+
+
+def _attempt_dict(attempt: Any) -> dict[str, Any]:
+    data = attempt.to_dict()
+    data["gate"] = {k: v for k, v in data["gate"].items() if k not in ("evaluation", "parity")}
+    return data
+
+
 def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, float_as_fp16: bool = False) -> TfliteOutcome:
     """Convert ``ctx.onnx_path`` to ``ctx.out_dir/model.tflite`` at ``ctx.precision`` and check it.
 
     `delegate` names the op table for the preflight (``qnn``, ``neuron``, ``gpu``, ``xnnpack``).
-    A failed metric gate raises `GateFailedError` (nothing is written); a failed preflight raises
+    INT8 goes through the fallback ladder of `medge.devices.tflite_ladder` (``quantizer=aeq``, the
+    default) or one PT2E attempt (``quantizer=pt2e``).  When no attempt passes the gate,
+    `GateFailedError` is raised (nothing is written); a failed preflight raises
     `PreflightFailedError` unless the ``allow_unsupported`` option is set.
     """
-    from medge.devices.delegate_ops import litert_preflight
-    from medge.devices.recipe_parity import artifact_runner, load_inputs, metric_gate, onnx_runner, parity_check
-    from medge.devices.tflite_convert import convert_tflite, tflite_ops, torch_source
+    from medge.devices.recipe_parity import load_inputs
+    from medge.devices.tflite_convert import convert_tflite, torch_source
 
     notes: list[str] = []
     calibration = None
+    quantizer = str(ctx.option("quantizer", "aeq"))
+    if quantizer not in QUANTIZERS:
+        raise UsageError(f"unknown quantizer '{quantizer}' for a .tflite; choices: {', '.join(QUANTIZERS)}")
     if ctx.precision == "int8":
         calib = load_inputs(ctx.onnx_path, ctx.calib_source, n=int(ctx.option("calib_samples", 300)))
         calibration = {k: calib.info[k] for k in ("source", "sha256", "n")}
@@ -81,10 +127,28 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     source = torch_source(ctx.onnx_path, ctx.model_ref, parity_inputs[0])
     notes.extend(source.notes)
     path = ctx.out_dir / ARTIFACT
-    convert_tflite(
-        source.module, parity_inputs[0], path, precision=ctx.precision,
-        calibration=calib.inputs if calib is not None else (), channel_last=channel_last,
-    )
+    judge = _judge(ctx, parity_inputs, delegate, channel_last, float_as_fp16)
+    if ctx.precision == "int8" and quantizer == "aeq":
+        attempts = _aeq_ladder(ctx, source.module, calib.inputs, path, channel_last, judge)
+    else:
+        convert_tflite(source.module, parity_inputs[0], path, precision=ctx.precision,
+                       calibration=calib.inputs if calib is not None else (), channel_last=channel_last)
+        from medge.devices.tflite_ladder import Attempt
+
+        attempts = [judge(path, Attempt(0, f"all {ctx.precision} ({'pt2e' if ctx.precision == 'int8' else 'litert-torch'})"))]
+    final = attempts[-1]
+    ladder = [_attempt_dict(a) for a in attempts]
+    gate = {k: v for k, v in final.gate.items() if k not in ("evaluation", "summary")}
+    evaluation = final.gate.get("evaluation")
+    if ctx.precision == "int8":
+        gate["ladder"] = ladder
+    if not final.passed and gate["kind"] == "metric":
+        tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
+        raise GateFailedError(
+            f"no {ctx.precision} .tflite passed the gate ({len(ladder)} attempt(s): {tried}); nothing was written — "
+            "try --precision fp16, more calibration data or a larger --max-drop",
+            report=GateFailure(metric=gate, calibration=calibration, evaluation=evaluation),
+        )
     from medge.runtimes import open_runtime
 
     with open_runtime(path, "litert") as rt:
@@ -92,9 +156,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     io_dtypes = sorted({t["dtype"] for t in inputs + outputs})
     if ctx.precision == "int8" and io_dtypes != ["int8"]:
         raise TargetError(f"the INT8 .tflite has {io_dtypes} I/O instead of int8; the NPU delegates need full-integer I/O")
-
-    ops = tflite_ops(path)
-    preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
+    preflight = final.preflight
     if not preflight["ok"] and not ctx.option("allow_unsupported", False):
         raise PreflightFailedError(f"no op of the model runs on the {preflight['delegate_name']}", preflight)
     if preflight["cpu_ops"]:
@@ -102,26 +164,9 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
             f"{preflight['cpu_ops']} of {preflight['ops_total']} ops fall back to the CPU "
             f"({', '.join(preflight['fallback_op_types'])}); {preflight['partitions']} delegate partition(s)"
         )
-
-    runner = artifact_runner(path, "litert", channel_last=channel_last)
-    parity = parity_check(
-        onnx_runner(ctx.onnx_path), runner, parity_inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision),
-        min_cosine=INT8_MIN_COSINE if ctx.precision == "int8" else None,
-    )
-    gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
-    evaluation = None
-    if ctx.eval_source:
-        metric, evaluation = metric_gate(ctx.onnx_path, ctx.meta.task, runner, ctx.eval_source, ctx.max_drop,
-                                         n=int(ctx.option("eval_samples", 300)))
-        gate = {**metric, "kind": "metric", "parity": parity}
-        if metric["passed"] is False:
-            raise GateFailedError(
-                f"the {ctx.precision} .tflite loses {metric['drop']:.4g} {metric['name']} "
-                f"(> max drop {ctx.max_drop}); nothing was written — try --precision fp16 or more calibration data",
-                report=GateFailure(metric=gate, calibration=calibration, evaluation=evaluation),
-            )
-        if metric["passed"] is None:
-            gate["passed"] = parity["passed"]
+    if len(attempts) > 1:
+        notes.append(f"fallback ladder: attempt {final.index} ({final.action}) passed; "
+                     f"int16 ops {final.int16_ops}, float ops {final.float_ops}")
     extra = {
         "litert": {
             "delegate": delegate,
@@ -129,12 +174,33 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
             "inputs": inputs,
             "outputs": outputs,
             "full_integer": ctx.precision == "int8",
+            "quantizer": quantizer if ctx.precision == "int8" else None,
+            "op_precisions": final.op_precisions,
+            "int16_ops": final.int16_ops,
+            "float_ops": final.float_ops,
             "torch_source": {"kind": source.kind, "reference": source.reference},
-            "ops": [op["op"] for op in ops],
+            "ops": [op["op"] for op in final.ops],
         }
     }
     (ctx.out_dir / README).write_text(_readme(ctx, extra["litert"], preflight))
     return TfliteOutcome(ARTIFACT, preflight, gate, calibration, evaluation, extra, notes)
+
+
+def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path, channel_last: bool, judge: Any) -> list:
+    """The float .tflite (in a scratch folder, not the bundle) quantized by the AEQ ladder into `path`."""
+    import sys
+
+    import numpy as np
+
+    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_ladder import run_ladder
+
+    with tempfile.TemporaryDirectory(prefix="medge-tflite-") as scratch:
+        float_path = Path(scratch) / "model.fp32.tflite"
+        convert_tflite(module, calibration[0], float_path, precision="fp32", channel_last=channel_last)
+        samples = [np.ascontiguousarray(np.moveaxis(c, 1, -1)) if channel_last else c for c in calibration]
+        return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
+                          int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)))
 
 
 def _readme(ctx: CompileContext, info: dict[str, Any], preflight: dict[str, Any]) -> str:
@@ -162,6 +228,7 @@ class LiteRTRecipe(Recipe):
     """INT8 (full-integer) / FP16 / FP32 .tflite for a phone NPU or GPU through a LiteRT delegate."""
 
     name = "litert"
+    option_choices = {"quantizer": QUANTIZERS}
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
         delegate = str(ctx.option("delegate", "gpu"))
