@@ -229,7 +229,7 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 try:
                     self.connection.settimeout(view._send_timeout)
                     route()
-                except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+                except OSError:  # broken pipe, reset, send timeout: the client is gone
                     self.close_connection = True
                 finally:
                     view._clients.release()

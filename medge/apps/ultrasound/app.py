@@ -9,7 +9,6 @@ every mode ``frames.in = processed + screened_out + dropped + corrupt``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,8 +18,6 @@ import numpy as np
 from medge.apps.pipeline import Item, Pipeline, Sink, Stage
 from medge.errors import UsageError
 from medge.reports import Report
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
