@@ -162,6 +162,23 @@ def _progress_line(stats: dict[str, Any]) -> None:
 
 def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
     """Run the app until the source ends, `--frames` are read, or SIGINT/SIGTERM; return the report."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # SIGTERM while loading: a clean "interrupted"
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return _run(config)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _run(config)
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(config: UltrasoundConfig) -> UltrasoundReport:
     from medge.apps.model import AppModel, classifier_threshold
     from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
     from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame

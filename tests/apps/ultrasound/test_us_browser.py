@@ -102,6 +102,7 @@ def test_browser_page_shows_a_changing_stream_and_live_stats(app_bundles, tmp_pa
             time.sleep(0.2)
         updates, text = int(table.get_attribute("data-updates")), table.text
         assert "frames.in" in text and "latency_ms.end_to_end.p50" in text
+        assert "pipeline latency p50" in driver.find_element(By.ID, "summary").text
         time.sleep(1.2)
         assert int(table.get_attribute("data-updates")) > updates  # stats keep coming
         assert table.text != text
