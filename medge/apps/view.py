@@ -94,10 +94,12 @@ class FrameBoard:
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{background:#111;color:#ddd;font:14px sans-serif;margin:1em}}
-#frame{{max-width:100%;border:1px solid #333}} table{{border-collapse:collapse;margin-top:.5em}}
+#frame{{max-width:100%;border:1px solid #333}} #summary{{margin:.5em 0;font-size:16px;color:#fff}} table{{border-collapse:collapse;margin-top:.5em}}
 td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}</style></head>
 <body><h3>{title}</h3><img id="frame" src="/stream" alt="live stream">
-<table id="stats"><tr><td>waiting for stats…</td></tr></table>
+<div id="summary">waiting for stats…</div>
+<details open><summary>all stats</summary>
+<table id="stats"><tr><td>waiting for stats…</td></tr></table></details>
 <script>
 function rows(obj, prefix, out) {{
   for (const [k, v] of Object.entries(obj)) {{
@@ -106,7 +108,15 @@ function rows(obj, prefix, out) {{
   }}
   return out;
 }}
+function num(v, digits) {{ return typeof v === "number" ? v.toFixed(digits) : "n/a"; }}
+function summarize(d) {{
+  const f = d.frames || {{}}, e = ((d.latency_ms || {{}}).end_to_end) || {{}};
+  return "fps " + num(d.fps_recent, 1) + " · pipeline latency p50 " + num(e.p50, 1) + " ms, p99 " + num(e.p99, 1) +
+    " ms · frames in " + f.in + ", out " + f.out + ", dropped " + f.dropped + ", corrupt " + f.corrupt +
+    (d.running === false ? " · stopped" : "");
+}}
 function show(data) {{
+  if (data.frames) document.getElementById("summary").textContent = summarize(data);
   const t = document.getElementById("stats");
   t.innerHTML = "";
   for (const [k, v] of rows(data, "", [])) {{
@@ -229,7 +239,7 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 try:
                     self.connection.settimeout(view._send_timeout)
                     route()
-                except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+                except OSError:  # broken pipe, reset, send timeout: the client is gone
                     self.close_connection = True
                 finally:
                     view._clients.release()

@@ -9,7 +9,6 @@ every mode ``frames.in = processed + screened_out + dropped + corrupt``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,8 +18,6 @@ import numpy as np
 from medge.apps.pipeline import Item, Pipeline, Sink, Stage
 from medge.errors import UsageError
 from medge.reports import Report
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +162,23 @@ def _progress_line(stats: dict[str, Any]) -> None:
 
 def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
     """Run the app until the source ends, `--frames` are read, or SIGINT/SIGTERM; return the report."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # SIGTERM while loading: a clean "interrupted"
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return _run(config)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _run(config)
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(config: UltrasoundConfig) -> UltrasoundReport:
     from medge.apps.model import AppModel, classifier_threshold
     from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
     from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame

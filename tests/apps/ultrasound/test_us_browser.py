@@ -102,6 +102,7 @@ def test_browser_page_shows_a_changing_stream_and_live_stats(app_bundles, tmp_pa
             time.sleep(0.2)
         updates, text = int(table.get_attribute("data-updates")), table.text
         assert "frames.in" in text and "latency_ms.end_to_end.p50" in text
+        assert "pipeline latency p50" in driver.find_element(By.ID, "summary").text
         time.sleep(1.2)
         assert int(table.get_attribute("data-updates")) > updates  # stats keep coming
         assert table.text != text
@@ -113,20 +114,30 @@ def test_browser_page_shows_a_changing_stream_and_live_stats(app_bundles, tmp_pa
     _accounting(report)
 
 
-def test_stalled_http_client_does_not_lower_the_fps(app_bundles, tmp_path):
+def _paced_run_with_clients(app_bundles, report: Path, stall: bool) -> dict:
+    """A paced 30 fps run; a healthy client reads 60 frames (while a stalled client, if any, never reads); SIGTERM."""
     app = RunningApp(["--segmenter", str(app_bundles.segmenter), "--source", "synthetic:30:160x120",
-                      "--view", "browser:127.0.0.1:0"], tmp_path / "r.json")
+                      "--view", "browser:127.0.0.1:0"], report)
     host, port = app.url.split("//")[1].strip("/").rsplit(":", 1)
     stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    stalled.connect((host, int(port)))
-    stalled.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
     try:
-        assert _stream_frames(app.url, 60) == 60  # a healthy client meanwhile gets a fresh frame each time
+        if stall:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            stalled.connect((host, int(port)))
+            stalled.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        assert _stream_frames(app.url, 60) == 60  # the healthy client gets a fresh frame each time
         time.sleep(1.0)
     finally:
-        report = app.stop(signal.SIGTERM)
+        result = app.stop(signal.SIGTERM)
         stalled.close()
-    assert report["stopped_early"] and report["mode"] == "realtime"
-    assert report["fps"] >= 0.8 * 30, report["fps"]  # the paced 30 fps held with a stalled client attached
-    _accounting(report)
+    assert result["stopped_early"] and result["mode"] == "realtime"
+    _accounting(result)
+    return result
+
+
+def test_stalled_http_client_does_not_lower_the_fps(app_bundles, tmp_path):
+    """Peer comparison in one test (the machine may be busy): the same paced run without and with a stalled client."""
+    baseline = _paced_run_with_clients(app_bundles, tmp_path / "baseline.json", stall=False)
+    stalled = _paced_run_with_clients(app_bundles, tmp_path / "stalled.json", stall=True)
+    assert stalled["fps"] >= 0.8 * baseline["fps"], (stalled["fps"], baseline["fps"])
+    assert stalled["frames"]["in"] >= 60

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fixtures.cli_checks import assert_one_line_error
