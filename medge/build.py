@@ -166,7 +166,7 @@ def build(config: BuildConfig) -> BuildReport:
         # Keep what was learnt: the report says which step failed and why; no bundle is left behind.
         report.summary = _summary(report)
         report.seconds = round(time.perf_counter() - t0, 3)
-        report.report_files = write_build_report(report, report_dir)
+        report.report_files = write_build_report(report, report_dir, error=str(exc))
         exc.report = report
         raise
     report.summary = _summary(report)

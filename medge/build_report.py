@@ -113,8 +113,9 @@ def _chart(report, path: Path) -> bool:
     return True
 
 
-def write_build_report(report, folder: Path) -> dict[str, str]:
-    """Write build_report.{md,json,png} into `folder`; returns {kind: path}."""
+def write_build_report(report, folder: Path, error: str | None = None) -> dict[str, str]:
+    """Write build_report.{md,json,png} into `folder` (the JSON is what ``--report`` gets, with the
+    `error` of a failed build); returns {kind: path}."""
     files = {"markdown": folder / "build_report.md", "json": folder / "build_report.json",
              "chart": folder / "latency_accuracy.png"}
     written = {"markdown": str(files["markdown"]), "json": str(files["json"])}
@@ -122,5 +123,8 @@ def write_build_report(report, folder: Path) -> dict[str, str]:
         written["chart"] = str(files["chart"])
     report.report_files = written
     write_bytes_atomic(files["markdown"], _markdown(report).encode())
-    write_json_atomic(files["json"], report.to_dict())
+    data = {"ok": bool(report.ok) and error is None, **report.to_dict()}
+    if error is not None:
+        data["ok"], data["error"] = False, error
+    write_json_atomic(files["json"], data)
     return written
