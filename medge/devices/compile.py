@@ -213,8 +213,8 @@ def compile_model(config: CompileConfig) -> CompileReport:
         raise UsageError("--max-drop needs --eval SOURCE to measure the drop on")
     notes: list[str] = []
     warnings: list[str] = []
+    model_ref = _model_source(config, meta, notes)  # usage errors first
     calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
-    model_ref = _model_source(config, meta, notes)
     from medge.metadata import assumed_note
 
     if assumed_note(meta.preprocessing):
