@@ -256,8 +256,11 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         medge_version=__version__,
         output_names=list(card.output_names),
     )
+    extra: dict[str, Any] = {"weights": weights_kind}
+    if not kwargs and shape == tuple(card.input_shape) and card.macs:
+        extra["macs"] = card.macs  # counted once into complexity.json; saves a FlopCounterMode pass
     return LoadedModel(module.eval(), meta, shape, [card.input_name], list(card.output_names), sha, kind="zoo",
-                       extra={"weights": weights_kind})
+                       extra=extra)
 
 
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
