@@ -36,14 +36,19 @@ def compile_rows(report: Any) -> list[tuple[str, str]]:
     if report.written:
         head = verdict(report.ok, f"bundle written to {report.bundle} ({len(report.files)} files, {human_bytes(total)})")
     else:
-        head = verdict(False, f"nothing written to {report.bundle}")
+        unsupported = report.preflight.get("unsupported")
+        ops = sorted({u.get("op", "?") for u in unsupported}) if isinstance(unsupported, list) else []
+        why = (f"{len(unsupported)} node(s) the target cannot run ({', '.join(ops[:5])})" if ops
+               else "the gate failed" if (report.gate or {}).get("passed") is False else "see the error line")
+        head = verdict(False, f"{why}; nothing written to {report.bundle}")
     primary = report.primary_artifact
-    artifact = f"{primary} ({human_bytes(report.files.get(primary))})" if primary else "-"
+    artifact = f"{primary} ({human_bytes(report.files.get(primary))}), runs on {report.runtime} ({report.runtime_device})" \
+        if primary else "nothing built"
     rows = [
         ("result", head),
         *(("WARNING", w) for w in report.warnings),
         ("target", f"{report.target_display_name or report.target} [{report.target}], {report.recipe} recipe"),
-        ("precision", f"{report.precision}: {artifact}, runs on {report.runtime or '?'} ({report.runtime_device or '?'})"),
+        ("precision", f"{report.precision}: {artifact}"),
         ("calibration", data_text(report.calibration)),
         ("gate", gate_text(report.gate)),
         ("preflight", preflight_text(report.preflight)),

@@ -237,6 +237,8 @@ def _torch_complexity(loaded: LoadedModel) -> tuple[int | None, int | None]:
     module = loaded.module
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
         return None, None
+    if loaded.extra.get("macs"):  # a zoo model at its card's shape: counted already
+        return count_params(module), int(loaded.extra["macs"])
     specs = loaded.input_specs()
     if any(not s.dtype.startswith("float") for s in specs):  # the meta-device counter feeds floats
         return count_params(module), None

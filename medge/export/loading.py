@@ -380,8 +380,11 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     )
     specs[0] = dataclasses.replace(specs[0], shape=shape)
     meta.extra = {"inputs": [s.to_dict() for s in specs]} if len(specs) > 1 else {}
+    extra: dict[str, Any] = {"weights": weights_kind}
+    if not kwargs and shape == tuple(card.input_shape) and card.macs and len(specs) == 1:
+        extra["macs"] = card.macs  # counted once into complexity.json; saves a FlopCounterMode pass
     return LoadedModel(module.eval(), meta, shape, [s.name for s in specs], list(card.output_names), sha, kind="zoo",
-                       inputs=specs if len(specs) > 1 else [], extra={"weights": weights_kind})
+                       inputs=specs if len(specs) > 1 else [], extra=extra)
 
 
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:

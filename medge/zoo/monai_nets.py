@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import types
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Packages whose __init__ imports everything below them; stood in for while one network module loads.
 _PACKAGES = ("monai", "monai.apps", "monai.networks", "monai.networks.nets", "monai.networks.layers",
@@ -64,6 +67,6 @@ def monai_class(module: str, name: str) -> Any:
     if "monai" not in sys.modules:
         try:
             return getattr(_light_import(module), name)
-        except Exception:  # noqa: BLE001 - a MONAI layout we do not know: fall back to the full import
-            pass
+        except Exception as exc:  # noqa: BLE001 - a MONAI layout we do not know: fall back to the full import
+            log.debug("importing %s alone failed (%s); importing all of MONAI", module, exc)
     return getattr(importlib.import_module(module), name)
