@@ -164,6 +164,10 @@ def build(config: BuildConfig) -> BuildReport:
         _run_chain(config, target, precision, output, report_dir, report)
     except MedgeError as exc:
         # Keep what was learnt: the report says which step failed and why; no bundle is left behind.
+        from medge.devices.compile import CompileReport
+
+        if isinstance(getattr(exc, "report", None), CompileReport):  # a refused bundle: its gate and preflight
+            report.compile = exc.report.to_dict()
         report.summary = _summary(report)
         report.seconds = round(time.perf_counter() - t0, 3)
         report.report_files = write_build_report(report, report_dir, error=str(exc))
@@ -220,18 +224,12 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         max_drop = pruned.int8_budget if evaluation and precision == "int8" else None
 
     command = shlex.join(["medge", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("medge") else None
-    try:
-        compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
-            model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
-            eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
-            model_ref=None if pruned else source_reference(config.model, config.model_kwargs, config.weights),
-            command=command, force=config.force,
-        )))
-    except MedgeError as exc:  # a refused bundle: keep what compile measured (gate, parity, preflight)
-        refused = getattr(exc, "report", None)
-        if refused is not None:
-            report.compile = refused.to_dict()
-        raise
+    compiled = steps.run("quantize+compile", lambda: compile_model(CompileConfig(
+        model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
+        eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
+        model_ref=None if pruned else source_reference(config.model, config.model_kwargs, config.weights),
+        command=command, force=config.force,
+    )))
     report.compile = compiled.to_dict()
 
     artifact_runtime = compiled.runtime or ""
