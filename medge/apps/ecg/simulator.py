@@ -30,7 +30,7 @@ WRITE_TIMEOUT_S = 2.0  # a real-time device buffers this long for a host that do
 REPLAY_WRITE_TIMEOUT_S = 10.0  # a replay as fast as the host reads waits for a busy host
 READER_TIMEOUT_S = 30.0
 READER_SETTLE_S = 0.3  # the host flushes its input buffer right after opening the port (pyserial does)
-HANGUP_DELAY_S = 0.5  # keep the line up briefly after the last frame so that readers drain it
+HANGUP_DELAY_S = 2.0  # keep the line up briefly after the last frame so that readers drain it
 
 
 @dataclass
