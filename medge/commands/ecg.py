@@ -139,6 +139,8 @@ def _simulate(args: argparse.Namespace) -> DictReport:
 
 def _stream(args: argparse.Namespace) -> DictReport:
     from medge.apps.ecg.ecg_model import load_lead_model
+    from medge.apps.ecg.filters import design_sos
+    from medge.apps.ecg.plot import live_strip  # noqa: F401 - imported before the port opens
     from medge.apps.ecg.serial_reader import Receiver, open_port
     from medge.apps.ecg.stream import StreamConfig, run_stream
 
@@ -152,7 +154,8 @@ def _stream(args: argparse.Namespace) -> DictReport:
         model_window = model.samples / model.rate_hz
         if abs(args.window - model_window) > 1e-6:
             raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window")
-        ser = open_port(args.port, args.baud)
+        design_sos(rate, args.mains)  # imports scipy.signal and checks --mains before the port opens
+        ser = open_port(args.port, args.baud)  # last: from here on the device's bytes are buffered
         result = run_stream(ser, receiver, model, StreamConfig(rate, args.hop, args.mains, args.seconds), view=view)
     finally:
         app.close()

@@ -142,7 +142,12 @@ def _progress_bar(epoch: int, epochs: int, loss: float, t0: float) -> None:
 
 
 def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed: int, lr: float = 2e-3):
-    """Train the zoo architecture (linear part initialised from `coef`); returns the eval-mode module."""
+    """Train the zoo architecture; returns the eval-mode module.
+
+    The linear lead transform starts from the least-squares `coef` and the TCN's output projection
+    from zero, so training starts at the baseline; `init` chooses the TCN's other weights (the zoo
+    demo weights, or a seeded random initialisation).
+    """
     import torch
 
     from medge.zoo import build_model
@@ -153,13 +158,12 @@ def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed:
     with torch.no_grad():
         net.linear.weight.copy_(torch.as_tensor(coef[:, :3, None], dtype=torch.float32))
         net.linear.bias.copy_(torch.as_tensor(coef[:, 3], dtype=torch.float32))
-        if init == "scratch":
-            net.out.weight.zero_()
-            net.out.bias.zero_()
+        net.out.weight.zero_()  # the net starts exactly at the linear baseline and learns the correction
+        net.out.bias.zero_()
     x_all, y_all = torch.from_numpy(train.inputs), torch.from_numpy(train.targets)
     n, length = x_all.shape[0], x_all.shape[2]
     crop = min(CROP, length)
-    steps = max(1, int(np.ceil(n * max(1, length // crop) / BATCH)))
+    steps = max(1, int(np.ceil(n / BATCH)))  # an epoch: one random crop of every training window
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.2)
     gen = torch.Generator().manual_seed(seed)

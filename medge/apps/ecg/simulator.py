@@ -26,10 +26,11 @@ from medge.errors import DataError, UsageError
 from medge.fileio import atomic_path
 
 FRAME_SAMPLES = 10
-WRITE_TIMEOUT_S = 0.5  # a real-time device cannot wait longer for a host that does not read
+WRITE_TIMEOUT_S = 2.0  # a real-time device buffers this long for a host that does not read
 REPLAY_WRITE_TIMEOUT_S = 10.0  # a replay as fast as the host reads waits for a busy host
 READER_TIMEOUT_S = 30.0
-HANGUP_DELAY_S = 0.5  # keep the line up briefly after the last frame so that readers drain it
+READER_SETTLE_S = 0.3  # the host flushes its input buffer right after opening the port (pyserial does)
+HANGUP_DELAY_S = 2.0  # keep the line up briefly after the last frame so that readers drain it
 
 
 @dataclass
@@ -90,6 +91,7 @@ class PtyPort:
                 raise DataError(f"no reader opened {self.link} within {timeout_s:g} s; start 'medge ecg stream "
                                 f"--port {self.link}' while the simulator runs")
             time.sleep(0.02)
+        time.sleep(READER_SETTLE_S)
 
     def write(self, data: bytes) -> int:
         """Write `data`; returns the bytes written, fewer when the host stops reading or goes away."""

@@ -83,6 +83,7 @@ def test_garbage_on_the_line_is_one_line_error(run_cli, ecg_onnx):
     import tty
 
     tty.setraw(slave)
+    os.set_blocking(master, False)  # once the stream exits nobody reads: never block on a full pty
     stop = threading.Event()
 
     def noise() -> None:
@@ -90,6 +91,8 @@ def test_garbage_on_the_line_is_one_line_error(run_cli, ecg_onnx):
         while not stop.is_set():
             try:
                 os.write(master, rng.integers(1, 256, 200, dtype=np.uint8).tobytes())
+            except BlockingIOError:
+                pass
             except OSError:
                 return
             time.sleep(0.01)
