@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medge.apps.xray.audit import LOG, AuditLog, quiet_pynetdicom
+from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.store import Store, header_of
 from medge.errors import DataError, UsageError
 
@@ -91,7 +91,7 @@ class Receiver:
         from pynetdicom import AE, StoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        quiet_pynetdicom()
+        quiet_dicom_loggers()
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.max_associations
         ae.require_calling_aet = self.allow
