@@ -42,7 +42,7 @@ def test_kill9_during_burst_loses_no_acknowledged_study(xray_bundle, start_serve
         stop = threading.Event()
         sender = threading.Thread(target=send_one_by_one, args=(batch, server.port, statuses, stop), daemon=True)
         sender.start()
-        wait_for(lambda s=statuses, k=kill_after, t=sender: len(s) >= k or not t.is_alive(), 60, "the burst to start")
+        wait_for(lambda s=statuses, k=kill_after, t=sender: len(s) >= k or not t.is_alive(), 180, "the burst to start")
         os.kill(server.proc.pid, signal.SIGKILL)
         assert server.proc.wait(30) == -signal.SIGKILL
         stop.set()
