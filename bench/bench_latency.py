@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compute_floor import gemm_peaks
+from compute_floor import gemm_peaks  # noqa: E402
 
 MODELS = ("cxr-densenet-tiny", "cxr-densenet121", "us-lesion-unet")
 # Targets whose artifacts run on this x86 CPU; the NPU/Jetson artifacts need their device.

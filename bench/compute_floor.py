@@ -50,12 +50,7 @@ def _time_session(path: Path, x: np.ndarray, threads: int, repeats: int) -> floa
 
 def gemm_peaks(threads: int, n: int = 1024, repeats: int = 10) -> dict[str, float]:
     """Return {"fp32": MAC/s, "int8": MAC/s} measured on ONNX Runtime with `threads` threads."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
 
