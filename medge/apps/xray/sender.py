@@ -138,12 +138,12 @@ class Outbox:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             due = self.worklist.due_outbox()
             if due:
                 self.deliver(due)
                 continue
             self._wake.wait(0.25)
-            self._wake.clear()
 
     def deliver(self, items: list[OutboxItem]) -> None:
         """Try each item once; success marks it sent, failure schedules the next attempt."""

@@ -99,10 +99,10 @@ class WorkerPool:
     # --- loops -----------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before claiming, so an arrival during the claim is not missed
             job = self.worklist.claim()
             if job is None:
                 self._wake.wait(0.25)
-                self._wake.clear()
                 continue
             self.process(job)
 
