@@ -60,10 +60,12 @@ class AuditLog:
                 self._fd = -1
 
 
-def quiet_pynetdicom() -> None:
-    """Stop pynetdicom from logging identifiers (it logs PatientID/Name of every C-STORE at INFO)."""
+def quiet_dicom_loggers() -> None:
+    """Stop pynetdicom and highdicom from logging identifiers, even with ``--verbose`` (pynetdicom
+    logs the identifiers of C-STORE/C-FIND requests, highdicom the UIDs of the studies it copies)."""
     from pynetdicom import _config
 
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for name in ("pynetdicom", "highdicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medge.apps.xray.audit import LOG, AuditLog, quiet_pynetdicom
-from medge.apps.xray.store import Store, header_of
+from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
+from medge.apps.xray.store import Store, read_header_bytes
 from medge.errors import DataError, UsageError
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
@@ -91,7 +91,7 @@ class Receiver:
         from pynetdicom import AE, StoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        quiet_pynetdicom()
+        quiet_dicom_loggers()
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.max_associations
         ae.require_calling_aet = self.allow
@@ -136,11 +136,9 @@ class Receiver:
             if not self.store.has_room(len(data)):
                 return self._refuse(OUT_OF_RESOURCES, "disk nearly full")
             try:
-                header = header_of(event.dataset)
+                header = read_header_bytes(data)  # the header only: the pixel data is never decoded here
             except DataError as exc:
                 return self._refuse(CANNOT_UNDERSTAND, str(exc).split(";")[0])
-            except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt streams
-                return self._refuse(CANNOT_UNDERSTAND, f"dataset does not decode ({type(exc).__name__})")
             sop_hash = self.store.worklist.hash(header.sop_instance_uid)
             try:
                 stored = self.store.put(data, header)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from medge.apps.xray.audit import LOG, AuditLog, quiet_pynetdicom
+from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.receiver import parse_address
 from medge.apps.xray.worklist import OutboxItem, Worklist
 from medge.errors import DataError
@@ -67,7 +67,7 @@ def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", t
     """
     from pynetdicom import AE, _config
 
-    quiet_pynetdicom()
+    quiet_dicom_loggers()
     _config.STORE_SEND_CHUNKED_DATASET = True
     aet, host, port = parse_address(dest)
     results: dict[int, SendResult] = {}
@@ -138,12 +138,12 @@ class Outbox:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             due = self.worklist.due_outbox()
             if due:
                 self.deliver(due)
                 continue
             self._wake.wait(0.25)
-            self._wake.clear()
 
     def deliver(self, items: list[OutboxItem]) -> None:
         """Try each item once; success marks it sent, failure schedules the next attempt."""

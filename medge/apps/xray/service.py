@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.apps.xray.audit import LOG, AuditLog
+from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.classifier import Classifier, open_classifier
 from medge.apps.xray.priority import OperatingPoints, default_points, load_points
 from medge.apps.xray.receiver import Receiver, parse_address
@@ -103,6 +103,7 @@ class XrayService:
     def __init__(self, config: XrayConfig) -> None:
         for dest in config.sr_dest:
             parse_address(dest)
+        quiet_dicom_loggers()
         self.config = config
         self.classifier = open_classifier(config.bundle, threads=config.threads)
         try:

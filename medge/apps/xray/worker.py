@@ -26,7 +26,8 @@ from medge.apps.xray.classifier import (
     read_study,
 )
 from medge.apps.xray.priority import OVERDUE, OperatingPoints
-from medge.apps.xray.sr import Finding, build_sr, sr_bytes
+from medge.apps.xray.sr import Finding, sr_bytes
+from medge.apps.xray.sr_writer import SRWriter
 from medge.apps.xray.store import fsync_write
 from medge.apps.xray.worklist import MAX_ATTEMPTS, Job, Worklist
 
@@ -58,6 +59,7 @@ class WorkerPool:
         self.max_wait_s = max_wait_s
         self.on_result = on_result
         self.stats = WorkerStats()
+        self.sr_writer = SRWriter(model_name=classifier.name, model_sha256=classifier.sha256, ops_version=ops.version)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -97,10 +99,10 @@ class WorkerPool:
     # --- loops -----------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before claiming, so an arrival during the claim is not missed
             job = self.worklist.claim()
             if job is None:
                 self._wake.wait(0.25)
-                self._wake.clear()
                 continue
             self.process(job)
 
@@ -150,8 +152,7 @@ class WorkerPool:
         flags, priority = self.ops.evaluate(scores)
         findings = [Finding(name, scores[name], point.threshold, name in flags) for name, point in self.ops.points.items()]
         t1 = time.perf_counter()
-        sr = build_sr(ds, findings, model_name=self.classifier.name, model_sha256=self.classifier.sha256,
-                      ops_version=self.ops.version)
+        sr = self.sr_writer.build(ds, findings)
         data = sr_bytes(sr)
         sr_path = self.sr_outbox_dir / f"{job.sop_hash}.dcm"
         fsync_write(sr_path, data)

@@ -49,7 +49,7 @@ def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_pat
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(watch.stdout), daemon=True).start()
-    wait_for(lambda: sum("worklist (" in line for line in lines) >= 2, 60, "two refreshes of --watch")
+    wait_for(lambda: sum("worklist (" in line for line in lines) >= 2, 180, "two refreshes of --watch")
     watch.send_signal(signal.SIGINT)
     assert watch.wait(30) == 0, watch.stderr.read()[-2000:]
     assert any("urgent" in line for line in lines)

@@ -42,7 +42,7 @@ def test_kill9_during_burst_loses_no_acknowledged_study(xray_bundle, start_serve
         stop = threading.Event()
         sender = threading.Thread(target=send_one_by_one, args=(batch, server.port, statuses, stop), daemon=True)
         sender.start()
-        wait_for(lambda s=statuses, k=kill_after, t=sender: len(s) >= k or not t.is_alive(), 60, "the burst to start")
+        wait_for(lambda s=statuses, k=kill_after, t=sender: len(s) >= k or not t.is_alive(), 180, "the burst to start")
         os.kill(server.proc.pid, signal.SIGKILL)
         assert server.proc.wait(30) == -signal.SIGKILL
         stop.set()
@@ -63,7 +63,7 @@ def test_kill9_during_burst_loses_no_acknowledged_study(xray_bundle, start_serve
         states = db_states(db)
         return all(h in states and states[h][0] == "analysed" and states[h][2] >= 1 for h in wanted)
 
-    wait_for(all_done, 120, f"{len(wanted)} acknowledged studies to be analysed and their SRs sent")
+    wait_for(all_done, 300, f"{len(wanted)} acknowledged studies to be analysed and their SRs sent")
     rows = {s["sop_instance_uid_hash"]: s for s in worklist_json(run_cli, db)}
     assert all(rows[h]["state"] == "analysed" and rows[h]["sr"] == "sent" for h in wanted)
     assert acknowledged <= set(sink.by_source), "an acknowledged study's SR never reached the destination"

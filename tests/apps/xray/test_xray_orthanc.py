@@ -49,7 +49,7 @@ def _start_orthanc(root: Path, dicom_port: int, http_port: int) -> subprocess.Po
         except OSError:
             return None
 
-    wait_for(up, 60, "Orthanc to answer on its REST port")
+    wait_for(up, 180, "Orthanc to answer on its REST port")
     return proc
 
 
@@ -75,14 +75,14 @@ def test_sr_reaches_orthanc_after_it_comes_up(xray_bundle, studies, start_server
     def row():
         return next((s for s in worklist_json(run_cli, db) if s["sop_instance_uid_hash"] == sop_hash), None)
 
-    wait_for(lambda: db_states(db).get(sop_hash, ("",))[0] == "analysed", 60, "the study to be analysed")
+    wait_for(lambda: db_states(db).get(sop_hash, ("",))[0] == "analysed", 180, "the study to be analysed")
     audit = db.with_name(db.name + ".audit.jsonl")
-    wait_for(lambda: '"sr_retry"' in audit.read_text(), 30, "a failed SR delivery while Orthanc is down")
+    wait_for(lambda: '"sr_retry"' in audit.read_text(), 90, "a failed SR delivery while Orthanc is down")
     assert row()["sr"] == "pending"
 
     orthanc = _start_orthanc(tmp_path / "orthanc", dicom_port, http_port)
     try:
-        wait_for(lambda: db_states(db)[sop_hash][2] == 1, 90, "the SR to be delivered once Orthanc is up")
+        wait_for(lambda: db_states(db)[sop_hash][2] == 1, 240, "the SR to be delivered once Orthanc is up")
         assert row()["sr"] == "sent"
         (instance,) = _get(http_port, "/instances")
         tags = _get(http_port, f"/instances/{instance}/tags?simplify")

@@ -78,7 +78,7 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
     expected_rows = len(ROLES) - (0 if truncated_accepted else 1)
     wait_for(lambda: (r := db_states(db)) and len(r) == expected_rows
              and all(state in ("analysed", "not_analysed") for state, _, _ in r.values()),
-             90, "every study to be analysed or not_analysed")
+             300, "every study to be analysed or not_analysed")
     rows = worklist_json(run_cli, db)
     by = {s["sop_instance_uid_hash"]: s for s in rows}
     row = {role: by[uid_hash(db, studies.uids[role])] for role in ROLES if role != "truncated" or truncated_accepted}

@@ -1,0 +1,59 @@
+"""The fast SR path gives the same SR as highdicom, and that SR reads back with highdicom."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pydicom
+import pytest
+
+CHEXNET = ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
+           "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia"]
+
+
+def _normalised(sr) -> dict:
+    from medge.apps.xray.sr import sr_bytes
+    from medge.apps.xray.sr_writer import TIME_KEYWORDS
+
+    ds = pydicom.dcmread(BytesIO(sr_bytes(sr)))
+    for keyword in TIME_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            del item.ContributionDateTime
+    return {"meta": ds.file_meta.to_json_dict(), "data": ds.to_json_dict()}
+
+
+@pytest.mark.parametrize("modality", ["DX", "CR"])
+def test_patched_sr_equals_highdicom_sr(modality):
+    import highdicom as hd
+
+    from medge.apps.xray.phantoms import PhantomSpec, phantom_dataset
+    from medge.apps.xray.sr import Finding, build_sr
+    from medge.apps.xray.sr_writer import SRWriter
+
+    first = phantom_dataset(PhantomSpec(size=32, seed=1, modality=modality))
+    other = phantom_dataset(PhantomSpec(size=32, seed=2, modality=modality, patient_id="OTHER-2",
+                                        patient_name="OTHER^NAME", accession="ACC-2"))
+    other.ReferringPhysicianName = "REF^DOC"
+    scores = [0.013 * (i + 1) + (0.6 if i % 3 == 0 else 0.0) for i in range(len(CHEXNET))]
+    findings = [Finding(name, s, 0.5, s >= 0.5) for name, s in zip(CHEXNET, scores)]
+    writer = SRWriter(model_name="cxr-densenet121", model_sha256="ab" * 32, ops_version="0123456789ab")
+    writer.build(first, [Finding(f.name, 0.9 - f.score, 0.5, f.score < 0.4) for f in findings])
+    patched = writer.build(other, findings)
+    assert writer.built_by_highdicom == 1
+    reference = build_sr(other, findings, model_name="cxr-densenet121", model_sha256="ab" * 32,
+                         ops_version="0123456789ab")
+    assert _normalised(patched) == _normalised(reference)
+    # And it reads back as a TID 1500 report about `other`.
+    sr = hd.sr.Comprehensive3DSR.from_dataset(patched)
+    assert sr.PatientID == "OTHER-2" and sr.StudyInstanceUID == other.StudyInstanceUID
+    groups = sr.content.get_image_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == CHEXNET
+    for group, finding in zip(groups, findings):
+        assert group.source_images[0].referenced_sop_instance_uid == other.SOPInstanceUID
+        score = next(m for m in group.get_measurements() if m.name.meaning == "AI score")
+        assert score.value == pytest.approx(finding.score)
+        (evaluation,) = group.get_qualitative_evaluations()
+        assert evaluation.value.meaning == ("Present" if finding.present else "Absent")
