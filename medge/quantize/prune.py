@@ -329,7 +329,7 @@ def _fill_complexity(report: PruneReport, reference, module, example, input_shap
 
 def _task_loss(task: str):
     """The task loss used next to distillation when the data have labels (None for unknown tasks)."""
-    from medge.quantize.prune_finetune import LOSSES, task_loss
+    from medge.quantize.prune_losses import LOSSES, task_loss
 
     name = LOSSES.get(task)
     return None if name is None else (lambda out, target: task_loss(name, out, target))
