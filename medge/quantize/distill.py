@@ -14,7 +14,7 @@ pretrained solution.  Recovery here is:
 3. AdamW with a one-cycle or cosine (warm-up) LR schedule; dropout stays off, BN trains.
 4. Every `eval_every` steps the student is scored on a selection set disjoint from the gate set;
    the best state is kept and training stops after `patience` evaluations without improvement,
-   or as soon as the student is within `stop_drop` of the teacher.
+   or, past half the steps, once the student scores at least as well as the teacher.
 """
 
 from __future__ import annotations
@@ -269,9 +269,10 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
                     result.best_step = step
                 else:
                     since_best += 1
-                if config.stop_drop is not None and teacher_score is not None:
+                # a small selection set is noisy: stop early only past half the steps and at the teacher's level
+                if config.stop_drop is not None and teacher_score is not None and 2 * step >= config.steps:
                     drop = (teacher_score - best) if higher_is_better else (best - teacher_score)
-                    if drop <= config.stop_drop:
+                    if drop <= min(config.stop_drop, 0.0):
                         result.stopped = "reached-teacher"
                         break
                 if since_best >= config.patience:
