@@ -79,7 +79,7 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
     bundle = work / f"{model}-pruned-intel-cpu"
     options = {"distill_steps": args.distill_steps, "time_budget": args.time_budget,
                "min_sparsity": args.min_sparsity, "max_sparsity": args.max_sparsity, "resolution": args.resolution,
-               "eval_samples": args.eval_samples, "select_samples": 48, "threads": args.train_threads}
+               "eval_samples": args.eval_samples, "select_samples": 64, "threads": args.train_threads}
     try:
         report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", runs=10, warmup=3,
                                    threads=args.threads, prune_options=options))

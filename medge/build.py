@@ -318,7 +318,6 @@ def _pruning_summary(pruning: dict[str, Any]) -> dict[str, Any]:
                  f"{row['size_bytes'] / 1e6:.2f} MB" if row.get("size_bytes") else "size -",
                  f"p50 {row['latency_ms']:.3f} ms ({row.get('runtime')})" if row.get("latency_ms") else "latency -"]
         out[name] = " | ".join(cells)
-    for note in pruning.get("notes") or []:
-        out.setdefault("pruning notes", [])
-        out["pruning notes"].append(note)
+    if pruning.get("notes"):
+        out["pruning notes"] = "; ".join(pruning["notes"])
     return out

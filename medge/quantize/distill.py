@@ -13,8 +13,7 @@ pretrained solution.  Recovery here is:
    on as many samples as needed (`DistillStream`: fresh synthetic data or augmented folders).
 3. AdamW with a one-cycle or cosine (warm-up) LR schedule; dropout stays off, BN trains.
 4. Every `eval_every` steps the student is scored on a selection set disjoint from the gate set;
-   the best state is kept and training stops after `patience` evaluations without improvement,
-   or as soon as the student is within `stop_drop` of the teacher.
+   the best state is kept and training stops after `patience` evaluations without improvement.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ class DistillConfig:
     task_weight: float = 0.3  # weight of the task loss when the batch has labels (distillation gets 1 - w)
     eval_every: int = 25
     patience: int = 4
-    stop_drop: float | None = None  # stop once the selection drop is at most this
     bn_samples: int = 256
     seconds: float | None = None  # wall-clock budget for the training loop
     seed: int = 0
@@ -83,7 +81,8 @@ class DistillResult:
     best_step: int = 0
     best_selection_metric: float | None = None
     bn_reestimated: bool = False  # the re-estimated BN statistics were kept (they scored better)
-    stopped: str = ""  # "steps", "early-stopping", "reached-teacher", "time-budget"
+    stopped: str = ""  # "steps", "early-stopping", "time-budget"
+    teacher_selection_metric: float | None = None
     selection_curve: list[list[float]] = field(default_factory=list)  # [step, metric]
     seconds: float = 0.0
 
@@ -201,7 +200,7 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
     """Train `student` in place to match `teacher` on batches from `stream`; returns what happened.
 
     `select(module) -> metric` scores a model on the selection set (None: no early stopping);
-    `teacher_score` is the teacher's selection metric, used by `config.stop_drop`.
+    `teacher_score` (the teacher's selection metric) is recorded with the curve.
     """
     config.validate()
     torch.manual_seed(config.seed)
@@ -229,6 +228,7 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
     scheduler = _scheduler(optimizer, config)
     result = DistillResult(planned_steps=config.steps, schedule=config.schedule, lr=config.lr)
     result.bn_reestimated = kept_bn
+    result.teacher_selection_metric = None if teacher_score is None else round(float(teacher_score), 6)
     best_state, since_best = None, 0
     if select is not None:
         best_state = copy.deepcopy(student.state_dict())
@@ -269,11 +269,6 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
                     result.best_step = step
                 else:
                     since_best += 1
-                if config.stop_drop is not None and teacher_score is not None:
-                    drop = (teacher_score - best) if higher_is_better else (best - teacher_score)
-                    if drop <= config.stop_drop:
-                        result.stopped = "reached-teacher"
-                        break
                 if since_best >= config.patience:
                     result.stopped = "early-stopping"
                     break

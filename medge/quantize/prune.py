@@ -111,6 +111,7 @@ class PruneReport(Report):
     sidecar: str = ""
     sha256: str = ""
     teacher_sha256: str = ""
+    weights_sha256: str = ""  # of the pruned state dict (the .pt2 archive itself is not byte-reproducible)
     dynamic_batch: bool = False
     parity: dict[str, float] = field(default_factory=dict)  # saved .pt2 vs in-memory pruned model
     kept_layers: dict[str, list[str]] = field(default_factory=dict)
@@ -329,7 +330,7 @@ def _fill_complexity(report: PruneReport, reference, module, example, input_shap
 
 def _task_loss(task: str):
     """The task loss used next to distillation when the data have labels (None for unknown tasks)."""
-    from medge.quantize.prune_finetune import LOSSES, task_loss
+    from medge.quantize.prune_losses import LOSSES, task_loss
 
     name = LOSSES.get(task)
     return None if name is None else (lambda out, target: task_loss(name, out, target))
@@ -426,7 +427,8 @@ def _pruning_record(config: PruneConfig, report: PruneReport, loaded) -> dict[st
         metric.update(before=report.gate["reference"], after=report.gate["pruned"],
                       eval_sha256=(report.metric or {}).get("eval_sha256"))
     return {"mode": config.mode, "sparsity": report.sparsity, "search": report.search, "source_model": config.model,
-            "source_sha256": loaded.sha256, "teacher_sha256": report.teacher_sha256, "round_to": config.round_to,
+            "source_sha256": loaded.sha256, "teacher_sha256": report.teacher_sha256,
+            "weights_sha256": report.weights_sha256, "round_to": config.round_to,
             "prune_steps": config.prune_steps, "seed": config.seed, "finetune": config.finetune,
             "distillation": distillation, "metric": metric}
 
@@ -475,6 +477,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
             "lower --sparsity, use --sparsity auto, or distil longer (--distill-steps, --prune-steps)", report)
     _check_shapes(teacher, student, example, config.model)
     _fill_complexity(report, teacher, student, example, loaded.input_shape, config.measure_onnx)
+    report.weights_sha256 = state_dict_sha256(student)
     saved = save_pruned(student, loaded, config.output, _pruning_record(config, report, loaded))
     report.output, report.sidecar = str(config.output), str(sidecar_path(config.output))
     report.sha256, report.dynamic_batch = saved["sha256"], saved["dynamic_batch"]
