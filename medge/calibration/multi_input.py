@@ -106,9 +106,11 @@ def _named_npz(path: Path, inputs: list[GraphInput], meta: ModelMeta | None, n: 
     return dataset
 
 
-def load_multi_input(source: str, onnx_path: str | Path, meta: ModelMeta | None, inputs: list[GraphInput], *,
+def load_multi_input(source: str, onnx_path: str | Path | None, meta: ModelMeta | None, inputs: list[GraphInput], *,
                      n: int, split: str, seed: int) -> DataSet:
-    """Samples with every input of a multi-input model filled (see the module docstring)."""
+    """Samples with every input of a multi-input model filled (see the module docstring).
+
+    `inputs` are the model's inputs in order (the image first); `onnx_path` is informative only."""
     path = Path(source).expanduser()
     if path.suffix.lower() == ".npz" and path.is_file():
         with np.load(path, allow_pickle=False) as npz:

@@ -21,7 +21,9 @@ import numpy as np
 
 from medge.errors import DataError
 
-Runner = Callable[[np.ndarray], list[np.ndarray]]
+# A runner takes one model-ready input (single-input models) or a feed dict {input name: array}
+# (models with several inputs, e.g. image + click prompt) and returns the outputs in ONNX order.
+Runner = Callable[[Any], list[np.ndarray]]
 PARITY_SAMPLES = 8
 EVAL_SAMPLES = 300
 
@@ -30,8 +32,15 @@ EVAL_SAMPLES = 300
 class ReferenceData:
     """Model-ready FP32 inputs (batch 1 each) and where they came from."""
 
-    inputs: list[np.ndarray]
+    inputs: list[Any]  # arrays (one input) or feed dicts (several inputs)
     info: dict[str, Any]
+
+
+def _sample(feeds: dict[str, np.ndarray]) -> Any:
+    """One input array for single-input models, the whole feed dict for multi-input ones."""
+    if len(feeds) > 1:
+        return {k: np.asarray(v) for k, v in feeds.items()}
+    return np.asarray(next(iter(feeds.values())), dtype=np.float32)
 
 
 def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib") -> ReferenceData:
@@ -43,14 +52,23 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
         data = load_data_for_onnx(source, onnx_path, n=n, split=split)
         if len(data) == 0:
             raise DataError(f"no usable samples in '{source}' for {onnx_path.name}; check the source path and format")
-        inputs = [np.asarray(next(iter(feeds.values())), dtype=np.float32) for feeds in data]
+        inputs = [_sample(feeds) for feeds in data]
         return ReferenceData(inputs, {"source": source, "sha256": data.sha256, "n": len(data), "split": split})
     from medge.calibration import onnx_input
+    from medge.calibration.multi_input import default_feed, graph_inputs
     from medge.metadata import read_metadata
 
-    _, shape = onnx_input(onnx_path, read_metadata(onnx_path))
+    meta = read_metadata(onnx_path)
+    _, shape = onnx_input(onnx_path, meta)
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(n)]
+    others = graph_inputs(onnx_path)[1:]
+    inputs = []
+    for _ in range(n):
+        x = rng.standard_normal(tuple(shape)).astype(np.float32)
+        if others:  # the image random, the other inputs at their declared defaults
+            first = graph_inputs(onnx_path)[0].name
+            x = {first: x, **{o.name: default_feed(o, meta)[0] for o in others}}
+        inputs.append(x)
     return ReferenceData(inputs, {"source": "random-normal(seed=0)", "sha256": None, "n": n, "split": None})
 
 
@@ -60,7 +78,7 @@ def onnx_runner(onnx_path: Path) -> Runner:
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return lambda x: [np.asarray(o, dtype=np.float32) for o in sess.run(None, {name: x})]
+    return lambda x: [np.asarray(o, dtype=np.float32) for o in sess.run(None, x if isinstance(x, dict) else {name: x})]
 
 
 def artifact_runner(artifact: Path, runtime: str | None = None, *, channel_last: bool = False, **options: Any) -> Runner:
@@ -69,11 +87,17 @@ def artifact_runner(artifact: Path, runtime: str | None = None, *, channel_last:
     from medge.runtimes.base import dequantize_output, quantize_input
 
     rt = open_runtime(artifact, runtime=runtime, device="cpu", **options)
-    in_info, out_infos = rt.inputs()[0], rt.outputs()
+    in_infos, out_infos = rt.inputs(), rt.outputs()
+    in_info = in_infos[0]
 
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        feed = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if channel_last else x
-        outs = rt.infer({in_info.name: quantize_input(feed, in_info)})
+    def run(x: Any) -> list[np.ndarray]:
+        if isinstance(x, dict):  # several inputs: matched by position (runtimes may rename them)
+            from medge.runtimes.feeds import adapt_inputs
+
+            outs = rt.infer(adapt_inputs(list(x.values()), in_infos, who=str(artifact)))
+        else:
+            feed = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if channel_last else x
+            outs = rt.infer({in_info.name: quantize_input(feed, in_info)})
         result = []
         for info in out_infos:
             y = dequantize_output(outs[info.name], info)
@@ -144,7 +168,7 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
     if targets is None or len(data) == 0:
         raise DataError(f"evaluation source '{eval_source}' has no labels/targets; the gate needs them")
     reference = onnx_runner(onnx_path)
-    inputs = [np.asarray(next(iter(feeds.values())), dtype=np.float32) for feeds in data]
+    inputs = [_sample(feeds) for feeds in data]
     ref_list = [reference(x)[0] for x in inputs]
     ref_out = np.concatenate(ref_list)
     q_out = np.concatenate([candidate(x)[0].reshape(r.shape) for x, r in zip(inputs, ref_list)])

@@ -41,7 +41,7 @@ from medge.quantize.report import Attempt, QuantizeReport
 log = logging.getLogger(__name__)
 
 RANKING_SAMPLES = 8
-_SUMMARY_KEYS = ("kind", "split", "found", "used", "skipped", "skipped_by_reason", "class_counts", "synthetic_task")
+_SUMMARY_KEYS = ("kind", "split", "found", "used", "skipped", "skipped_by_reason", "class_counts", "synthetic_task", "notes")
 DYNAMIC_CONV_WARNING = (
     "int8-dynamic on a convolutional model runs 8-12x slower than static INT8 on CPU "
     "(ConvInteger); prefer --precision int8 with --calib"

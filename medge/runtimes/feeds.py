@@ -111,6 +111,14 @@ def load_source_inputs(
         dataset = load_data_for_onnx(source, str(ref.onnx), n=n, split=split, seed=seed)
     elif len(infos) == 1:  # without metadata only model-ready .npy/.npz arrays are accepted
         dataset = load_data(source, ref.meta, input_name=infos[0].name, input_shape=_concrete(infos[0].shape), n=n, split=split, seed=seed)
+    elif ref.meta is not None and (ref.meta.extra or {}).get("inputs"):  # a multi-input bundle: names from its metadata
+        from medge.calibration.multi_input import GraphInput, load_multi_input
+
+        declared = ref.meta.extra["inputs"]
+        if len(declared) != len(infos):
+            raise MedgeError(f"{ref.label} has {len(infos)} inputs but its metadata declares {len(declared)}")
+        inputs = [GraphInput(d["name"], _concrete(info.shape), d.get("dtype", "float32")) for d, info in zip(declared, infos)]
+        dataset = load_multi_input(source, None, ref.meta, inputs, n=n, split=split, seed=seed)
     else:
         raise MedgeError(
             f"{ref.label} has {len(infos)} inputs and no ONNX model beside it, so --inputs cannot be mapped onto it; "
