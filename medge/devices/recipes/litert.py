@@ -154,8 +154,9 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     with open_runtime(path, "litert") as rt:
         inputs, outputs = [t.to_dict() for t in rt.inputs()], [t.to_dict() for t in rt.outputs()]
     io_dtypes = sorted({t["dtype"] for t in inputs + outputs})
-    if ctx.precision == "int8" and io_dtypes != ["int8"]:
-        raise TargetError(f"the INT8 .tflite has {io_dtypes} I/O instead of int8; the NPU delegates need full-integer I/O")
+    if ctx.precision == "int8" and not set(io_dtypes) <= {"int8", "int16"}:
+        raise TargetError(f"the INT8 .tflite has {io_dtypes} I/O instead of int8/int16; "
+                          "the NPU delegates need full-integer I/O")
     preflight = final.preflight
     if not preflight["ok"] and not ctx.option("allow_unsupported", False):
         raise PreflightFailedError(f"no op of the model runs on the {preflight['delegate_name']}", preflight)
