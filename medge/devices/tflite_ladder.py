@@ -10,9 +10,10 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
-caller's `judge`).  Ops are ranked by the error their own int8 output quantization adds:
-``‖DQ(Q(t)) − t‖ / ‖t‖`` of the float model's tensor ``t`` with the int8 scale/zero point AEQ
-chose, averaged over a few calibration samples, so error inherited from upstream does not count.
+caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
+``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
+samples and all positions) with the int8 scale/zero point AEQ chose, averaged over channels, so
+error inherited from upstream does not count.
 Ops next to the model's inputs and outputs never go to float, so the I/O stays integer (int16
 when such an op is in int16).
 Everything is deterministic: the same float model and calibration data give the same bytes.
@@ -34,7 +35,7 @@ from medge.errors import TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
-RANK_SAMPLES = 4
+RANK_SAMPLES = 8
 INT16_STEPS = 3
 FLOAT_STEPS = 3
 
@@ -162,7 +163,7 @@ class AeqLadder:
         self.signature, self.input_name = _signature(float_path)
         self.samples = [np.ascontiguousarray(c, dtype=np.float32) for c in calibration]
         quantizer = self._quantizer(set(), set())
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
             self.qsvs = quantizer.calibrate({self.signature: [{self.input_name: s} for s in self.samples]}, num_threads=1)
         self.op_names = ladder_candidates(float_path)
         self.io_ops = io_ops(float_path)
@@ -203,20 +204,25 @@ class AeqLadder:
         f_interp = _interpreter(self.float_path, preserve=True)
         by_name = {t["name"]: t["index"] for t in f_interp.get_tensor_details()}
         input_index = f_interp.get_input_details()[0]["index"]
-        errors: dict[str, list[float]] = {n: [] for n in self.op_names if n in scales and n in by_name}
+        names = [n for n in self.op_names if n in scales and n in by_name]
+        values: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for sample in self.samples[:RANK_SAMPLES]:
             f_interp.set_tensor(input_index, sample)
             f_interp.invoke()
-            for name in errors:
+            for name in names:
                 t = np.asarray(f_interp.get_tensor(by_name[name]), dtype=np.float64)
-                scale, zp = scales[name]
-                fq = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale
-                # per channel (last axis: NHWC / NLC / features), averaged, so that a channel the
-                # tensor-wide scale wipes out counts even when another channel dominates the norm
-                t2, d2 = t.reshape(-1, t.shape[-1]) if t.ndim else t.reshape(1, 1), (fq - t).reshape(-1, t.shape[-1] if t.ndim else 1)
-                norms = np.linalg.norm(t2, axis=0)
-                per_channel = np.linalg.norm(d2, axis=0)[norms > 0] / norms[norms > 0]
-                errors[name].append(float(per_channel.mean()) if per_channel.size else 0.0)
+                values[name].append(t.reshape(-1, t.shape[-1]) if t.ndim else t.reshape(1, 1))
+        errors: dict[str, list[float]] = {}
+        for name in names:
+            t = np.concatenate(values[name])
+            scale, zp = scales[name]
+            noise = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale - t
+            # per channel (last axis: NHWC / NLC / features), against the channel's variation over
+            # samples and positions, averaged: a channel the tensor-wide scale wipes out, or an
+            # output whose values vary little (e.g. probabilities near 1/256 steps), ranks high
+            spread = np.linalg.norm(t - t.mean(axis=0), axis=0)
+            ratio = np.linalg.norm(noise, axis=0)[spread > 0] / spread[spread > 0]
+            errors[name] = [float(ratio.mean())] if ratio.size else []
         ranked = [(n, float(np.mean(v))) for n, v in errors.items() if v]
         return sorted(ranked, key=lambda item: (-item[1], item[0]))
 
