@@ -5,8 +5,8 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
 
 1. every op static int8 (a8w8, per-channel weights, int8 inputs and outputs);
 2. the tensors whose int8 quantization adds the most error move to 16-bit activations (a16w8,
-   LiteRT's int16x8 mode), with the op that writes each and the ops that read it: the worst 1, 4,
-   16 ... tensors;
+   LiteRT's int16x8 mode), with the op that writes each and the ops that read it: the worst 1, 4
+   ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
@@ -14,8 +14,8 @@ caller's `judge`).  Tensors are ranked by the error their own int8 quantization 
 ``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
 samples and all positions) with the int8 scale/zero point AEQ chose, averaged over channels, so
 error inherited from upstream does not count.
-Ops next to the model's inputs and outputs never go to float, so the I/O stays integer (int16
-when such an op is in int16).
+Ops next to the model's inputs and outputs go to float only on the last rung (outputs only), so
+the I/O stays integer (int16 when such an op is in int16) unless nothing else passes the gate.
 Everything is deterministic: the same float model and calibration data give the same bytes.
 """
 
@@ -102,16 +102,19 @@ def _graph(float_path: Path) -> tuple[list[dict[str, Any]], dict[int, str], set[
     return interp._get_ops_details(), names, inputs, outputs
 
 
-def io_ops(float_path: Path) -> set[str]:
-    """Scopes of the ops that consume a model input or produce a model output (through data-movement ops)."""
+def io_ops(float_path: Path) -> tuple[set[str], set[str]]:
+    """Scopes of the ops that consume a model input, and of those that produce a model output
+    (through data-movement ops)."""
     ops, names, edge, outputs = _graph(float_path)
     boundary: set[str] = set()
+    reading: set[str] = set()
     for op in ops:  # forward from the inputs through data movement to the first compute op
         if edge & {int(i) for i in op["inputs"]}:
             if op["op_name"] in DATA_MOVEMENT:
                 edge |= {int(o) for o in op["outputs"]}
             else:
                 boundary.add(names[int(op["outputs"][0])])
+    reading, boundary = boundary, set()
     edge = set(outputs)
     for op in reversed(ops):  # backward from the outputs
         if edge & {int(o) for o in op["outputs"]}:
@@ -119,7 +122,7 @@ def io_ops(float_path: Path) -> set[str]:
                 edge |= {int(i) for i in op["inputs"] if int(i) >= 0}
             else:
                 boundary.add(names[int(op["outputs"][0])])
-    return boundary
+    return reading, boundary
 
 
 def consumers(float_path: Path) -> dict[str, list[str]]:
@@ -166,7 +169,8 @@ class AeqLadder:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
             self.qsvs = quantizer.calibrate({self.signature: [{self.input_name: s} for s in self.samples]}, num_threads=1)
         self.op_names = ladder_candidates(float_path)
-        self.io_ops = io_ops(float_path)
+        self.input_ops, self.output_ops = io_ops(float_path)
+        self.io_ops = self.input_ops | self.output_ops
         self.readers = consumers(float_path)
 
     def _quantizer(self, int16: set[str], floats: set[str]) -> Any:
@@ -228,11 +232,12 @@ class AeqLadder:
 
 
 def _steps(n: int, budget: int) -> list[int]:
+    """1, 4, 16 … candidates, at most `budget` steps, the last one always all `n` of them."""
     sizes, k = [], 1
-    while len(sizes) < budget and (not sizes or sizes[-1] < n):
-        sizes.append(min(k, n))
+    while len(sizes) < budget - 1 and k < n:
+        sizes.append(k)
         k *= 4
-    return sizes
+    return [*sizes, n] if n else []
 
 
 def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
@@ -288,4 +293,9 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
         floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
         if attempt(f"worst {k} tensor(s) to float", [n for n in int16 if n not in floats], floats).passed:
             return attempts
+    # Last rung: the ops writing the model outputs in float too (e.g. a sigmoid whose saturated
+    # probabilities collapse onto one 8/16-bit step and tie in the AUROC).  Inputs stay integer.
+    last = with_readers(movable, lambda op: op not in ladder.input_ops) + sorted(ladder.output_ops - ladder.input_ops)
+    if ladder.output_ops - ladder.input_ops:
+        attempt("output ops to float too (float outputs)", [n for n in int16 if n not in last], last)
     return attempts
