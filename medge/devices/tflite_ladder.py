@@ -288,14 +288,20 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
         int16 = with_readers(ranked[:k])
         if attempt(f"worst {k} tensor(s) to int16", int16, []).passed:
             return attempts
+    outputs = sorted(ladder.output_ops - ladder.input_ops)
+    if outputs:
+        # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
+        # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
+        # the inputs stay integer.  Reported as float outputs.
+        some16 = [n for n in with_readers(ranked[:4]) if n not in outputs]
+        if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
+            return attempts
     movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
     for k in _steps(len(movable), float_steps):
         floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
         if attempt(f"worst {k} tensor(s) to float", [n for n in int16 if n not in floats], floats).passed:
             return attempts
-    # Last rung: the ops writing the model outputs in float too (e.g. a sigmoid whose saturated
-    # probabilities collapse onto one 8/16-bit step and tie in the AUROC).  Inputs stay integer.
-    last = with_readers(movable, lambda op: op not in ladder.input_ops) + sorted(ladder.output_ops - ladder.input_ops)
-    if ladder.output_ops - ladder.input_ops:
-        attempt("output ops to float too (float outputs)", [n for n in int16 if n not in last], last)
+    if outputs:  # last rung: everything that may move in float, outputs included
+        last = with_readers(movable, lambda op: op not in ladder.input_ops) + outputs
+        attempt("output ops to float (float outputs), all movable ops to float", [n for n in int16 if n not in last], last)
     return attempts
