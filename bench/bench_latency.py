@@ -149,6 +149,95 @@ def bench_model(model: str, targets, threads: int, warmup: int, runs: int, work:
     return list(rows.values())
 
 
+LITERT_TARGETS = ("android-qualcomm-npu", "android-mediatek-npu")
+
+
+def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path) -> list[dict]:
+    """One row per zoo model with weights and LiteRT NPU target: metric drop, ops per precision,
+    delegate coverage and partitions, and the .tflite's CPU-interpreter latency against the ORT
+    INT8 bundle (raspberry-pi-5, uint8 QDQ) timed in the same interleaved rounds.
+
+    The NPU-bound estimate splits the measured interpreter time by the share of the model's work
+    (MACs) that the delegate takes: ``delegated ms`` would move to the NPU, ``cpu ms`` stays on
+    the CPU in every case (the CPU fallbacks), so the device can never beat ``cpu ms``.
+    """
+    import json as _json
+
+    from medge.devices.compile import CompileConfig, compile_model
+    from medge.export import export_onnx
+    from medge.runtimes.artifacts import resolve_artifact
+    from medge.zoo import MODELS, weights_path
+
+    rows = []
+    for model in MODELS.names():
+        path = weights_path(model)
+        if path is None or not path.is_file():
+            continue
+        onnx_path = work / f"{model}.onnx"
+        try:
+            export_onnx(model, onnx_path)
+        except Exception as exc:  # noqa: BLE001 - a bench row must not stop the others
+            rows.append({"model": model, "error": str(exc).splitlines()[0][:160]})
+            continue
+        with contextlib.ExitStack() as stack:
+            calls, found = {}, {}
+            for target in (*LITERT_TARGETS, "raspberry-pi-5"):
+                bundle = work / f"{model}-{target}"
+                try:
+                    report = compile_model(CompileConfig(model=onnx_path, target=target, output=bundle, precision="int8",
+                                                         calib_source="synthetic", eval_source="synthetic",
+                                                         max_drop=0.01 if "segment" in _task(onnx_path) else 0.005,
+                                                         model_ref=model))
+                except Exception as exc:  # noqa: BLE001
+                    rows.append({"model": model, "target": target, "error": str(exc).splitlines()[0][:160]})
+                    continue
+                ref = resolve_artifact(bundle)
+                calls[target] = runtime_call(stack, ref.path, ref.runtime, "cpu", threads)
+                found[target] = (report.to_dict(), _json.loads((bundle / "manifest.json").read_text()))
+            timing = time_interleaved(calls, warmup, runs) if calls else {}
+        ort = timing.get("raspberry-pi-5", {}).get("p50")
+        for target in LITERT_TARGETS:
+            if target not in found:
+                continue
+            rep, manifest = found[target]
+            pre, gate, lit = rep["preflight"], rep["gate"] or {}, manifest["extra"]["litert"]
+            p50 = timing[target]["p50"]
+            share = pre.get("delegated_macs_share") or 0.0
+            rows.append({
+                "model": model, "target": target, "metric": gate.get("name"), "drop": gate.get("drop"),
+                "passed": gate.get("passed"), "attempts": len(gate.get("ladder", [])), "ops": lit.get("op_precisions"),
+                "coverage": pre["coverage"], "partitions": pre["partitions"], "p50": p50, "ort_int8_p50": ort,
+                "vs_ort_int8": ort / p50 if ort else None,
+                "npu_bound_delegated_ms": p50 * share, "npu_bound_cpu_ms": p50 * (1 - share),
+            })
+    return rows
+
+
+def _task(onnx_path: Path) -> str:
+    """The task recorded in the ONNX file's medge metadata."""
+    from medge.metadata import read_metadata
+
+    return read_metadata(onnx_path).task
+
+
+def print_litert_rows(rows: list[dict]) -> None:
+    """The LiteRT table: one row per zoo model and NPU target."""
+    header = (f"{'model':<18} {'target':<21} {'drop':>8} {'int8/16/fp':>10} {'cover':>6} {'parts':>5} "
+              f"{'p50 ms':>8} {'ORT/LiteRT':>10} {'NPU-bound ms (deleg / cpu)':>27}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<18} {r.get('target', '-'):<21} error: {r['error']}")
+            continue
+        ops = r["ops"] or {}
+        prec = f"{ops.get('int8', 0)}/{ops.get('int16', 0)}/{ops.get('float', 0)}"
+        ratio = f"{r['vs_ort_int8']:.2f}x" if r["vs_ort_int8"] else "-"
+        print(f"{r['model']:<18} {r['target']:<21} {r['drop'] if r['drop'] is not None else float('nan'):8.4f} {prec:>10} "
+              f"{r['coverage']:6.3f} {r['partitions']:5d} {r['p50']:8.2f} {ratio:>10} "
+              f"{r['npu_bound_delegated_ms']:12.2f} / {r['npu_bound_cpu_ms']:8.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -157,7 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--json", help="also write the rows as JSON to this path")
+    parser.add_argument("--litert-zoo", action="store_true",
+                        help="only the LiteRT NPU table: every zoo model with weights, both NPU targets")
     args = parser.parse_args(argv)
+    if args.litert_zoo:
+        with tempfile.TemporaryDirectory(prefix="medge-bench-litert-") as tmp:
+            litert = litert_zoo_rows(args.threads, args.warmup, args.runs, Path(tmp))
+        print_litert_rows(litert)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"litert": litert}, indent=2))
+        return 0
 
     peaks = gemm_peaks(args.threads)
     print(f"GEMM peak on this CPU ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.1f} GMAC/s, "

@@ -59,7 +59,8 @@ def litert_preflight(ops: list[dict[str, Any]], delegate: str, *, float_as_fp16:
     `float_as_fp16` says the delegate runs float32 tensors relaxed to FP16 (its fp16 precision mode).
     Returns ``{"checker", "delegate", "device", "accelerated_ops", "cpu_ops", "coverage",
     "partitions", "supported": {op: n}, "fallback": [{"index", "op", "reason"}], "ok"}``.
-    ``partitions`` counts the contiguous runs of delegated ops (each one is a hand-over between the
+    ``delegated_macs_share`` is the share of the model's estimated work (op ``macs``) the delegate
+    runs (None when the ops carry no estimate).  ``partitions`` counts the contiguous runs of delegated ops (each one is a hand-over between the
     accelerator and the CPU); ``ok`` is False only when no op at all would run on the accelerator.
     """
     table = delegate_table(delegate)
@@ -75,6 +76,9 @@ def litert_preflight(ops: list[dict[str, Any]], delegate: str, *, float_as_fp16:
             fallback.append({"index": op["index"], "op": op["op"], "reason": reason})
         previous_delegated = reason is None
     n_acc = sum(supported.values())
+    total_macs = sum(int(op.get("macs", 0)) for op in ops)
+    fallback_index = {f["index"] for f in fallback}
+    delegated_macs = sum(int(op.get("macs", 0)) for op in ops if op["index"] not in fallback_index)
     return {
         "checker": "litert-delegate-table",
         "delegate": delegate,
@@ -85,6 +89,7 @@ def litert_preflight(ops: list[dict[str, Any]], delegate: str, *, float_as_fp16:
         "cpu_ops": len(fallback),
         "coverage": round(n_acc / len(ops), 4) if ops else 0.0,
         "partitions": partitions,
+        "delegated_macs_share": round(delegated_macs / total_macs, 4) if total_macs else None,
         "supported": dict(sorted(supported.items())),
         "fallback": fallback,
         "fallback_op_types": sorted({f["op"] for f in fallback}),

@@ -1,9 +1,12 @@
 """PyTorch → LiteRT (.tflite) conversion with litert-torch: FP32, FP16 weights, or full-integer INT8.
 
-* INT8: PT2E static quantization (`PT2EQuantizer` with the symmetric per-channel config),
-  calibrated on the model's preprocessed calibration samples, then ``litert_torch.convert`` with
-  the same quantizer.  The result is fully integer, int8 inputs and outputs included, which is what
-  the Qualcomm HTP and MediaTek APU delegates need.
+* INT8 (``quantizer=pt2e``): PT2E static quantization (`PT2EQuantizer` with the symmetric
+  per-channel config) of the graph `medge.devices.tflite_fold` prepared (BatchNorms folded or made
+  depthwise convs), with the add/mul/concat/pool/softmax annotations the quantizer misses under
+  this torch version, calibrated on the model's preprocessed samples; the converted graph is moved
+  to eval mode before ``litert_torch.convert``.  The default INT8 route is ai-edge-quantizer over
+  the FP32 .tflite (`medge.devices.tflite_ladder`).  Both are fully integer, int8 inputs and
+  outputs included, which is what the Qualcomm HTP and MediaTek APU delegates need.
 * FP16: the FP32 flatbuffer with its weights cast to float16 by ``ai_edge_quantizer``
   (``FLOAT_CASTING``), the usual choice for GPU delegates.
 * NHWC: `channel_last=True` wraps the module with ``litert_torch.to_channel_last_io`` so that 4-D
@@ -270,7 +273,8 @@ def _cast_weights_fp16(path: Path) -> None:
 
 def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
     """The builtin ops of a .tflite in execution order, read without delegates:
-    ``[{"index", "op", "input_dtypes", "output_dtypes", "max_rank"}]``."""
+    ``[{"index", "op", "input_dtypes", "output_dtypes", "max_rank", "macs"}]`` (``macs``: multiply-
+    accumulates of convs / matmuls, one per output element for other ops; an estimate of cost)."""
     mod = import_optional("ai_edge_litert.interpreter", what="reading .tflite ops")
     interp = mod.Interpreter(
         model_path=str(path), experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -283,8 +287,23 @@ def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
     def max_rank(indices: Any) -> int:
         return max((len(tensors[int(i)]["shape"]) for i in indices if int(i) in tensors), default=0)
 
+    def macs(op: dict[str, Any]) -> int:
+        out = [tensors[int(i)]["shape"] for i in op["outputs"] if int(i) in tensors]
+        ins = [tensors[int(i)]["shape"] for i in op["inputs"] if int(i) >= 0 and int(i) in tensors]
+        n_out = int(np.prod(out[0])) if out else 0
+        name = op["op_name"]
+        if name == "CONV_2D" and len(ins) > 1:
+            return n_out * int(np.prod(ins[1][1:]))
+        if name == "DEPTHWISE_CONV_2D" and len(ins) > 1:
+            return n_out * int(np.prod(ins[1][1:3]))
+        if name in ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV") and len(ins) > 1:
+            k = int(ins[1][-1]) if name == "FULLY_CONNECTED" else int(ins[0][-1]) if name == "BATCH_MATMUL" else int(np.prod(ins[1][1:]))
+            return n_out * k
+        return n_out  # element-wise and data movement: one operation per output element
+
     return [
         {"index": op["index"], "op": op["op_name"], "input_dtypes": dtypes(op["inputs"]),
-         "output_dtypes": dtypes(op["outputs"]), "max_rank": max_rank([*op["inputs"], *op["outputs"]])}
+         "output_dtypes": dtypes(op["outputs"]), "max_rank": max_rank([*op["inputs"], *op["outputs"]]),
+         "macs": macs(op)}
         for op in interp._get_ops_details()
     ]

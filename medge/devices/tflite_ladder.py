@@ -4,14 +4,18 @@ The float .tflite (BatchNorms folded or turned into depthwise convs by `tflite_f
 calibrated once; every attempt is a per-op AEQ recipe over the same calibration statistics:
 
 1. every op static int8 (a8w8, per-channel weights, int8 inputs and outputs);
-2. the ops that add the most error move to 16-bit activations (a16w8, LiteRT's int16x8 mode):
-   the worst 1, 2, 4 ... ops, as the ORT ladder does;
-3. then the worst ops run in float (FP16 on the NPU; on the CPU if the delegate has no FP16).
+2. the tensors whose int8 quantization adds the most error move to 16-bit activations (a16w8,
+   LiteRT's int16x8 mode), with the op that writes each and the ops that read it: the worst 1, 4
+   ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
+3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
-caller's `judge`).  Ops are ranked by the error their own int8 output quantization adds:
-``‖DQ(Q(t)) − t‖ / ‖t‖`` of the float model's tensor ``t`` with the int8 scale/zero point AEQ
-chose, averaged over a few calibration samples, so error inherited from upstream does not count.
+caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
+``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
+samples and all positions) with the int8 scale/zero point AEQ chose, averaged over channels, so
+error inherited from upstream does not count.
+Ops next to the model's inputs and outputs go to float only on the last rung (outputs only), so
+the I/O stays integer (int16 when such an op is in int16) unless nothing else passes the gate.
 Everything is deterministic: the same float model and calibration data give the same bytes.
 """
 
@@ -31,7 +35,7 @@ from medge.errors import TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
-RANK_SAMPLES = 4
+RANK_SAMPLES = 8
 INT16_STEPS = 3
 FLOAT_STEPS = 3
 
@@ -72,11 +76,85 @@ def _signature(float_path: Path) -> tuple[str, str]:
     return key, sigs[key]["inputs"][0]
 
 
-def op_output_names(float_path: Path) -> list[str]:
-    """The output tensor name of every op of the float .tflite, in execution order (AEQ's op scopes)."""
+# Ops that move data without computing: their output carries their input's scale, so they add no
+# error of their own, and moving them to int16/float only adds QUANTIZE ops around them.
+DATA_MOVEMENT = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "QUANTIZE", "DEQUANTIZE", "GATHER",
+                           "SLICE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "CONCATENATION"})
+
+
+def ladder_candidates(float_path: Path) -> list[str]:
+    """Output tensor names (AEQ's op scopes) of the ops the ladder may move, in execution order.
+
+    Data-movement ops are left out, and so are the ops that read a model input or write a model
+    output in the float step's sense: they stay integer so that the .tflite keeps int8 I/O.
+    """
     interp = _interpreter(float_path)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    return [names[int(op["outputs"][0])] for op in interp._get_ops_details() if len(op["outputs"])]
+    return [names[int(op["outputs"][0])] for op in interp._get_ops_details()
+            if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT]
+
+
+def _graph(float_path: Path) -> tuple[list[dict[str, Any]], dict[int, str], set[int], set[int]]:
+    interp = _interpreter(float_path)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    inputs = {d["index"] for d in interp.get_input_details()}
+    outputs = {d["index"] for d in interp.get_output_details()}
+    return interp._get_ops_details(), names, inputs, outputs
+
+
+def io_ops(float_path: Path) -> tuple[set[str], set[str]]:
+    """Scopes of the ops that consume a model input, and of those that produce a model output
+    (through data-movement ops)."""
+    ops, names, edge, outputs = _graph(float_path)
+    boundary: set[str] = set()
+    reading: set[str] = set()
+    for op in ops:  # forward from the inputs through data movement to the first compute op
+        if edge & {int(i) for i in op["inputs"]}:
+            if op["op_name"] in DATA_MOVEMENT:
+                edge |= {int(o) for o in op["outputs"]}
+            else:
+                boundary.add(names[int(op["outputs"][0])])
+    reading, boundary = boundary, set()
+    edge = set(outputs)
+    for op in reversed(ops):  # backward from the outputs
+        if edge & {int(o) for o in op["outputs"]}:
+            if op["op_name"] in DATA_MOVEMENT:
+                edge |= {int(i) for i in op["inputs"] if int(i) >= 0}
+            else:
+                boundary.add(names[int(op["outputs"][0])])
+    return reading, boundary
+
+
+def consumers(float_path: Path) -> dict[str, list[str]]:
+    """For each op scope, the compute ops that read its output (through data-movement ops).
+
+    A tensor only keeps its higher precision when its readers take it in that precision too, so
+    the ladder moves an op together with its readers.
+    """
+    ops, names, _, _ = _graph(float_path)
+    readers: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            readers.setdefault(int(i), []).append(op)
+
+    def compute_readers(tensor: int, seen: set[int]) -> list[str]:
+        found: list[str] = []
+        for op in readers.get(tensor, []):
+            out = int(op["outputs"][0])
+            if op["op_name"] in DATA_MOVEMENT and out not in seen:
+                seen.add(out)
+                found += compute_readers(out, seen)
+            elif op["op_name"] not in DATA_MOVEMENT:
+                found.append(names[out])
+        return found
+
+    return {names[int(op["outputs"][0])]: compute_readers(int(op["outputs"][0]), set())
+            for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
+
+
+def _scope(name: str) -> str:
+    """AEQ's regex for the op whose (first) output tensor is `name`: its scope is "out1;out2;…;"."""
+    return f"^{re.escape(name)};"
 
 
 class AeqLadder:
@@ -88,9 +166,12 @@ class AeqLadder:
         self.signature, self.input_name = _signature(float_path)
         self.samples = [np.ascontiguousarray(c, dtype=np.float32) for c in calibration]
         quantizer = self._quantizer(set(), set())
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
             self.qsvs = quantizer.calibrate({self.signature: [{self.input_name: s} for s in self.samples]}, num_threads=1)
-        self.op_names = op_output_names(float_path)
+        self.op_names = ladder_candidates(float_path)
+        self.input_ops, self.output_ops = io_ops(float_path)
+        self.io_ops = self.input_ops | self.output_ops
+        self.readers = consumers(float_path)
 
     def _quantizer(self, int16: set[str], floats: set[str]) -> Any:
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -100,9 +181,9 @@ class AeqLadder:
         quantizer = aeq.Quantizer(str(self.float_path))
         quantizer.add_static_config(".*", ops, 8, 8)
         for name in sorted(int16):
-            quantizer.add_static_config(f"^{re.escape(name)}$", ops, 16, 8)
+            quantizer.add_static_config(_scope(name), ops, 16, 8)
         for name in sorted(floats):
-            quantizer.update_quantization_recipe(f"^{re.escape(name)}$", ops, algorithm_key=AlgorithmName.NO_QUANTIZE)
+            quantizer.update_quantization_recipe(_scope(name), ops, algorithm_key=AlgorithmName.NO_QUANTIZE)
         return quantizer
 
     def quantize(self, output: Path, int16: Sequence[str] = (), floats: Sequence[str] = ()) -> None:
@@ -127,25 +208,36 @@ class AeqLadder:
         f_interp = _interpreter(self.float_path, preserve=True)
         by_name = {t["name"]: t["index"] for t in f_interp.get_tensor_details()}
         input_index = f_interp.get_input_details()[0]["index"]
-        errors: dict[str, list[float]] = {n: [] for n in self.op_names if n in scales and n in by_name}
+        names = [n for n in self.op_names if n in scales and n in by_name]
+        values: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for sample in self.samples[:RANK_SAMPLES]:
             f_interp.set_tensor(input_index, sample)
             f_interp.invoke()
-            for name in errors:
+            for name in names:
                 t = np.asarray(f_interp.get_tensor(by_name[name]), dtype=np.float64)
-                scale, zp = scales[name]
-                fq = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale
-                errors[name].append(float(np.linalg.norm(fq - t) / (np.linalg.norm(t) + 1e-12)))
+                values[name].append(t.reshape(-1, t.shape[-1]) if t.ndim else t.reshape(1, 1))
+        errors: dict[str, list[float]] = {}
+        for name in names:
+            t = np.concatenate(values[name])
+            scale, zp = scales[name]
+            noise = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale - t
+            # per channel (last axis: NHWC / NLC / features), against the channel's variation over
+            # samples and positions, averaged: a channel the tensor-wide scale wipes out, or an
+            # output whose values vary little (e.g. probabilities near 1/256 steps), ranks high
+            spread = np.linalg.norm(t - t.mean(axis=0), axis=0)
+            ratio = np.linalg.norm(noise, axis=0)[spread > 0] / spread[spread > 0]
+            errors[name] = [float(ratio.mean())] if ratio.size else []
         ranked = [(n, float(np.mean(v))) for n, v in errors.items() if v]
         return sorted(ranked, key=lambda item: (-item[1], item[0]))
 
 
 def _steps(n: int, budget: int) -> list[int]:
+    """1, 4, 16 … candidates, at most `budget` steps, the last one always all `n` of them."""
     sizes, k = [], 1
-    while len(sizes) < budget and (not sizes or sizes[-1] < n):
-        sizes.append(min(k, n))
+    while len(sizes) < budget - 1 and k < n:
+        sizes.append(k)
         k *= 4
-    return sizes
+    return [*sizes, n] if n else []
 
 
 def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
@@ -182,12 +274,34 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
     if attempt("all int8", [], []).passed:
         return attempts
     ranked = [name for name, _ in ladder.rank(output)]
+
+    def with_readers(names: list[str], allowed: Callable[[str], bool] = lambda _n: True) -> list[str]:
+        group: list[str] = []
+        for name in names:
+            for op in [name, *ladder.readers.get(name, [])]:
+                if op not in group and allowed(op):
+                    group.append(op)
+        return group
+
+    int16: list[str] = []
     for k in _steps(len(ranked), int16_steps):
-        if attempt(f"worst {k} op(s) to int16", ranked[:k], []).passed:
+        int16 = with_readers(ranked[:k])
+        if attempt(f"worst {k} tensor(s) to int16", int16, []).passed:
             return attempts
-    int16 = ranked[: _steps(len(ranked), int16_steps)[-1]] if ranked else []
-    for k in _steps(len(ranked), float_steps):
-        floats = ranked[:k]
-        if attempt(f"worst {k} op(s) to float", [n for n in int16 if n not in floats], floats).passed:
+    outputs = sorted(ladder.output_ops - ladder.input_ops)
+    if outputs:
+        # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
+        # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
+        # the inputs stay integer.  Reported as float outputs.
+        some16 = [n for n in with_readers(ranked[:4]) if n not in outputs]
+        if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
             return attempts
+    movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
+    for k in _steps(len(movable), float_steps):
+        floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
+        if attempt(f"worst {k} tensor(s) to float", [n for n in int16 if n not in floats], floats).passed:
+            return attempts
+    if outputs:  # last rung: everything that may move in float, outputs included
+        last = with_readers(movable, lambda op: op not in ladder.input_ops) + outputs
+        attempt("output ops to float (float outputs), all movable ops to float", [n for n in int16 if n not in last], last)
     return attempts

@@ -2,7 +2,10 @@
 
 It covers the operators that medge's exported models use (CNNs, DenseNets, U-Nets, the ECG net
 and the hybrid ViT): convolutions, pooling, normalisation, element-wise maths, Gemm/MatMul,
-Reshape/Transpose/Gather with constant shape/index inputs, Softmax and LayerNormalization.
+Reshape/Transpose/Gather with constant shape/index inputs, Softmax and LayerNormalization, plus
+the building blocks of newer models (ReduceSum/ReduceMax, CumSum, Exp, Log, Max/Min, Where,
+HardSwish/HardSigmoid, Softplus, LeakyRelu, Resize, Slice, Pad, InstanceNormalization), each an
+exact rewrite checked against ONNX Runtime in the tests.
 Every float initializer becomes a frozen parameter of the returned module (so PT2E quantizes it
 as a weight); shapes must be static (batch 1), which
 is what the mobile delegates need anyway.  An unsupported operator raises `ExportError` naming it.
@@ -24,9 +27,11 @@ from medge.errors import ExportError
 
 SUPPORTED_OPS = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose",
-    "Div", "Erf", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "LayerNormalization",
-    "MatMul", "MaxPool", "Mul", "Pow", "PRelu", "ReduceMean", "Relu", "Reshape", "Sigmoid", "Softmax",
-    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "CumSum", "Div", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Greater", "HardSigmoid", "HardSwish",
+    "Identity", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "Log", "MatMul", "Max", "MaxPool",
+    "Min", "Mul", "Neg", "Pad", "Pow", "PRelu", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
+    "Resize", "Sigmoid", "Slice", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
+    "Unsqueeze", "Where",
 )
 
 
@@ -56,11 +61,13 @@ class OnnxGraphModule(torch.nn.Module):
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         graph = model.graph
-        unsupported = sorted({n.op_type for n in graph.node} - set(SUPPORTED_OPS))
+        unsupported = [n for n in graph.node if n.op_type not in SUPPORTED_OPS]
         if unsupported:
+            kinds = sorted({n.op_type for n in unsupported})
+            first = unsupported[0]
             raise ExportError(
-                f"the ONNX→PyTorch path cannot convert ops {unsupported}; "
-                "pass the PyTorch model instead (--model-ref zoo-name or module:factory)"
+                f"the ONNX→PyTorch path cannot convert ops {kinds} (first: {first.op_type} node "
+                f"{first.name or first.output[0]!r}); pass the PyTorch model instead (--model-ref zoo-name or module:factory)"
             )
         self._const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         for node in graph.node:
@@ -222,7 +229,101 @@ class OnnxGraphModule(torch.nn.Module):
             for ax in sorted(ax % (x.dim() + len(axes)) for ax in axes):
                 x = x.unsqueeze(ax)
             return x
-        raise ExportError(f"ONNX op {op} is not supported by the ONNX→PyTorch path")  # unreachable: checked in __init__
+        return self._run_more(node, op, a, ins)
+
+    def _axes(self, node: onnx.NodeProto, a: dict[str, Any], position: int = 1) -> list[int] | None:
+        """Reduction/slice axes from the attribute (older opsets) or the constant input (newer)."""
+        if a.get("axes") is not None:
+            return list(a["axes"])
+        if len(node.input) > position and node.input[position]:
+            return self._int_list(node.input[position])
+        return None
+
+    def _run_more(self, node: onnx.NodeProto, op: str, a: dict[str, Any], ins: list[Any]) -> Any:  # noqa: C901
+        x = ins[0] if ins else None
+        unary = {"Exp": torch.exp, "Log": torch.log, "Neg": torch.neg, "Softplus": F.softplus, "HardSwish": F.hardswish}
+        if op in unary:
+            return unary[op](x)
+        if op == "LeakyRelu":
+            return F.leaky_relu(x, a.get("alpha", 0.01))
+        if op == "HardSigmoid":
+            return torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0, 1.0)
+        if op in ("Max", "Min"):
+            fn = torch.maximum if op == "Max" else torch.minimum
+            out = ins[0]
+            for other in ins[1:]:
+                out = fn(out, other)
+            return out
+        if op in ("Greater", "Less", "Equal"):
+            fn = {"Greater": torch.gt, "Less": torch.lt, "Equal": torch.eq}[op]
+            return fn(ins[0], ins[1])
+        if op == "Where":
+            return torch.where(ins[0].bool(), ins[1], ins[2])
+        if op in ("ReduceSum", "ReduceMax"):
+            axes = self._axes(node, a)
+            keep = bool(a.get("keepdims", 1))
+            if not axes:
+                if a.get("noop_with_empty_axes", 0):
+                    return x
+                axes = list(range(x.dim()))
+            if op == "ReduceSum":
+                return x.sum(dim=tuple(axes), keepdim=keep)
+            return torch.amax(x, dim=tuple(axes), keepdim=keep)
+        if op == "CumSum":
+            axis = self._int_list(node.input[1])[0]
+            y = x.flip(axis) if a.get("reverse", 0) else x
+            y = torch.cumsum(y, dim=axis)
+            if a.get("exclusive", 0):
+                y = y - (x.flip(axis) if a.get("reverse", 0) else x)
+            return y.flip(axis) if a.get("reverse", 0) else y
+        if op == "Slice":
+            starts, ends = self._int_list(node.input[1]), self._int_list(node.input[2])
+            axes = self._axes(node, {}, 3) or list(range(len(starts)))
+            steps = self._int_list(node.input[4]) if len(node.input) > 4 and node.input[4] else [1] * len(starts)
+            index = [slice(None)] * x.dim()
+            for start, end, axis, step in zip(starts, ends, axes, steps):
+                if step <= 0:
+                    raise ExportError(f"ONNX Slice node {node.name!r} has step {step}; only positive steps convert")
+                size = x.shape[axis]
+                index[axis] = slice(max(-size, min(start, size)), max(-size - 1, min(end, size)), step)
+            return x[tuple(index)]
+        if op == "Pad":
+            pads = self._int_list(node.input[1]) if len(node.input) > 1 else list(a["pads"])
+            mode = a.get("mode", b"constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            value = float(ins[2]) if len(ins) > 2 and ins[2] is not None else float(a.get("value", 0.0))
+            half = len(pads) // 2
+            flat: list[int] = []
+            for b, e in zip(reversed(pads[:half]), reversed(pads[half:])):
+                flat += [b, e]
+            while flat and flat[-2:] == [0, 0]:  # F.pad pads the last dims first; drop the untouched leading ones
+                flat = flat[:-2]
+            torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[mode]
+            return F.pad(x, flat, mode=torch_mode, value=value) if torch_mode == "constant" else F.pad(x, flat, mode=torch_mode)
+        if op == "InstanceNormalization":
+            return F.instance_norm(x, weight=ins[1], bias=ins[2], eps=a.get("epsilon", 1e-5))
+        if op == "Resize":
+            return self._resize(node, a, x)
+        raise ExportError(f"ONNX op {op} (node {node.name!r}) is not supported by the ONNX→PyTorch path")
+
+    def _resize(self, node: onnx.NodeProto, a: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+        mode = a.get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        ctm = a.get("coordinate_transformation_mode", b"half_pixel")
+        ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+        sizes = self._int_list(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        scales = None
+        if sizes is None and len(node.input) > 2 and node.input[2]:
+            scales = [float(v) for v in np.asarray(self._const[node.input[2]]).reshape(-1)]
+        spatial = x.dim() - 2
+        size = sizes[2:] if sizes else [int(np.floor(x.shape[2 + i] * scales[2 + i])) for i in range(spatial)]
+        if mode == "nearest" and a.get("nearest_mode", b"round_prefer_floor") in (b"floor", "floor") and ctm == "asymmetric":
+            return F.interpolate(x, size=size, mode="nearest")
+        if mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+            kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]
+            return F.interpolate(x, size=size, mode=kind, align_corners=ctm == "align_corners")
+        raise ExportError(f"ONNX Resize node {node.name!r} with mode={mode}, coordinate_transformation_mode={ctm} "
+                          "has no exact PyTorch rewrite; re-export with nearest/asymmetric/floor or linear/half_pixel")
 
 
 def onnx_to_torch(path: str | Path) -> OnnxGraphModule:

@@ -1,0 +1,167 @@
+"""The LiteRT INT8 path: BatchNorm folding for the NPU, same bytes on every build, the same answer
+from the PyTorch-source and ONNX routes, and the gate-driven fallback ladder (int8 → int16 → float)
+through the real CLI on a model that plain INT8 cannot quantize."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_meta
+from device_checks import compile_cli
+
+# The two routes' INT8 outputs may differ by float rounding in the folded weights that moves a
+# calibration min/max across a rounding boundary: at most this many output quantization steps.
+ROUTE_TOLERANCE_STEPS = 2
+ROUTE_COSINE_TOLERANCE = 0.01
+
+
+def _tiny_net():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(16, 4),
+    )
+
+
+def _randomise_bn(net) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+def _export(net, path: Path) -> Path:
+    import onnx
+    import torch
+
+    from medge.metadata import embed_metadata
+
+    tmp = path.with_suffix(".raw.onnx")
+    torch.onnx.export(net, (torch.zeros(1, 1, 64, 64),), str(tmp), input_names=["image"], output_names=["probs"],
+                      opset_version=13, dynamo=False)
+    model = onnx.load(str(tmp))
+    tmp.unlink()
+    embed_metadata(model, tiny_meta())
+    onnx.save(model, str(path))
+    return path
+
+
+def _sensitive_net():
+    """Plain INT8 loses this net: one channel spans ±600 and the next conv reads only the other
+    channels (|v| < 2), which one per-tensor int8 scale rounds to zero; 16-bit activations keep them."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 1, bias=False),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4, bias=False)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(0.3)
+        net[0].weight[0] = 0.0
+        net[0].weight[0, 0, 1, 1] = 300.0
+        net[2].weight.abs_()
+        net[2].weight[:, 0] = 0.0
+        net[6].weight.copy_(torch.eye(4) + 0.1)
+    return net
+
+
+def test_fold_turns_every_batchnorm_into_conv_weights_or_a_depthwise_conv():
+    import torch
+
+    from medge.devices.tflite_fold import fold_for_npu
+
+    net = _tiny_net().eval()
+    _randomise_bn(net)
+    x = torch.randn(1, 1, 64, 64)
+    graph, report = fold_for_npu(net, (x,))
+    assert report.to_dict() == {"bn_folded_into_conv": 1, "bn_as_depthwise_conv": 1, "bn_left": 0,
+                                "inplace_made_functional": 1, "dropout_removed": 1}
+    targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert not any("batch_norm" in t or "dropout" in t or t.endswith("_.default") for t in targets)
+    with torch.no_grad():
+        assert torch.allclose(graph(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_int8_tflite_is_byte_identical_and_both_routes_agree(tmp_path):
+    from medge.devices.recipe_parity import load_inputs, onnx_runner
+    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_ladder import AeqLadder
+    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+    from medge.runtimes import open_runtime
+    from medge.runtimes.base import dequantize_output, quantize_input
+
+    net = _tiny_net().eval()
+    _randomise_bn(net)
+    onnx_path = _export(net, tmp_path / "tiny.onnx")
+    calib = load_inputs(onnx_path, "synthetic:cxr", n=16).inputs
+    nhwc = [np.ascontiguousarray(np.moveaxis(c, 1, -1)) for c in calib]
+
+    def build(module, name: str) -> Path:
+        float_path, out = tmp_path / f"{name}.fp32.tflite", tmp_path / f"{name}.tflite"
+        convert_tflite(module, calib[0], float_path, precision="fp32", channel_last=True)
+        AeqLadder(float_path, nhwc).quantize(out)
+        return out
+
+    first, again, from_onnx = build(net, "ref"), build(net, "ref-again"), build(onnx_to_torch(onnx_path), "onnx")
+    assert first.read_bytes() == again.read_bytes()
+
+    reference = onnx_runner(onnx_path)
+
+    def outputs(path: Path):
+        with open_runtime(path, "litert") as rt:
+            i, o = rt.inputs()[0], rt.outputs()[0]
+            assert i.dtype == o.dtype == "int8"  # full-integer I/O
+            got = [dequantize_output(rt.infer({i.name: quantize_input(x, i)})[o.name], o) for x in nhwc[:8]]
+        return np.stack(got).reshape(8, -1), o.quantization[0]
+
+    (a, step), (b, _) = outputs(first), outputs(from_onnx)
+    assert float(np.abs(a - b).max()) <= ROUTE_TOLERANCE_STEPS * step + 1e-9
+    ref = np.stack([reference(x)[0] for x in calib[:8]]).reshape(8, -1)
+    cos = [float((r @ q) / (np.linalg.norm(r) * np.linalg.norm(q))) for out in (a, b) for r, q in [(ref.ravel(), out.ravel())]]
+    assert cos[0] >= 0.95 and abs(cos[0] - cos[1]) <= ROUTE_COSINE_TOLERANCE
+
+
+def test_ladder_recovers_an_int8_sensitive_model_through_the_cli(run_cli, tmp_path):
+    onnx_path = _export(_sensitive_net(), tmp_path / "sensitive.onnx")
+    out = tmp_path / "qnn"
+    res = compile_cli(run_cli, onnx_path, "android-qualcomm-npu", out, "--calib", "synthetic:cxr",
+                      "--option", "calib_samples=16")
+    assert res.returncode == 0, res.stderr
+    gate = res.report["gate"]
+    ladder = gate["ladder"]
+    assert gate["passed"] is True and len(ladder) >= 2
+    assert ladder[0]["action"] == "all int8" and ladder[0]["passed"] is False
+    final = ladder[-1]
+    assert final["passed"] is True and all(not a["passed"] for a in ladder[:-1])
+    assert final["int16_ops"] or final["float_ops"]
+    assert final["op_precisions"]["int16"] + final["op_precisions"]["float"] > 0
+    for attempt in ladder:  # every attempt reports its precisions and delegate coverage
+        assert set(attempt["op_precisions"]) == {"int8", "int16", "float"}
+        assert 0 < attempt["coverage"] <= 1 and attempt["partitions"] >= 1
+    lit = json.loads((out / "manifest.json").read_text())["extra"]["litert"]
+    assert lit["inputs"][0]["dtype"] == "int8" and lit["outputs"][0]["dtype"] == "int8"
+    assert lit["int16_ops"] == final["int16_ops"] and lit["quantizer"] == "aeq"
+    assert run_cli("verify", out).returncode == 0
+
+
+@pytest.mark.slow
+def test_pt2e_quantizer_stays_an_option(run_cli, tiny_onnx, tmp_path):
+    out = tmp_path / "pt2e"
+    res = compile_cli(run_cli, tiny_onnx, "android-mediatek-npu", out, "--calib", "synthetic:cxr",
+                      "--option", "calib_samples=16", "--option", "quantizer=pt2e")
+    assert res.returncode == 0, res.stderr
+    assert res.report["gate"]["passed"] is True and res.report["preflight"]["coverage"] == 1.0
+    assert res.report["gate"]["ladder"][0]["action"].endswith("(pt2e)")
