@@ -11,6 +11,7 @@ from medge.errors import DataError, MedgeError, UsageError
 from medge.reports import DictReport
 
 HELP = "wearable ECG app: simulate a patch, stream and reconstruct 12 leads live, reconstruct offline, fit"
+EXAMPLE = "medge ecg stream --model ecg-3to12 --port /dev/ttyACM0 --record rec --plot ecg.png --view browser"
 PROTOCOL_CHOICES = ("medge", "openbci-cyton")
 
 

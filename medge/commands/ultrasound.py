@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "run a segmenter bundle on a live or recorded ultrasound feed (video, camera, DICOM cine, frames, synthetic)"
+EXAMPLE = "medge ultrasound --segmenter build/us --screen build/us-screen --source cine.dcm --view browser --report us.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
