@@ -240,8 +240,10 @@ def kill9_trials(bundle: Path, trials: int, work: Path, size: int = 512, per_tri
     final = Serve(bundle, work, ["--sr-dest", sink.address])
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        done = {r["sop_instance_uid"] for r in final.rows() if r["state"] == "analysed"}
-        if acknowledged <= done and acknowledged <= sink.sources:
+        rows = final.rows()
+        done = {r["sop_instance_uid"] for r in rows if r["state"] == "analysed"}
+        settled = all(r["state"] in ("analysed", "not_analysed") for r in rows)
+        if (acknowledged <= done and acknowledged <= sink.sources) or (settled and done <= sink.sources):
             break
         time.sleep(0.2)
     final.stop()
@@ -257,6 +259,7 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=40, help="studies per throughput run (default 40)")
     parser.add_argument("--paced", type=int, default=30, help="studies in the 5/s time-to-flag run (default 30)")
     parser.add_argument("--kill-trials", type=int, default=20, help="kill -9 trials (default 20; 0 skips)")
+    parser.add_argument("--kill-only", action="store_true", help="run only the kill -9 trials")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -264,6 +267,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-xray-"))
     bundle = args.bundle or build_bundle(work)
+    if args.kill_only:
+        k = kill9_trials(bundle, args.kill_trials, work / "kill9")
+        print(f"kill -9: {k['trials']} trials, {k['acknowledged']} acknowledged studies, {k['lost']} lost")
+        if args.json:
+            args.json.write_text(json.dumps({"bundle": str(bundle), "kill9": k}, indent=2))
+        return 0
     log("making 2048×2048 16-bit studies (3 phantoms, JPEG 2000 encoded once each)")
     bases = []
     for seed in (1, 3, 4):

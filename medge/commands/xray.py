@@ -170,7 +170,7 @@ def _worklist(args: argparse.Namespace):
                     print("\033[2J\033[H" + read().to_table(), flush=True)
                     time.sleep(max(0.2, args.interval))
             except KeyboardInterrupt:
-                print("", file=sys.stderr)
+                print(file=sys.stderr)
         return read()
     finally:
         worklist.close()

@@ -7,7 +7,7 @@ at any point leaves the study ``running`` (requeued on the next start), never ha
 
 A study that is not analysable, or whose analysis raises, is finished as ``not_analysed`` with the
 reason and stays on the list at its priority; the error is one log line and one audit event.  A
-study that killed its worker `MAX_ATTEMPTS` times is not tried again.
+study whose analysis was interrupted by a kill or crash is retried (behind untried studies).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from medge.apps.xray.priority import OVERDUE, OperatingPoints
 from medge.apps.xray.sr import Finding, sr_bytes
 from medge.apps.xray.sr_writer import SRWriter
 from medge.apps.xray.store import fsync_write
-from medge.apps.xray.worklist import MAX_ATTEMPTS, Job, Worklist
+from medge.apps.xray.worklist import Job, Worklist
 
 
 @dataclass
@@ -126,9 +126,8 @@ class WorkerPool:
     def process(self, job: Job) -> None:
         """Analyse one claimed study and record the outcome (never raises)."""
         t0 = time.perf_counter()
-        if job.attempts > MAX_ATTEMPTS:
-            self._not_analysed(job, f"analysis did not finish in {MAX_ATTEMPTS} attempts", {})
-            return
+        if job.attempts > 1:  # claimed before, by a process that was killed or crashed
+            LOG.warning("study %s: retrying an interrupted analysis (attempt %d)", job.sop_hash, job.attempts)
         timings: dict[str, float] = {"queue_s": round(max(0.0, time.time() - job.received_at), 4)}
         try:
             ds = read_study(job.path)

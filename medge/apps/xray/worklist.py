@@ -31,7 +31,6 @@ from medge.apps.xray.audit import hash_id, new_salt
 from medge.errors import DataError
 
 SCHEMA_VERSION = "1"
-MAX_ATTEMPTS = 3  # a study that kills its worker this many times is not analysed (with the reason)
 BUSY_RETRY_S = 60.0
 
 SCHEMA = """
@@ -217,12 +216,17 @@ class Worklist:
         return cur.rowcount
 
     def claim(self) -> Job | None:
-        """Take the most urgent, then oldest, queued study and mark it ``running`` (atomically)."""
+        """Take the most urgent, then oldest, queued study and mark it ``running`` (atomically).
+
+        A study whose analysis was interrupted (process killed or crashed while it ran) is retried
+        without limit, so a kill never costs a study its analysis; among equal priorities it waits
+        behind studies not yet tried, so one that crashes the process cannot block the queue.
+        """
         def take(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute(
                 "UPDATE studies SET state='running', attempts=attempts+1 WHERE sop_instance_uid = ("
                 " SELECT sop_instance_uid FROM studies WHERE state='received'"
-                " ORDER BY priority DESC, received_at ASC LIMIT 1)"
+                " ORDER BY priority DESC, attempts > 0 ASC, received_at ASC LIMIT 1)"
                 " RETURNING sop_instance_uid, sop_hash, study_hash, path, received_at, attempts").fetchone()
             if row is None:
                 return None

@@ -115,8 +115,14 @@ def test_requeue_on_start(tmp_path):
     _add(wl, "1.1", time.time(), tmp_path)
     assert wl.claim() is not None and wl.claim() is None
     wl.close()
+    _add(wl2 := Worklist(tmp_path / "wl.sqlite"), "1.2", time.time() + 1, tmp_path)
+    wl2.close()
     reopened = Worklist(tmp_path / "wl.sqlite")
-    assert reopened.requeue_interrupted() == 1 and reopened.claim().attempts == 2
+    assert reopened.requeue_interrupted() == 1
+    # The interrupted study is retried (never dropped), behind the study not yet tried.
+    assert reopened.claim().sop_instance_uid == "1.2"
+    retried = reopened.claim()
+    assert retried.sop_instance_uid == "1.1" and retried.attempts == 2
     reopened.close()
 
 
