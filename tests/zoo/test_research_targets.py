@@ -23,6 +23,7 @@ import research_zoo_table as table  # noqa: E402  (the script is the single defi
 # LiteRT conversion failures of the current tflite path (owned by the `npu` branch), see notes/byom.md
 TFLITE_FAILS: dict[str, str] = {
     "us-xlstm-unet": "only refer to edge or node that has observer/fake_quant inserted",  # PT2E misses a relu
+    "cxr-medvit-kan": "SOFTMAX) failed to prepare",  # int8 softmax output scale is not 1/256
 }
 # Gates measured to fail here (notes/byom.md): OpenVINO INT8 of the DCT attention stays above the
 # 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero); OpenVINO
