@@ -24,6 +24,7 @@ import research_zoo_table as table  # noqa: E402  (the script is the single defi
 TFLITE_FAILS: dict[str, str] = {
     "us-xlstm-unet": "only refer to edge or node that has observer/fake_quant inserted",  # PT2E misses a relu
     "cxr-medvit-kan": "SOFTMAX) failed to prepare",  # int8 softmax output scale is not 1/256
+    "us-lesion-sam": "Required inputs (['point']) are missing",  # the tflite path feeds one input only
 }
 # Gates measured to fail here (notes/byom.md): OpenVINO INT8 of the DCT attention stays above the
 # 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero); OpenVINO
