@@ -117,8 +117,9 @@ def markdown(rows: list[dict]) -> str:
         trt_text = "clean" if trt.get("ok") else f"not clean: {trt.get('unsupported') or trt.get('error')}"
         lite_text = (f"{lite['coverage']:.0%} on NPU; CPU: {', '.join(lite.get('cpu_ops') or []) or '-'}"
                      if lite.get("coverage") is not None else f"failed: {lite.get('error')}")
+        demo = f"{r['metric']} {r['demo_metric']:.3f}" if r["demo_metric"] is not None else "no weights"
         lines.append(f"| {r['model']} | {r['params']:,} | {r['macs']:,} | {r['parity_max_abs']:.2g} | "
-                     f"{r['metric']} {r['demo_metric']:.3f} | {gate(r['ort'])} | {gate(r['openvino'])} | {trt_text} | {lite_text} |")
+                     f"{demo} | {gate(r['ort'])} | {gate(r['openvino'])} | {trt_text} | {lite_text} |")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ RECIPES: dict[str, Recipe] = {
     "cxr-medvit-kan": Recipe(n_train=600, n_test=200, epochs=4, batch=32, lr=3e-3, loss="bce", easy_share=0.5),
     "us-dct-vit": Recipe(n_train=1200, n_test=200, epochs=10, batch=32, lr=3e-3, loss="bce"),
     "us-xlstm-unet": Recipe(n_train=240, n_test=100, epochs=6, batch=16, lr=3e-3, loss="dice_bce"),
-    "ecg-mamba-3to12": Recipe(n_train=240, n_test=100, epochs=3, batch=16, lr=3e-3, loss="l1", crop=500),
+    "ecg-mamba-3to12": Recipe(n_train=128, n_test=100, epochs=3, batch=16, lr=4e-3, loss="l1", crop=500),
     "us-lesion-sam": Recipe(n_train=300, n_test=120, epochs=6, batch=16, lr=3e-3, loss="dice_bce", prompt=True),
 }
 

@@ -21,10 +21,15 @@ sys.path.insert(0, str(REPO / "scripts"))
 import research_zoo_table as table  # noqa: E402  (the script is the single definition of the steps)
 
 # LiteRT conversion failures of the current tflite path (owned by the `npu` branch), see notes/byom.md
-TFLITE_FAILS: dict[str, str] = {}
+TFLITE_FAILS: dict[str, str] = {
+    "us-xlstm-unet": "only refer to edge or node that has observer/fake_quant inserted",  # PT2E misses a relu
+    "cxr-medvit-kan": "SOFTMAX) failed to prepare",  # int8 softmax output scale is not 1/256
+    "us-lesion-sam": "Required inputs (['point']) are missing",  # the tflite path feeds one input only
+}
 # Gates measured to fail here (notes/byom.md): OpenVINO INT8 of the DCT attention stays above the
-# 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero).
-GATE_FAILS = {("us-dct-vit", "openvino")}
+# 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero); OpenVINO
+# INT8 of the promptable decoder loses 0.06 Dice with 45 decoder nodes (its attention) in FP32.
+GATE_FAILS = {("us-dct-vit", "openvino"), ("us-lesion-sam", "openvino")}
 
 
 @pytest.mark.parametrize("name", table.MODELS)
