@@ -145,7 +145,8 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     if not final.passed and gate["kind"] == "metric":
         tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
         raise GateFailedError(
-            f"no {ctx.precision} .tflite passed the gate ({len(ladder)} attempt(s): {tried}); nothing was written — "
+            f"no {ctx.precision} .tflite passed the gate with max drop {ctx.max_drop} ({len(ladder)} attempt(s): {tried}); "
+            "nothing was written — "
             "try --precision fp16, more calibration data or a larger --max-drop",
             report=GateFailure(metric=gate, calibration=calibration, evaluation=evaluation),
         )
