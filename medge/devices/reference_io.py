@@ -26,15 +26,16 @@ def write_reference(out_dir: Path, onnx_path: Path, source: str | None, n: int =
 
     data = load_inputs(onnx_path, source, n=n)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
+    in_names = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
+    feeds = [x if isinstance(x, dict) else {in_names[0]: x} for x in data.inputs]  # dicts: several inputs
     per_output: list[list[np.ndarray]] = [[] for _ in out_names]
-    for x in data.inputs:
-        for i, y in enumerate(sess.run(None, {in_name: x})):
+    for feed in feeds:
+        for i, y in enumerate(sess.run(None, feed)):
             per_output[i].append(np.asarray(y, dtype=np.float32))
     inputs_path, outputs_path = out_dir / REFERENCE_INPUTS, out_dir / REFERENCE_OUTPUTS
     inputs_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(inputs_path, **{in_name: np.concatenate(data.inputs, axis=0)})
+    np.savez(inputs_path, **{name: np.concatenate([f[name] for f in feeds], axis=0) for name in in_names})
     np.savez(outputs_path, **{name: np.concatenate(ys, axis=0) for name, ys in zip(out_names, per_output)})
     return {"inputs": REFERENCE_INPUTS, "outputs": REFERENCE_OUTPUTS, "n": len(data.inputs),
             "source": data.info.get("source"), "computed_by": f"onnxruntime {ort.__version__} CPU fp32 on {onnx_path.name}"}

@@ -139,7 +139,7 @@ def test_own_model_path(run_cli, tmp_path, tiny_models, model, declared):
     assert any("preprocessing assumed" in n for n in comp.report["notes"]) is not declared
 
     built = run_cli("build", ref, "--model-kwargs", kwargs, "--input-shape", SHAPE, *flags,
-                    "--target", "intel-cpu", "-o", tmp_path / "built", "--calib", dcm, "--runs", "2", "--warmup", "0",
+                    "--target", "intel-cpu", "--precision", "int8", "-o", tmp_path / "built", "--calib", dcm, "--runs", "2", "--warmup", "0",
                     report=True)
     assert built.returncode == 0, built.stderr[-2000:]
     assert built.report["precision"] == "int8" and all(s["status"] in ("ok", "skipped") for s in built.report["steps"])

@@ -63,9 +63,11 @@ def test_promptable_segmenter_one_graph_through_every_command(run_cli, tmp_path)
     prof = run_cli("profile", bundle, "--inputs", evaluation, "--runs", "3", "--warmup", "1", "--layers", "0",
                    "--in-process", report=True)
     assert prof.returncode == 0, prof.stderr[-2000:]
-    cmp = run_cli("compare", onnx_path, bundle, "--inputs", evaluation, "--n", "8", report=True)
+    # ungated INT8: its quality is the gate's business, so the limits here only ask that both inputs reach it
+    cmp = run_cli("compare", onnx_path, bundle, "--inputs", evaluation, "--n", "8", "--max-abs-error", "1",
+                  "--min-cosine", "0", report=True)
     assert cmp.returncode == 0, cmp.stderr[-2000:]
-    assert cmp.report["artifacts"][0]["cosine"] > 0  # ungated INT8: its quality is the gate's business
+    assert cmp.report["n_inputs"] == 8 and cmp.report["artifacts"][0]["cosine"] > 0
 
 
 def test_named_input_shapes_for_a_factory_and_their_errors(run_cli, tmp_path):
