@@ -6,7 +6,8 @@ ONNX model computes?
   Pearson r per output channel across the samples.
 * `int8_parity` + `gate_with_parity`: the one INT8 rule of every recipe (TensorRT, OpenVINO,
   ONNX Runtime, ARM, LiteRT). The INT8 artifact must keep ``min_cosine >= INT8_MIN_COSINE`` per
-  sample and ``min_pearson >= INT8_MIN_PEARSON`` per output channel; without a metric gate
+  sample (samples with a near-zero output excepted) and ``min_pearson >= INT8_MIN_PEARSON`` per
+  output channel; without a metric gate
   (``--eval`` + ``--max-drop``) this parity decides, so a collapsed INT8 model is refused.
 * `metric_gate`: the clinical metric (AUROC, Dice, Pearson…) of both models on the evaluation
   split, the drop with its bootstrap 95 % CI, and pass/fail against ``max_drop``.
@@ -35,6 +36,7 @@ EVAL_SAMPLES = 300
 # positions) checks that the INT8 output still moves with the FP32 one from input to input.
 INT8_MIN_COSINE = 0.95
 INT8_MIN_PEARSON = 0.9
+COSINE_MIN_NORM = 0.1  # per-sample cosine is judged on samples whose FP32 output norm ≥ this × the median
 INT8_LIMITS: dict[str, float | None] = {"rel_tol": None, "min_cosine": INT8_MIN_COSINE, "min_pearson": INT8_MIN_PEARSON}
 
 
@@ -127,17 +129,30 @@ def channel_pearson(refs: list[np.ndarray], gots: list[np.ndarray]) -> list[floa
     return values
 
 
+def _judged_cosines(refs: list[np.ndarray], gots: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """(cosines of the samples whose FP32 output norm is at least `COSINE_MIN_NORM` × the median, all cosines).
+
+    A near-zero output (an empty segmentation mask: sigmoid ≈ 0 everywhere) has no direction to
+    compare, so its cosine measures only the int8 rounding noise; `channel_pearson` still covers it.
+    """
+    cosines = [_cosine(r, g) for r, g in zip(refs, gots)]
+    norms = [float(np.linalg.norm(r)) for r in refs]
+    floor = COSINE_MIN_NORM * float(np.median(norms))
+    return [c for c, n in zip(cosines, norms) if n >= floor and n > 0], cosines
+
+
 def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarray], *,
                  rel_tol: float | None, min_cosine: float | None = None,
                  min_pearson: float | None = None) -> dict[str, Any]:
     """Compare `candidate` with `reference` on `inputs`.
 
     ``max_rel_diff`` is the max abs difference over the reference output's range (per sample);
-    ``max_rel_diff_vs_range`` over the output's range across all samples.  ``min_pearson`` is the
-    lowest per-channel Pearson r across the samples (`channel_pearson`).  ``passed`` is None when
-    no tolerance is given (informative only); ``failed`` names every check that failed.
+    ``max_rel_diff_vs_range`` over the output's range across all samples.  ``min_cosine`` is the
+    lowest per-sample cosine over the samples whose output is not near zero (`_judged_cosines`;
+    ``min_cosine_all_samples`` includes them).  ``min_pearson`` is the lowest per-channel Pearson r
+    across the samples (`channel_pearson`).  ``passed`` is None when no tolerance is given
+    (informative only); ``failed`` names every check that failed.
     """
-    max_abs, max_rel, cosines = 0.0, 0.0, []
     per_output: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
     for x in inputs:
         ref, got = reference(x), candidate(x)
@@ -148,16 +163,22 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
         for k, (r, g) in enumerate(zip(ref, got)):
             if r.size != g.size:
                 raise DataError(f"artifact output of shape {list(g.shape)} does not match ONNX output {list(r.shape)}")
-            g = g.reshape(r.shape)
+            per_output[k][0].append(r)
+            per_output[k][1].append(g.reshape(r.shape))
+    max_abs, max_rel, vs_range = 0.0, 0.0, []
+    cosines: list[float] = []
+    all_cosines: list[float] = []
+    pearsons: list[float] = []
+    for refs, gots in per_output:
+        for r, g in zip(refs, gots):
             diff = float(np.abs(r - g).max())
             span = max(float(r.max() - r.min()), float(np.abs(r).max()), 1e-6)
             max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / span)
-            cosines.append(_cosine(r, g))
-            per_output[k][0].append(r)
-            per_output[k][1].append(g)
-    pearsons = [p for refs, gots in per_output for p in channel_pearson(refs, gots)]
-    vs_range = [float(np.abs(np.stack(refs) - np.stack(gots)).max()) / max(float(np.ptp(np.stack(refs))), 1e-12)
-                for refs, gots in per_output]
+        judged, every = _judged_cosines(refs, gots)
+        cosines += judged
+        all_cosines += every
+        pearsons += channel_pearson(refs, gots)
+        vs_range.append(float(np.abs(np.stack(refs) - np.stack(gots)).max()) / max(float(np.ptp(np.stack(refs))), 1e-12))
     checks: dict[str, bool] = {}
     if rel_tol is not None:
         checks[f"max relative difference {max_rel:.3g} > {rel_tol}"] = max_rel <= rel_tol
@@ -171,7 +192,9 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
         "max_abs_diff": max_abs,
         "max_rel_diff": max_rel,
         "min_cosine": min(cosines) if cosines else None,
-        "mean_cosine": float(np.mean(cosines)) if cosines else None,
+        "mean_cosine": float(np.mean(all_cosines)) if all_cosines else None,
+        "min_cosine_all_samples": min(all_cosines) if all_cosines else None,
+        "cosine_samples_near_zero": len(all_cosines) - len(cosines),
         "min_pearson": min(pearsons) if pearsons else None,
         "channels_correlated": len(pearsons),
         "max_rel_diff_vs_range": max(vs_range) if vs_range else None,
