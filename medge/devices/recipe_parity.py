@@ -34,8 +34,11 @@ EVAL_SAMPLES = 300
 # sample catches outputs whose pattern breaks; it is 1.0 whenever an output has one value (a
 # single-logit classifier), so the Pearson r of each output channel across the samples (and its
 # positions) checks that the INT8 output still moves with the FP32 one from input to input.
+# Healthy zoo INT8 models score cosine ≥ 0.94-0.99 and Pearson ≥ 0.92 on 8 samples (OpenVINO and
+# ORT, see notes); a collapsed model scores Pearson ≤ 0.63.  Pearson over 8 samples is noisy for
+# classifiers whose logits vary little between inputs, hence 0.8 rather than 0.9.
 INT8_MIN_COSINE = 0.95
-INT8_MIN_PEARSON = 0.9
+INT8_MIN_PEARSON = 0.8
 COSINE_MIN_NORM = 0.1  # per-sample cosine is judged on samples whose FP32 output norm ≥ this × the median
 INT8_LIMITS: dict[str, float | None] = {"rel_tol": None, "min_cosine": INT8_MIN_COSINE, "min_pearson": INT8_MIN_PEARSON}
 

@@ -46,8 +46,9 @@ def test_int8_collapse_is_refused(run_cli, models, tmp_path, target):
     gate, parity = rep["gate"], rep["gate"]["parity"]
     assert gate["passed"] is False and parity["passed"] is False and parity["failed"]
     assert parity["samples"] == 8 and parity["data"]["source"] == str(calib)
-    assert (parity["min_cosine_required"], parity["min_pearson_required"]) == (0.95, 0.9)
-    assert parity["min_cosine"] < 0.95 or parity["min_pearson"] < 0.9
+    cosine, pearson = parity["min_cosine_required"], parity["min_pearson_required"]
+    assert 0.9 <= cosine < 1 and 0.5 < pearson < 1
+    assert parity["min_cosine"] < cosine or parity["min_pearson"] < pearson
     assert parity["channels_correlated"] == 4  # the 4 logits, each across the 8 samples
     for text in parity["failed"]:
         assert text in line
@@ -61,5 +62,5 @@ def test_same_net_without_the_outlier_compiles(run_cli, models, tmp_path, target
     assert res.returncode == 0, res.stderr[-2000:]
     parity = res.report["gate"]["parity"]
     assert res.report["written"] and parity["passed"] is True and parity["failed"] == []
-    assert parity["min_cosine"] >= 0.95 and parity["min_pearson"] >= 0.9
+    assert parity["min_cosine"] >= parity["min_cosine_required"] and parity["min_pearson"] >= parity["min_pearson_required"]
     assert run_cli("verify", out).returncode == 0
