@@ -34,10 +34,11 @@ EVAL_SAMPLES = 300
 # sample catches outputs whose pattern breaks; it is 1.0 whenever an output has one value (a
 # single-logit classifier), so the Pearson r of each output channel across the samples (and its
 # positions) checks that the INT8 output still moves with the FP32 one from input to input.
-# Healthy zoo INT8 models score cosine ≥ 0.94-0.99 and Pearson ≥ 0.92 on 8 samples (OpenVINO and
-# ORT, see notes); a collapsed model scores Pearson ≤ 0.63.  Pearson over 8 samples is noisy for
-# classifiers whose logits vary little between inputs, hence 0.8 rather than 0.9.
-INT8_MIN_COSINE = 0.95
+# Healthy zoo INT8 models score min cosine ≥ 0.938 (ECG on ORT; 0.942 for the lesion U-Net's sigmoid
+# masks on OpenVINO) and Pearson ≥ 0.923 on 8 samples; the collapsed outlier net scores Pearson
+# ≤ 0.63 (cosine 0.33 on ORT, 0.946 on OpenVINO).  The limits leave ~0.04 / ~0.12 of room on
+# both sides for other CPUs' int8 kernels (AVX2, AVX-512 VNNI).
+INT8_MIN_COSINE = 0.9
 INT8_MIN_PEARSON = 0.8
 COSINE_MIN_NORM = 0.1  # per-sample cosine is judged on samples whose FP32 output norm ≥ this × the median
 INT8_LIMITS: dict[str, float | None] = {"rel_tol": None, "min_cosine": INT8_MIN_COSINE, "min_pearson": INT8_MIN_PEARSON}
