@@ -78,7 +78,9 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
         limits = INT8_LIMITS if ctx.precision == "int8" else {"rel_tol": PARITY_REL_TOL.get(ctx.precision)}
         parity = parity_check(reference, runner, parity_inputs, **limits)
         gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
-        summary = f"min cosine {parity['min_cosine']:.4f}"
+        summary = "; ".join(parity["failed"]) or ", ".join(
+            f"{label} {parity[key]:.4f}" for label, key in (("min cosine", "min_cosine"), ("min Pearson r", "min_pearson"))
+            if parity[key] is not None) or "parity measured"
         if ctx.eval_source:
             metric, evaluation = metric_gate(ctx.onnx_path, ctx.meta.task, runner, ctx.eval_source, ctx.max_drop,
                                              n=int(ctx.option("eval_samples", 300)))
