@@ -7,8 +7,8 @@ ONNX model computes?
 * `int8_parity` + `gate_with_parity`: the one INT8 rule of every recipe (TensorRT, OpenVINO,
   ONNX Runtime, ARM, LiteRT). The INT8 artifact must keep ``min_cosine >= INT8_MIN_COSINE`` per
   sample (samples with a near-zero output excepted) and ``min_pearson >= INT8_MIN_PEARSON`` per
-  output channel; without a metric gate
-  (``--eval`` + ``--max-drop``) this parity decides, so a collapsed INT8 model is refused.
+  output channel (unless that channel's error is negligible); without a metric gate (``--eval`` +
+  ``--max-drop``) this parity decides, so a collapsed INT8 model is refused.
 * `metric_gate`: the clinical metric (AUROC, Dice, Pearson…) of both models on the evaluation
   split, the drop with its bootstrap 95 % CI, and pass/fail against ``max_drop``.
 
