@@ -292,6 +292,8 @@ def _summary(report: BuildReport) -> dict[str, Any]:
     if parity.get("min_cosine") is not None:  # the quantized artifact vs FP32 on calibration samples
         summary["gate min cosine vs fp32"] = parity["min_cosine"]
         summary.setdefault("gate passed", gate.get("passed"))
+    if parity.get("min_pearson") is not None:  # per output channel, across the calibration samples
+        summary["gate min pearson vs fp32"] = parity["min_pearson"]
     for cmp in report.compare.get("artifacts", []):
         summary["max abs error vs fp32"] = cmp.get("max_abs_error")
         summary["cosine vs fp32"] = cmp.get("cosine")

@@ -124,6 +124,10 @@ def gate_text(gate: dict[str, Any] | None) -> str:
         required = parity.get("min_cosine_required")
         parts.append(f"min cosine vs fp32 {parity['min_cosine']:.4f} ({'required ' + str(required) + ', ' if required else ''}"
                      f"{parity.get('samples', '?')} samples)")
+    if parity.get("min_pearson") is not None:
+        required = parity.get("min_pearson_required")
+        parts.append(f"min channel Pearson r vs fp32 {parity['min_pearson']:.4f}"
+                     f"{' (required ' + str(required) + ')' if required else ''}")
     state = {True: "PASS", False: "FAIL"}.get(gate.get("passed"), "n/a")
     return f"{state}: {'; '.join(parts) or 'see the JSON report'}"
 

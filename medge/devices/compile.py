@@ -120,8 +120,10 @@ def _gate_summary(gate: dict[str, Any]) -> str:
     parity = gate.get("parity") or {}
     if gate.get("drop") is not None:
         return f"{gate.get('name', 'metric')} drop {gate['drop']:.4g} > {gate.get('max_drop')}"
+    if parity.get("failed"):
+        return f"parity vs FP32 on {parity.get('samples')} calibration samples: {'; '.join(parity['failed'])}"
     if parity.get("min_cosine") is not None:
-        return f"min cosine vs FP32 {parity['min_cosine']:.3f} < {parity.get('min_cosine_required')}"
+        return f"parity vs FP32: min cosine {parity['min_cosine']:.3f} < {parity.get('min_cosine_required')}"
     return "see the gate in the report"
 
 

@@ -253,13 +253,15 @@ def test_zoo_model_int8_defaults_to_its_synthetic_data(run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_int8_qdq_that_drifts_from_fp32_is_refused_without_a_metric_gate(run_cli, tmp_path):
-    # symmetric int8 activations bend the 12-lead reconstruction (min cosine ≈ 0.89 vs FP32)
+    # symmetric int8 activations bend the 12-lead reconstruction (min cosine ≈ 0.92 vs FP32, worst
+    # lead RMS error ≈ 47 % of its RMS, above the shared INT8_MAX_CHANNEL_ERROR)
     onnx_path = export_zoo(run_cli, "ecg-3to12", tmp_path / "ecg.onnx")
     out = tmp_path / "ecg-jetson"
     res = compile_cli(run_cli, onnx_path, "jetson-orin-nano", out, "--precision", "int8", "--option", "calib_samples=64")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medge: error:")]
-    assert len(errors) == 1 and "fails its gate" in errors[0] and "cosine" in errors[0]
+    assert len(errors) == 1 and "fails its gate" in errors[0] and "parity vs FP32" in errors[0] and "--eval" in errors[0]
     assert not out.exists()
     parity = res.report["gate"]["parity"]
     assert res.report["written"] is False and parity["passed"] is False and parity["min_cosine"] < 0.95
+    assert parity["max_channel_rms_error"] > parity["max_channel_rms_error_allowed"]

@@ -17,7 +17,6 @@ from medge.devices.recipes.base import CompileContext, Recipe, RecipeResult, cop
 from medge.errors import UsageError
 
 RUNTIMES = ("onnxruntime", "litert")
-INT8_MIN_COSINE = 0.95
 
 
 def _ort_readme(ctx: CompileContext, artifact: str, threads: int | None) -> str:
@@ -53,7 +52,7 @@ class ArmRecipe(Recipe):
         return result
 
     def _onnxruntime(self, ctx: CompileContext) -> RecipeResult:
-        from medge.devices.recipe_parity import artifact_runner, load_inputs, onnx_runner, parity_check
+        from medge.devices.recipe_parity import artifact_runner, gate_with_parity, int8_parity
 
         result = RecipeResult(primary_artifact="", runtime="onnxruntime", runtime_device="CPU")
         extra = {"execution_provider": "CPUExecutionProvider", "graph_optimization_level": "ORT_ENABLE_ALL"}
@@ -67,12 +66,10 @@ class ArmRecipe(Recipe):
                 )
             name = "model.int8.onnx"
             outcome = quantize_for_target(ctx, ctx.out_dir / name, backend="ort")
-            result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
-            data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
-            parity = parity_check(onnx_runner(ctx.onnx_path), artifact_runner(ctx.out_dir / name, "onnxruntime"),
-                                  data.inputs, rel_tol=None, min_cosine=INT8_MIN_COSINE)
-            parity["data"] = data.info
-            result.gate = {**(result.gate or {"kind": "parity", "passed": parity["passed"]}), "parity": parity}
+            result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
+            parity = int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(ctx.out_dir / name, "onnxruntime"),
+                                 runtime="onnxruntime-cpu")
+            result.gate = gate_with_parity(outcome.gate, parity)
             extra.update(quant_format="QDQ", activation_type="uint8", weight_type="int8-per-channel")
         else:
             name = "model.onnx"

@@ -27,9 +27,9 @@ from medge.reports import Report
 ARTIFACT = "model.tflite"
 README = "README.txt"
 PARITY_SAMPLES = 8
-# Parity of the .tflite against the FP32 ONNX: max |diff| / output range, or min cosine for int8.
+# Parity of the .tflite against the FP32 ONNX: max |diff| / output range; int8 uses the shared
+# INT8 limits of medge.devices.recipe_parity (cosine per sample, Pearson r per channel).
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
-INT8_MIN_COSINE = 0.95
 QUANTIZERS = ("aeq", "pt2e")
 
 
@@ -64,7 +64,7 @@ class TfliteOutcome:
 def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last: bool, float_as_fp16: bool) -> Any:
     """The gate of one .tflite: full-integer I/O, delegate coverage, parity and the metric."""
     from medge.devices.delegate_ops import litert_preflight
-    from medge.devices.recipe_parity import artifact_runner, metric_gate, onnx_runner, parity_check
+    from medge.devices.recipe_parity import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
     from medge.devices.tflite_convert import tflite_ops
     from medge.devices.tflite_ladder import op_precisions
 
@@ -75,10 +75,12 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
         preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
         attempt.op_precisions, attempt.coverage, attempt.partitions = op_precisions(ops), preflight["coverage"], preflight["partitions"]
         runner = artifact_runner(path, "litert", channel_last=channel_last)
-        parity = parity_check(reference, runner, parity_inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision),
-                              min_cosine=INT8_MIN_COSINE if ctx.precision == "int8" else None)
+        limits = INT8_LIMITS if ctx.precision == "int8" else {"rel_tol": PARITY_REL_TOL.get(ctx.precision)}
+        parity = parity_check(reference, runner, parity_inputs, **limits)
         gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
-        summary = f"min cosine {parity['min_cosine']:.4f}"
+        summary = "; ".join(parity["failed"]) or ", ".join(
+            f"{label} {parity[key]:.4f}" for label, key in (("min cosine", "min_cosine"), ("min Pearson r", "min_pearson"))
+            if parity[key] is not None) or "parity measured"
         if ctx.eval_source:
             metric, evaluation = metric_gate(ctx.onnx_path, ctx.meta.task, runner, ctx.eval_source, ctx.max_drop,
                                              n=int(ctx.option("eval_samples", 300)))

@@ -1,4 +1,9 @@
-"""Host recipe (target ``local``): an ONNX Runtime CPU bundle to check a model here before shipping."""
+"""Host recipe (target ``local``): an ONNX Runtime CPU bundle to check a model here before shipping.
+
+INT8 is ORT static QDQ from `medge.quantize.quantize_model` with its accuracy gate, then the shared
+INT8 parity rule (`medge.devices.recipe_parity.int8_parity`): without a metric gate a QDQ model
+that no longer tracks the FP32 one is refused.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,13 @@ class OnnxRuntimeRecipe(Recipe):
         result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device=ctx.target.runtime_device)
         if ctx.precision == "int8":
             name = "model.int8.onnx"
+            from medge.devices.recipe_parity import artifact_runner, gate_with_parity, int8_parity
+
             outcome = quantize_for_target(ctx, ctx.out_dir / name, backend="ort")
-            result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
+            result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
+            parity = int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(ctx.out_dir / name, "onnxruntime"),
+                                 runtime="onnxruntime-cpu")
+            result.gate = gate_with_parity(outcome.gate, parity)
         else:
             name = "model.onnx"
             copy_onnx(ctx.onnx_path, ctx.out_dir / name)

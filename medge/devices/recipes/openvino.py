@@ -8,7 +8,8 @@
 * Device and performance hints (``PERFORMANCE_HINT``, ``INFERENCE_PRECISION_HINT``,
   ``NUM_STREAMS``, ``CACHE_DIR``) go into the manifest (``extra.openvino``) for the app to use.
 * Preflight: ``Core.query_model`` for devices whose plugin is present here (CPU), a static table
-  otherwise.  Parity: the IR against the FP32 ONNX on the CPU with the f32 precision hint.
+  otherwise.  Parity: the IR against the FP32 ONNX on the CPU with the f32 precision hint; INT8
+  follows the shared rule of `medge.devices.recipe_parity` (without a metric gate, parity decides).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from medge.registry import import_optional
 ARTIFACT = "model.xml"
 # Max |IR - ONNX| / output range on the CPU with the f32 hint.
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
-INT8_MIN_COSINE = 0.98
 
 
 def _static_shapes(ov: Any, model: Any, shape: tuple[int, ...]) -> bool:
@@ -94,7 +94,14 @@ class OpenVINORecipe(Recipe):
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
         from medge.devices.delegate_ops import openvino_preflight
-        from medge.devices.recipe_parity import artifact_runner, load_inputs, onnx_runner, parity_check
+        from medge.devices.recipe_parity import (
+            artifact_runner,
+            gate_with_parity,
+            int8_parity,
+            load_inputs,
+            onnx_runner,
+            parity_check,
+        )
 
         ov = import_optional("openvino", what="the openvino compile recipe")
         device = ctx.target.runtime_device.upper()
@@ -123,21 +130,14 @@ class OpenVINORecipe(Recipe):
             kinds = sorted({u["op"] for u in result.preflight["unsupported"]})
             raise PreflightFailedError(f"the {device} plugin cannot run ops {kinds}", result.preflight)
 
-        data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
-        parity = parity_check(
-            onnx_runner(ctx.onnx_path), artifact_runner(xml, "openvino", precision="f32"), data.inputs,
-            rel_tol=PARITY_REL_TOL.get(ctx.precision),
-            min_cosine=INT8_MIN_COSINE if ctx.precision == "int8" else None,
-        )
-        parity.update(device="CPU", precision_hint="f32", data=data.info)
+        runner = artifact_runner(xml, "openvino", precision="f32")
         if ctx.precision == "int8":
-            result.gate = {**(result.gate or {}), "parity": parity}
-            if parity["passed"] is False:
-                result.notes.append(
-                    f"INT8 IR cosine vs FP32 ONNX is {parity['min_cosine']:.4f} (< {INT8_MIN_COSINE}); "
-                    "check the gate metric with --eval before deploying"
-                )
+            parity = int8_parity(ctx.onnx_path, ctx.calib_source, runner, device="CPU", precision_hint="f32")
+            result.gate = gate_with_parity(result.gate, parity)
         else:
+            data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
+            parity = parity_check(onnx_runner(ctx.onnx_path), runner, data.inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision))
+            parity.update(device="CPU", precision_hint="f32", data=data.info)
             result.gate = {"kind": "parity", "passed": parity["passed"], "parity": parity}
             if parity["passed"] is False:
                 raise TargetError(

@@ -235,18 +235,12 @@ def _readme(cfg: dict[str, Any], preflight: dict[str, Any], ctx: CompileContext,
     return "\n".join(lines) + "\n"
 
 
-INT8_MIN_COSINE = 0.95  # Q/DQ ONNX vs FP32 ONNX on calibration samples, when no metric gate is given
-
-
 def _qdq_parity(ctx: CompileContext, qdq: Path) -> dict[str, Any]:
-    """The explicit-Q/DQ ONNX (run by ONNX Runtime on this CPU) against the FP32 model."""
-    from medge.devices.recipe_parity import artifact_runner, load_inputs, onnx_runner, parity_check
+    """The explicit-Q/DQ ONNX (run by ONNX Runtime on this CPU) against the FP32 model (the shared INT8 rule)."""
+    from medge.devices.recipe_parity import artifact_runner, int8_parity
 
-    data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
-    parity = parity_check(onnx_runner(ctx.onnx_path), artifact_runner(qdq, "onnxruntime"), data.inputs,
-                          rel_tol=None, min_cosine=INT8_MIN_COSINE)
-    parity.update(data=data.info, runtime="onnxruntime-cpu (TensorRT runs the same Q/DQ graph)")
-    return parity
+    return int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(qdq, "onnxruntime"),
+                       runtime="onnxruntime-cpu (TensorRT runs the same Q/DQ graph)")
 
 
 class TensorRTRecipe(Recipe):
@@ -272,11 +266,11 @@ class TensorRTRecipe(Recipe):
         cfg = engine_config(ctx, onnx_name)  # validates the build options before any quantization
         result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device="cuda")
         if ctx.precision == "int8":
+            from medge.devices.recipe_parity import gate_with_parity
+
             outcome = quantize_for_target(ctx, ctx.out_dir / onnx_name, backend="ort", trt_compatible=True)
-            result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
-            result.gate = {**(result.gate or {"kind": "parity"}), "parity": _qdq_parity(ctx, ctx.out_dir / onnx_name)}
-            if result.gate.get("passed") is None:  # no metric gate: the Q/DQ model must track FP32
-                result.gate["passed"] = result.gate["parity"]["passed"]
+            result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
+            result.gate = gate_with_parity(outcome.gate, _qdq_parity(ctx, ctx.out_dir / onnx_name))
             pre = check_tensorrt_ops(ctx.out_dir / onnx_name, table, dla=dla)  # what TensorRT will parse
             if not pre.ok and not allow:
                 raise PreflightFailedError(
