@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,9 @@ class CliResult:
 
 
 def _medge_command() -> list[str]:
-    from fixtures.cli_checks import medge_script
+    from fixtures.cli_checks import medge_command
 
-    exe = medge_script()  # next to sys.executable first, then PATH
-    return [exe] if exe else [sys.executable, str(REPO / "medge_cli.py")]
+    return medge_command()  # the script next to sys.executable first, then PATH
 
 
 @pytest.fixture

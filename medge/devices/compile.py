@@ -81,7 +81,7 @@ class CompileReport(Report):
 
 
 def _check_options(target: DeviceProfile, overrides: dict[str, Any], choices: dict[str, tuple[str, ...]]) -> None:
-    known = set(target.compile_options) | set(COMMON_OPTIONS)
+    known = set(target.compile_options) | set(COMMON_OPTIONS) | set(choices)  # a recipe's own closed-set options too
     for key, value in overrides.items():
         if key not in known:
             raise UsageError(

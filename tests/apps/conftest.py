@@ -8,13 +8,12 @@ with the real `medge compile` CLI: the U-Net for `local` (ONNX Runtime), the fra
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures.cli_checks import medge_command
 
 APP_SIZE = 64
 
@@ -29,10 +28,6 @@ class AppBundles:
     screen_onnx: Path
 
 
-def medge_command() -> list[str]:
-    """The installed `medge` console script (or the CLI module when it is not on PATH)."""
-    exe = shutil.which("medge")
-    return [exe] if exe else [sys.executable, str(Path(__file__).resolve().parents[2] / "medge_cli.py")]
 
 
 def _compile(onnx: Path, target: str, out: Path) -> None:

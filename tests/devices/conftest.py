@@ -6,20 +6,7 @@ from pathlib import Path
 
 import pytest
 
-PREPROCESSING = {
-    "kind": "image", "modality": "CR", "channels": 1, "height": 64, "width": 64, "layout": "NCHW",
-    "intensity": "unit", "window_center": None, "window_width": None, "mean": [0.5], "std": [0.25],
-}
-LABELS = ["atelectasis", "cardiomegaly", "effusion", "pneumothorax"]
-
-
-def tiny_meta(model: str = "tiny-cxr"):
-    from medge.metadata import ModelMeta
-
-    return ModelMeta(
-        model=model, task="multilabel-classification", labels=LABELS, input_layout="NCHW",
-        preprocessing=PREPROCESSING, source_sha256="0" * 64, medge_version="test", output_names=["probs"],
-    )
+from device_checks import tiny_meta
 
 
 def export_tiny_cnn(path: Path, *, dynamic_batch: bool = False, opset: int = 13) -> Path:

@@ -44,3 +44,20 @@ def artifact_vs_onnx(artifact, runtime: str, onnx_path, shape, *, channel_last: 
             got = dequantize_output(rt.infer({i_info.name: quantize_input(feed, i_info)})[o_info.name], o_info)
             worst = max(worst, float(np.abs(ref - got.reshape(ref.shape)).max()))
     return worst, i_info, o_info
+
+
+PREPROCESSING = {
+    "kind": "image", "modality": "CR", "channels": 1, "height": 64, "width": 64, "layout": "NCHW",
+    "intensity": "unit", "window_center": None, "window_width": None, "mean": [0.5], "std": [0.25],
+}
+LABELS = ["atelectasis", "cardiomegaly", "effusion", "pneumothorax"]
+
+
+def tiny_meta(model: str = "tiny-cxr"):
+    """ModelMeta of the tiny 4-label chest X-ray CNNs built by these tests."""
+    from medge.metadata import ModelMeta
+
+    return ModelMeta(
+        model=model, task="multilabel-classification", labels=LABELS, input_layout="NCHW",
+        preprocessing=PREPROCESSING, source_sha256="0" * 64, medge_version="test", output_names=["probs"],
+    )

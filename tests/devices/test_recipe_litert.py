@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from fixtures.cli_checks import assert_one_line_error
 from medge.devices import TARGETS, get_target
 from device_checks import FAST_CALIB, artifact_vs_onnx, compile_cli, export_zoo
 

@@ -3,7 +3,6 @@ as encoder + decoder, then quantized, compiled, profiled and compared through th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fixtures.cli_checks import medge_command
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def medge_command() -> list[str]:
-    """The installed `medge` console script (or the CLI module when it is not on PATH)."""
-    exe = shutil.which("medge")
-    return [exe] if exe else [sys.executable, str(REPO / "medge_cli.py")]
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +79,3 @@ def twelve_lead_records(tmp_path):
         return folder
 
     return make
-
-
-def runs_of_false(mask: np.ndarray, offset: int) -> list[dict]:
-    """[{start, length}] of the runs where `mask` is False, indices shifted by `offset`."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~mask).astype(np.int8), [0]])))
-    return [{"start": int(a + offset), "length": int(b - a)} for a, b in zip(edges[::2], edges[1::2])]

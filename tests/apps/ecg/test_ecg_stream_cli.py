@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import runs_of_false
+from ecg_checks import runs_of_false
 from fixtures.cli_checks import assert_one_line_error
 
 
@@ -125,7 +125,7 @@ def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_pat
     import urllib.request
 
     import cv2
-    from conftest import medge_command
+    from fixtures.cli_checks import medge_command
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from medge.apps.view import BOUNDARY
-from us_fixtures import medge_command
+from fixtures.cli_checks import medge_command
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +10,6 @@ import numpy as np
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PHI-12345"  # must never show up in logs, reports or on screen
 
 
-def medge_command() -> list[str]:
-    """The installed `medge` console script (or the CLI module when it is not on PATH)."""
-    exe = shutil.which("medge")
-    return [exe] if exe else [sys.executable, str(Path(__file__).resolve().parents[3] / "medge_cli.py")]
 
 
 def us_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from fixtures.cli_checks import medge_command
 
 STUDY_SIZE = 256
 # Seeds of `medge.calibration.synthetic.cxr` phantoms the zoo demo weights read reliably:
@@ -21,10 +20,6 @@ URGENT_SEED = 3      # effusion + pneumothorax
 UNFLAGGED_SEED = 1   # no finding above 0.5
 
 
-def medge_command() -> list[str]:
-    """The installed `medge` console script (or the CLI module when it is not on PATH)."""
-    exe = shutil.which("medge")
-    return [exe] if exe else [sys.executable, str(Path(__file__).resolve().parents[3] / "medge_cli.py")]
 
 
 def write_study(path: Path, **spec) -> str:
