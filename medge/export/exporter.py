@@ -192,8 +192,6 @@ def _export_error(exc: Exception, module, examples: tuple, exporter: str, opset:
 
 
 def _to_onnx(loaded: LoadedModel, opset: int | None, dynamic_batch: bool) -> tuple[Any, str, int, list[str]]:
-    import torch
-
     example = loaded.examples()
     plan = plan_exporters(opset)
     if loaded.kind == "torchscript":

@@ -11,9 +11,13 @@ it to the original image size stays outside the graph.  ``point`` is (B, 1, 2): 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _fourier(coords: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
