@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         import logging
 
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        # medge's own loggers at DEBUG; third-party ones (matplotlib, jax, nncf) stay at INFO.
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("medge").setLevel(logging.DEBUG)
     try:
         _check_report_path(getattr(args, "report", None))
         report = args._module.run(args)
