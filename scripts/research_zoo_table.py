@@ -81,9 +81,9 @@ def run_model(name: str, out: Path, n_eval: int) -> dict:
     if err:
         return row
     calib, evaluation = _data(name, work, n_eval)
-    metric_gate = (["--eval", evaluation, "--eval-size", str(n_eval), "--max-drop", str(MAX_DROP[row["metric"]])]
-                   if weighted else [])
-    gate = ["--calib", calib, "--calib-size", "64", *metric_gate, *(["--bootstrap", "200"] if weighted else [])]
+    metric_gate = ["--eval", evaluation, "--max-drop", str(MAX_DROP[row["metric"]])] if weighted else []
+    gate = ["--calib", calib, "--calib-size", "64", *metric_gate,
+            *(["--eval-size", str(n_eval), "--bootstrap", "200"] if weighted else [])]
     for backend, suffix in (("ort", ".onnx"), ("openvino", ".xml")):
         rep, err = _medge(["quantize", onnx_path, "-o", work / f"int8-{backend}{suffix}", "--backend", backend, *gate],
                           work / f"quantize-{backend}.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report, data_text, details_row, gate_text, human_bytes, verdict
+from medge.reports import Report, data_text, details_row, gate_text, human_bytes, notes_rows, verdict
 
 
 @dataclass
@@ -82,4 +82,4 @@ class QuantizeReport(Report):
                      + (f" ({self.size_ratio:.2f}x)" if self.size_ratio else "")),
             ("time", f"{self.seconds:.1f} s"),
         ]
-        return rows + [details_row()]
+        return rows + notes_rows(self.notes) + [details_row()]
