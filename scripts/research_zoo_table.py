@@ -98,6 +98,7 @@ def run_model(name: str, out: Path, n_eval: int) -> dict:
                        "--option", "calib_samples=64", *metric_gate, "-o", work / "jetson"], work / "jetson.json")
     pre = (jet or {}).get("preflight") or {}
     row["trt"] = {"ok": pre.get("ok"), "unsupported": pre.get("unsupported"), "error": err,
+                  "fp32_nodes": ((jet or {}).get("gate") or {}).get("fp32_fallback_nodes"),
                   "qdq": sum(n for op, n in (pre.get("op_counts") or {}).items() if op in ("QuantizeLinear",
                                                                                              "DequantizeLinear"))}
     lite, err = _medge(["compile", onnx_path, "--target", "android-qualcomm-npu", "--precision", "int8", "--calib",
@@ -132,7 +133,8 @@ def markdown(rows: list[dict]) -> str:
             continue
         trt = r["trt"]
         lite = r["tflite"]
-        trt_text = "clean" if trt.get("ok") else f"not clean: {trt.get('unsupported') or trt.get('error')}"
+        trt_text = (f"clean, {trt.get('qdq')} Q/DQ, FP32 nodes: {len(trt.get('fp32_nodes') or [])}" if trt.get("ok")
+                    else f"not clean: {trt.get('unsupported') or trt.get('error')}")
         if trt.get("error"):
             trt_text += f" (compile failed: {trt['error'][:100]})"
         lite_text = (f"{lite['coverage']:.0%} on NPU; CPU: {', '.join(lite.get('cpu_ops') or []) or '-'}"
