@@ -32,7 +32,7 @@ from medge.registry import import_optional
 _COMPUTE_OPS = frozenset({"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"})
 # ops between a quantizer (or an int8 weight's dequantization) and the op it feeds
 _PASSTHROUGH = frozenset({"Reshape", "Transpose", "Convert", "Unsqueeze", "Squeeze", "Gather", "Concat", "StridedSlice",
-                          "Split", "VariadicSplit", "Broadcast", "Subtract", "Multiply"})
+                          "Split", "VariadicSplit", "Broadcast", "Subtract", "Multiply", "MaxPool", "AvgPool"})
 
 
 def _ov_names(model, exclude_nodes: list[str]) -> list[str]:
