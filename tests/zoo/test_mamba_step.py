@@ -15,6 +15,28 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 
+def _tokens(full, samples: int = 1000):
+    signal = torch.from_numpy(np.random.default_rng(0).normal(0, 0.5, (2, 3, samples)).astype(np.float32))
+    with torch.no_grad():
+        tokens = full.stem(signal).transpose(1, 2)  # (2, samples / 4, 32): 250 cross a scan chunk boundary (125)
+        return tokens, full.blocks(tokens).numpy()
+
+
+def test_stepping_the_recurrence_in_pytorch_matches_the_chunked_scan():
+    from medge.zoo.mamba_ecg import mamba_ecg_step
+
+    full, step = build_model("ecg-mamba-3to12"), mamba_ecg_step()
+    tokens, expected = _tokens(full)
+    conv, ssm = torch.zeros(2, 2, 64, 3), torch.zeros(2, 2, 64, 8)
+    outs = []
+    with torch.no_grad():
+        for t in range(tokens.shape[1]):
+            y, conv, ssm = step(tokens[:, t:t + 1], conv, ssm)
+            outs.append(y)
+    np.testing.assert_allclose(torch.cat(outs, 1).numpy(), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_stepping_the_exported_recurrence_matches_the_chunked_full_sequence_model(run_cli, tmp_path):
     card = get_card("ecg-mamba-3to12-step")
     out = tmp_path / "step.onnx"
@@ -26,10 +48,7 @@ def test_stepping_the_exported_recurrence_matches_the_chunked_full_sequence_mode
     assert not res.report.get("warnings")
 
     full = build_model("ecg-mamba-3to12")  # the shipped weights the step shares
-    signal = torch.from_numpy(np.random.default_rng(0).normal(0, 0.5, (2, 3, 1000)).astype(np.float32))
-    with torch.no_grad():
-        tokens = full.stem(signal).transpose(1, 2)  # (2, 250, 32): crosses a boundary of the scan chunks of 125
-        expected = full.blocks(tokens).numpy()
+    tokens, expected = _tokens(full)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     shapes = {i["name"]: i["shape"] for i in card.extra_inputs}
     conv = np.zeros([2, *shapes["conv_state"][1:]], np.float32)
