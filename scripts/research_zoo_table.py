@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 MODELS = ("cxr-medvit-kan", "us-dct-vit", "us-xlstm-unet", "ecg-mamba-3to12", "us-lesion-sam")
@@ -137,7 +138,8 @@ def markdown(rows: list[dict]) -> str:
                     else f"not clean: {trt.get('unsupported') or trt.get('error')}")
         if trt.get("error"):
             trt_text += f" (compile failed: {trt['error'][:100]})"
-        lite_text = (f"{lite['coverage']:.0%} on NPU; CPU: {', '.join(lite.get('cpu_ops') or []) or '-'}"
+        cpu = Counter(op["op"] if isinstance(op, dict) else str(op) for op in lite.get("cpu_ops") or [])
+        lite_text = (f"{lite['coverage']:.0%} on NPU; CPU: {', '.join(f'{k}×{n}' for k, n in cpu.most_common()) or '-'}"
                      if lite.get("coverage") is not None else f"failed: {lite.get('error')}")
         demo = f"{r['metric']} {r['demo_metric']:.3f}" if r["demo_metric"] is not None else "no weights"
         lines.append(f"| {r['model']} | {r['params']:,} | {r['macs']:,} | {r['parity_max_abs']:.2g} "
