@@ -51,7 +51,7 @@ RECIPES: dict[str, Recipe] = {
     "us-lesion-unet": Recipe(n_train=480, n_test=100, epochs=40, batch=8, lr=3e-3, loss="dice_bce", crop=128),
     "ecg-3to12": Recipe(n_train=800, n_test=200, epochs=4, batch=16, lr=3e-3, loss="l1", crop=512),
     # research architectures at 64x64 (CPU minutes each)
-    "cxr-medvit-kan": Recipe(n_train=600, n_test=200, epochs=4, batch=32, lr=3e-3, loss="bce", easy_share=0.5),
+    "cxr-medvit-kan": Recipe(n_train=1600, n_test=300, epochs=8, batch=16, lr=2e-3, loss="bce", easy_share=0.4),
     "us-dct-vit": Recipe(n_train=1200, n_test=200, epochs=10, batch=32, lr=3e-3, loss="bce"),
     "us-xlstm-unet": Recipe(n_train=240, n_test=100, epochs=6, batch=16, lr=3e-3, loss="dice_bce"),
     "ecg-mamba-3to12": Recipe(n_train=128, n_test=100, epochs=3, batch=16, lr=4e-3, loss="l1", crop=500),

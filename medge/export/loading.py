@@ -326,6 +326,15 @@ def _probe_outputs(module, specs: "list[InputSpec] | tuple[int, ...]", model: st
     raise ModelLoadError(f"model '{model}' returns {type(out).__name__}; medge exports models that return a tensor or a tuple of tensors")
 
 
+def _shared_weights(card) -> Path | None:
+    """The shipped weights file a card's factory loads itself (an encoder/decoder/step of a zoo model)."""
+    from medge.zoo.catalog import SHARED_WEIGHTS, WEIGHTS_DIR
+
+    owner = SHARED_WEIGHTS.get(card.note)
+    path = WEIGHTS_DIR / f"{owner}.safetensors" if owner else None
+    return path if path is not None and path.is_file() else None
+
+
 def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     from medge import __version__
     from medge.zoo import build_model, get_card
@@ -343,6 +352,9 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         from medge.zoo import weights_path
 
         sha, weights_kind = sha256_file(weights_path(card)), "demo weights (synthetic data, not for clinical use)"
+    elif pretrained and not kwargs and _shared_weights(card) is not None:  # the factory loaded them itself
+        shared = _shared_weights(card)
+        sha, weights_kind = sha256_file(shared), f"demo weights of {shared.stem} (synthetic data, not for clinical use)"
     else:
         sha, weights_kind = state_dict_sha256(module), RANDOM_WEIGHTS
     shape = tuple(card.input_shape)

@@ -1,7 +1,7 @@
 """Facts read from an ONNX graph: inputs/outputs, op histogram, parameter count and MACs.
 
-MACs are counted for the compute-heavy ops (Conv, ConvTranspose, Gemm, MatMul) at batch 1, from
-shapes inferred by ``onnx.shape_inference``; symbolic dimensions (a dynamic batch) count as 1.
+MACs are counted for the compute-heavy ops (Conv, ConvTranspose, Gemm, MatMul, Einsum) at batch 1, from
+shapes inferred with the graph inputs' symbolic dimensions (a dynamic batch) fixed to 1.
 """
 
 from __future__ import annotations
@@ -65,15 +65,46 @@ def op_histogram(model) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _shape_table(model) -> dict[str, list[int]]:
+def _batch_one(model):
+    """A copy of `model` whose graph inputs have every symbolic dim fixed to 1 (batch-1 counting), so
+    that shape inference resolves the dims derived from the batch (e.g. a token count ``1 + n``)."""
     import onnx
 
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            for dim in value.type.tensor_type.shape.dim:
+                if not dim.HasField("dim_value"):
+                    dim.dim_value = 1
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.output:  # outputs are re-inferred from the fixed inputs
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+    return fixed
+
+
+def _infer(model):
+    """`model` with inferred shapes: ONNX Runtime's symbolic inference, which also follows shape
+    arithmetic through Where/Equal (torch's ``expand(b, -1, -1)``), else ONNX's own."""
+    import onnx
+
+    fixed = _batch_one(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(fixed, auto_merge=True)
     except Exception:  # noqa: BLE001 - shape inference is best effort for counting
-        inferred = model
+        pass
+    try:
+        return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # noqa: BLE001
+        return model
+
+
+def _shape_table(model) -> dict[str, list[int]]:
+    graph = _infer(model).graph
     table: dict[str, list[int]] = {}
-    graph = inferred.graph
     for v in list(graph.input) + list(graph.value_info) + list(graph.output):
         shape = _static(_dims(v.type))
         if shape is not None:
@@ -119,11 +150,34 @@ def _node_macs(node, shapes: dict[str, list[int]]) -> int:
         if not a or not y:
             return 0
         return math.prod(y) * a[-1]
+    if op == "Einsum":
+        equation = _attr(node, "equation", b"")
+        equation = equation.decode() if isinstance(equation, bytes) else str(equation)
+        return _einsum_macs(equation, [shape(i) for i in range(len(node.input))])
     return 0
 
 
+def _einsum_macs(equation: str, shapes: list[list[int] | None]) -> int:
+    """MACs of a contraction of two or more operands: the product of every index's size
+    (``bc,bchw->bhw`` at b=1, c=16, 64×64 is 16·64·64); 0 for a single operand or unknown shapes."""
+    terms = equation.replace(" ", "").split("->")[0].split(",")
+    if len(terms) < 2 or len(terms) != len(shapes) or any(s is None for s in shapes):
+        return 0
+    sizes: dict[str, int] = {}
+    for term, dims in zip(terms, shapes):
+        if "..." in term:  # the ellipsis dims broadcast right-aligned: one placeholder per position from the end
+            head, tail = term.split("...")
+            covered = len(dims) - len(head) - len(tail)
+            term = head + "".join(chr(0x2460 + covered - 1 - i) for i in range(covered)) + tail
+        if len(term) != len(dims):
+            return 0
+        for letter, size in zip(term, dims):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return math.prod(sizes.values())
+
+
 def count_macs(model) -> int:
-    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes at batch 1."""
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum nodes at batch 1."""
     shapes = _shape_table(model)
     return int(sum(_node_macs(node, shapes) for node in model.graph.node))
 

@@ -3,7 +3,8 @@
 1. Calibrate and quantize everything the backend can quantize.
 2. With ``--eval``: score FP32 and quantized models with the task metric (ORT for ONNX, OpenVINO
    for IR, FP32 reference at f32 precision) and a paired-bootstrap 95 % CI of the drop.
-3. If the drop exceeds ``max_drop``: rank quantization points by the error each adds (FP32 vs
+3. If the drop exceeds ``max_drop``: first try the backend's whole-model schemes (NNCF's
+   transformer mode for attention graphs), then rank quantization points by the error each adds (FP32 vs
    quantized intermediate activations).  Where the backend can, widen the worst 1, 2, 4 …
    activations to 16 bits (weights stay int8, so the file stays INT8-sized); if that is not enough,
    move the worst 1, 2, 4, 8 … node groups back to FP32 until the gate passes or the step budget /
@@ -160,6 +161,7 @@ class _Gate:
         self.reference_metric: float | None = None
         self.metric_name: str | None = None
         self.always_fp32: list[str] = []
+        self.scheme: str | None = None  # the backend's recovery scheme in use (None: its default)
 
     def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport,
                 int16: list[str] | None = None) -> tuple[Path, Attempt]:
@@ -168,7 +170,7 @@ class _Gate:
         keep = self.always_fp32 + [n for n in exclude if n not in self.always_fp32]
         options = replace(self.options, int16_tensors=list(int16 or []))
         self.backend.quantize(prepared, out, self.calib_feeds, keep, options)
-        attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []))
+        attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []), scheme=self.scheme)
         if self.eval_data is not None:
             q_out = _outputs(out, self.backend.runtime, self.eval_data, {})
             value = task_metric(self.metric_name, q_out, self.targets)
@@ -263,6 +265,9 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
             artifact, attempt = _fall_back(gate, prepared, artifact, report)
         report.fp32_fallback_nodes = attempt.fp32_nodes
         report.int16_activation_tensors = attempt.int16_tensors
+        report.scheme = attempt.scheme
+        if config.precision == "int8":
+            report.float_compute_ops = backend.float_compute_ops(artifact)
         if attempt.int16_tensors and attempt.passed:
             report.warnings.append(INT16_WARNING.format(n=len(attempt.int16_tensors)))
         if gate.eval_data is not None:
@@ -328,7 +333,8 @@ def _conv_heavy(model_path: Path) -> bool:
 def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
     """Recover a failed gate from the most damaging quantization points first, step by step.
 
-    Stage 1 (backends that can, unless disabled): widen the worst activation tensors to 16 bits
+    Stage 0 (backends that have them): whole-model schemes such as NNCF's transformer mode; the
+    best one stays in use.  Stage 1 (backends that can, unless disabled): widen the worst activation tensors to 16 bits
     (1, 2, 4 … of them), keeping every weight int8, so the file stays INT8-sized.  Stage 2: move the
     worst node groups back to FP32 (1, 2, 4 … groups), with the stage-1 tensors still at 16 bits.
     """
@@ -337,13 +343,26 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
     from medge.quantize.sensitivity import rank_fallback_groups
 
     backend = gate.backend
-    candidates = backend.candidate_nodes(onnx.load(str(prepared), load_external_data=False), gate.options)
+    graph = onnx.load(str(prepared), load_external_data=False)
+    artifact, attempt = first, report.attempts[-1]
+    schemes = backend.recovery_schemes(graph, gate.options)
+    if schemes:  # whole-model alternatives first; node fallback then starts from the best of them
+        best = (attempt.drop if attempt.drop is not None else float("inf"), None, gate.options)
+        base = gate.options
+        for label, extra in schemes:
+            gate.scheme, gate.options = label, replace(base, extra={**base.extra, **extra})
+            artifact, attempt = gate.attempt(prepared, [], report)
+            if attempt.passed:
+                return artifact, attempt
+            if attempt.drop is not None and attempt.drop < best[0]:
+                best = (attempt.drop, label, gate.options)
+        gate.scheme, gate.options = best[1], best[2]
+    candidates = backend.candidate_nodes(graph, gate.options)
     proxy = backend.sensitivity_proxy(prepared, first, gate.workdir, gate.calib_feeds, gate.options)
     feeds = gate.calib_feeds[:RANKING_SAMPLES] or list(gate.eval_data)[:RANKING_SAMPLES]
     ranked = rank_fallback_groups(prepared, proxy, candidates, feeds)
     ranked = [g for g in ranked if set(g["nodes"]) - set(gate.always_fp32)]
     report.sensitivity = ranked
-    artifact, attempt = first, report.attempts[-1]
     budget = gate.config.max_fallback_steps
     int16: list[str] = []
     if gate.config.int16_fallback and backend.supports_int16_activations(gate.options):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report, data_text, details_row, gate_text, human_bytes, verdict
+from medge.reports import Report, data_text, details_row, gate_text, human_bytes, notes_rows, verdict
 
 
 @dataclass
@@ -14,6 +14,8 @@ class Attempt:
 
     fp32_nodes: list[str]
     int16_tensors: list[str] = field(default_factory=list)
+    #: the backend's whole-model scheme of this try (None: its default), see `recovery_schemes`
+    scheme: str | None = None
     metric: float | None = None
     drop: float | None = None
     ci95: list[float] | None = None
@@ -41,6 +43,10 @@ class QuantizeReport(Report):
     #: activation tensors quantized to 16 bits (weights int8) to pass the gate
     int16_activation_tensors: list[str] = field(default_factory=list)
     output_head_fp32: list[str] = field(default_factory=list)
+    #: the backend's whole-model scheme that passed (e.g. "transformer" for NNCF), None: its default
+    scheme: str | None = None
+    #: matmul/conv ops the toolkit itself kept in float (e.g. NNCF's transformer patterns)
+    float_compute_ops: list[str] = field(default_factory=list)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -70,9 +76,10 @@ class QuantizeReport(Report):
             ("evaluation", data_text(self.evaluation)),
             ("gate", gate_text({**m, "max_drop": m.get("max_drop")}) if m else "none (no --eval)"),
             ("fallback", f"{len(self.fp32_fallback_nodes)} node(s) fp32, {len(self.int16_activation_tensors)} "
-                         f"activation(s) 16-bit, {len(self.attempts)} attempt(s)" if fallback or self.attempts else "none"),
+                         f"activation(s) 16-bit, {len(self.attempts)} attempt(s)"
+                         + (f", scheme {self.scheme}" if self.scheme else "") if fallback or self.attempts else "none"),
             ("size", f"{human_bytes(before)} → {human_bytes(after)}"
                      + (f" ({self.size_ratio:.2f}x)" if self.size_ratio else "")),
             ("time", f"{self.seconds:.1f} s"),
         ]
-        return rows + [details_row()]
+        return rows + notes_rows(self.notes) + [details_row()]

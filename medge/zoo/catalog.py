@@ -202,6 +202,17 @@ def _research_cards() -> list[dict[str, Any]]:
              input_name="ecg", input_shape=(1, 3, 5000), input_layout="NCL", output_names=("leads",),
              output_shape=(1, 12, 5000), labels=STANDARD_LEADS, preprocessing=ECG_PREPROCESSING,
              factory="medge.zoo.mamba_ecg:mamba_ecg", synthetic_task="ecg"),
+        dict(name="ecg-mamba-3to12-step", family="1D-CNN + Mamba", task="ecg-reconstruction", modality="ECG",
+             description="The Mamba blocks of ecg-mamba-3to12 as a recurrent step for streaming: one stem token "
+             "(4 samples) with the conv window and scan state of every block as inputs and outputs (zeros at start).",
+             input_name="token", input_shape=(1, 1, 32), input_layout="NLC",
+             output_names=("token_out", "conv_state_out", "ssm_state_out"), output_shape=(1, 1, 32),
+             labels=("token",), preprocessing={"kind": "embedding", "source": "ecg-mamba-3to12",
+                                               "tensor": "stem tokens (B, 1250, 32), one per step"},
+             factory="medge.zoo.mamba_ecg:mamba_ecg_step",
+             extra_inputs=({"name": "conv_state", "shape": [1, 2, 64, 3], "dtype": "float32", "default": 0.0},
+                           {"name": "ssm_state", "shape": [1, 2, 64, 8], "dtype": "float32", "default": 0.0}),
+             note=MAMBA_SHARED_NOTE),
         dict(name="us-lesion-sam", family="promptable (SAM-style)", task="segmentation", modality="US",
              description="Image encoder + point prompt encoder + two-way mask decoder: lesion mask from one click "
              "(point = click (x, y) in [0, 1]); mask at the input size.",
@@ -242,6 +253,9 @@ def _research_cards() -> list[dict[str, Any]]:
 
 POINT_INPUT: dict[str, Any] = {"name": "point", "shape": [1, 1, 2], "dtype": "float32", "default": [[0.5, 0.5]]}
 SHARED_NOTE = "DEMO weights (shared with us-lesion-sam) trained on synthetic data - not for clinical use."
+MAMBA_SHARED_NOTE = "DEMO weights (shared with ecg-mamba-3to12) trained on synthetic data - not for clinical use."
+#: the note of a card whose factory loads another model's weights → that model (whose metric it shows)
+SHARED_WEIGHTS = {SHARED_NOTE: "us-lesion-sam", MAMBA_SHARED_NOTE: "ecg-mamba-3to12"}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -260,14 +274,15 @@ def load_cards() -> list[ModelCard]:
         name = spec["name"]
         weights_file = WEIGHTS_DIR / f"{name}.safetensors"
         has_weights = weights_file.is_file()
-        if spec.get("note") == SHARED_NOTE:  # the factory loads the whole model's weights itself
-            metrics.setdefault(name, metrics.get("us-lesion-sam"))
+        shares = SHARED_WEIGHTS.get(spec.get("note", ""))
+        if shares:  # the factory loads the whole model's weights itself
+            metrics.setdefault(name, metrics.get(shares))
         cost = complexity.get(name, {})
         cards.append(
             ModelCard(
                 **spec,
                 weights=weights_file.name if has_weights else None,
-                demo_metric=metrics.get(name) if has_weights or spec.get("note") == SHARED_NOTE else None,
+                demo_metric=metrics.get(name) if has_weights or shares else None,
                 params=cost.get("params"),
                 macs=cost.get("macs"),
             )

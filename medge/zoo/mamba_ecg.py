@@ -6,6 +6,11 @@ steps, with ``F = cumsum(Δ A)``, the output is
 ``y = (exp(F_t − F_s) [s ≤ t] ⊙ C Bᵀ) (Δ x) + exp(F_t) C h₀`` — a masked T×T matmul — and the
 state passed to the next chunk is ``h_T = exp(F_T) h₀ + Σₛ exp(F_T − F_s) Δ_s x_s B_s``.  The chunk
 loop is unrolled at export (static length), so the ONNX graph has only CumSum, Exp, MatMul.
+
+For streaming, `MambaStep` is the same Mamba stack as a recurrence over one token (4 input samples)
+with its state as inputs and outputs: the depthwise-conv window (last 3 inputs) and the scan state
+``h`` of every block.  Stepping it over the stem's tokens gives the full model's block outputs.
+The stem and head are plain convolutions (stream them on overlapping windows).
 """
 
 from __future__ import annotations
@@ -79,6 +84,51 @@ class MambaECG(nn.Module):
         return self.head(torch.cat([self.up(f), x], dim=1))
 
 
+class MambaStep(nn.Module):
+    """``(token, conv_state, ssm_state) → (token_out, conv_state_out, ssm_state_out)``: one step of
+    the Mamba blocks of a `MambaECG`.
+
+    token: (B, 1, dim) stem feature; conv_state: (B, blocks, inner, 3) last three conv inputs;
+    ssm_state: (B, blocks, inner, N) scan state ``h``.  Both states start at zeros.
+    """
+
+    def __init__(self, model: MambaECG) -> None:
+        super().__init__()
+        self.blocks = model.blocks
+
+    def forward(self, token: torch.Tensor, conv_state: torch.Tensor,
+                ssm_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = token[:, 0]  # (B, dim)
+        conv_out, ssm_out = [], []
+        for i, blk in enumerate(self.blocks):
+            xs, z = blk.in_proj(blk.norm(x)).chunk(2, dim=-1)  # (B, inner) each
+            window = torch.cat([conv_state[:, i], xs.unsqueeze(-1)], dim=-1)  # (B, inner, 4)
+            xs = F.silu((window * blk.conv.weight[:, 0]).sum(-1) + blk.conv.bias)
+            b_in, c_out, dt = torch.split(blk.x_proj(xs), [blk.state, blk.state, xs.shape[-1]], dim=-1)
+            dt = F.softplus(dt)
+            a = -torch.exp(blk.a_log)
+            h = torch.exp(dt * a).unsqueeze(-1) * ssm_state[:, i] + (dt * xs).unsqueeze(-1) * b_in.unsqueeze(1)
+            y = (h * c_out.unsqueeze(1)).sum(-1) + xs * blk.skip
+            x = x + blk.out_proj(y * F.silu(z))
+            conv_out.append(window[..., 1:])
+            ssm_out.append(h)
+        return x.unsqueeze(1), torch.stack(conv_out, dim=1), torch.stack(ssm_out, dim=1)
+
+
 def mamba_ecg(in_leads: int = 3, out_leads: int = 12, samples: int = 5000, dim: int = 32) -> nn.Module:
     """A 1D-CNN + Mamba 3→12-lead reconstructor for `samples`-long windows, in eval mode."""
     return MambaECG(in_leads, out_leads, samples, dim).eval()
+
+
+def mamba_ecg_step(in_leads: int = 3, out_leads: int = 12, samples: int = 5000, dim: int = 32,
+                   shared_weights: str | None = "ecg-mamba-3to12.safetensors") -> nn.Module:
+    """The recurrent step of the Mamba blocks of `mamba_ecg` (with the shared demo weights when shipped)."""
+    model = MambaECG(in_leads, out_leads, samples, dim)
+    if shared_weights:
+        from medge.zoo import load_safetensors_weights
+        from medge.zoo.catalog import WEIGHTS_DIR
+
+        path = WEIGHTS_DIR / shared_weights
+        if path.is_file():
+            load_safetensors_weights(model, path)
+    return MambaStep(model).eval()

@@ -12,6 +12,7 @@ from medge.zoo import MODELS, get_card
 SLOW = {"cxr-densenet121", "cxr-densenet-tiny", "cxr-hybrid-vit", "us-lesion-unet",
         # issue 10's research architectures and MONAI entries: two small ones stay in the default run
         "cxr-medvit-kan", "us-xlstm-unet", "ecg-mamba-3to12", "us-lesion-sam-encoder", "us-lesion-sam-decoder",
+        "ecg-mamba-3to12-step",  # exported (and stepped) by tests/zoo/test_mamba_step.py
         "us-swinunetr", "us-mednext", "us-unetr"}
 
 
@@ -31,16 +32,14 @@ def test_zoo_model_exports_with_parity(run_cli, tmp_path, name):
     inputs = [(card.input_name, card.input_shape)] + [(i["name"], i["shape"]) for i in card.extra_inputs]
     assert rep["inputs"] == [{"name": n, "shape": ["batch", *shape[1:]], "dtype": "float32"} for n, shape in inputs]
     assert [o["name"] for o in rep["outputs"]] == list(card.output_names)
-    assert [o["shape"] for o in rep["outputs"]] == [["batch", *card.output_shape[1:]]]
+    assert rep["outputs"][0]["shape"] == ["batch", *card.output_shape[1:]]
     # one self-contained file: no external-data side files next to it
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("report-")) == [out.name]
     assert rep["size_bytes"] == out.stat().st_size and rep["sha256"] == sha256_file(out)
     assert rep["params"] > 0 and rep["macs"] > 0
-    # the ONNX-graph MAC counter agrees with the PyTorch-side counter of the zoo
-    # (us-dct-vit: the ONNX counter finds 7 % fewer MACs around the fixed-basis DCT matmuls; us-lesion-sam:
-    # 2.6 % fewer; both deterministic counter differences, the SAM one not yet traced)
-    loose = {"us-dct-vit": 0.08, "us-lesion-sam": 0.04}
-    assert rep["onnx_macs"] == pytest.approx(rep["macs"], rel=loose.get(name, 0.02))
+    # the ONNX-graph MAC counter agrees with the PyTorch-side counter of the zoo (us-lesion-sam: its
+    # point-independent Fourier encoding of the grid is folded into a constant, 0.06 % of its MACs)
+    assert rep["onnx_macs"] == pytest.approx(rep["macs"], rel=0.02)
     if card.params is not None:
         assert rep["params"] == card.params
     meta = read_metadata(out)

@@ -41,3 +41,25 @@ def test_counts_match_hand_computed_values():
     summary = graph_summary(model)
     assert summary["opset"] == 17 and summary["nodes"] == 5
     assert summary["inputs"] == [{"name": "x", "shape": ["batch", 4, 8, 8], "dtype": "float32"}]
+
+
+def test_einsum_contractions_are_counted():
+    # the promptable decoder's mask product "bc,bchw->bhw" (a batched matmul written as Einsum)
+    # and an ellipsis-broadcast matmul; a one-operand Einsum (a trace) does no multiply-accumulate
+    nodes = [helper.make_node("Einsum", ["w", "f"], ["m"], equation="bc,bchw->bhw"),
+             helper.make_node("Einsum", ["a", "b"], ["p"], equation="...ij,...jk->...ik"),
+             helper.make_node("Einsum", ["s"], ["t"], equation="ii->i")]
+    graph = helper.make_graph(
+        nodes, "e",
+        [helper.make_tensor_value_info("w", TensorProto.FLOAT, ["batch", 16]),
+         helper.make_tensor_value_info("f", TensorProto.FLOAT, ["batch", 16, 8, 8]),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4, 5]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 5, 6]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [3, 3])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, ["batch", 8, 8]),
+         helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 3, 4, 6]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    assert count_macs(model) == 16 * 8 * 8 + 2 * 3 * 4 * 5 * 6

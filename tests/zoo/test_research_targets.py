@@ -1,6 +1,7 @@
 """The research architectures (issue 10) through every target, with the real CLI and runtimes:
-INT8 under the clinical gate on ORT and OpenVINO, Jetson explicit-Q/DQ with a clean TensorRT
-preflight, and the mobile INT8 .tflite (or the exact LiteRT failure, recorded in the notes).
+INT8 under the clinical gate on ORT and OpenVINO, Jetson explicit-Q/DQ (under the same metric
+gate) with a clean TensorRT preflight, and the mobile INT8 .tflite (or the exact LiteRT failure).
+The MONAI entries ship no weights: parity gates only, no metric gate.
 
 Each model takes minutes here (quantization with fallback, OpenVINO, LiteRT conversion), so the
 whole module is slow; `scripts/research_zoo_table.py` runs the same steps and prints the table.
@@ -20,31 +21,28 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import research_zoo_table as table  # noqa: E402  (the script is the single definition of the steps)
 
-# LiteRT conversion failures of the current tflite path (owned by the `npu` branch), see notes/byom.md
+# LiteRT failures of the current tflite path (medge/devices/tflite_*, owned by the `npu` branch),
+# as measured on this branch; a fixed one makes its test fail here, so that it is taken off the list.
 TFLITE_FAILS: dict[str, str] = {
-    "us-xlstm-unet": "only refer to edge or node that has observer/fake_quant inserted",  # PT2E misses a relu
-    "cxr-medvit-kan": "SOFTMAX) failed to prepare",  # int8 softmax output scale is not 1/256
+    "us-dct-vit": "quantized_dimension != 0",  # per-channel FULLY_CONNECTED weights on axis 1
+    "us-xlstm-unet": "(DIV) failed to invoke",  # int8 DIV by a quantized zero (the mLSTM normaliser)
     "us-lesion-sam": "Required inputs (['point']) are missing",  # the tflite path feeds one input only
 }
-# Gates measured to fail here (notes/byom.md): OpenVINO INT8 of the DCT attention stays above the
-# 0.005 AUROC drop even with the whole DCT block in FP32 (48 eval samples; CI spans zero); OpenVINO
-# INT8 of the promptable decoder loses 0.06 Dice with 45 decoder nodes (its attention) in FP32.
-GATE_FAILS = {("us-dct-vit", "openvino"), ("us-lesion-sam", "openvino")}
 
 
-@pytest.mark.parametrize("name", table.MODELS)
+@pytest.mark.parametrize("name", table.MODELS + table.WEIGHTLESS)
 def test_research_model_through_every_target(tmp_path, name):
-    row = table.run_model(name, tmp_path, n_eval=48)
+    row = table.run_model(name, tmp_path, n_eval=100)
     assert not row["export_error"], row["export_error"]
-    assert row["parity_max_abs"] <= 1e-4
+    assert row["parity_max_abs"] <= 1e-4 and row["parity_batches"] == [1, 2]
+    weighted = row["demo_metric"] is not None
     for backend in ("ort", "openvino"):
         gate = row[backend]
-        if (name, backend) in GATE_FAILS:
-            assert "gate failed" in gate["error"], gate
-            continue
         assert not gate["error"], f"{backend}: {gate['error']}"
-        assert gate["passed"] is True and gate["drop"] <= table.MAX_DROP[row["metric"]]
-    assert row["trt"]["ok"] is True, row["trt"]
+        if weighted:
+            assert gate["passed"] is True and gate["drop"] <= table.MAX_DROP[row["metric"]], gate
+    trt = row["trt"]
+    assert not trt["error"] and trt["ok"] is True and trt["qdq"] > 0, trt  # explicit Q/DQ, preflight clean
     if name in TFLITE_FAILS:
         assert TFLITE_FAILS[name] in (row["tflite"]["error"] or ""), row["tflite"]
     else:

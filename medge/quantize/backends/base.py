@@ -96,6 +96,15 @@ class QuantBackend(abc.ABC):
         """
         return first_artifact
 
+    def recovery_schemes(self, model: Any, options: QuantOptions) -> list[tuple[str, dict[str, Any]]]:
+        """Whole-model alternatives tried, in order, when the gate fails before any node moves to FP32:
+        ``(label, options.extra overrides)`` pairs, e.g. a toolkit's transformer mode.  Default: none."""
+        return []
+
+    def float_compute_ops(self, artifact: Path) -> list[str]:
+        """Compute ops (matmul/conv) the toolkit itself left in float in `artifact` (default: none known)."""
+        return []
+
     def artifact_files(self, out: Path) -> list[Path]:
         """Every file that makes up the artifact written at `out`."""
         return [out]

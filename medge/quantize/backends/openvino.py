@@ -5,6 +5,12 @@ names the gate ranks and excludes are shared.  Excluded ONNX nodes become an NNC
 ``IgnoredScope`` over the OpenVINO ops created from them (``/conv1/Conv`` →
 ``/conv1/Conv/WithoutBiases`` + ``/conv1/Conv``).  Sensitivity is ranked on an ORT QDQ proxy
 quantized from the same calibration data.
+
+The default is NNCF's PERFORMANCE preset (symmetric int8 activations).  When the gate fails, the
+recovery schemes come first: for graphs with attention (Softmax) or LayerNorm, NNCF's
+``ModelType.TRANSFORMER`` (MIXED preset: asymmetric activations; SmoothQuant α = 0.95 on MatMul;
+Softmax, LayerNorm/MVN and the attention's scaling and residual Add/Multiply left in float); for
+the others the MIXED preset.  The matmuls/convolutions NNCF leaves in float are reported.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ from medge.errors import UsageError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
 from medge.quantize.backends.ort import OrtBackend
 from medge.registry import import_optional
+
+
+_COMPUTE_OPS = frozenset({"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"})
+# ops between a quantizer (or an int8 weight's dequantization) and the op it feeds
+_PASSTHROUGH = frozenset({"Reshape", "Transpose", "Convert", "Unsqueeze", "Squeeze", "Gather", "Concat", "StridedSlice",
+                          "Split", "VariadicSplit", "Broadcast", "Subtract", "Multiply", "MaxPool", "AvgPool"})
 
 
 def _ov_names(model, exclude_nodes: list[str]) -> list[str]:
@@ -65,11 +77,43 @@ class OpenVinoBackend(QuantBackend):
             raise UsageError("INT8 quantization needs calibration samples; pass --calib SOURCE")
         ignored = _ov_names(model, exclude_nodes)
         scope = nncf.IgnoredScope(names=ignored, validate=False) if ignored else None
+        scheme: dict = {"preset": nncf.QuantizationPreset.PERFORMANCE}
+        if options.extra.get("model_type") == "transformer":
+            scheme = {"preset": nncf.QuantizationPreset.MIXED, "model_type": nncf.ModelType.TRANSFORMER}
+        elif options.extra.get("preset") == "mixed":
+            scheme = {"preset": nncf.QuantizationPreset.MIXED}
         nncf.set_log_level(logging.WARNING)
         with contextlib.redirect_stdout(sys.stderr):  # NNCF progress bars must not mix with --json
-            quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data), ignored_scope=scope,
-                                      preset=nncf.QuantizationPreset.PERFORMANCE)
+            quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data), ignored_scope=scope, **scheme)
         ov.save_model(quantized, str(out), compress_to_fp16=False)
+
+    def recovery_schemes(self, model, options: QuantOptions) -> list[tuple[str, dict]]:
+        """NNCF's transformer mode for graphs with attention or LayerNorm, then the MIXED preset."""
+        if options.precision != "int8":
+            return []
+        ops = {n.op_type for n in model.graph.node}
+        mixed = ("mixed", {"preset": "mixed"})
+        if ops & {"Softmax", "LayerNormalization"}:
+            return [("transformer", {"model_type": "transformer"}), mixed]
+        return [mixed]
+
+    def float_compute_ops(self, artifact: Path) -> list[str]:
+        """MatMul/Convolution ops of the IR with an input neither fed by a FakeQuantize (activations)
+        nor by an int8 constant (weights: int8 Constant → Convert → Subtract → Multiply)."""
+        ov = import_optional("openvino", what="the openvino quantization backend")
+        model = ov.Core().read_model(str(artifact))
+        integer = {ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4}
+
+        def quantized(output) -> bool:
+            node = output.get_node()
+            while node.get_type_name() in _PASSTHROUGH and node.get_input_size():
+                node = node.input_value(0).get_node()
+            if node.get_type_name() == "Constant":
+                return node.get_element_type() in integer
+            return node.get_type_name() == "FakeQuantize"
+
+        return [op.get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() in _COMPUTE_OPS and not all(quantized(op.input_value(i)) for i in range(2))]
 
     def sensitivity_proxy(self, prepared: Path, first_artifact: Path, workdir: Path,
                           calib: list[dict[str, np.ndarray]], options: QuantOptions) -> Path:

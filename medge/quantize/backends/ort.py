@@ -86,11 +86,20 @@ class OrtBackend(QuantBackend):
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
         _name_nodes(model)
         out = workdir / "prepared.onnx"
-        try:
-            quant_pre_process(model, str(out), skip_symbolic_shape=False)
-        except Exception as exc:  # symbolic shape inference fails on some graphs: retry without it
-            log.debug("quant_pre_process with symbolic shapes failed (%s); retrying without", exc)
-            quant_pre_process(model, str(out), skip_symbolic_shape=True)
+        # a path, not the ModelProto: ORT's optimiser moves a ModelProto's weights out to external
+        # initializers in place ("foo.bin"), which breaks any retry on the same proto
+        source = workdir / "pre_input.onnx"
+        onnx.save(model, str(source))
+        attempts = ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True},
+                    {"skip_symbolic_shape": True, "skip_optimization": True})
+        for i, kwargs in enumerate(attempts):
+            try:
+                quant_pre_process(str(source), str(out), **kwargs)
+                break
+            except Exception as exc:  # noqa: BLE001 - retried with fewer steps, the last error raised
+                if i == len(attempts) - 1:
+                    raise
+                log.debug("quant_pre_process(%s) failed (%s); retrying with fewer steps", kwargs, exc)
         prepared = onnx.load(str(out))
         _name_nodes(prepared)
         onnx.save(prepared, str(out))
