@@ -91,15 +91,33 @@ def _infer(model):
 
     fixed = _batch_one(model)
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        return SymbolicShapeInference.infer_shapes(fixed, auto_merge=True)
+        inferred = _symbolic_shapes(fixed)
+        if inferred is not None:
+            return inferred
     except Exception:  # noqa: BLE001 - shape inference is best effort for counting
         pass
     try:
         return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception:  # noqa: BLE001
         return model
+
+
+def _symbolic_shapes(model):
+    """ONNX Runtime's symbolic shape inference, or None when it cannot infer every shape.
+
+    This is the loop of ``SymbolicShapeInference.infer_shapes`` without its failure branch, which
+    saves the half-inferred model as ``sym_shape_infer_temp.onnx`` (+ external data) into the
+    current working directory: a file the user never asked for.
+    """
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+    inference._preprocess(model)
+    done = False
+    while inference.run_:
+        done = inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_ if done else None
 
 
 def _shape_table(model) -> dict[str, list[int]]:
