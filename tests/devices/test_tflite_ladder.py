@@ -134,6 +134,34 @@ def test_int8_tflite_is_byte_identical_and_both_routes_agree(tmp_path):
     assert cos[0] >= 0.95 and abs(cos[0] - cos[1]) <= ROUTE_COSINE_TOLERANCE
 
 
+def test_calibration_keeps_the_whole_range_of_a_small_output(tmp_path):
+    """Every calibration sample's logits fit the int8 output range (running min/max): AEQ's default
+    moving average of per-sample min/max collapses the range of a tensor with few values per
+    sample (us-frame-screen's logit got ±0.22 for values in [-3.3, 5.4])."""
+    import torch
+
+    from medge.devices.recipe_parity import load_inputs
+    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_ladder import AeqLadder
+    from medge.runtimes import open_runtime
+
+    net = _tiny_net().eval()
+    _randomise_bn(net)
+    onnx_path = _export(net, tmp_path / "tiny.onnx")
+    calib = load_inputs(onnx_path, "synthetic:cxr", n=16).inputs
+    nhwc = [np.ascontiguousarray(np.moveaxis(c, 1, -1)) for c in calib]
+    float_path, out = tmp_path / "tiny.fp32.tflite", tmp_path / "tiny.tflite"
+    convert_tflite(net, calib[0], float_path, precision="fp32", channel_last=True)
+    AeqLadder(float_path, nhwc).quantize(out)
+    with torch.no_grad():
+        logits = np.stack([net(torch.from_numpy(c)).numpy() for c in calib])
+    with open_runtime(out, "litert") as rt:
+        scale, zero_point = rt.outputs()[0].quantization
+    low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    assert high - low > 0.5 * float(logits.max() - logits.min())  # not collapsed onto a typical value
+    assert low - scale <= float(logits.min()) and float(logits.max()) <= high + scale, (low, high, logits.min(), logits.max())
+
+
 def test_ladder_recovers_an_int8_sensitive_model_through_the_cli(run_cli, tmp_path):
     onnx_path = _export(_sensitive_net(), tmp_path / "sensitive.onnx")
     out = tmp_path / "qnn"
