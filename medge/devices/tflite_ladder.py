@@ -70,16 +70,28 @@ def _interpreter(model: bytes | Path, preserve: bool = False) -> Any:
     return interp
 
 
-def _signature(float_path: Path) -> tuple[str, str]:
-    sigs = _interpreter(float_path).get_signature_list()
-    key = sorted(sigs)[0]
-    return key, sigs[key]["inputs"][0]
+def _signature(float_path: Path) -> tuple[str, list[str]]:
+    """The signature key and its input names in the model's input order (the PyTorch arguments' order)."""
+    interp = _interpreter(float_path)
+    key = sorted(interp.get_signature_list())[0]
+    by_index = {d["index"]: name for name, d in interp.get_signature_runner(key).get_input_details().items()}
+    return key, [by_index[d["index"]] for d in interp.get_input_details()]
+
+
+def _sample_arrays(sample: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One calibration sample as float32 arrays in input order (an array for a one-input model)."""
+    arrays = [sample] if isinstance(sample, np.ndarray) else list(sample)
+    return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
 
 
 # Ops that move data without computing: their output carries their input's scale, so they add no
 # error of their own, and moving them to int16/float only adds QUANTIZE ops around them.
 DATA_MOVEMENT = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "QUANTIZE", "DEQUANTIZE", "GATHER",
                            "SLICE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "CONCATENATION"})
+
+
+# Ops with a quantized weight (or a constant matmul operand) whose parameters depend on the kernel.
+WEIGHTED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"})
 
 
 def ladder_candidates(float_path: Path) -> list[str]:
@@ -152,6 +164,28 @@ def consumers(float_path: Path) -> dict[str, list[str]]:
             for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
 
 
+def shared_constant_ops(float_path: Path) -> set[str]:
+    """Scopes of the ops that read a constant tensor another op reads too.
+
+    AEQ gives a shared constant one quantization: us-dct-vit's DCT basis is the constant lhs of a
+    BATCH_MATMUL and the weight of a FULLY_CONNECTED, got per-channel parameters on axis 1 from
+    the first and could not be loaded by the second (FULLY_CONNECTED needs axis 0).  Per-tensor
+    weights for those ops give the one shared tensor parameters both kernels take.
+    """
+    interp = _interpreter(float_path)
+    ops, names, inputs, _ = _graph(float_path)
+    ranks = {t["index"]: len(t["shape"]) for t in interp.get_tensor_details()}
+    produced = {int(o) for op in ops for o in op["outputs"]}
+    readers: dict[int, set[str]] = {}
+    for op in ops:
+        if op["op_name"] not in WEIGHTED or not len(op["outputs"]):
+            continue
+        for i in {int(i) for i in op["inputs"]}:
+            if i >= 0 and i not in produced and i not in inputs and ranks.get(i, 0) >= 2:
+                readers.setdefault(i, set()).add(names[int(op["outputs"][0])])
+    return {scope for users in readers.values() if len(users) > 1 for scope in users}
+
+
 def _scope(name: str) -> str:
     """AEQ's regex for the op whose (first) output tensor is `name`: its scope is "out1;out2;…;"."""
     return f"^{re.escape(name)};"
@@ -160,11 +194,17 @@ def _scope(name: str) -> str:
 class AeqLadder:
     """Calibrate a float .tflite once, then quantize it with per-op precision recipes."""
 
-    def __init__(self, float_path: Path, calibration: Sequence[np.ndarray]) -> None:
+    def __init__(self, float_path: Path, calibration: Sequence[np.ndarray | Sequence[np.ndarray]]) -> None:
+        """`calibration`: model-ready samples in the .tflite's layout, an array each (one input)
+        or a sequence of arrays in input order (several inputs, e.g. an image and a click)."""
         self.aeq = import_optional("ai_edge_quantizer", what="LiteRT INT8 quantization")
         self.float_path = float_path
-        self.signature, self.input_name = _signature(float_path)
-        self.samples = [np.ascontiguousarray(c, dtype=np.float32) for c in calibration]
+        self.shared_ops = shared_constant_ops(float_path)
+        self.signature, self.input_names = _signature(float_path)
+        self.samples = [_sample_arrays(c) for c in calibration]
+        if any(len(s) != len(self.input_names) for s in self.samples):
+            raise TargetError(f"the float .tflite has {len(self.input_names)} input(s) but a calibration sample has "
+                              f"{len(self.samples[0])}; every input needs calibration data")
         self.qsvs = self._calibrate()
         self.op_names = ladder_candidates(float_path)
         self.input_ops, self.output_ops = io_ops(float_path)
@@ -189,7 +229,7 @@ class AeqLadder:
         calib = calibrator.Calibrator(self.float_path.read_bytes(), num_threads=1,
                                       qsv_update_func=qsv_utils.min_max_update)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
-            calib.calibrate({self.signature: [{self.input_name: s} for s in self.samples]}, recipes)
+            calib.calibrate({self.signature: [dict(zip(self.input_names, s)) for s in self.samples]}, recipes)
         return calib.get_model_qsvs()
 
     def _quantizer(self, int16: set[str], floats: set[str]) -> Any:
@@ -197,10 +237,12 @@ class AeqLadder:
 
         aeq = self.aeq
         ops = aeq.qtyping.TFLOperationName.ALL_SUPPORTED
+        tensorwise = aeq.qtyping.QuantGranularity.TENSORWISE
         quantizer = aeq.Quantizer(str(self.float_path))
         quantizer.add_static_config(".*", ops, 8, 8)
-        for name in sorted(int16):
-            quantizer.add_static_config(_scope(name), ops, 16, 8)
+        for name in sorted(int16 | self.shared_ops):
+            granularity = {"weight_granularity": tensorwise} if name in self.shared_ops else {}
+            quantizer.add_static_config(_scope(name), ops, 16 if name in int16 else 8, 8, **granularity)
         for name in sorted(floats):
             quantizer.update_quantization_recipe(_scope(name), ops, algorithm_key=AlgorithmName.NO_QUANTIZE)
         return quantizer
@@ -226,11 +268,12 @@ class AeqLadder:
                 scales[t["name"]] = (float(scale), int(zero_point))
         f_interp = _interpreter(self.float_path, preserve=True)
         by_name = {t["name"]: t["index"] for t in f_interp.get_tensor_details()}
-        input_index = f_interp.get_input_details()[0]["index"]
+        input_indices = [d["index"] for d in f_interp.get_input_details()]
         names = [n for n in self.op_names if n in scales and n in by_name]
         values: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for sample in self.samples[:RANK_SAMPLES]:
-            f_interp.set_tensor(input_index, sample)
+            for index, array in zip(input_indices, sample):
+                f_interp.set_tensor(index, array)
             f_interp.invoke()
             for name in names:
                 t = np.asarray(f_interp.get_tensor(by_name[name]), dtype=np.float64)
@@ -271,7 +314,7 @@ def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray],
+def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                judge: Callable[[Path, Attempt], Attempt], *, progress: Callable[[str], None] = lambda _m: None,
                int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS) -> list[Attempt]:
     """Quantize `float_path` to `output`, climbing the ladder until `judge` passes an attempt.

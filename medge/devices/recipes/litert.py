@@ -198,15 +198,13 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
     """The float .tflite (in a scratch folder, not the bundle) quantized by the AEQ ladder into `path`."""
     import sys
 
-    import numpy as np
-
-    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_convert import convert_tflite, model_layout
     from medge.devices.tflite_ladder import run_ladder
 
     with tempfile.TemporaryDirectory(prefix="medge-tflite-") as scratch:
         float_path = Path(scratch) / "model.fp32.tflite"
         convert_tflite(module, calibration[0], float_path, precision="fp32", channel_last=channel_last)
-        samples = [np.ascontiguousarray(np.moveaxis(c, 1, -1)) if channel_last else c for c in calibration]
+        samples = [model_layout(c, channel_last) for c in calibration]
         return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
                           int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)))
 
