@@ -162,6 +162,89 @@ def test_calibration_keeps_the_whole_range_of_a_small_output(tmp_path):
     assert low - scale <= float(logits.min()) and float(logits.max()) <= high + scale, (low, high, logits.min(), logits.max())
 
 
+def _shared_basis_net():
+    """A constant basis read by a matmul (as its lhs) and by a linear layer (as its weight), as in
+    DCT attention: AEQ gave the shared tensor the matmul's axis-1 parameters, which the
+    FULLY_CONNECTED kernel refuses to load."""
+    import torch
+    from torch import nn
+
+    class SharedBasis(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("basis", torch.randn(4, 8, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, x):
+            return nn.functional.linear(torch.matmul(self.basis, x), self.basis)
+
+    return SharedBasis().eval()
+
+
+def test_a_constant_shared_by_matmul_and_linear_quantizes_to_a_loadable_tflite(tmp_path):
+    from medge.devices.tflite_convert import convert_tflite, tflite_ops
+    from medge.devices.tflite_ladder import AeqLadder, shared_constant_ops
+    from medge.runtimes import open_runtime
+    from medge.runtimes.base import dequantize_output, quantize_input
+
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(8)]
+    float_path, out = tmp_path / "shared.fp32.tflite", tmp_path / "shared.tflite"
+    convert_tflite(_shared_basis_net(), calib[0], float_path, precision="fp32")
+    assert {op["op"] for op in tflite_ops(float_path)} >= {"BATCH_MATMUL", "FULLY_CONNECTED"}
+    assert len(shared_constant_ops(float_path)) == 2
+    AeqLadder(float_path, calib).quantize(out)
+    with open_runtime(out, "litert") as rt:  # loading is what failed
+        i, o = rt.inputs()[0], rt.outputs()[0]
+        assert i.dtype == o.dtype == "int8"
+        got = dequantize_output(rt.infer({i.name: quantize_input(calib[0], i)})[o.name], o)
+    import torch
+
+    want = _shared_basis_net()(torch.from_numpy(calib[0])).detach().numpy()
+    assert float(np.abs(got - want).max()) <= 0.05 * float(np.abs(want).max())
+
+
+def _two_input_net():
+    """An image and a click (x, y): the click's offset is added to the image features."""
+    import torch
+    from torch import nn
+
+    class Clicked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.point = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(2, 4)
+
+        def forward(self, image, point):
+            return torch.sigmoid(self.conv(image) + self.point(point)[:, :, None, None])
+
+    return Clicked().eval()
+
+
+def test_a_two_input_model_gets_both_inputs_quantized_and_fed(tmp_path):
+    from medge.devices.tflite_convert import convert_tflite, model_layout
+    from medge.devices.tflite_ladder import AeqLadder
+    from medge.runtimes import open_runtime
+    from medge.runtimes.feeds import adapt_inputs, restore_outputs
+
+    rng = np.random.default_rng(0)
+    calib = [{"image": rng.standard_normal((1, 1, 16, 16)).astype(np.float32),
+              "point": rng.uniform(0, 1, (1, 2)).astype(np.float32)} for _ in range(8)]
+    float_path, out = tmp_path / "two.fp32.tflite", tmp_path / "two.tflite"
+    convert_tflite(_two_input_net(), calib[0], float_path, precision="fp32", channel_last=True)
+    ladder = AeqLadder(float_path, [model_layout(c, True) for c in calib])
+    assert len(ladder.input_names) == 2
+    ladder.quantize(out)
+    import torch
+
+    net = _two_input_net()
+    with open_runtime(out, "litert") as rt:
+        assert [t.dtype for t in rt.inputs()] == ["int8", "int8"]
+        for feed in calib[:4]:  # the click moves the output: both inputs are really fed
+            got = restore_outputs(rt.infer(adapt_inputs(list(feed.values()), rt.inputs())), rt.outputs(), [(1, 4, 16, 16)])[0]
+            want = net(*(torch.from_numpy(v) for v in feed.values())).detach().numpy()
+            assert float(np.abs(got - want).max()) <= 0.03
+
+
 def test_ladder_recovers_an_int8_sensitive_model_through_the_cli(run_cli, tmp_path):
     onnx_path = _export(_sensitive_net(), tmp_path / "sensitive.onnx")
     out = tmp_path / "qnn"
