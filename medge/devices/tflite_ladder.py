@@ -9,6 +9,10 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
    ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
+An op whose integer kernel refuses to run (an int8 DIV whose divisor rounds to the zero point)
+goes to float on that rung and every later one.
+Every tensor's calibration range is its min/max over all samples (`AeqLadder._calibrate`).
+
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
 caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
 ``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import TargetError
+from medge.errors import MedgeError, TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
@@ -293,6 +297,27 @@ class AeqLadder:
         return sorted(ranked, key=lambda item: (-item[1], item[0]))
 
 
+_REFUSED = re.compile(r"Node number (\d+) \((\w+)\) failed to (?:invoke|prepare)")
+MAX_REFUSED = 16
+
+
+def refused_op(quantized: Path, error: BaseException) -> tuple[str, str] | None:
+    """(scope, op type) of the op a LiteRT kernel refused in `quantized` ("Node number N (DIV)
+    failed to invoke": an int8 DIV whose divisor rounded to the zero point), else None."""
+    match = _REFUSED.search(str(error))
+    if match is None:
+        return None
+    mod = import_optional("ai_edge_litert.interpreter", what="LiteRT quantization")
+    interp = mod.Interpreter(model_path=str(quantized),
+                             experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interp._get_ops_details()  # no allocate_tensors: a refused prepare must not stop this
+    index = int(match.group(1))
+    if index >= len(ops) or not len(ops[index]["outputs"]):
+        return None
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    return names[int(ops[index]["outputs"][0])], match.group(2)
+
+
 def _steps(n: int, budget: int) -> list[int]:
     """1, 4, 16 … candidates, at most `budget` steps, the last one always all `n` of them."""
     sizes, k = [], 1
@@ -324,10 +349,23 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
     """
     ladder = AeqLadder(float_path, calibration)
     attempts: list[Attempt] = []
+    refused: list[str] = []  # ops whose integer kernel failed to run: float on every later rung
 
     def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
-        ladder.quantize(output, int16, floats)
-        result = judge(output, Attempt(len(attempts), action, list(int16), list(floats)))
+        while True:
+            floats = [*floats, *(n for n in refused if n not in floats)]
+            int16 = [n for n in int16 if n not in refused]
+            ladder.quantize(output, int16, floats)
+            try:
+                result = judge(output, Attempt(len(attempts), action, list(int16), list(floats)))
+                break
+            except (RuntimeError, MedgeError) as exc:
+                op = refused_op(output, exc)
+                if op is None or op[0] in refused or len(refused) >= MAX_REFUSED:
+                    raise TargetError(f"the quantized .tflite cannot run on LiteRT ({' '.join(str(exc).split())[:200]}); "
+                                      "try --precision fp16") from exc
+                refused.append(op[0])
+                progress(f"litert ladder: the integer {op[1]} kernel refused its quantized inputs; that op goes to float")
         attempts.append(result)
         progress(f"litert ladder attempt {result.index} ({action}): "
                  f"{'passed' if result.passed else 'failed'} {result.gate.get('summary', '')}")
