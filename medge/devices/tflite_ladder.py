@@ -255,7 +255,7 @@ class AeqLadder:
         """Write the .tflite with `int16` ops at a16w8, `floats` ops unquantized, the rest a8w8."""
         quantizer = self._quantizer(set(int16), set(floats))
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
                 result = quantizer.quantize(self.qsvs, enable_progress_report=False)
         except Exception as exc:  # noqa: BLE001 - AEQ raises ValueError/RuntimeError/KeyError on unsupported graphs
             raise TargetError(f"ai-edge-quantizer could not quantize the model: {' '.join(str(exc).split())[:300]}") from exc
@@ -285,6 +285,7 @@ class AeqLadder:
         errors: dict[str, list[float]] = {}
         for name in names:
             t = np.concatenate(values[name])
+            t = np.where(np.isfinite(t), t, 0.0)  # a masked score (-inf) has no int8 value to rank
             scale, zp = scales[name]
             noise = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale - t
             # per channel (last axis: NHWC / NLC / features), against the channel's variation over
