@@ -141,6 +141,33 @@ def io_ops(float_path: Path) -> tuple[set[str], set[str]]:
     return reading, boundary
 
 
+def data_paths(float_path: Path) -> dict[str, list[str]]:
+    """For each op scope, the data-movement ops between its output and its compute readers.
+
+    They go to int16 with the op: left in int8, every TRANSPOSE/RESHAPE between two int16 ops
+    (a 1-D conv lowers to TRANSPOSE, RESHAPE, CONV_2D, RESHAPE, TRANSPOSE) requantizes the tensor
+    to 8 bits and back, and the whole-model int16 rung keeps most of the int8 error (ecg-3to12:
+    30 int8 data-movement ops among 28 int16 ops).
+    """
+    ops, names, _, _ = _graph(float_path)
+    readers: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            readers.setdefault(int(i), []).append(op)
+
+    def movers(tensor: int, seen: set[int]) -> list[str]:
+        found: list[str] = []
+        for op in readers.get(tensor, []):
+            out = int(op["outputs"][0])
+            if op["op_name"] in DATA_MOVEMENT and out not in seen:
+                seen.add(out)
+                found += [names[out], *movers(out, seen)]
+        return found
+
+    return {names[int(op["outputs"][0])]: movers(int(op["outputs"][0]), set())
+            for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
+
+
 def consumers(float_path: Path) -> dict[str, list[str]]:
     """For each op scope, the compute ops that read its output (through data-movement ops).
 
@@ -214,6 +241,7 @@ class AeqLadder:
         self.input_ops, self.output_ops = io_ops(float_path)
         self.io_ops = self.input_ops | self.output_ops
         self.readers = consumers(float_path)
+        self.paths = data_paths(float_path)
 
     def _calibrate(self) -> dict[str, Any]:
         """Every tensor's min/max over all calibration samples.
@@ -384,9 +412,13 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                     group.append(op)
         return group
 
+    def in_int16(names: list[str]) -> list[str]:
+        group = with_readers(names)
+        return list(dict.fromkeys(group + [m for name in group for m in ladder.paths.get(name, [])]))
+
     int16: list[str] = []
     for k in _steps(len(ranked), int16_steps):
-        int16 = with_readers(ranked[:k])
+        int16 = in_int16(ranked[:k])
         if attempt(f"worst {k} tensor(s) to int16", int16, []).passed:
             return attempts
     outputs = sorted(ladder.output_ops - ladder.input_ops)
@@ -394,7 +426,7 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
         # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
         # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
         # the inputs stay integer.  Reported as float outputs.
-        some16 = [n for n in with_readers(ranked[:4]) if n not in outputs]
+        some16 = [n for n in in_int16(ranked[:4]) if n not in outputs]
         if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
             return attempts
     movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
