@@ -150,12 +150,37 @@ def bench_model(model: str, targets, threads: int, warmup: int, runs: int, work:
 
 
 LITERT_TARGETS = ("android-qualcomm-npu", "android-mediatek-npu")
+# The delegate op table of each LiteRT NPU target (profiles.json compile_options.delegate).
+LITERT_DELEGATES = {"android-qualcomm-npu": "qnn", "android-mediatek-npu": "neuron"}
 
 
-def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path) -> list[dict]:
+def _litert_row(model: str, target: str, report: dict, manifest: dict, p50: float, ort: float | None,
+                preflight: dict | None = None) -> dict:
+    """One table row from a LiteRT bundle's report and manifest (`preflight`: another delegate's)."""
+    pre, gate, lit = preflight or report["preflight"], report["gate"] or {}, manifest["extra"]["litert"]
+    share = pre.get("delegated_macs_share") or 0.0
+    return {
+        "model": model, "target": target, "metric": gate.get("name"), "drop": gate.get("drop"),
+        "passed": gate.get("passed"), "attempts": len(gate.get("ladder", [])), "ops": lit.get("op_precisions"),
+        "coverage": pre["coverage"], "partitions": pre["partitions"], "p50": p50, "ort_int8_p50": ort,
+        "vs_ort_int8": ort / p50 if ort else None,
+        "npu_bound_delegated_ms": p50 * share, "npu_bound_cpu_ms": p50 * (1 - share),
+        "same_tflite_as": None if preflight is None else LITERT_TARGETS[0],
+    }
+
+
+def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path, models: list[str] | None = None,
+                    compile_every_target: bool = False,
+                    on_rows: Callable[[list[dict]], None] = lambda _rows: None) -> list[dict]:
     """One row per zoo model with weights and LiteRT NPU target: metric drop, ops per precision,
     delegate coverage and partitions, and the .tflite's CPU-interpreter latency against the ORT
     INT8 bundle (raspberry-pi-5, uint8 QDQ) timed in the same interleaved rounds.
+
+    The ladder's choice does not depend on the delegate (the gate is the metric and parity; the
+    same inputs give the same bytes), so by default the MediaTek row is the Qualcomm bundle's
+    .tflite with the MediaTek delegate's preflight (``same_tflite_as``);
+    `compile_every_target` compiles it again instead.  `on_rows` gets the rows so far after each
+    model (a long run keeps what it measured).
 
     The NPU-bound estimate splits the measured interpreter time by the share of the model's work
     (MACs) that the delegate takes: ``delegated ms`` would move to the NPU, ``cpu ms`` stays on
@@ -164,12 +189,15 @@ def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path) -> list[di
     import json as _json
 
     from medge.devices.compile import CompileConfig, compile_model
+    from medge.devices.delegate_ops import litert_preflight
+    from medge.devices.tflite_convert import tflite_ops
     from medge.export import export_onnx
     from medge.runtimes.artifacts import resolve_artifact
     from medge.zoo import MODELS, weights_path
 
-    rows = []
-    for model in MODELS.names():
+    rows: list[dict] = []
+    compiled = (*LITERT_TARGETS, "raspberry-pi-5") if compile_every_target else (LITERT_TARGETS[0], "raspberry-pi-5")
+    for model in models or MODELS.names():
         path = weights_path(model)
         if path is None or not path.is_file():
             continue
@@ -178,38 +206,36 @@ def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path) -> list[di
             export_onnx(model, onnx_path)
         except Exception as exc:  # noqa: BLE001 - a bench row must not stop the others
             rows.append({"model": model, "error": str(exc).splitlines()[0][:160]})
+            on_rows(rows)
             continue
         with contextlib.ExitStack() as stack:
             calls, found = {}, {}
-            for target in (*LITERT_TARGETS, "raspberry-pi-5"):
+            for target in compiled:
                 bundle = work / f"{model}-{target}"
+                t0 = time.perf_counter()
                 try:
                     report = compile_model(CompileConfig(model=onnx_path, target=target, output=bundle, precision="int8",
                                                          calib_source="synthetic", eval_source="synthetic",
                                                          max_drop=0.01 if "segment" in _task(onnx_path) else 0.005,
                                                          model_ref=model))
                 except Exception as exc:  # noqa: BLE001
-                    rows.append({"model": model, "target": target, "error": str(exc).splitlines()[0][:160]})
+                    rows.append({"model": model, "target": target, "error": " ".join(str(exc).split())[:300]})
                     continue
+                print(f"# {model} {target}: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
                 ref = resolve_artifact(bundle)
                 calls[target] = runtime_call(stack, ref.path, ref.runtime, "cpu", threads)
-                found[target] = (report.to_dict(), _json.loads((bundle / "manifest.json").read_text()))
+                found[target] = (ref.path, report.to_dict(), _json.loads((bundle / "manifest.json").read_text()))
             timing = time_interleaved(calls, warmup, runs) if calls else {}
         ort = timing.get("raspberry-pi-5", {}).get("p50")
         for target in LITERT_TARGETS:
-            if target not in found:
-                continue
-            rep, manifest = found[target]
-            pre, gate, lit = rep["preflight"], rep["gate"] or {}, manifest["extra"]["litert"]
-            p50 = timing[target]["p50"]
-            share = pre.get("delegated_macs_share") or 0.0
-            rows.append({
-                "model": model, "target": target, "metric": gate.get("name"), "drop": gate.get("drop"),
-                "passed": gate.get("passed"), "attempts": len(gate.get("ladder", [])), "ops": lit.get("op_precisions"),
-                "coverage": pre["coverage"], "partitions": pre["partitions"], "p50": p50, "ort_int8_p50": ort,
-                "vs_ort_int8": ort / p50 if ort else None,
-                "npu_bound_delegated_ms": p50 * share, "npu_bound_cpu_ms": p50 * (1 - share),
-            })
+            if target in found:
+                _, rep, manifest = found[target]
+                rows.append(_litert_row(model, target, rep, manifest, timing[target]["p50"], ort))
+            elif LITERT_TARGETS[0] in found and not compile_every_target:
+                artifact, rep, manifest = found[LITERT_TARGETS[0]]
+                pre = litert_preflight(tflite_ops(artifact), LITERT_DELEGATES[target])
+                rows.append(_litert_row(model, target, rep, manifest, timing[LITERT_TARGETS[0]]["p50"], ort, pre))
+        on_rows(rows)
     return rows
 
 
@@ -222,7 +248,7 @@ def _task(onnx_path: Path) -> str:
 
 def print_litert_rows(rows: list[dict]) -> None:
     """The LiteRT table: one row per zoo model and NPU target."""
-    header = (f"{'model':<18} {'target':<21} {'drop':>8} {'int8/16/fp':>10} {'cover':>6} {'parts':>5} "
+    header = (f"{'model':<18} {'target':<21} {'metric':>8} {'drop':>8} {'gate':>4} {'int8/16/fp':>10} {'cover':>6} {'parts':>5} "
               f"{'p50 ms':>8} {'ORT/LiteRT':>10} {'NPU-bound ms (deleg / cpu)':>27}")
     print(header)
     print("-" * len(header))
@@ -233,7 +259,9 @@ def print_litert_rows(rows: list[dict]) -> None:
         ops = r["ops"] or {}
         prec = f"{ops.get('int8', 0)}/{ops.get('int16', 0)}/{ops.get('float', 0)}"
         ratio = f"{r['vs_ort_int8']:.2f}x" if r["vs_ort_int8"] else "-"
-        print(f"{r['model']:<18} {r['target']:<21} {r['drop'] if r['drop'] is not None else float('nan'):8.4f} {prec:>10} "
+        gate = "pass" if r["passed"] else "FAIL"
+        print(f"{r['model']:<18} {r['target']:<21} {r['metric'] or '-':>8} "
+              f"{r['drop'] if r['drop'] is not None else float('nan'):8.4f} {gate:>4} {prec:>10} "
               f"{r['coverage']:6.3f} {r['partitions']:5d} {r['p50']:8.2f} {ratio:>10} "
               f"{r['npu_bound_delegated_ms']:12.2f} / {r['npu_bound_cpu_ms']:8.2f}")
 
@@ -248,13 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows as JSON to this path")
     parser.add_argument("--litert-zoo", action="store_true",
                         help="only the LiteRT NPU table: every zoo model with weights, both NPU targets")
+    parser.add_argument("--litert-models", nargs="+", help="with --litert-zoo: only these zoo models")
+    parser.add_argument("--litert-compile-every-target", action="store_true",
+                        help="with --litert-zoo: compile the MediaTek bundle too instead of reusing the Qualcomm .tflite")
     args = parser.parse_args(argv)
     if args.litert_zoo:
+        def save(rows: list[dict]) -> None:
+            if args.json:
+                Path(args.json).write_text(json.dumps({"litert": rows}, indent=2))
+
         with tempfile.TemporaryDirectory(prefix="medge-bench-litert-") as tmp:
-            litert = litert_zoo_rows(args.threads, args.warmup, args.runs, Path(tmp))
+            litert = litert_zoo_rows(args.threads, args.warmup, args.runs, Path(tmp), args.litert_models,
+                                     args.litert_compile_every_target, on_rows=save)
         print_litert_rows(litert)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"litert": litert}, indent=2))
         return 0
 
     peaks = gemm_peaks(args.threads)

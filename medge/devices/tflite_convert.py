@@ -47,18 +47,23 @@ class TorchSource:
     notes: list[str] = field(default_factory=list)
 
 
-def _run_onnx(onnx_path: Path, x: np.ndarray) -> list[np.ndarray]:
+def sample_arrays(sample: Any) -> list[np.ndarray]:
+    """A model-ready sample as arrays in input order: an array (one input) or a feed dict (several)."""
+    return [np.asarray(v) for v in sample.values()] if isinstance(sample, dict) else [sample]
+
+
+def _run_onnx(onnx_path: Path, x: Any) -> list[np.ndarray]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})
+    return sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), sample_arrays(x))})
 
 
-def _run_torch(module: Any, x: np.ndarray) -> list[np.ndarray]:
+def _run_torch(module: Any, x: Any) -> list[np.ndarray]:
     import torch
 
     with torch.no_grad():
-        out = module(torch.from_numpy(x))
+        out = module(*(torch.from_numpy(a) for a in sample_arrays(x)))
     outs = out if isinstance(out, (tuple, list)) else (out,)
     return [o.detach().numpy() for o in outs]
 
@@ -73,7 +78,7 @@ def _max_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     return worst
 
 
-def torch_source(onnx_path: Path, model_ref: str | None, sample: np.ndarray) -> TorchSource:
+def torch_source(onnx_path: Path, model_ref: str | None, sample: Any) -> TorchSource:
     """The PyTorch module for `onnx_path`: `model_ref` when it reproduces the ONNX outputs on
     `sample`, else the ONNX graph converted in-house (static shapes)."""
     from medge.devices.tflite_onnx_to_torch import onnx_to_torch
@@ -84,7 +89,7 @@ def torch_source(onnx_path: Path, model_ref: str | None, sample: np.ndarray) -> 
         from medge.export import load_model
 
         try:
-            loaded = load_model(model_ref, input_shape=tuple(sample.shape))
+            loaded = load_model(model_ref, input_shape=tuple(sample_arrays(sample)[0].shape))
             diff = _max_rel_diff(_run_torch(loaded.module, sample), reference_out)
         except (ModelLoadError, ExportError) as exc:
             diff, loaded = float("inf"), None
@@ -111,26 +116,35 @@ def _quiet() -> Any:
         yield
 
 
-def _channel_last(module: Any, sample: np.ndarray) -> Any:
+def _channel_last(module: Any, sample: Any) -> Any:
+    """`module` with its 3-D/4-D inputs and outputs channel-last (a click's (x, y) stays as is)."""
     import litert_torch
 
     outs = _run_torch(module, sample)
     out_idx = [i for i, o in enumerate(outs) if o.ndim >= 3]
-    return litert_torch.to_channel_last_io(module, args=[0] if sample.ndim >= 3 else [], outputs=out_idx).eval()
+    args = [i for i, a in enumerate(sample_arrays(sample)) if a.ndim >= 3]
+    return litert_torch.to_channel_last_io(module, args=args, outputs=out_idx).eval()
+
+
+def model_layout(sample: Any, channel_last: bool) -> list[np.ndarray]:
+    """A sample's arrays in the .tflite's input layout (channel-last 3-D/4-D arrays when `channel_last`)."""
+    return [np.ascontiguousarray(np.moveaxis(a, 1, -1)) if channel_last and a.ndim >= 3 else a
+            for a in sample_arrays(sample)]
 
 
 def convert_tflite(
     module: Any,
-    sample: np.ndarray,
+    sample: Any,
     output: Path,
     *,
     precision: str,
-    calibration: Sequence[np.ndarray] = (),
+    calibration: Sequence[Any] = (),
     channel_last: bool = False,
 ) -> None:
     """Convert `module` (NCHW/NCL float input like `sample`) to a .tflite at `output` (atomic).
 
     `precision` is fp32, fp16 or int8; int8 needs `calibration` (model-ready float32 arrays).
+    A model with several inputs takes feed dicts (input order) as `sample` and `calibration`.
     """
     import torch
 
@@ -145,10 +159,11 @@ def convert_tflite(
     replace_prelu(module)  # the INT8 quantizer leaves PReLU in float
     if channel_last:
         module = _channel_last(module, sample)
-        to_model = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 1, -1)))  # noqa: E731
-    else:
-        to_model = torch.from_numpy  # noqa: E731
-    example = (to_model(sample),)
+
+    def to_model(x: Any) -> tuple:
+        return tuple(torch.from_numpy(a) for a in model_layout(x, channel_last))
+
+    example = to_model(sample)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if precision == "int8" and not calibration:
         raise MedgeError("INT8 tflite conversion needs calibration data; pass --calib (e.g. synthetic:us-frame)")
@@ -248,7 +263,7 @@ def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: l
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for x in calibration:
-            prepared(x)
+            prepared(*x)
     converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
     # The graph's ops were specialised to eval at export (batch_norm(training=False), no dropout);
     # move_exported_model_to_eval rewrites any train-mode BN/dropout left and this clears the

@@ -9,6 +9,10 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
    ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
+An op whose integer kernel refuses to run (an int8 DIV whose divisor rounds to the zero point)
+goes to float on that rung and every later one.
+Every tensor's calibration range is its min/max over all samples (`AeqLadder._calibrate`).
+
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
 caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
 ``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import TargetError
+from medge.errors import MedgeError, TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
@@ -70,16 +74,28 @@ def _interpreter(model: bytes | Path, preserve: bool = False) -> Any:
     return interp
 
 
-def _signature(float_path: Path) -> tuple[str, str]:
-    sigs = _interpreter(float_path).get_signature_list()
-    key = sorted(sigs)[0]
-    return key, sigs[key]["inputs"][0]
+def _signature(float_path: Path) -> tuple[str, list[str]]:
+    """The signature key and its input names in the model's input order (the PyTorch arguments' order)."""
+    interp = _interpreter(float_path)
+    key = sorted(interp.get_signature_list())[0]
+    by_index = {d["index"]: name for name, d in interp.get_signature_runner(key).get_input_details().items()}
+    return key, [by_index[d["index"]] for d in interp.get_input_details()]
+
+
+def _sample_arrays(sample: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One calibration sample as float32 arrays in input order (an array for a one-input model)."""
+    arrays = [sample] if isinstance(sample, np.ndarray) else list(sample)
+    return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
 
 
 # Ops that move data without computing: their output carries their input's scale, so they add no
 # error of their own, and moving them to int16/float only adds QUANTIZE ops around them.
 DATA_MOVEMENT = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "QUANTIZE", "DEQUANTIZE", "GATHER",
                            "SLICE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "CONCATENATION"})
+
+
+# Ops with a quantized weight (or a constant matmul operand) whose parameters depend on the kernel.
+WEIGHTED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"})
 
 
 def ladder_candidates(float_path: Path) -> list[str]:
@@ -125,6 +141,33 @@ def io_ops(float_path: Path) -> tuple[set[str], set[str]]:
     return reading, boundary
 
 
+def data_paths(float_path: Path) -> dict[str, list[str]]:
+    """For each op scope, the data-movement ops between its output and its compute readers.
+
+    They go to int16 with the op: left in int8, every TRANSPOSE/RESHAPE between two int16 ops
+    (a 1-D conv lowers to TRANSPOSE, RESHAPE, CONV_2D, RESHAPE, TRANSPOSE) requantizes the tensor
+    to 8 bits and back, and the whole-model int16 rung keeps most of the int8 error (ecg-3to12:
+    30 int8 data-movement ops among 28 int16 ops).
+    """
+    ops, names, _, _ = _graph(float_path)
+    readers: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            readers.setdefault(int(i), []).append(op)
+
+    def movers(tensor: int, seen: set[int]) -> list[str]:
+        found: list[str] = []
+        for op in readers.get(tensor, []):
+            out = int(op["outputs"][0])
+            if op["op_name"] in DATA_MOVEMENT and out not in seen:
+                seen.add(out)
+                found += [names[out], *movers(out, seen)]
+        return found
+
+    return {names[int(op["outputs"][0])]: movers(int(op["outputs"][0]), set())
+            for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
+
+
 def consumers(float_path: Path) -> dict[str, list[str]]:
     """For each op scope, the compute ops that read its output (through data-movement ops).
 
@@ -152,6 +195,28 @@ def consumers(float_path: Path) -> dict[str, list[str]]:
             for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
 
 
+def shared_constant_ops(float_path: Path) -> set[str]:
+    """Scopes of the ops that read a constant tensor another op reads too.
+
+    AEQ gives a shared constant one quantization: us-dct-vit's DCT basis is the constant lhs of a
+    BATCH_MATMUL and the weight of a FULLY_CONNECTED, got per-channel parameters on axis 1 from
+    the first and could not be loaded by the second (FULLY_CONNECTED needs axis 0).  Per-tensor
+    weights for those ops give the one shared tensor parameters both kernels take.
+    """
+    interp = _interpreter(float_path)
+    ops, names, inputs, _ = _graph(float_path)
+    ranks = {t["index"]: len(t["shape"]) for t in interp.get_tensor_details()}
+    produced = {int(o) for op in ops for o in op["outputs"]}
+    readers: dict[int, set[str]] = {}
+    for op in ops:
+        if op["op_name"] not in WEIGHTED or not len(op["outputs"]):
+            continue
+        for i in {int(i) for i in op["inputs"]}:
+            if i >= 0 and i not in produced and i not in inputs and ranks.get(i, 0) >= 2:
+                readers.setdefault(i, set()).add(names[int(op["outputs"][0])])
+    return {scope for users in readers.values() if len(users) > 1 for scope in users}
+
+
 def _scope(name: str) -> str:
     """AEQ's regex for the op whose (first) output tensor is `name`: its scope is "out1;out2;…;"."""
     return f"^{re.escape(name)};"
@@ -160,28 +225,56 @@ def _scope(name: str) -> str:
 class AeqLadder:
     """Calibrate a float .tflite once, then quantize it with per-op precision recipes."""
 
-    def __init__(self, float_path: Path, calibration: Sequence[np.ndarray]) -> None:
+    def __init__(self, float_path: Path, calibration: Sequence[np.ndarray | Sequence[np.ndarray]]) -> None:
+        """`calibration`: model-ready samples in the .tflite's layout, an array each (one input)
+        or a sequence of arrays in input order (several inputs, e.g. an image and a click)."""
         self.aeq = import_optional("ai_edge_quantizer", what="LiteRT INT8 quantization")
         self.float_path = float_path
-        self.signature, self.input_name = _signature(float_path)
-        self.samples = [np.ascontiguousarray(c, dtype=np.float32) for c in calibration]
-        quantizer = self._quantizer(set(), set())
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
-            self.qsvs = quantizer.calibrate({self.signature: [{self.input_name: s} for s in self.samples]}, num_threads=1)
+        self.shared_ops = shared_constant_ops(float_path)
+        self.signature, self.input_names = _signature(float_path)
+        self.samples = [_sample_arrays(c) for c in calibration]
+        if any(len(s) != len(self.input_names) for s in self.samples):
+            raise TargetError(f"the float .tflite has {len(self.input_names)} input(s) but a calibration sample has "
+                              f"{len(self.samples[0])}; every input needs calibration data")
+        self.qsvs = self._calibrate()
         self.op_names = ladder_candidates(float_path)
         self.input_ops, self.output_ops = io_ops(float_path)
         self.io_ops = self.input_ops | self.output_ops
         self.readers = consumers(float_path)
+        self.paths = data_paths(float_path)
+
+    def _calibrate(self) -> dict[str, Any]:
+        """Every tensor's min/max over all calibration samples.
+
+        AEQ's `Quantizer.calibrate` keeps an exponential moving average (factor 0.95) of each
+        sample's min and max.  For a tensor with few values per sample (a pooled feature vector,
+        a classifier's logit) the average of per-sample min and max converges to the typical
+        value, not the range: us-frame-screen's logit got [-0.22, 0.22] for values in
+        [-3.3, 5.4], clipping 90 % of them in int8 and int16 alike.  The running min/max
+        (`min_max_update`, what PT2E's and ORT's MinMax observers do) keeps the whole range.
+        """
+        from ai_edge_quantizer import calibrator, recipe_manager
+        from ai_edge_quantizer.utils import qsv_utils
+
+        recipes = recipe_manager.RecipeManager()
+        recipes.load_quantization_recipe(self._quantizer(set(), set()).get_quantization_recipe())
+        calib = calibrator.Calibrator(self.float_path.read_bytes(), num_threads=1,
+                                      qsv_update_func=qsv_utils.min_max_update)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
+            calib.calibrate({self.signature: [dict(zip(self.input_names, s)) for s in self.samples]}, recipes)
+        return calib.get_model_qsvs()
 
     def _quantizer(self, int16: set[str], floats: set[str]) -> Any:
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
         aeq = self.aeq
         ops = aeq.qtyping.TFLOperationName.ALL_SUPPORTED
+        tensorwise = aeq.qtyping.QuantGranularity.TENSORWISE
         quantizer = aeq.Quantizer(str(self.float_path))
         quantizer.add_static_config(".*", ops, 8, 8)
-        for name in sorted(int16):
-            quantizer.add_static_config(_scope(name), ops, 16, 8)
+        for name in sorted(int16 | self.shared_ops):
+            granularity = {"weight_granularity": tensorwise} if name in self.shared_ops else {}
+            quantizer.add_static_config(_scope(name), ops, 16 if name in int16 else 8, 8, **granularity)
         for name in sorted(floats):
             quantizer.update_quantization_recipe(_scope(name), ops, algorithm_key=AlgorithmName.NO_QUANTIZE)
         return quantizer
@@ -190,7 +283,7 @@ class AeqLadder:
         """Write the .tflite with `int16` ops at a16w8, `floats` ops unquantized, the rest a8w8."""
         quantizer = self._quantizer(set(int16), set(floats))
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # tqdm bars
                 result = quantizer.quantize(self.qsvs, enable_progress_report=False)
         except Exception as exc:  # noqa: BLE001 - AEQ raises ValueError/RuntimeError/KeyError on unsupported graphs
             raise TargetError(f"ai-edge-quantizer could not quantize the model: {' '.join(str(exc).split())[:300]}") from exc
@@ -207,11 +300,12 @@ class AeqLadder:
                 scales[t["name"]] = (float(scale), int(zero_point))
         f_interp = _interpreter(self.float_path, preserve=True)
         by_name = {t["name"]: t["index"] for t in f_interp.get_tensor_details()}
-        input_index = f_interp.get_input_details()[0]["index"]
+        input_indices = [d["index"] for d in f_interp.get_input_details()]
         names = [n for n in self.op_names if n in scales and n in by_name]
         values: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for sample in self.samples[:RANK_SAMPLES]:
-            f_interp.set_tensor(input_index, sample)
+            for index, array in zip(input_indices, sample):
+                f_interp.set_tensor(index, array)
             f_interp.invoke()
             for name in names:
                 t = np.asarray(f_interp.get_tensor(by_name[name]), dtype=np.float64)
@@ -219,6 +313,7 @@ class AeqLadder:
         errors: dict[str, list[float]] = {}
         for name in names:
             t = np.concatenate(values[name])
+            t = np.where(np.isfinite(t), t, 0.0)  # a masked score (-inf) has no int8 value to rank
             scale, zp = scales[name]
             noise = (np.clip(np.round(t / scale) + zp, -128, 127) - zp) * scale - t
             # per channel (last axis: NHWC / NLC / features), against the channel's variation over
@@ -229,6 +324,27 @@ class AeqLadder:
             errors[name] = [float(ratio.mean())] if ratio.size else []
         ranked = [(n, float(np.mean(v))) for n, v in errors.items() if v]
         return sorted(ranked, key=lambda item: (-item[1], item[0]))
+
+
+_REFUSED = re.compile(r"Node number (\d+) \((\w+)\) failed to (?:invoke|prepare)")
+MAX_REFUSED = 16
+
+
+def refused_op(quantized: Path, error: BaseException) -> tuple[str, str] | None:
+    """(scope, op type) of the op a LiteRT kernel refused in `quantized` ("Node number N (DIV)
+    failed to invoke": an int8 DIV whose divisor rounded to the zero point), else None."""
+    match = _REFUSED.search(str(error))
+    if match is None:
+        return None
+    mod = import_optional("ai_edge_litert.interpreter", what="LiteRT quantization")
+    interp = mod.Interpreter(model_path=str(quantized),
+                             experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interp._get_ops_details()  # no allocate_tensors: a refused prepare must not stop this
+    index = int(match.group(1))
+    if index >= len(ops) or not len(ops[index]["outputs"]):
+        return None
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    return names[int(ops[index]["outputs"][0])], match.group(2)
 
 
 def _steps(n: int, budget: int) -> list[int]:
@@ -252,7 +368,7 @@ def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray],
+def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                judge: Callable[[Path, Attempt], Attempt], *, progress: Callable[[str], None] = lambda _m: None,
                int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS) -> list[Attempt]:
     """Quantize `float_path` to `output`, climbing the ladder until `judge` passes an attempt.
@@ -262,10 +378,23 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
     """
     ladder = AeqLadder(float_path, calibration)
     attempts: list[Attempt] = []
+    refused: list[str] = []  # ops whose integer kernel failed to run: float on every later rung
 
     def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
-        ladder.quantize(output, int16, floats)
-        result = judge(output, Attempt(len(attempts), action, list(int16), list(floats)))
+        while True:
+            floats = [*floats, *(n for n in refused if n not in floats)]
+            int16 = [n for n in int16 if n not in refused]
+            ladder.quantize(output, int16, floats)
+            try:
+                result = judge(output, Attempt(len(attempts), action, list(int16), list(floats)))
+                break
+            except (RuntimeError, MedgeError) as exc:
+                op = refused_op(output, exc)
+                if op is None or op[0] in refused or len(refused) >= MAX_REFUSED:
+                    raise TargetError(f"the quantized .tflite cannot run on LiteRT ({' '.join(str(exc).split())[:200]}); "
+                                      "try --precision fp16") from exc
+                refused.append(op[0])
+                progress(f"litert ladder: the integer {op[1]} kernel refused its quantized inputs; that op goes to float")
         attempts.append(result)
         progress(f"litert ladder attempt {result.index} ({action}): "
                  f"{'passed' if result.passed else 'failed'} {result.gate.get('summary', '')}")
@@ -283,9 +412,13 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
                     group.append(op)
         return group
 
+    def in_int16(names: list[str]) -> list[str]:
+        group = with_readers(names)
+        return list(dict.fromkeys(group + [m for name in group for m in ladder.paths.get(name, [])]))
+
     int16: list[str] = []
     for k in _steps(len(ranked), int16_steps):
-        int16 = with_readers(ranked[:k])
+        int16 = in_int16(ranked[:k])
         if attempt(f"worst {k} tensor(s) to int16", int16, []).passed:
             return attempts
     outputs = sorted(ladder.output_ops - ladder.input_ops)
@@ -293,7 +426,7 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[np.ndarray]
         # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
         # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
         # the inputs stay integer.  Reported as float outputs.
-        some16 = [n for n in with_readers(ranked[:4]) if n not in outputs]
+        some16 = [n for n in in_int16(ranked[:4]) if n not in outputs]
         if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
             return attempts
     movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O

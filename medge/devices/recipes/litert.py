@@ -1,7 +1,9 @@
 """Mobile recipe (android-qualcomm-npu, android-mediatek-npu, android-gpu): a LiteRT ``model.tflite``.
 
-* int8: full-integer .tflite (int8 weights, activations, inputs and outputs) made with
-  litert-torch PT2E quantization, calibrated on the model's preprocessed calibration samples;
+* int8: full-integer .tflite (int8 weights, activations, inputs and outputs) made by
+  ai-edge-quantizer over the float .tflite with the gate-driven int8 → int16 → float ladder of
+  `medge.devices.tflite_ladder` (``quantizer=pt2e``: one litert-torch PT2E attempt), calibrated
+  on the model's preprocessed calibration samples (every input of a multi-input model);
   fp16: FP32 graph with FP16 weights; fp32: plain float graph (GPU only).
 * The PyTorch source is ``ctx.model_ref`` when it reproduces the ONNX outputs, otherwise the ONNX
   graph itself (in-house ONNX→PyTorch conversion), so an ONNX-only model works offline.
@@ -146,9 +148,11 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
         gate["ladder"] = ladder
     if not final.passed and gate["kind"] == "metric":
         tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
+        first = attempts[0].preflight.get("fallback_op_types") or []
+        blocking = f"; ops off the delegate even in int8: {', '.join(first)}" if first else ""
         raise GateFailedError(
-            f"no {ctx.precision} .tflite passed the gate with max drop {ctx.max_drop} ({len(ladder)} attempt(s): {tried}); "
-            "nothing was written — "
+            f"no {ctx.precision} .tflite passed the gate with max drop {ctx.max_drop} ({len(ladder)} attempt(s): {tried})"
+            f"{blocking}; nothing was written — "
             "try --precision fp16, more calibration data or a larger --max-drop",
             report=GateFailure(metric=gate, calibration=calibration, evaluation=evaluation),
         )
@@ -198,15 +202,13 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
     """The float .tflite (in a scratch folder, not the bundle) quantized by the AEQ ladder into `path`."""
     import sys
 
-    import numpy as np
-
-    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_convert import convert_tflite, model_layout
     from medge.devices.tflite_ladder import run_ladder
 
     with tempfile.TemporaryDirectory(prefix="medge-tflite-") as scratch:
         float_path = Path(scratch) / "model.fp32.tflite"
         convert_tflite(module, calibration[0], float_path, precision="fp32", channel_last=channel_last)
-        samples = [np.ascontiguousarray(np.moveaxis(c, 1, -1)) if channel_last else c for c in calibration]
+        samples = [model_layout(c, channel_last) for c in calibration]
         return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
                           int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)))
 
