@@ -163,6 +163,11 @@ class _Gate:
         self.always_fp32: list[str] = []
         self.scheme: str | None = None  # the backend's recovery scheme in use (None: its default)
 
+    def _eval_options(self) -> dict[str, Any]:
+        """Runtime options for scoring an attempt: a TensorRT-bound Q/DQ graph is emulated (see
+        ``runtimes/ort.py``), since this host's int8 kernels are not the engine's."""
+        return {"emulate_qdq": True} if self.config.trt_compatible and self.backend.runtime == "onnxruntime" else {}
+
     def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport,
                 int16: list[str] | None = None) -> tuple[Path, Attempt]:
         out = self.workdir / f"attempt{len(report.attempts)}{self.backend.artifact_suffix}"
@@ -172,7 +177,7 @@ class _Gate:
         self.backend.quantize(prepared, out, self.calib_feeds, keep, options)
         attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []), scheme=self.scheme)
         if self.eval_data is not None:
-            q_out = _outputs(out, self.backend.runtime, self.eval_data, {})
+            q_out = _outputs(out, self.backend.runtime, self.eval_data, self._eval_options())
             value = task_metric(self.metric_name, q_out, self.targets)
             attempt.metric = value
             attempt.drop = metric_drop(self.metric_name, self.reference_metric, value)

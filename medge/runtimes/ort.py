@@ -1,7 +1,11 @@
 """ONNX Runtime backend: CPU, plus the CUDA and TensorRT execution providers where installed.
 
 Options: ``profiling=True`` turns on ORT's profiler; `layer_profile()` then parses its JSON trace
-into per-node timings.  Sessions run sequentially with `threads` intra-op threads.
+into per-node timings.  ``emulate_qdq=True`` turns graph optimisation off, so a Q/DQ graph runs as
+written (QuantizeLinear → DequantizeLinear → float Conv/MatMul) instead of through this host's int8
+kernels: the host-independent reference for an engine that accumulates int8 products in int32
+without saturation (TensorRT), where AVX2 hosts without VNNI saturate int16 intermediate sums.
+Sessions run sequentially with `threads` intra-op threads.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class OrtRuntime(Runtime):
             )
         so = ort.SessionOptions()
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if options.get("emulate_qdq"):
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1

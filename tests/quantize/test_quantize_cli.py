@@ -28,14 +28,18 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def _run_model(path: Path, x: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _run_model(path: Path, x: np.ndarray, emulate_qdq: bool = False) -> np.ndarray:
+    so = ort.SessionOptions()
+    if emulate_qdq:  # Q/DQ as written, in float: what TensorRT computes, on any host CPU
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
     return sess.run(None, {inp.name: x.astype(dtype)})[0]
 
 
-def _max_error_vs_fp32(quantized: Path, fp32: Path, eval_npz: Path, n: int = 16) -> tuple[float, float]:
+def _max_error_vs_fp32(quantized: Path, fp32: Path, eval_npz: Path, n: int = 16,
+                      emulate_qdq: bool = False) -> tuple[float, float]:
     """(max |quantized − FP32| output, spread (std) of the FP32 outputs) over `n` evaluation inputs, run by ORT.
 
     Also asserts that the quantized outputs follow the FP32 ones across inputs (Pearson r > 0.95):
@@ -43,7 +47,7 @@ def _max_error_vs_fp32(quantized: Path, fp32: Path, eval_npz: Path, n: int = 16)
     """
     xs = np.load(eval_npz)["inputs"][:n]
     ref = np.concatenate([_run_model(fp32, x[None]) for x in xs]).ravel()
-    got = np.concatenate([_run_model(quantized, x[None]) for x in xs]).ravel().astype(np.float32)
+    got = np.concatenate([_run_model(quantized, x[None], emulate_qdq) for x in xs]).ravel().astype(np.float32)
     assert ref.std() > 1e-3, "the FP32 outputs do not vary: the check would mean nothing"
     r = float(np.corrcoef(ref, got)[0, 1])
     assert r > 0.95, f"quantized outputs do not track FP32 (r = {r:.3f})"
@@ -95,8 +99,9 @@ def test_trt_compatible_int8_is_symmetric_int8(run_cli, models, tmp_path):
     assert all(z.dtype == np.int8 for z in zero_points)
     assert all(not z.any() for z in zero_points)
     assert model.opset_import[0].version >= 13
-    # and it still computes the model: ORT runs the symmetric Q/DQ graph close to FP32
-    err, spread = _max_error_vs_fp32(out, models["plain"], models["plain_eval"])
+    # and it still computes the model: the symmetric Q/DQ graph, emulated as TensorRT computes it, is
+    # close to FP32 (ORT's own int8 kernels saturate on AVX2 hosts without VNNI: ~0.7 × spread there)
+    err, spread = _max_error_vs_fp32(out, models["plain"], models["plain_eval"], emulate_qdq=True)
     assert err < 0.1 * spread, (err, spread)  # measured ≈ 0.01 × spread; a collapsed model ≈ 1 ×
 
 
