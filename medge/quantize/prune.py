@@ -43,6 +43,7 @@ MODES = ("structured", "unstructured")
 MAX_STRUCTURED_SPARSITY = 0.95
 ONNX_OPSET_FOR_SIZE = 17
 _PARITY_ATOL = 1e-4
+SYNTHETIC_EVAL_SAMPLES = 1000
 
 
 class PruneError(MedgeError):
@@ -72,8 +73,8 @@ class PruneConfig:
     task_weight: float = 0.3
     prune_steps: int = 1
     eval: str | None = None
-    eval_samples: int = 200
-    select_samples: int = 64
+    eval_samples: int | None = None  # None: SYNTHETIC_EVAL_SAMPLES from a synthetic source, else 200
+    select_samples: int = 128
     metric: str | None = None
     max_drop: float | None = None
     min_sparsity: float = 0.1
@@ -414,6 +415,14 @@ def _fill_metric(config: PruneConfig, report: PruneReport, decision, sets) -> No
                      "samples": decision.samples, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
 
 
+def _eval_samples(config: PruneConfig) -> int:
+    """Gate samples: many from unlimited synthetic data (the paired drop's CI shrinks as 1/sqrt(n))."""
+    if config.eval_samples is not None:
+        return config.eval_samples
+    source = config.eval or config.finetune or ""
+    return SYNTHETIC_EVAL_SAMPLES if source.split(":", 1)[0] == "synthetic" else 200
+
+
 def _pruning_record(config: PruneConfig, report: PruneReport, loaded) -> dict[str, Any]:
     distillation = None
     if report.distillation:
@@ -462,7 +471,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
     sets = None
     if metric is not None:
         sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
-                          eval_samples=config.eval_samples, select_samples=config.select_samples, seed=config.seed)
+                          eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
     t_distil = time.perf_counter()
     student, decision, runs = _recover(config, report, loaded, teacher, example, sets)
     if runs or report.probes:
