@@ -84,7 +84,8 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
                "eval_samples": args.eval_samples, "select_samples": args.select_samples,
                "threads": args.train_threads}
     try:
-        report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", runs=30, warmup=5,
+        report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", precision="int8",
+                                   runs=30, warmup=5,
                                    threads=args.threads, prune_options=options,
                                    options={"eval_samples": args.eval_samples}))
     except Exception as exc:  # noqa: BLE001 - a failed row is reported, not fatal
