@@ -171,6 +171,10 @@ def _load(config: PruneConfig):
     if loaded.kind in ("exported-program", "torchscript"):
         raise UsageError(f"cannot prune '{config.model}' ({loaded.kind}): pruning needs the PyTorch module; "
                          "give a zoo name or package.module:factory with --weights")
+    if len(loaded.input_names) > 1:
+        raise UsageError(f"cannot prune '{config.model}': it takes {len(loaded.input_names)} inputs "
+                         f"({', '.join(loaded.input_names)}) and pruning traces, distils and gates single-input models "
+                         "only; prune its image encoder on its own (e.g. a factory that returns the encoder)")
     if config.task or config.labels:
         if loaded.kind == "zoo":
             raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")
@@ -217,18 +221,11 @@ def _prune(config: PruneConfig, module, example) -> tuple[Any, list[Any]]:
         apply_unstructured_masks,
         output_layers,
         prunable_weights,
-        prune_structured,
+        prune_structured_checked,
     )
 
     if config.mode == "structured":
-        try:
-            return prune_structured(module, example, config.sparsity, config.round_to), []
-        except MedgeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise PruneError(f"torch_pruning cannot prune the channels of '{config.model}' consistently "
-                             f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
+        return prune_structured_checked(module, example, config.sparsity, config.round_to, config.model), []
     params = prunable_weights(module, exclude=output_layers(module, example))
     if not params:
         raise PruneError(f"'{config.model}' has no Conv/Linear weights to prune besides its output layers")
@@ -468,6 +465,11 @@ def prune_model(config: PruneConfig) -> PruneReport:
     report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity or 0.0,
                          search="auto" if config.sparsity is None else "fixed",
                          teacher_sha256=state_dict_sha256(teacher))
+    if config.mode == "structured":  # refuse graphs torch_pruning cannot handle before data are built
+        from medge.quantize.prune_methods import prune_structured_checked
+
+        prune_structured_checked(copy.deepcopy(teacher), example, config.sparsity or config.min_sparsity,
+                                 config.round_to, config.model)
     sets = None
     if metric is not None:
         sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,

@@ -126,6 +126,22 @@ def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
     return [by_id.get(id(m), type(m).__name__) for m in layers]
 
 
+def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity: float, round_to: int | None,
+                             model: str) -> StructuredResult:
+    """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `PruneError`."""
+    from medge.errors import MedgeError
+    from medge.quantize.prune import PruneError
+
+    try:
+        return prune_structured(module, example, sparsity, round_to)
+    except MedgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PruneError(f"torch_pruning cannot prune the channels of '{model}' consistently "
+                         f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
+
+
 def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:
     """Channels a layer of `width` keeps at `sparsity`, rounded for the target's kernels.
 
