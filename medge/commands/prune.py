@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", metavar="NxCx...", help="input shape, e.g. 1x1x256x256 (required for non-zoo models)")
     parser.add_argument("--task", help="task stored in the metadata of a non-zoo model (e.g. multilabel-classification)")
     parser.add_argument("--labels", help="comma-separated output labels of a non-zoo model")
-    parser.add_argument("--round-to", type=int, metavar="N", help="keep channel counts multiples of N (e.g. 16 for SIMD/NPUs)")
+    parser.add_argument("--round-to", type=int, metavar="N", help="keep channel counts multiples of N (e.g. 16 for SIMD/NPUs); a layer too narrow "
+                             "to prune to a multiple of N is pruned to a multiple of N/2")
     parser.add_argument("--finetune", metavar="SOURCE",
                         help="distil the pruned model from the dense one on this data (synthetic:<task> is unlimited; "
                              "a folder of images, labelled or not, is augmented)")
