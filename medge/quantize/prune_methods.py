@@ -147,9 +147,9 @@ def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> i
 
     Without `round_to` this is ``int(width * (1 - sparsity))`` (at least 1).  With it the kept
     count is the multiple of `round_to` nearest to that target; where the nearest multiple would
-    leave the layer unpruned (narrow layers, width < 2 x `round_to`), a multiple of half of it
-    is taken instead (e.g. 16 -> 8 channels at ``round_to=16``: the AVX2 block of an AVX-512
-    width).  Narrow layers matter: on these small models the full-resolution early layers carry
+    leave the layer unpruned (narrow layers, width < 2 x `round_to`), the nearest multiple of half
+    of it is taken instead (e.g. 16 -> 8 channels at ``round_to=16``: the AVX2 block of an AVX-512
+    width), unless the full width is nearer still (12 channels at sparsity 0.1 stay 12).  Narrow layers matter: on these small models the full-resolution early layers carry
     most of the latency, so rounding that never prunes them makes MACs fall without speed.
     """
     target = width * (1.0 - sparsity)
@@ -159,7 +159,7 @@ def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> i
         if multiple < 1:
             break
         kept = min(width, max(multiple, int(round(target / multiple)) * multiple))
-        if kept < width:
+        if kept < width and abs(kept - target) < abs(width - target):
             return kept
     return width
 

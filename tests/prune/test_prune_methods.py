@@ -91,6 +91,7 @@ def test_unstructured_zero_fraction_matches_sparsity(sparsity):
         (16, 0.2, 16, 16),  # neither 16 nor 8 is nearer to 12.8 than the full width: unpruned
         (32, 0.2, 16, 24),
         (12, 0.3, 16, 8),
+        (12, 0.1, 16, 12),  # 8 is farther from 10.8 than the full width
     ],
 )
 def test_kept_channels_round_to_the_simd_width_without_unpruning_narrow_layers(width, sparsity, round_to, kept):
