@@ -43,6 +43,7 @@ MODES = ("structured", "unstructured")
 MAX_STRUCTURED_SPARSITY = 0.95
 ONNX_OPSET_FOR_SIZE = 17
 _PARITY_ATOL = 1e-4
+SYNTHETIC_EVAL_SAMPLES = 1000
 
 
 class PruneError(MedgeError):
@@ -72,8 +73,8 @@ class PruneConfig:
     task_weight: float = 0.3
     prune_steps: int = 1
     eval: str | None = None
-    eval_samples: int = 200
-    select_samples: int = 64
+    eval_samples: int | None = None  # None: SYNTHETIC_EVAL_SAMPLES from a synthetic source, else 200
+    select_samples: int = 128
     metric: str | None = None
     max_drop: float | None = None
     min_sparsity: float = 0.1
@@ -170,6 +171,10 @@ def _load(config: PruneConfig):
     if loaded.kind in ("exported-program", "torchscript"):
         raise UsageError(f"cannot prune '{config.model}' ({loaded.kind}): pruning needs the PyTorch module; "
                          "give a zoo name or package.module:factory with --weights")
+    if len(loaded.input_names) > 1:
+        raise UsageError(f"cannot prune '{config.model}': it takes {len(loaded.input_names)} inputs "
+                         f"({', '.join(loaded.input_names)}) and pruning traces, distils and gates single-input models "
+                         "only; prune its image encoder on its own (e.g. a factory that returns the encoder)")
     if config.task or config.labels:
         if loaded.kind == "zoo":
             raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")
@@ -216,18 +221,11 @@ def _prune(config: PruneConfig, module, example) -> tuple[Any, list[Any]]:
         apply_unstructured_masks,
         output_layers,
         prunable_weights,
-        prune_structured,
+        prune_structured_checked,
     )
 
     if config.mode == "structured":
-        try:
-            return prune_structured(module, example, config.sparsity, config.round_to), []
-        except MedgeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise PruneError(f"torch_pruning cannot prune the channels of '{config.model}' consistently "
-                             f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
+        return prune_structured_checked(module, example, config.sparsity, config.round_to, config.model), []
     params = prunable_weights(module, exclude=output_layers(module, example))
     if not params:
         raise PruneError(f"'{config.model}' has no Conv/Linear weights to prune besides its output layers")
@@ -414,6 +412,14 @@ def _fill_metric(config: PruneConfig, report: PruneReport, decision, sets) -> No
                      "samples": decision.samples, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
 
 
+def _eval_samples(config: PruneConfig) -> int:
+    """Gate samples: many from unlimited synthetic data (the paired drop's CI shrinks as 1/sqrt(n))."""
+    if config.eval_samples is not None:
+        return config.eval_samples
+    source = config.eval or config.finetune or ""
+    return SYNTHETIC_EVAL_SAMPLES if source.split(":", 1)[0] == "synthetic" else 200
+
+
 def _pruning_record(config: PruneConfig, report: PruneReport, loaded) -> dict[str, Any]:
     distillation = None
     if report.distillation:
@@ -459,10 +465,15 @@ def prune_model(config: PruneConfig) -> PruneReport:
     report = PruneReport(model=config.model, mode=config.mode, sparsity=config.sparsity or 0.0,
                          search="auto" if config.sparsity is None else "fixed",
                          teacher_sha256=state_dict_sha256(teacher))
+    if config.mode == "structured":  # refuse graphs torch_pruning cannot handle before data are built
+        from medge.quantize.prune_methods import prune_structured_checked
+
+        prune_structured_checked(copy.deepcopy(teacher), example, config.sparsity or config.min_sparsity,
+                                 config.round_to, config.model)
     sets = None
     if metric is not None:
         sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
-                          eval_samples=config.eval_samples, select_samples=config.select_samples, seed=config.seed)
+                          eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
     t_distil = time.perf_counter()
     student, decision, runs = _recover(config, report, loaded, teacher, example, sets)
     if runs or report.probes:

@@ -126,12 +126,51 @@ def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
     return [by_id.get(id(m), type(m).__name__) for m in layers]
 
 
+def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity: float, round_to: int | None,
+                             model: str) -> StructuredResult:
+    """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `PruneError`."""
+    from medge.errors import MedgeError
+    from medge.quantize.prune import PruneError
+
+    try:
+        return prune_structured(module, example, sparsity, round_to)
+    except MedgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PruneError(f"torch_pruning cannot prune the channels of '{model}' consistently "
+                         f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
+
+
+def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:
+    """Channels a layer of `width` keeps at `sparsity`, rounded for the target's kernels.
+
+    Without `round_to` this is ``int(width * (1 - sparsity))`` (at least 1).  With it the kept
+    count is the multiple of `round_to` nearest to that target; where the nearest multiple would
+    leave the layer unpruned (narrow layers, width < 2 x `round_to`), the nearest multiple of half
+    of it is taken instead (e.g. 16 -> 8 channels at ``round_to=16``: the AVX2 block of an AVX-512
+    width), unless the full width is nearer still (12 channels at sparsity 0.1 stay 12).  Narrow layers matter: on these small models the full-resolution early layers carry
+    most of the latency, so rounding that never prunes them makes MACs fall without speed.
+    """
+    target = width * (1.0 - sparsity)
+    if not round_to or round_to <= 1:
+        return max(1, int(target + 1e-9))
+    for multiple in (round_to, round_to // 2):
+        if multiple < 1:
+            break
+        kept = min(width, max(multiple, int(round(target / multiple)) * multiple))
+        if kept < width and abs(kept - target) < abs(width - target):
+            return kept
+    return width
+
+
 def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
                      round_to: int | None = None) -> StructuredResult:
     """Remove `sparsity` of the output channels of every prunable layer group, in place.
 
-    Importance is the L2 norm of each channel's weights over the whole dependency group.  Output
-    layers and token-wise layers keep their width (see the module docstring).
+    Importance is the L2 norm of each channel's weights over the whole dependency group; each
+    group keeps `kept_channels` of its width.  Output layers and token-wise layers keep their
+    width (see the module docstring).
     """
     from medge.registry import import_optional
 
@@ -140,16 +179,25 @@ def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
     outputs = output_layers(module, example)
     tokens = [m for m in token_layers(module, example) if m not in outputs]
     widths_before = {name: _width(m) for name, m in module.named_modules() if isinstance(m, _PRUNABLE)}
+    importance = tp.importance.MagnitudeImportance(p=2)
     with _measured_channel_inference():
-        pruner = tp.pruner.MetaPruner(
-            module,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=2),
-            pruning_ratio=sparsity,
-            ignored_layers=outputs + tokens,
-            round_to=round_to,
-        )
-        pruner.step()
+        graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+        plans = []
+        for group in graph.get_all_groups(ignored_layers=outputs + tokens, root_module_types=list(_PRUNABLE)):
+            root = group[0].dep.target.module
+            if isinstance(root, nn.modules.conv._ConvNd) and root.groups > 1:
+                continue  # grouped/depthwise roots follow the layer that feeds them
+            scores = importance(group)
+            if scores is None:
+                continue
+            width = len(scores)
+            kept = kept_channels(width, sparsity, round_to)
+            if kept < width:
+                plans.append((root, group[0].dep.handler, torch.argsort(scores)[:width - kept].tolist()))
+        for root, handler, indices in plans:
+            group = graph.get_pruning_group(root, handler, indices)
+            if graph.check_pruning_group(group):
+                group.prune()
     narrowed = sum(1 for name, m in module.named_modules()
                    if isinstance(m, _PRUNABLE) and _width(m) != widths_before.get(name))
     return StructuredResult(_names(module, outputs), _names(module, tokens), narrowed)

@@ -182,7 +182,7 @@ def step_ratios(sparsity: float, steps: int) -> list[float]:
 def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, example: torch.Tensor,
                      task_loss, label: str = "") -> Trial:
     """Copy `dense`, prune it to `sparsity` in `plan.prune_steps` steps with distillation after each."""
-    from medge.quantize.prune_methods import prune_structured
+    from medge.quantize.prune_methods import prune_structured_checked
 
     started = time.perf_counter()
     student = copy.deepcopy(dense)
@@ -199,7 +199,7 @@ def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, 
     structured = None
     ratios = step_ratios(sparsity, plan.prune_steps)
     for i, ratio in enumerate(ratios, start=1):
-        result = prune_structured(student, example, ratio, plan.round_to)
+        result = prune_structured_checked(student, example, ratio, plan.round_to, "the model")
         if structured is None:
             structured = result
         else:

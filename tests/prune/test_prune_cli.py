@@ -123,3 +123,10 @@ def test_bad_output_suffix_and_unknown_model(run_cli, tmp_path):
     res = run_cli("prune", "us-frame-scren", "-o", tmp_path / "x.pt2")
     assert res.returncode == 1 and "did you mean 'us-frame-screen'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_multi_input_model_is_refused_with_a_reason(run_cli, tmp_path):
+    res = run_cli("prune", "us-lesion-sam", "--sparsity", "auto", "--finetune", "synthetic", "-o", tmp_path / "s.pt2")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "takes 2 inputs (image, point)" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.pt2").exists()

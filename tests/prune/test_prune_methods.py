@@ -9,6 +9,7 @@ from residual_models import residual_skip_1d, tiny_resnet
 
 from medge.quantize.prune_methods import (
     apply_unstructured_masks,
+    kept_channels,
     output_layers,
     prunable_weights,
     prune_structured,
@@ -77,3 +78,33 @@ def test_unstructured_zero_fraction_matches_sparsity(sparsity):
     assert result.zero_fraction == pytest.approx(sparsity, abs=0.002)
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert model.head.weight.ne(0).all()  # output layer untouched
+
+
+@pytest.mark.parametrize(
+    ("width", "sparsity", "round_to", "kept"),
+    [
+        (64, 0.3, None, 44),  # int(64 * 0.7)
+        (64, 0.3, 16, 48),  # nearest multiple of 16
+        (48, 0.3, 16, 32),
+        (16, 0.3, 16, 8),  # 16 would un-prune the layer: half the multiple
+        (24, 0.3, 16, 16),
+        (16, 0.2, 16, 16),  # neither 16 nor 8 is nearer to 12.8 than the full width: unpruned
+        (32, 0.2, 16, 24),
+        (12, 0.3, 16, 8),
+        (12, 0.1, 16, 12),  # 8 is farther from 10.8 than the full width
+    ],
+)
+def test_kept_channels_round_to_the_simd_width_without_unpruning_narrow_layers(width, sparsity, round_to, kept):
+    assert kept_channels(width, sparsity, round_to) == kept
+
+
+def test_round_to_prunes_the_narrow_full_resolution_layers():
+    """us-frame-screen's 16-wide stem carries most of its latency: rounding must not leave it whole."""
+    from medge.zoo import build_model
+
+    model = build_model("us-frame-screen", pretrained=False).eval()
+    x = torch.randn(1, 1, 128, 128)
+    prune_structured(model, x, 0.3, round_to=16)
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths[0] == 8 and all(w % 8 == 0 for w in widths)
+    assert model(x).shape == (1, 1)
