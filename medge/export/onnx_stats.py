@@ -90,20 +90,17 @@ def _infer(model):
     import onnx
 
     fixed = _batch_one(model)
-    try:
-        inferred = _symbolic_shapes(fixed)
-        if inferred is not None:
-            return inferred
-    except Exception:  # noqa: BLE001 - shape inference is best effort for counting
-        pass
+    inferred = symbolic_shapes(fixed)
+    if inferred is not None:
+        return inferred
     try:
         return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception:  # noqa: BLE001
         return model
 
 
-def _symbolic_shapes(model):
-    """ONNX Runtime's symbolic shape inference, or None when it cannot infer every shape.
+def symbolic_shapes(model, auto_merge: bool = True):
+    """ONNX Runtime's symbolic shape inference of `model`, or None when it cannot infer every shape.
 
     This is the loop of ``SymbolicShapeInference.infer_shapes`` without its failure branch, which
     saves the half-inferred model as ``sym_shape_infer_temp.onnx`` (+ external data) into the
@@ -111,12 +108,15 @@ def _symbolic_shapes(model):
     """
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
-    inference._preprocess(model)
-    done = False
-    while inference.run_:
-        done = inference._infer_impl()
-    inference._update_output_from_vi()
+    inference = SymbolicShapeInference(2**31 - 1, auto_merge, False, 0)
+    try:
+        inference._preprocess(model)
+        done = False
+        while inference.run_:
+            done = inference._infer_impl()
+        inference._update_output_from_vi()
+    except Exception:  # noqa: BLE001 - an op it cannot follow: no complete inference
+        return None
     return inference.out_mp_ if done else None
 
 

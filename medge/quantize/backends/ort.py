@@ -81,6 +81,8 @@ class OrtBackend(QuantBackend):
         import onnx
         from onnxruntime.quantization import quant_pre_process
 
+        from medge.export.onnx_stats import symbolic_shapes
+
         model = onnx.load(str(onnx_in))
         if _opset(model) < MIN_OPSET:
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
@@ -90,8 +92,11 @@ class OrtBackend(QuantBackend):
         # initializers in place ("foo.bin"), which breaks any retry on the same proto
         source = workdir / "pre_input.onnx"
         onnx.save(model, str(source))
-        attempts = ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True},
-                    {"skip_symbolic_shape": True, "skip_optimization": True})
+        attempts = ({"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
+        # quant_pre_process's own symbolic inference saves sym_shape_infer_temp.onnx (+ weights) into
+        # the working directory when it fails: check it first, with quant_pre_process's settings
+        if symbolic_shapes(model, auto_merge=False) is not None:
+            attempts = ({"skip_symbolic_shape": False}, *attempts)
         for i, kwargs in enumerate(attempts):
             try:
                 quant_pre_process(str(source), str(out), **kwargs)
