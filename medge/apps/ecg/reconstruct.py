@@ -228,6 +228,11 @@ class StreamingReconstructor:
         self._done = end
         return OutputChunk(out_start, out, flagged, ms, arrival)
 
+    @property
+    def end(self) -> int | None:
+        """Sample index just past the last reconstructed window (None before the first)."""
+        return self._done
+
     def flush(self) -> OutputChunk | None:
         """The held-back tail of the last window (end of stream)."""
         if self._pending is None or self._done is None:

@@ -194,6 +194,12 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
         view.set_stats(lambda: {"frames": receiver.stats.frames(), "gaps": len(receiver.stats.gaps),
                                 "pipeline": pipe.stats()})
     stats = pipe.run()
+    window = capture.window
+    if recon.end is not None and window.end > recon.end:
+        # the samples after the last reconstructed window (a partial hop at the stop, or a last
+        # snapshot the latest-wins slot skipped under load): one final window covers them
+        output.add(recon.step(window.snapshot()))
+        hops["n"] += 1
     tail = recon.flush()
     if tail is not None:
         output.add(tail)
