@@ -32,7 +32,7 @@ def test_simulate_then_stream_records_12_leads(run_cli, simulator, ecg_onnx, tmp
     assert raw.sig_name == ["II", "V1", "V5"] and raw.fs == rate
     assert twelve.sig_name == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert twelve.p_signal.shape[0] == raw.p_signal.shape[0]
-    assert np.isfinite(twelve.p_signal).mean() > 0.95  # only the held-back tail may be absent
+    assert np.isfinite(twelve.p_signal).all()  # every received sample reconstructed, the last hop included
     ii = twelve.p_signal[:, 1] - twelve.p_signal[:, 0]
     np.testing.assert_allclose(twelve.p_signal[:, 2], ii, atol=2e-3, equal_nan=True)  # III = II − I
     sim.kill()
