@@ -141,38 +141,16 @@ def io_ops(float_path: Path) -> tuple[set[str], set[str]]:
     return reading, boundary
 
 
-def data_paths(float_path: Path) -> dict[str, list[str]]:
-    """For each op scope, the data-movement ops between its output and its compute readers.
-
-    They go to int16 with the op: left in int8, every TRANSPOSE/RESHAPE between two int16 ops
-    (a 1-D conv lowers to TRANSPOSE, RESHAPE, CONV_2D, RESHAPE, TRANSPOSE) requantizes the tensor
-    to 8 bits and back, and the whole-model int16 rung keeps most of the int8 error (ecg-3to12:
-    30 int8 data-movement ops among 28 int16 ops).
-    """
-    ops, names, _, _ = _graph(float_path)
-    readers: dict[int, list[dict[str, Any]]] = {}
-    for op in ops:
-        for i in op["inputs"]:
-            readers.setdefault(int(i), []).append(op)
-
-    def movers(tensor: int, seen: set[int]) -> list[str]:
-        found: list[str] = []
-        for op in readers.get(tensor, []):
-            out = int(op["outputs"][0])
-            if op["op_name"] in DATA_MOVEMENT and out not in seen:
-                seen.add(out)
-                found += [names[out], *movers(out, seen)]
-        return found
-
-    return {names[int(op["outputs"][0])]: movers(int(op["outputs"][0]), set())
-            for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
-
-
-def consumers(float_path: Path) -> dict[str, list[str]]:
-    """For each op scope, the compute ops that read its output (through data-movement ops).
+def downstream(float_path: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """For each op scope, what reads its output: (the compute ops reached through data-movement
+    ops, and those data-movement ops themselves).
 
     A tensor only keeps its higher precision when its readers take it in that precision too, so
-    the ladder moves an op together with its readers.
+    the ladder moves an op together with its compute readers.  The data-movement ops between them
+    go to int16 with the op: left in int8, every TRANSPOSE/RESHAPE between two int16 ops (a 1-D
+    conv lowers to TRANSPOSE, RESHAPE, CONV_2D, RESHAPE, TRANSPOSE) requantizes the tensor to 8
+    bits and back, and the whole-model int16 rung keeps most of the int8 error (ecg-3to12: 30 int8
+    data-movement ops among 28 int16 ops).
     """
     ops, names, _, _ = _graph(float_path)
     readers: dict[int, list[dict[str, Any]]] = {}
@@ -180,19 +158,24 @@ def consumers(float_path: Path) -> dict[str, list[str]]:
         for i in op["inputs"]:
             readers.setdefault(int(i), []).append(op)
 
-    def compute_readers(tensor: int, seen: set[int]) -> list[str]:
-        found: list[str] = []
+    def walk(tensor: int, seen: set[int], compute: list[str], movers: list[str]) -> None:
         for op in readers.get(tensor, []):
             out = int(op["outputs"][0])
-            if op["op_name"] in DATA_MOVEMENT and out not in seen:
+            if op["op_name"] not in DATA_MOVEMENT:
+                compute.append(names[out])
+            elif out not in seen:
                 seen.add(out)
-                found += compute_readers(out, seen)
-            elif op["op_name"] not in DATA_MOVEMENT:
-                found.append(names[out])
-        return found
+                movers.append(names[out])
+                walk(out, seen, compute, movers)
 
-    return {names[int(op["outputs"][0])]: compute_readers(int(op["outputs"][0]), set())
-            for op in ops if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT}
+    compute_readers: dict[str, list[str]] = {}
+    data_movers: dict[str, list[str]] = {}
+    for op in ops:
+        if len(op["outputs"]) and op["op_name"] not in DATA_MOVEMENT:
+            name = names[int(op["outputs"][0])]
+            compute_readers[name], data_movers[name] = [], []
+            walk(int(op["outputs"][0]), set(), compute_readers[name], data_movers[name])
+    return compute_readers, data_movers
 
 
 def shared_constant_ops(float_path: Path) -> set[str]:
@@ -240,8 +223,7 @@ class AeqLadder:
         self.op_names = ladder_candidates(float_path)
         self.input_ops, self.output_ops = io_ops(float_path)
         self.io_ops = self.input_ops | self.output_ops
-        self.readers = consumers(float_path)
-        self.paths = data_paths(float_path)
+        self.readers, self.paths = downstream(float_path)
 
     def _calibrate(self) -> dict[str, Any]:
         """Every tensor's min/max over all calibration samples.

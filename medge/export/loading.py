@@ -327,11 +327,10 @@ def _probe_outputs(module, specs: "list[InputSpec] | tuple[int, ...]", model: st
 
 
 def _shared_weights(card) -> Path | None:
-    """The shipped weights file a card's factory loads itself (an encoder/decoder/step of a zoo model)."""
-    from medge.zoo.catalog import SHARED_WEIGHTS, WEIGHTS_DIR
+    """The shipped weights file a card's factory loads itself (`ModelCard.weights_from`)."""
+    from medge.zoo.catalog import WEIGHTS_DIR
 
-    owner = SHARED_WEIGHTS.get(card.note)
-    path = WEIGHTS_DIR / f"{owner}.safetensors" if owner else None
+    path = WEIGHTS_DIR / f"{card.weights_from}.safetensors" if card.weights_from else None
     return path if path is not None and path.is_file() else None
 
 
@@ -352,8 +351,7 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         from medge.zoo import weights_path
 
         sha, weights_kind = sha256_file(weights_path(card)), "demo weights (synthetic data, not for clinical use)"
-    elif pretrained and not kwargs and _shared_weights(card) is not None:  # the factory loaded them itself
-        shared = _shared_weights(card)
+    elif pretrained and not kwargs and (shared := _shared_weights(card)) is not None:  # the factory loaded them
         sha, weights_kind = sha256_file(shared), f"demo weights of {shared.stem} (synthetic data, not for clinical use)"
     else:
         sha, weights_kind = state_dict_sha256(module), RANDOM_WEIGHTS

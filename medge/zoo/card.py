@@ -33,6 +33,9 @@ class ModelCard:
     #: "default": [[0.5, 0.5]]},); `default` feeds them when a data source gives only images
     extra_inputs: tuple[dict[str, Any], ...] = ()
     note: str = "DEMO weights trained on synthetic data - not for clinical use."
+    #: the zoo model whose shipped weights this card's factory loads itself (an encoder, decoder
+    #: or recurrent step of that model); its demo metric is shown for this card too
+    weights_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -212,7 +212,7 @@ def _research_cards() -> list[dict[str, Any]]:
              factory="medge.zoo.mamba_ecg:mamba_ecg_step",
              extra_inputs=({"name": "conv_state", "shape": [1, 2, 64, 3], "dtype": "float32", "default": 0.0},
                            {"name": "ssm_state", "shape": [1, 2, 64, 8], "dtype": "float32", "default": 0.0}),
-             note=MAMBA_SHARED_NOTE),
+             note=MAMBA_SHARED_NOTE, weights_from="ecg-mamba-3to12"),
         dict(name="us-lesion-sam", family="promptable (SAM-style)", task="segmentation", modality="US",
              description="Image encoder + point prompt encoder + two-way mask decoder: lesion mask from one click "
              "(point = click (x, y) in [0, 1]); mask at the input size.",
@@ -225,14 +225,15 @@ def _research_cards() -> list[dict[str, Any]]:
              input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW",
              output_names=("embedding",), output_shape=(1, 64, SMALL // 8, SMALL // 8), labels=("lesion",),
              preprocessing=us_small, factory="medge.zoo.promptable:promptable_encoder",
-             factory_kwargs={"size": SMALL}, synthetic_task="us-seg", note=SHARED_NOTE),
+             factory_kwargs={"size": SMALL}, synthetic_task="us-seg", note=SHARED_NOTE,
+             weights_from="us-lesion-sam"),
         dict(name="us-lesion-sam-decoder", family="promptable (SAM-style)", task="segmentation", modality="US",
              description="The prompt/mask decoder of us-lesion-sam (run per click on the encoder's embedding).",
              input_name="embedding", input_shape=(1, 64, SMALL // 8, SMALL // 8), input_layout="NCHW",
              output_names=("mask",), output_shape=(1, 1, SMALL, SMALL), labels=("lesion",),
              preprocessing={"kind": "embedding", "source": "us-lesion-sam-encoder"},
              factory="medge.zoo.promptable:promptable_decoder", factory_kwargs={"size": SMALL},
-             extra_inputs=(POINT_INPUT,), note=SHARED_NOTE),
+             extra_inputs=(POINT_INPUT,), note=SHARED_NOTE, weights_from="us-lesion-sam"),
         dict(name="us-swinunetr", family="MONAI SwinUNETR (2-D)", task="segmentation", modality="US",
              description="MONAI SwinUNETR, 2-D, sigmoid lesion mask; bring your own weights.",
              input_name="image", input_shape=(1, 1, SMALL, SMALL), input_layout="NCHW", output_names=("mask",),
@@ -254,8 +255,6 @@ def _research_cards() -> list[dict[str, Any]]:
 POINT_INPUT: dict[str, Any] = {"name": "point", "shape": [1, 1, 2], "dtype": "float32", "default": [[0.5, 0.5]]}
 SHARED_NOTE = "DEMO weights (shared with us-lesion-sam) trained on synthetic data - not for clinical use."
 MAMBA_SHARED_NOTE = "DEMO weights (shared with ecg-mamba-3to12) trained on synthetic data - not for clinical use."
-#: the note of a card whose factory loads another model's weights → that model (whose metric it shows)
-SHARED_WEIGHTS = {SHARED_NOTE: "us-lesion-sam", MAMBA_SHARED_NOTE: "ecg-mamba-3to12"}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -274,7 +273,7 @@ def load_cards() -> list[ModelCard]:
         name = spec["name"]
         weights_file = WEIGHTS_DIR / f"{name}.safetensors"
         has_weights = weights_file.is_file()
-        shares = SHARED_WEIGHTS.get(spec.get("note", ""))
+        shares = spec.get("weights_from")
         if shares:  # the factory loads the whole model's weights itself
             metrics.setdefault(name, metrics.get(shares))
         cost = complexity.get(name, {})
