@@ -149,7 +149,7 @@ def convert_tflite(
     import torch
 
     from medge.devices.tflite_fold import fold_for_npu
-    from medge.devices.tflite_rewrites import replace_conv_transpose, replace_prelu
+    from medge.devices.tflite_rewrites import replace_conv_transpose, replace_leaky_relu, replace_prelu
 
     litert_torch = import_optional("litert_torch", what="LiteRT conversion")
     if precision not in ("fp32", "fp16", "int8"):
@@ -157,6 +157,7 @@ def convert_tflite(
     module = copy.deepcopy(module)
     replace_conv_transpose(module)  # strided transposed convs do not legalise to TFLite otherwise
     replace_prelu(module)  # the INT8 quantizer leaves PReLU in float
+    replace_leaky_relu(module)  # and LeakyReLU
     if channel_last:
         module = _channel_last(module, sample)
 

@@ -200,6 +200,13 @@ def shared_constant_ops(float_path: Path) -> set[str]:
     return {scope for users in readers.values() if len(users) > 1 for scope in users}
 
 
+def aeq_quantizable(op_type: str) -> bool:
+    """Whether ai-edge-quantizer has an integer recipe for this TFLite op type (e.g. not EXP, LOG, CUMSUM)."""
+    qtyping = import_optional("ai_edge_quantizer.qtyping", what="LiteRT INT8 quantization")
+    names = qtyping.TFLOperationName
+    return op_type in names.__members__ and op_type not in ("ALL_SUPPORTED", "INPUT", "OUTPUT", "CUSTOM_OP")
+
+
 def _scope(name: str) -> str:
     """AEQ's regex for the op whose (first) output tensor is `name`: its scope is "out1;out2;…;"."""
     return f"^{re.escape(name)};"

@@ -26,11 +26,11 @@ from medge.devices.tflite_rewrites import conv_transpose2d_as_conv
 from medge.errors import ExportError
 
 SUPPORTED_OPS = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose",
-    "CumSum", "Div", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Greater", "HardSigmoid", "HardSwish",
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose",
+    "Cos", "CumSum", "Div", "Einsum", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Greater", "HardSigmoid", "HardSwish",
     "Identity", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "Log", "MatMul", "Max", "MaxPool",
     "Min", "Mul", "Neg", "Pad", "Pow", "PRelu", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
-    "Resize", "Sigmoid", "Slice", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
+    "Resize", "Sigmoid", "Sin", "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
     "Unsqueeze", "Where",
 )
 
@@ -241,11 +241,12 @@ class OnnxGraphModule(torch.nn.Module):
 
     def _run_more(self, node: onnx.NodeProto, op: str, a: dict[str, Any], ins: list[Any]) -> Any:  # noqa: C901
         x = ins[0] if ins else None
-        unary = {"Exp": torch.exp, "Log": torch.log, "Neg": torch.neg, "Softplus": F.softplus, "HardSwish": F.hardswish}
+        unary = {"Abs": torch.abs, "Cos": torch.cos, "Sin": torch.sin, "Exp": torch.exp, "Log": torch.log, "Neg": torch.neg, "Softplus": F.softplus, "HardSwish": F.hardswish}
         if op in unary:
             return unary[op](x)
-        if op == "LeakyRelu":
-            return F.leaky_relu(x, a.get("alpha", 0.01))
+        if op == "LeakyRelu":  # as MUL + MAXIMUM, which the INT8 quantizer takes (not LEAKY_RELU)
+            alpha = float(a.get("alpha", 0.01))
+            return torch.maximum(x, x * alpha) if 0.0 <= alpha <= 1.0 else F.leaky_relu(x, alpha)
         if op == "HardSigmoid":
             return torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0, 1.0)
         if op in ("Max", "Min"):
@@ -281,12 +282,22 @@ class OnnxGraphModule(torch.nn.Module):
             axes = self._axes(node, {}, 3) or list(range(len(starts)))
             steps = self._int_list(node.input[4]) if len(node.input) > 4 and node.input[4] else [1] * len(starts)
             index = [slice(None)] * x.dim()
+            reversed_axes = []
             for start, end, axis, step in zip(starts, ends, axes, steps):
-                if step <= 0:
-                    raise ExportError(f"ONNX Slice node {node.name!r} has step {step}; only positive steps convert")
                 size = x.shape[axis]
-                index[axis] = slice(max(-size, min(start, size)), max(-size - 1, min(end, size)), step)
-            return x[tuple(index)]
+                if step == 0:
+                    raise ExportError(f"ONNX Slice node {node.name!r} has step 0; re-export the model")
+                if step > 0:
+                    index[axis] = slice(max(-size, min(start, size)), max(-size - 1, min(end, size)), step)
+                else:  # ONNX clamps start to [0, size-1] and end to [-1, size-1] for a negative step
+                    start = min(max(start + size if start < 0 else start, 0), size - 1)
+                    end = min(max(end + size if end < 0 else end, -1), size - 1)
+                    reversed_axes.append((axis % x.dim(), list(range(start, end, step))))
+            y = x[tuple(index)]
+            for axis, picks in reversed_axes:  # torch indexing has no negative steps: flip, or gather
+                full = picks == list(range(x.shape[axis] - 1, -1, -1))
+                y = y.flip(axis) if full else y.index_select(axis, torch.tensor(picks, dtype=torch.long))
+            return y
         if op == "Pad":
             pads = self._int_list(node.input[1]) if len(node.input) > 1 else list(a["pads"])
             mode = a.get("mode", b"constant")
@@ -304,6 +315,20 @@ class OnnxGraphModule(torch.nn.Module):
             return F.instance_norm(x, weight=ins[1], bias=ins[2], eps=a.get("epsilon", 1e-5))
         if op == "Resize":
             return self._resize(node, a, x)
+        if op == "Einsum":
+            equation = a["equation"]
+            return torch.einsum(equation.decode() if isinstance(equation, bytes) else equation, *ins)
+        if op == "Split":
+            axis = int(a.get("axis", 0))
+            if len(node.input) > 1 and node.input[1]:
+                sizes = self._int_list(node.input[1])
+            elif "split" in a:
+                sizes = [int(v) for v in a["split"]]
+            else:  # equal parts (opset 18 num_outputs, or one per output), the last one smaller
+                parts = len(node.output)
+                step = -(-x.shape[axis] // parts)
+                sizes = [min(step, x.shape[axis] - k * step) for k in range(parts)]
+            return tuple(torch.split(x, sizes, dim=axis))
         raise ExportError(f"ONNX op {op} (node {node.name!r}) is not supported by the ONNX→PyTorch path")
 
     def _resize(self, node: onnx.NodeProto, a: dict[str, Any], x: torch.Tensor) -> torch.Tensor:

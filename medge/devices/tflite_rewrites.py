@@ -9,6 +9,8 @@ The same function is a plain convolution over the zero-inserted input:
 and zero insertion is a nearest-neighbour resize times a constant 0/1 mask: RESIZE_NEAREST_NEIGHBOR,
 MUL, (PAD,) CONV_2D, all delegate-friendly.  It spends MACs on the inserted zeros (4× for stride 2);
 the result is the same to float rounding.
+
+PReLU and LeakyReLU, which the INT8 quantizers leave in float, become MUL/ADD/MAXIMUM forms.
 """
 
 from __future__ import annotations
@@ -31,29 +33,39 @@ def _padding(weight_shape: Any, s, p, op, d) -> tuple[list[int], list[int]]:
     return before, [before[i] + op[i] - (s[i] - 1) for i in range(2)]
 
 
-def _zero_insert_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, s, before, after, d) -> torch.Tensor:
+def _conv_kernel(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The conv kernel (Cout, Cin/g, kh, kw) of a transposed conv's weight (Cin, Cout/g, kh, kw): per
+    group, in and out swapped and the taps flipped."""
+    c_in, c_out_g = int(weight.shape[0]), int(weight.shape[1])
+    kernel = weight.reshape(groups, c_in // groups, c_out_g, *weight.shape[2:]).transpose(1, 2)
+    return kernel.reshape(groups * c_out_g, c_in // groups, *weight.shape[2:]).flip(2, 3)
+
+
+def _zero_insert_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, s, before, after, d,
+                      groups: int = 1) -> torch.Tensor:
     if s != (1, 1):
         h, w = int(x.shape[2]), int(x.shape[3])
         mask = np.zeros((1, 1, h * s[0], w * s[1]), dtype=np.float32)
         mask[..., :: s[0], :: s[1]] = 1.0
         x = F.interpolate(x, scale_factor=(float(s[0]), float(s[1])), mode="nearest") * torch.from_numpy(mask)
     if before == after:
-        return F.conv2d(x, kernel, bias, padding=tuple(before), dilation=d)
-    return F.conv2d(F.pad(x, (before[1], after[1], before[0], after[0])), kernel, bias, dilation=d)
+        return F.conv2d(x, kernel, bias, padding=tuple(before), dilation=d, groups=groups)
+    return F.conv2d(F.pad(x, (before[1], after[1], before[0], after[0])), kernel, bias, dilation=d, groups=groups)
 
 
 def conv_transpose2d_as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any = 1,
                              padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> torch.Tensor:
-    """`F.conv_transpose2d` computed as zero insertion + `F.conv2d` (groups 1), else as is."""
+    """`F.conv_transpose2d` computed as zero insertion + `F.conv2d` (grouped too), else as is."""
     s, p, op, d = _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation)
     before, after = _padding(weight.shape, s, p, op, d)
-    if groups != 1 or min(before + after) < 0 or x.dim() != 4:
+    if min(before + after) < 0 or x.dim() != 4:
         return F.conv_transpose2d(x, weight, bias, stride=s, padding=p, output_padding=op, groups=groups, dilation=d)
-    return _zero_insert_conv(x, weight.transpose(0, 1).flip(2, 3), bias, s, before, after, d)
+    return _zero_insert_conv(x, _conv_kernel(weight, groups), bias, s, before, after, d, groups)
 
 
 class ConvTranspose2dAsConv(nn.Module):
-    """Drop-in for an `nn.ConvTranspose2d` (groups 1), holding the equivalent conv kernel as its weight.
+    """Drop-in for an `nn.ConvTranspose2d` (grouped too: MedNeXt's depthwise up-sampling), holding the
+    equivalent conv kernel as its weight.
 
     The kernel is a parameter of its own (not a view of the transposed weight) so that PT2E
     quantization sees a plain conv weight to quantize per channel.
@@ -61,21 +73,22 @@ class ConvTranspose2dAsConv(nn.Module):
 
     def __init__(self, layer: nn.ConvTranspose2d) -> None:
         super().__init__()
-        self.weight = nn.Parameter(layer.weight.detach().transpose(0, 1).flip(2, 3).contiguous(), requires_grad=False)
+        self.groups = int(layer.groups)
+        self.weight = nn.Parameter(_conv_kernel(layer.weight.detach(), self.groups).contiguous(), requires_grad=False)
         self.bias = layer.bias
         self.stride, self.dilation = _pair(layer.stride), _pair(layer.dilation)
         self.before, self.after = _padding(layer.weight.shape, self.stride, _pair(layer.padding),
                                            _pair(layer.output_padding), self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _zero_insert_conv(x, self.weight, self.bias, self.stride, self.before, self.after, self.dilation)
+        return _zero_insert_conv(x, self.weight, self.bias, self.stride, self.before, self.after, self.dilation, self.groups)
 
 
 def replace_conv_transpose(module: nn.Module) -> int:
     """Swap every `nn.ConvTranspose2d` in `module` (in place) for `ConvTranspose2dAsConv`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.ConvTranspose2d) and child.groups == 1 and min(sum(_padding(
+        if isinstance(child, nn.ConvTranspose2d) and min(sum(_padding(
                 child.weight.shape, _pair(child.stride), _pair(child.padding), _pair(child.output_padding),
                 _pair(child.dilation)), [])) >= 0:
             setattr(module, name, ConvTranspose2dAsConv(child))
@@ -115,4 +128,30 @@ def replace_prelu(module: nn.Module) -> int:
             count += 1
         else:
             count += replace_prelu(child)
+    return count
+
+
+class LeakyReLUAsMaximum(nn.Module):
+    """``leaky_relu(x, a) = max(x, a·x)`` for 0 ≤ a ≤ 1: MUL and MAXIMUM, which ai-edge-quantizer
+    quantizes; it has no recipe for LEAKY_RELU, so MONAI's UNETR/SwinUNETR blocks stayed float
+    islands (LEAKY_RELU between DEQUANTIZE and QUANTIZE, off the NPU)."""
+
+    def __init__(self, negative_slope: float) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, x * self.negative_slope)
+
+
+def replace_leaky_relu(module: nn.Module) -> int:
+    """Swap every `nn.LeakyReLU` with a slope in [0, 1] in `module` (in place) for
+    `LeakyReLUAsMaximum`; returns how many."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.LeakyReLU) and 0.0 <= child.negative_slope <= 1.0:
+            setattr(module, name, LeakyReLUAsMaximum(child.negative_slope))
+            count += 1
+        else:
+            count += replace_leaky_relu(child)
     return count

@@ -334,3 +334,34 @@ def test_zoo_build_for_qualcomm_passes_its_gate_mostly_integer(run_cli, tmp_path
     assert comp["preflight"]["coverage"] >= 0.95 and comp["preflight"]["partitions"] <= 2
     lit = json.loads((out / "manifest.json").read_text())["extra"]["litert"]
     assert lit["full_integer"] is True and lit["inputs"][0]["dtype"] in ("int8", "int16")
+
+
+def test_low_coverage_report_names_the_blocking_ops_and_why(run_cli, tmp_path):
+    """An op the quantizer has no integer recipe for (EXP, as in Mamba's and xLSTM's gates) stays
+    float and off the NPU: the report says which op types block the coverage goal, and why."""
+    import torch
+    from torch import nn
+
+    class ExpGate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.head = nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.conv(x)
+            h = h * torch.exp(-h.abs())  # exp: no int8 recipe in ai-edge-quantizer
+            return torch.sigmoid(self.head(h.mean(dim=(2, 3))))
+
+    onnx_path = _export(ExpGate().eval(), tmp_path / "expgate.onnx")
+    out = tmp_path / "qnn"
+    res = compile_cli(run_cli, onnx_path, "android-qualcomm-npu", out, "--calib", "synthetic:cxr",
+                      "--option", "calib_samples=16")
+    assert res.returncode == 0, res.stderr
+    pre = res.report["preflight"]
+    assert pre["coverage"] < 0.9
+    blockers = json.loads((out / "manifest.json").read_text())["preflight"]["coverage_blockers"]
+    assert "EXP" in blockers[0]["ops"] and "no integer recipe" in blockers[0]["why"]
+    note = next(n for n in res.report["notes"] if "what blocks it" in n)
+    assert "EXP ×1" in note and "no integer recipe" in note

@@ -20,15 +20,23 @@ def test_matches_conv_transpose2d(k, s, p, op):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_grouped_falls_back_and_modules_are_swapped():
+@pytest.mark.parametrize("c_in,c_out,groups", [(4, 4, 4), (8, 4, 2), (6, 12, 3)])
+def test_grouped_matches_conv_transpose2d(c_in, c_out, groups):
+    """MedNeXt up-samples with a depthwise transposed conv, which TFLite cannot legalise either."""
+    torch.manual_seed(groups)
+    x, w, b = torch.randn(2, c_in, 5, 6), torch.randn(c_in, c_out // groups, 3, 3), torch.randn(c_out)
+    torch.testing.assert_close(conv_transpose2d_as_conv(x, w, b, 2, 1, 1, groups=groups),
+                               F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=groups),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_modules_are_swapped():
     torch.manual_seed(0)
-    x, w = torch.randn(1, 4, 5, 5), torch.randn(4, 1, 3, 3)
-    torch.testing.assert_close(conv_transpose2d_as_conv(x, w, None, 2, 1, 1, groups=4),
-                               F.conv_transpose2d(x, w, None, stride=2, padding=1, output_padding=1, groups=4))
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.ConvTranspose2d(4, 2, 3, 2, 1, 1)))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.ConvTranspose2d(4, 2, 3, 2, 1, 1)),
+                        nn.ConvTranspose2d(2, 2, 4, 2, 1, groups=2))
     y = torch.randn(1, 1, 8, 8)
     ref = net(y)
-    assert replace_conv_transpose(net) == 1
+    assert replace_conv_transpose(net) == 2
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
     torch.testing.assert_close(net(y), ref, rtol=1e-5, atol=1e-5)
 
@@ -44,3 +52,15 @@ def test_prelu_rewrite_matches():
     ref = net(x)
     assert replace_prelu(net) == 2
     torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_leaky_relu_rewrite_matches():
+    from medge.devices.tflite_rewrites import LeakyReLUAsMaximum, replace_leaky_relu
+
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.LeakyReLU(0.01), nn.Sequential(nn.Conv2d(3, 2, 1), nn.LeakyReLU(0.2)),
+                        nn.LeakyReLU(1.5))
+    x = torch.randn(1, 1, 9, 9)
+    ref = net(x)
+    assert replace_leaky_relu(net) == 2  # a slope above 1 is not max(x, a·x): left as it is
+    assert isinstance(net[3], nn.LeakyReLU) and isinstance(net[1], LeakyReLUAsMaximum)
+    torch.testing.assert_close(net(x), ref, rtol=0, atol=0)

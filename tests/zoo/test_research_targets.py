@@ -21,15 +21,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import research_zoo_table as table  # noqa: E402  (the script is the single definition of the steps)
 
-# LiteRT failures of the current tflite path (medge/devices/tflite_*, owned by the `npu` branch),
-# as measured on this branch; a fixed one makes its test fail here, so that it is taken off the list.
-TFLITE_FAILS: dict[str, str] = {
-    "us-dct-vit": "quantized_dimension != 0",  # per-channel FULLY_CONNECTED weights on axis 1
-    "us-xlstm-unet": "(DIV) failed to invoke",  # int8 DIV by a quantized zero (the mLSTM normaliser)
-    "us-lesion-sam": "Required inputs (['point']) are missing",  # the tflite path feeds one input only
-}
-
-
 @pytest.mark.parametrize("name", table.MODELS + table.WEIGHTLESS)
 def test_research_model_through_every_target(tmp_path, name):
     row = table.run_model(name, tmp_path, n_eval=100)
@@ -43,7 +34,4 @@ def test_research_model_through_every_target(tmp_path, name):
             assert gate["passed"] is True and gate["drop"] <= table.MAX_DROP[row["metric"]], gate
     trt = row["trt"]
     assert not trt["error"] and trt["ok"] is True and trt["qdq"] > 0, trt  # explicit Q/DQ, preflight clean
-    if name in TFLITE_FAILS:
-        assert TFLITE_FAILS[name] in (row["tflite"]["error"] or ""), row["tflite"]
-    else:
-        assert not row["tflite"]["error"] and row["tflite"]["coverage"] > 0, row["tflite"]
+    assert not row["tflite"]["error"] and row["tflite"]["coverage"] > 0, row["tflite"]

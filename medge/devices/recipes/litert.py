@@ -33,6 +33,7 @@ PARITY_SAMPLES = 8
 # INT8 limits of medge.devices.recipe_parity (cosine per sample, Pearson r per channel).
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
 QUANTIZERS = ("aeq", "pt2e")
+COVERAGE_GOAL = 0.9  # share of ops on the delegate below which the report says what blocks the rest
 
 
 @dataclass
@@ -176,6 +177,11 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
             f"{preflight['cpu_ops']} of {preflight['ops_total']} ops fall back to the CPU "
             f"({', '.join(preflight['fallback_op_types'])}); {preflight['partitions']} delegate partition(s)"
         )
+    blockers = coverage_blockers(preflight, quantizer if ctx.precision == "int8" else None)
+    if blockers:
+        preflight["coverage_blockers"] = blockers
+        notes.append(f"coverage {preflight['coverage']:.3f} is below {COVERAGE_GOAL:.2f}; what blocks it: "
+                     + "; ".join(f"{b['ops']}: {b['why']}" for b in blockers))
     if len(attempts) > 1:
         notes.append(f"fallback ladder: attempt {final.index} ({final.action}) passed; "
                      f"int16 ops {final.int16_ops}, float ops {final.float_ops}")
@@ -211,6 +217,42 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
         samples = [model_layout(c, channel_last) for c in calibration]
         return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
                           int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)))
+
+
+def coverage_blockers(preflight: dict[str, Any], quantizer: str | None) -> list[dict[str, str]]:
+    """Why a .tflite's delegate coverage is below `COVERAGE_GOAL`: its CPU ops grouped by cause.
+
+    Empty when the coverage reaches the goal.  Causes: op types the quantizer has no integer recipe
+    for (they stay float32, which the delegate does not take), the QUANTIZE/DEQUANTIZE pairs around
+    those float islands, and ops the delegate's op table refuses for their own reason.
+    """
+    if preflight.get("coverage", 1.0) >= COVERAGE_GOAL or not preflight.get("fallback"):
+        return []
+    counts: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for entry in preflight["fallback"]:
+        counts[entry["op"]] = counts.get(entry["op"], 0) + 1
+        reasons.setdefault(entry["op"], entry.get("reason", ""))
+    no_recipe: set[str] = set()
+    if quantizer == "aeq":
+        from medge.devices.tflite_ladder import aeq_quantizable
+
+        no_recipe = {op for op in counts if op not in ("QUANTIZE", "DEQUANTIZE") and not aeq_quantizable(op)}
+
+    def listed(ops: list[str]) -> str:
+        return ", ".join(f"{op} ×{counts[op]}" for op in sorted(ops, key=lambda o: (-counts[o], o)))
+
+    blockers = []
+    if no_recipe:
+        blockers.append({"ops": listed(sorted(no_recipe)),
+                         "why": "ai-edge-quantizer has no integer recipe for these op types, so they stay float32 "
+                                "(the delegate runs float only as FP16, if at all)"})
+    boundary = [op for op in counts if op in ("QUANTIZE", "DEQUANTIZE")]
+    if boundary:
+        blockers.append({"ops": listed(boundary), "why": "float32 (de)quantization at the edges of the float ops"})
+    for op in sorted(set(counts) - no_recipe - set(boundary), key=lambda o: (-counts[o], o)):
+        blockers.append({"ops": listed([op]), "why": reasons[op] or "not in the delegate's op table"})
+    return blockers
 
 
 def _readme(ctx: CompileContext, info: dict[str, Any], preflight: dict[str, Any]) -> str:
