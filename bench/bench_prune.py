@@ -82,7 +82,7 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
     options = {"distill_steps": args.distill_steps, "time_budget": args.time_budget,
                "min_sparsity": args.min_sparsity, "max_sparsity": args.max_sparsity, "resolution": args.resolution,
                "eval_samples": args.eval_samples, "select_samples": args.select_samples,
-               "threads": args.train_threads, "patience": args.patience}
+               "threads": args.train_threads, "patience": args.patience, "task_weight": args.task_weight}
     try:
         report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", precision="int8",
                                    runs=30, warmup=5,
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill-steps", type=int, default=150)
     parser.add_argument("--patience", type=int, default=4,
                         help="early-stopping evaluations (every 25 steps) without improvement; large = run all steps")
+    parser.add_argument("--task-weight", type=float, default=0.3,
+                        help="weight of the label loss in distillation (medge build --distill-task-weight)")
     parser.add_argument("--time-budget", type=float, default=900.0, help="seconds for each model's sparsity search")
     parser.add_argument("--min-sparsity", type=float, default=0.3)
     parser.add_argument("--max-sparsity", type=float, default=0.6)

@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--prune: keep channel counts multiples of N (default: from the target's runtime, e.g. 16 on intel-cpu)")
     parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 300)")
     parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS", help="--prune auto: time budget of the search")
+    parser.add_argument("--distill-task-weight", type=float, metavar="W",
+                        help="--prune: weight of the label loss when the distillation data have labels (default 0.3; "
+                             "1 trains on the labels alone, e.g. when they are better than a weak dense model)")
 
 
 def run(args: argparse.Namespace):
@@ -69,12 +72,14 @@ def run(args: argparse.Namespace):
     from medge.build_prune import parse_prune
 
     parse_prune(args.prune)  # fail before any work
-    prune_options = {k: v for k, v in (("distill_steps", args.distill_steps), ("time_budget", args.prune_time_budget))
+    prune_options = {k: v for k, v in (("distill_steps", args.distill_steps), ("time_budget", args.prune_time_budget),
+                                       ("task_weight", args.distill_task_weight))
                      if v is not None}
     if args.round_to is not None and args.round_to < 1:
         raise UsageError(f"--round-to must be >= 1 (got {args.round_to})")
     if (args.prune_data or args.round_to or prune_options) and args.prune is None:
-        raise UsageError("--prune-data, --round-to, --distill-steps and --prune-time-budget need --prune auto|S")
+        raise UsageError("--prune-data, --round-to, --distill-steps, --distill-task-weight and --prune-time-budget "
+                         "need --prune auto|S")
     name = args.model.rpartition(":")[2] if ":" in args.model else Path(args.model).stem  # pkg.mod:factory → factory
     output = args.output or f"build/{name}-{args.target}"
     return build(BuildConfig(

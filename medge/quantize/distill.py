@@ -62,6 +62,8 @@ class DistillConfig:
             raise UsageError(f"--lr must be > 0 (got {self.lr:g})")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown --lr-schedule '{self.schedule}'; choices: {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.task_weight <= 1.0:
+            raise UsageError(f"--task-weight must be in [0, 1] (got {self.task_weight:g})")
         if self.eval_every < 1 or self.patience < 1:
             raise UsageError("--eval-every and --patience must be >= 1")
 

@@ -112,6 +112,7 @@ def test_build_with_prune_writes_a_bundle_whose_manifest_records_the_pruning(run
         (["--sparsity", "lots"], 2, "--sparsity must be a number"),
         (["--sparsity", "auto", "--mode", "unstructured", "--finetune", "synthetic:us-frame"], 2, "needs --mode structured"),
         (["--finetune", "synthetic:us-frame", "--distill-steps", "0"], 2, "--distill-steps must be >= 1"),
+        (["--finetune", "synthetic:us-frame", "--task-weight", "1.5"], 2, "--task-weight must be in [0, 1]"),
         (["--prune-steps", "3"], 2, "--prune-steps > 1 distils"),
         (["--max-drop", "0.01"], 2, "--max-drop needs --eval"),
     ],
@@ -124,6 +125,8 @@ def test_bad_distillation_requests_are_one_line_errors(run_cli, tmp_path, args, 
 
 def test_build_prune_flags_need_prune(run_cli, tmp_path):
     res = run_cli("build", "us-frame-screen", "--prune-data", "synthetic:us-frame", "-o", tmp_path / "b")
+    assert res.returncode == 2 and "need --prune" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("build", "us-frame-screen", "--distill-task-weight", "1", "-o", tmp_path / "b")
     assert res.returncode == 2 and "need --prune" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("build", "us-frame-screen", "--prune", "0.99", "-o", tmp_path / "b")
     assert res.returncode == 2 and "--prune sparsity must be in" in res.stderr
