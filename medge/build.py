@@ -21,6 +21,7 @@ from medge.reports import Report
 DEFAULT_MODEL = "cxr-densenet-tiny"
 DEFAULT_TARGET = "intel-cpu"
 # Gate thresholds used when the user gives none (the issue's clinical targets).
+DERIVED_SAMPLES = 300  # demo feeds made from another zoo model (the compile's default sample count)
 DEFAULT_MAX_DROP = {"auroc": 0.005, "sens@spec": 0.02, "dice": 0.01, "pearson": 0.005, "accuracy": 0.01}
 
 
@@ -72,10 +73,11 @@ class BuildReport(Report):
     warnings: list[str] = field(default_factory=list)
     pruning: dict[str, Any] = field(default_factory=dict)  # --prune: dense vs pruned vs pruned+INT8
     seconds: float = 0.0
+    error: str = ""  # why the chain stopped, also between steps (e.g. no calibration data after export)
 
     @property
     def ok(self) -> bool:
-        return all(s["status"] in ("ok", "skipped") for s in self.steps)
+        return not self.error and all(s["status"] in ("ok", "skipped") for s in self.steps)
 
     def table_rows(self) -> list[tuple[str, str]]:
         from medge.build_report import build_rows
@@ -109,8 +111,9 @@ class _Steps:
         self.report.steps.append({"step": name, "status": "skipped", "seconds": 0.0, "note": why})
 
 
-def _default_data(meta, given: str | None, use: str, warnings: list[str]) -> str | None:
-    """The user's source, else (zoo models only) the synthetic generator that fits it, with a WARNING."""
+def _default_data(meta, given: str | None, use: str, warnings: list[str], folder: Path) -> str | None:
+    """The user's source, else (zoo models only) the synthetic generator that fits it, or feeds made
+    from the zoo model it takes its inputs from (written to `folder`), with a WARNING."""
     if given:
         return given
     from medge.calibration.synthetic_source import infer_task
@@ -120,14 +123,30 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str]) -> str
     if meta.model not in MODELS:
         return None  # synthetic data is wrong data for a user's model
     try:
-        source = f"synthetic:{infer_task(meta)}"
+        source = described = f"synthetic:{infer_task(meta)}"
     except MedgeError:
-        return None
-    text = f"no --{use} given: {'calibrating' if use == 'calib' else 'evaluating'} {meta.model} on {source} (demo data); " \
-           f"pass --{use} with real data for deployment"
+        source = _derived_feeds(meta.model, use, folder)
+        if source is None:
+            return None
+        described = f"{source} (made from {meta.preprocessing.get('source')} on its synthetic data)"
+    text = f"no --{use} given: {'calibrating' if use == 'calib' else 'evaluating'} {meta.model} on {described} " \
+           f"(demo data); pass --{use} with real data for deployment"
     warn(text)
     warnings.append(text)
     return source
+
+
+def _derived_feeds(model: str, use: str, folder: Path) -> str | None:
+    """An .npz of demo feeds for a zoo model that takes another zoo model's tensors, else None.
+
+    Evaluation needs targets: a model whose feeds have none is gated on parity only."""
+    from medge.zoo.derived_feeds import derived_feeds_have_targets, has_derived_feeds, write_derived_feeds
+
+    if not has_derived_feeds(model) or (use == "eval" and not derived_feeds_have_targets(model)):
+        return None
+    path = write_derived_feeds(model, folder / f"{use}-feeds.npz", n=DERIVED_SAMPLES,
+                               split="calib" if use == "calib" else "eval")
+    return str(path)
 
 
 def _runnable_here(runtime: str, device: str) -> str | None:
@@ -168,6 +187,7 @@ def build(config: BuildConfig) -> BuildReport:
 
         if isinstance(getattr(exc, "report", None), CompileReport):  # a refused bundle: its gate and preflight
             report.compile = exc.report.to_dict()
+        report.error = str(exc)
         report.summary = _summary(report)
         report.seconds = round(time.perf_counter() - t0, 3)
         report.report_files = write_build_report(report, report_dir, error=str(exc))
@@ -210,11 +230,15 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     exported = steps.run("export", export)
     report.export = exported.to_dict()
     meta = read_metadata(onnx_path)
-    calib = _default_data(meta, config.calib, "calib", report.warnings) if precision == "int8" else config.calib
+    calib = _default_data(meta, config.calib, "calib", report.warnings, report_dir) if precision == "int8" \
+        else config.calib
     if precision == "int8" and calib is None:
-        raise UsageError(f"int8 needs calibration data for '{meta.model}', which is not a zoo model: "
+        from medge.zoo import MODELS
+
+        why = "no synthetic data fits its inputs" if meta.model in MODELS else "which is not a zoo model"
+        raise UsageError(f"int8 needs calibration data for '{meta.model}', {why}: "
                          "pass --calib FOLDER|FILE|synthetic:<task>")
-    evaluation = _default_data(meta, config.eval, "eval", report.warnings)
+    evaluation = _default_data(meta, config.eval, "eval", report.warnings, report_dir)
     report.precision = precision
     metric = default_metric_for_task(meta.task) if evaluation else None
     max_drop = config.max_drop

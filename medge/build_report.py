@@ -14,6 +14,8 @@ def build_rows(report) -> list[tuple[str, str]]:
     failed = [s for s in report.steps if s["status"] == "failed"]
     if failed:
         head = verdict(False, f"step '{failed[0]['step']}' failed: {failed[0].get('note') or 'see the JSON report'}")
+    elif report.error:
+        head = verdict(False, report.error)
     else:
         head = verdict(True, f"bundle {report.bundle} ({report.precision}) for {report.target}")
     rows = [("result", head), *(("WARNING", w) for w in report.warnings)]
