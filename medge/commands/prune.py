@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=4, help="stop after N scores without improvement (default 4)")
     parser.add_argument("--task-weight", type=float, default=0.3,
                         help="weight of the task loss when the distillation data have labels (default 0.3)")
+    parser.add_argument("--ema", type=float, default=0.99,
+                        help="decay of the weight average that is scored and kept (default 0.99; 0 keeps the raw weights)")
     parser.add_argument("--eval", metavar="SOURCE", help="gate data (default: held out from --finetune)")
     parser.add_argument("--eval-samples", type=int, default=None,
                         help="samples drawn for the gate (default 1000 from synthetic sources, which are unlimited, "
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace):
         batch_size=args.batch_size,
         eval_every=args.eval_every,
         patience=args.patience,
-        task_weight=args.task_weight,
+        task_weight=args.task_weight, ema=args.ema,
         eval=args.eval,
         eval_samples=args.eval_samples,
         select_samples=args.select_samples,

@@ -12,7 +12,11 @@ pretrained solution.  Recovery here is:
    softmax, MSE for values such as ECG millivolts), plus the task loss when the data have labels,
    on as many samples as needed (`DistillStream`: fresh synthetic data or augmented folders).
 3. AdamW with a one-cycle or cosine (warm-up) LR schedule; dropout stays off, BN trains.
-4. Every `eval_every` steps the student is scored on a selection set disjoint from the gate set;
+4. An exponential moving average of the student's weights (``ema`` decay, warmed up as
+   ``min(ema, (1 + t) / (10 + t))``) is what gets scored and kept: single SGD iterates of a small
+   pruned model scatter by more than the 0.003–0.005 budgets (cxr-densenet-tiny's selection AUROC
+   moved ±0.004 between evaluations), the average does not.
+5. Every `eval_every` steps the student is scored on a selection set disjoint from the gate set;
    the best state is kept and training stops after `patience` evaluations without improvement.
 """
 
@@ -48,6 +52,7 @@ class DistillConfig:
     eval_every: int = 25
     patience: int = 4
     bn_samples: int = 256
+    ema: float = 0.99  # decay of the weight average that is scored and kept (0: the raw weights)
     seconds: float | None = None  # wall-clock budget for the training loop
     seed: int = 0
     progress: bool = True
@@ -62,6 +67,8 @@ class DistillConfig:
             raise UsageError(f"--lr must be > 0 (got {self.lr:g})")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown --lr-schedule '{self.schedule}'; choices: {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise UsageError(f"--ema must be in [0, 1) (got {self.ema:g})")
         if not 0.0 <= self.task_weight <= 1.0:
             raise UsageError(f"--task-weight must be in [0, 1] (got {self.task_weight:g})")
         if self.eval_every < 1 or self.patience < 1:
@@ -80,6 +87,7 @@ class DistillResult:
     loss_last: float | None = None
     schedule: str = ""
     lr: float = 0.0
+    ema: float = 0.0  # decay of the scored weight average (0: raw weights)
     best_step: int = 0
     best_selection_metric: float | None = None
     bn_reestimated: bool = False  # the re-estimated BN statistics were kept (they scored better)
@@ -195,6 +203,26 @@ class Progress:
             sys.stderr.flush()
 
 
+class WeightAverage:
+    """An exponential moving average of a module's floating-point state (weights and BN statistics)."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(module)
+        self.module.eval()
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        """Blend `module`'s current state in (warm-up: short memory over the first steps)."""
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        mine = self.module.state_dict()
+        for name, value in module.state_dict().items():
+            if value.dtype.is_floating_point:
+                mine[name].mul_(d).add_(value.detach(), alpha=1.0 - d)
+            else:
+                mine[name].copy_(value)
+
+
 def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig, *,
            task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
            select: Callable[[nn.Module], float] | None, teacher_score: float | None,
@@ -230,8 +258,10 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
     scheduler = _scheduler(optimizer, config)
     result = DistillResult(planned_steps=config.steps, schedule=config.schedule, lr=config.lr)
     result.bn_reestimated = kept_bn
+    result.ema = config.ema
     result.teacher_selection_metric = None if teacher_score is None else round(float(teacher_score), 6)
     best_state, since_best = None, 0
+    average = WeightAverage(student, config.ema) if config.ema > 0 else None
     if select is not None:
         best_state = copy.deepcopy(student.state_dict())
         result.selection_curve.append([0, round(best, 6)])
@@ -258,16 +288,19 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(student, step)
             losses.append(float(loss.detach()))
             result.steps = step
             bar.update(1, f"loss {np.mean(losses[-10:]):.4f}" + (f" best {best:.4f}" if best is not None else ""))
             if select is not None and (step % config.eval_every == 0 or step == config.steps):
-                student.eval()
-                score = select(student)
+                scored = average.module if average is not None else student
+                scored.eval()
+                score = select(scored)
                 result.selection_curve.append([step, round(score, 6)])
                 better = score > best if higher_is_better else score < best
                 if better:
-                    best, best_state, since_best = score, copy.deepcopy(student.state_dict()), 0
+                    best, best_state, since_best = score, copy.deepcopy(scored.state_dict()), 0
                     result.best_step = step
                 else:
                     since_best += 1
@@ -281,6 +314,8 @@ def distil(student: nn.Module, teacher: nn.Module, stream, config: DistillConfig
         bar.close()
     if best_state is not None:
         student.load_state_dict(best_state)
+    elif average is not None:  # no selection set: the average of the last steps
+        student.load_state_dict(average.module.state_dict())
     student.eval()
     result.samples = result.steps * config.batch_size
     result.loss_first = round(float(np.mean(losses[:5])), 6) if losses else None

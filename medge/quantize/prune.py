@@ -71,6 +71,7 @@ class PruneConfig:
     eval_every: int = 25
     patience: int = 4
     task_weight: float = 0.3
+    ema: float = 0.99
     prune_steps: int = 1
     eval: str | None = None
     eval_samples: int | None = None  # None: SYNTHETIC_EVAL_SAMPLES from a synthetic source, else 200
@@ -145,7 +146,8 @@ def validate_config(config: PruneConfig) -> None:
         from medge.quantize.distill import DistillConfig
 
         DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
-                      schedule=config.lr_schedule, eval_every=config.eval_every, patience=config.patience).validate()
+                      schedule=config.lr_schedule, eval_every=config.eval_every, patience=config.patience,
+                      task_weight=config.task_weight, ema=config.ema).validate()
     if config.prune_steps < 1:
         raise UsageError(f"--prune-steps must be >= 1 (got {config.prune_steps})")
     if config.prune_steps > 1 and not config.finetune:
@@ -339,7 +341,7 @@ def _distill_config(config: PruneConfig):
 
     return DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
                          schedule=config.lr_schedule, task_weight=config.task_weight, eval_every=config.eval_every,
-                         patience=config.patience, seed=config.seed, progress=config.progress)
+                         patience=config.patience, seed=config.seed, progress=config.progress, ema=config.ema)
 
 
 def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example, sets):

@@ -113,6 +113,7 @@ def test_build_with_prune_writes_a_bundle_whose_manifest_records_the_pruning(run
         (["--sparsity", "auto", "--mode", "unstructured", "--finetune", "synthetic:us-frame"], 2, "needs --mode structured"),
         (["--finetune", "synthetic:us-frame", "--distill-steps", "0"], 2, "--distill-steps must be >= 1"),
         (["--finetune", "synthetic:us-frame", "--task-weight", "1.5"], 2, "--task-weight must be in [0, 1]"),
+        (["--finetune", "synthetic:us-frame", "--ema", "1"], 2, "--ema must be in [0, 1)"),
         (["--prune-steps", "3"], 2, "--prune-steps > 1 distils"),
         (["--max-drop", "0.01"], 2, "--max-drop needs --eval"),
     ],
@@ -158,3 +159,24 @@ def test_same_seed_gives_the_same_pruned_model(run_cli, tmp_path, user_model, re
         assert len(res.report["distillation"]["runs"]) == 2
         shas.append((res.report["weights_sha256"], res.report["gate"]))
     assert shas[0] == shas[1]
+
+
+def test_weight_average_blends_weights_and_statistics_and_copies_counters():
+    import torch
+    from torch import nn
+
+    from medge.quantize.distill import WeightAverage
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(net, decay=0.9)
+    before = average.module[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.add_(2.0)
+        net[1].num_batches_tracked += 5
+    average.update(net, step=1000)  # past the warm-up: the decay itself
+    torch.testing.assert_close(average.module[0].weight, 0.9 * before + 0.1 * net[0].weight)
+    torch.testing.assert_close(average.module[1].running_mean, torch.full((2,), 0.2))
+    assert int(average.module[1].num_batches_tracked) == 5
+    average.update(net, step=0)  # warm-up: the first steps mostly take the new weights
+    assert float((average.module[0].weight - net[0].weight).abs().max()) < 0.1
