@@ -124,6 +124,12 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str], folder
         return None  # synthetic data is wrong data for a user's model
     try:
         source = described = f"synthetic:{infer_task(meta)}"
+        if use == "eval" and not _synthetic_targets_fit(meta, source):
+            text = (f"no --eval given, and the targets of {source} do not fit {meta.model}'s output: "
+                    "its INT8 is gated on parity with FP32; pass --eval with targets for its output to gate a metric")
+            warn(text)
+            warnings.append(text)
+            return None
     except MedgeError:
         source = _derived_feeds(meta.model, use, folder)
         if source is None:
@@ -134,6 +140,23 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str], folder
     warn(text)
     warnings.append(text)
     return source
+
+
+def _synthetic_targets_fit(meta, source: str) -> bool:
+    """Whether a synthetic sample's target has the zoo model's output shape (an image encoder's
+    embedding is not a lesion mask, even when it holds as many values)."""
+    from medge.calibration import load_data
+    from medge.zoo import get_card
+
+    card = get_card(meta.model)
+    sample = load_data(source, meta, input_name=card.input_name, input_shape=tuple(card.input_shape),
+                       n=1, split="eval").samples[0]
+    if sample.target is None:
+        return False
+    import numpy as np
+
+    target = tuple(d for d in np.shape(sample.target) if d != 1)
+    return target == tuple(d for d in card.output_shape[1:] if d != 1)
 
 
 def _derived_feeds(model: str, use: str, folder: Path) -> str | None:

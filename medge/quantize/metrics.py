@@ -47,13 +47,13 @@ def _as_2d(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.nda
             "give one target per evaluated input"
         )
     n = out.shape[0]
-    out, tgt = out.reshape(n, -1), tgt.reshape(n, -1)
-    if out.shape != tgt.shape:
+    per_out, per_tgt = (tuple(d for d in a.shape[1:] if d != 1) for a in (out, tgt))
+    if per_out != per_tgt:  # same count of values is not enough: (64, 8, 8) embeddings are not (64, 64) masks
         raise DataError(
-            f"outputs have {out.shape[1]} values per sample but targets have {tgt.shape[1]}; "
+            f"outputs of shape {out.shape[1:]} per sample do not fit targets of shape {tgt.shape[1:]}; "
             "the evaluation targets do not fit this model's outputs"
         )
-    return out, tgt
+    return out.reshape(n, -1), tgt.reshape(n, -1)
 
 
 # --------------------------------------------------------------------------- classification

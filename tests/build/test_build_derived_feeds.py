@@ -37,3 +37,24 @@ def test_step_feeds_carry_the_scan_state_reached_at_each_step(tmp_path):
     assert float(np.abs(feeds["token"]).max()) > 0
     starts = np.flatnonzero(~feeds["ssm_state"].reshape(20, -1).any(axis=1))
     assert list(starts) == [0, 10]  # each ECG's first step starts from zeros, STEP_POSITIONS apart
+
+
+def test_an_encoder_whose_output_is_no_mask_is_gated_on_parity_not_dice(run_cli, tmp_path):
+    # the SAM encoder's (64, 8, 8) embedding holds as many values as a (1, 64, 64) lesion mask; scoring
+    # it with Dice against the synthetic masks gave a number that meant nothing
+    res = run_cli("build", "us-lesion-sam-encoder", "--target", "intel-cpu", "--runs", "4", "--warmup", "1",
+                  "-o", tmp_path / "cpu", report=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    assert r["ok"] is True and any("do not fit" in w and "parity" in w for w in r["warnings"])
+    assert r["compile"]["gate"]["kind"] == "parity"
+
+
+def test_dice_refuses_outputs_that_only_hold_as_many_values_as_the_masks():
+    from medge.errors import DataError
+    from medge.quantize.metrics import dice
+
+    masks = np.zeros((2, 1, 64, 64), dtype=np.float32)
+    assert dice(np.zeros((2, 64, 64), dtype=np.float32), masks) == 1.0  # a squeezed channel axis still fits
+    with pytest.raises(DataError, match="do not fit"):
+        dice(np.zeros((2, 64, 8, 8), dtype=np.float32), masks)
