@@ -342,9 +342,11 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
     best one stays in use.  Stage 1 (backends that can, unless disabled): widen the worst activation tensors to 16 bits
     (1, 2, 4 … of them), keeping every weight int8, so the file stays INT8-sized.  Stage 2: move the
     worst node groups back to FP32 (1, 2, 4 … groups), with the stage-1 tensors still at 16 bits.
+    Stage 3: the modules (name scopes) holding the worst groups, whole, to FP32 (`fallback_scopes`).
     """
     import onnx
 
+    from medge.quantize.fallback_scopes import module_scopes, scope_nodes
     from medge.quantize.sensitivity import rank_fallback_groups
 
     backend = gate.backend
@@ -381,6 +383,14 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
         exclude: list[str] = []
         for group in ranked[:size]:
             exclude += [n for n in group["nodes"] if n not in exclude and n not in gate.always_fp32]
+        artifact, attempt = gate.attempt(prepared, exclude, report, int16)
+        if attempt.passed:
+            return artifact, attempt
+    # Stage 3: whole modules (name scopes) of the worst groups to FP32, 1, 2, 4 … of them
+    names = [n.name for n in graph.graph.node if n.name]
+    scopes = module_scopes(names, ranked)
+    for size in _fallback_sizes(len(scopes), budget):  # every node of the module: its Mul/Add/Transpose too
+        exclude = [n for n in scope_nodes(scopes[:size], names) if n not in gate.always_fp32]
         artifact, attempt = gate.attempt(prepared, exclude, report, int16)
         if attempt.passed:
             break
