@@ -151,12 +151,11 @@ def _synthetic_targets_fit(meta, source: str) -> bool:
     card = get_card(meta.model)
     sample = load_data(source, meta, input_name=card.input_name, input_shape=tuple(card.input_shape),
                        n=1, split="eval").samples[0]
-    if sample.target is None:
-        return False
     import numpy as np
 
-    target = tuple(d for d in np.shape(sample.target) if d != 1)
-    return target == tuple(d for d in card.output_shape[1:] if d != 1)
+    from medge.quantize.metrics import targets_fit
+
+    return sample.target is not None and targets_fit(tuple(card.output_shape[1:]), np.shape(sample.target))
 
 
 def _derived_feeds(model: str, use: str, folder: Path) -> str | None:

@@ -37,6 +37,12 @@ _TASK_DEFAULTS = {
 
 
 # --------------------------------------------------------------------------- shapes
+def targets_fit(output_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
+    """Whether per-sample targets of `target_shape` score outputs of `output_shape` (singleton axes
+    ignored): as many values is not enough, (64, 8, 8) embeddings are not (64, 64) masks."""
+    return tuple(d for d in output_shape if d != 1) == tuple(d for d in target_shape if d != 1)
+
+
 def _as_2d(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flatten both arrays to ``(n, k)`` with matching shapes, or raise `DataError`."""
     out = np.asarray(outputs, dtype=np.float64)
@@ -47,8 +53,7 @@ def _as_2d(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.nda
             "give one target per evaluated input"
         )
     n = out.shape[0]
-    per_out, per_tgt = (tuple(d for d in a.shape[1:] if d != 1) for a in (out, tgt))
-    if per_out != per_tgt:  # same count of values is not enough: (64, 8, 8) embeddings are not (64, 64) masks
+    if not targets_fit(out.shape[1:], tgt.shape[1:]):
         raise DataError(
             f"outputs of shape {out.shape[1:]} per sample do not fit targets of shape {tgt.shape[1:]}; "
             "the evaluation targets do not fit this model's outputs"
