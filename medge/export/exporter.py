@@ -92,8 +92,13 @@ def _export_dynamo(module, examples: tuple, loaded: LoadedModel, opset: int, dyn
 
     shapes = None
     exported = loaded.extra.get("program")
-    if exported is not None:  # an ExportedProgram fixed its (dynamic or static) shapes already
-        module = exported
+    if exported is not None and (dynamic_batch or not loaded.extra.get("dynamic_batch")):
+        module = exported  # an ExportedProgram whose shapes are the ones asked for
+    elif exported is not None:
+        # a dynamic-batch program (what `medge prune` saves) exported without --dynamic-batch: the ONNX
+        # gets the example's batch, like every other static export; a symbolic batch would put OpenVINO's
+        # CPU plugin on its slower dynamic-shape path
+        module = loaded.module
     elif dynamic_batch:
         # torch.export specialises size-1 dims, so trace the dynamic batch with an example of 2.
         examples = tuple(e.expand(2, *e.shape[1:]).contiguous() for e in examples)

@@ -119,6 +119,25 @@ def test_torchscript_and_exported_program_files(run_cli, tmp_path, tiny_models):
     assert_one_line_error(run_cli("export", ts, "-o", tmp_path / "t.onnx"), "--input-shape is required", code=2)
 
 
+def test_a_dynamic_batch_program_exports_static_unless_asked(run_cli, tmp_path, tiny_models):
+    """`medge prune` saves dynamic-batch programs; without --dynamic-batch their ONNX has batch 1 like any
+    other static export (a symbolic batch put OpenVINO's CPU plugin on its slower dynamic-shape path)."""
+    model = tiny_models.tiny_conv()
+    ep = tmp_path / "model.pt2"
+    x = torch.zeros(2, 1, 16, 16)
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)), str(ep))
+    res = run_cli("export", ep, "-o", tmp_path / "static.onnx", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.report["inputs"][0]["shape"] == [1, 1, 16, 16] and res.report["parity"]["passed"]
+    dims = onnx.load(str(tmp_path / "static.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 1, 16, 16]
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(tmp_path / "static.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x[:1].numpy() + 0.5})[0]
+    np.testing.assert_allclose(got, model(x[:1] + 0.5).detach().numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_multi_output_model_and_custom_autograd_function(run_cli, tmp_path, tiny_models):
     res = run_cli("export", "fixtures.tiny_models:two_heads", "-o", tmp_path / "two.onnx",
