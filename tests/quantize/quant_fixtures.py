@@ -19,10 +19,12 @@ SIZE = 64
 
 
 class ConvClassifier(nn.Module):
-    """Small conv net → one sigmoid probability.  `outlier` adds a huge constant channel."""
+    """Small conv net → one sigmoid probability.  `outlier` adds a huge constant channel; `masked`
+    pools with an attention whose scores hold -inf for masked positions (as causal masks do)."""
 
-    def __init__(self, outlier: float = 0.0) -> None:
+    def __init__(self, outlier: float = 0.0, masked: bool = False) -> None:
         super().__init__()
+        self.masked = masked
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(64, 64, 3, stride=2, padding=1)
@@ -41,6 +43,11 @@ class ConvClassifier(nn.Module):
         x = torch.relu(self.conv2(x))
         x = torch.relu(self.conv3(x))
         x = torch.relu(self.conv4(x))
+        if self.masked:
+            tokens = x.flatten(2)  # (B, 64, 256)
+            mask = torch.zeros(tokens.shape[-1]).masked_fill(torch.arange(tokens.shape[-1]) % 2 == 1, float("-inf"))
+            weights = torch.softmax(tokens.mean(dim=1) + mask, dim=-1)
+            return torch.sigmoid(self.head((tokens * weights[:, None]).sum(-1)) * 4.0)
         x = x.mean(dim=(2, 3))
         return torch.sigmoid(self.head(x) * 4.0)
 
@@ -55,12 +62,12 @@ def _meta(name: str) -> ModelMeta:
     )
 
 
-def export_tiny(path: Path, *, outlier: float = 0.0, seed: int = 0) -> Path:
+def export_tiny(path: Path, *, outlier: float = 0.0, masked: bool = False, seed: int = 0) -> Path:
     """Export a `ConvClassifier` to `path` (ONNX opset 17, metadata embedded)."""
     import onnx
 
     torch.manual_seed(seed)
-    module = ConvClassifier(outlier).eval()
+    module = ConvClassifier(outlier, masked).eval()
     dummy = torch.zeros(1, 1, SIZE, SIZE)
     torch.onnx.export(module, (dummy,), str(path), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["prob"])

@@ -260,3 +260,19 @@ def test_inc_pt2e_int8_from_the_pytorch_model(run_cli, models, tmp_path, monkeyp
     assert read_metadata(q).extra["quantization"]["backend"] == "inc"
     err, spread = _max_error_vs_fp32(out, models["plain"], models["plain_eval"])  # ORT runs the INC Q/DQ graph
     assert err < 0.5 * spread, (err, spread)  # ≈ 0.2 × spread: INC also rounds the sigmoid output to 8 bits
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_of_a_masked_model_is_a_one_line_error(run_cli, models, tmp_path, method):
+    """ORT's histogram calibrators cannot bin the -inf of a mask; the user is told to use minmax, which works."""
+    from fixtures.cli_checks import assert_one_line_error
+
+    masked = export_tiny(tmp_path / "masked.onnx", masked=True)
+    out = tmp_path / "q.onnx"
+    assert_one_line_error(run_cli("quantize", masked, "-o", out, "--calib", models["plain_calib"],
+                                  "--calib-method", method, "--backend", "ort"), "--calib-method minmax")
+    assert not out.exists()
+    res = run_cli("quantize", masked, "-o", out, "--calib", models["plain_calib"], "--backend", "ort", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.exists()
+

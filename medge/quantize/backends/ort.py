@@ -147,17 +147,26 @@ class OrtBackend(QuantBackend):
         reader = _Reader(calib)
         if not reader._data:
             raise MedgeError("static INT8 quantization needs calibration samples; pass --calib SOURCE")
-        quantize_static(
-            str(onnx_in), str(out), reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            per_channel=True,
-            activation_type=activation_type,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(exclude_nodes),
-            calibrate_method=methods[options.calib_method],
-            extra_options=extra,
-        )
+        try:
+            quantize_static(
+                str(onnx_in), str(out), reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=True,
+                activation_type=activation_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude_nodes),
+                calibrate_method=methods[options.calib_method],
+                extra_options=extra,
+            )
+        except ValueError as exc:
+            # ORT's histogram calibrators call np.histogram on every activation; a tensor that holds
+            # ±inf (a causal or attention mask: xLSTM, Mamba) has no finite range to bin
+            if options.calib_method == "minmax" or "not finite" not in str(exc):
+                raise
+            raise MedgeError(
+                f"--calib-method {options.calib_method} cannot build histograms of this model: an activation holds "
+                "±inf or NaN (typically a causal or attention mask); use --calib-method minmax") from exc
 
     def supports_int16_activations(self, options: QuantOptions) -> bool:
         """16-bit activations for static QDQ, except for TensorRT (no INT16 Q/DQ there)."""
