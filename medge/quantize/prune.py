@@ -176,7 +176,7 @@ def _load(config: PruneConfig):
     if len(loaded.input_names) > 1:
         raise UsageError(f"cannot prune '{config.model}': it takes {len(loaded.input_names)} inputs "
                          f"({', '.join(loaded.input_names)}) and pruning traces, distils and gates single-input models "
-                         "only; prune its image encoder on its own (e.g. a factory that returns the encoder)")
+                         "only; prune a single-input part on its own (e.g. a factory that returns its encoder)")
     if config.task or config.labels:
         if loaded.kind == "zoo":
             raise UsageError("--task/--labels are for non-zoo models; zoo models carry them in their card")

@@ -7,7 +7,8 @@ that must keep their width are left alone:
 * output layers — every Conv/Linear whose result reaches a model output through parameter-free
   ops only (found by walking the autograd graph), so output shapes never change;
 * token-wise ``nn.Linear`` layers (input rank > 2, i.e. attention/MLP inside transformer blocks)
-  and ``nn.MultiheadAttention``, whose head reshapes hard-code the embedding width.
+  and ``nn.MultiheadAttention``, whose head reshapes hard-code the embedding width — except the
+  hidden width of a transformer MLP (``fc1 → GELU → fc2``), which is pruned like any channel.
 
 Unstructured pruning zeroes the smallest-magnitude weights globally (``torch.nn.utils.prune``);
 it changes no shapes and brings no speed-up without sparse kernels.
@@ -90,6 +91,35 @@ def token_layers(module: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     finally:
         for hook in hooks:
             hook.remove()
+    return found
+
+
+def mlp_hidden_layers(tp, graph, tokens: list[nn.Module]) -> list[nn.Module]:
+    """The token-wise Linear layers whose output width is a transformer MLP's hidden width.
+
+    Such a layer's channels reach exactly one other Linear's inputs through elementwise ops only
+    (``fc1 → GELU → fc2``), so they can be pruned like any channel; a layer whose channels also
+    reach a LayerNorm, a residual sum or a head reshape (qkv, proj, fc2) keeps its width.
+    """
+    found = []
+    for layer in tokens:
+        if not isinstance(layer, nn.Linear):
+            continue
+        group = graph.get_pruning_group(layer, tp.prune_linear_out_channels, [0])
+        outs = ins = 0
+        for item in group:
+            target, handler = item.dep.target.module, getattr(item.dep.handler, "__name__", "")
+            if type(target).__name__ in ("_ElementWiseOp", "_ReshapeOp"):
+                continue
+            if handler == "prune_out_channels" and target is layer:
+                outs += 1
+            elif handler == "prune_in_channels" and isinstance(target, nn.Linear):
+                ins += 1
+            else:
+                outs = -1
+                break
+        if outs == 1 and ins == 1:
+            found.append(layer)
     return found
 
 
@@ -182,6 +212,8 @@ def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
     importance = tp.importance.MagnitudeImportance(p=2)
     with _measured_channel_inference():
         graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+        hidden = mlp_hidden_layers(tp, graph, tokens)
+        tokens = [m for m in tokens if m not in hidden]
         plans = []
         for group in graph.get_all_groups(ignored_layers=outputs + tokens, root_module_types=list(_PRUNABLE)):
             root = group[0].dep.target.module

@@ -59,11 +59,19 @@ def test_token_layers_of_transformer_blocks_are_kept_whole():
     x = torch.randn(1, 1, 224, 224)
     found = token_layers(model, x)
     assert found and all(isinstance(m, torch.nn.Linear) for m in found)
-    widths = [(m.in_features, m.out_features) for m in found]
+    layers = dict(model.named_modules())
+    mlp = [(layers[f"blocks.0.layers.{i}.mlp.0"], layers[f"blocks.0.layers.{i}.mlp.2"]) for i in (0, 1)]
+    hidden = [fc1.out_features for fc1, _ in mlp]
+    whole = [m for m in found if all(m is not fc1 and m is not fc2 for fc1, fc2 in mlp)]
+    widths = [(m.in_features, m.out_features) for m in whole]
     before = _params(model)
     result = prune_structured(model, x, 0.5)
     assert model(x).shape == (1, 4)
-    assert [(m.in_features, m.out_features) for m in found] == widths
+    assert [(m.in_features, m.out_features) for m in whole] == widths  # qkv, proj: the embedding width
+    embedding = layers["blocks.0.layers.0.attn.proj"].out_features
+    for (fc1, fc2), width in zip(mlp, hidden):  # the MLP's hidden width is pruned; its ends keep the embedding
+        assert fc1.out_features == fc2.in_features == width // 2
+        assert fc1.in_features == fc2.out_features == embedding
     assert _params(model) < before and result.token_layers
 
 
