@@ -12,7 +12,7 @@ For each model it:
 Goal per model: bundle latency ≤ 0.8× the peer's at a metric drop ≤ 0.005 (Dice ≤ 0.01) vs dense
 FP32; met on at least 3 of 4.  Timings on a shared machine are noisy: read the ratios.
 
-    python bench/bench_prune.py [--models ...] [--distill-steps 120] [--time-budget 900] [--json out.json]
+    python bench/bench_prune.py [--models ...] [--prune auto|0.5] [--distill-steps 120] [--time-budget 900] [--json out.json]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
                "eval_samples": args.eval_samples, "select_samples": args.select_samples,
                "threads": args.train_threads, "patience": args.patience, "task_weight": args.task_weight}
     try:
-        report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune="auto", precision="int8",
+        report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune=args.prune, precision="int8",
                                    runs=30, warmup=5,
                                    threads=args.threads, prune_options=options,
                                    options={"eval_samples": args.eval_samples}))
@@ -121,13 +121,13 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
         # both artifacts through the same bare OpenVINO call (LATENCY hint, same threads and input), and
         # the bundle once more through medge's runtime wrapper, whose checks and copies cost extra per call
         calls = {"nncf+openvino int8 (dense)": lambda: peer(feeds),
-                 "medge build --prune auto int8": lambda: ours(feeds),
+                 "medge build --prune int8": lambda: ours(feeds),
                  "same bundle via medge runtime": runtime_call(stack, ref.path, ref.runtime, ref.device or "CPU",
                                                               args.threads)}
         timing = time_interleaved(calls, args.warmup, args.runs, rounds=args.rounds)
     row["latency_ms"] = {k: {m: round(v, 3) for m, v in t.items()} for k, t in timing.items()}
     peer_ms = timing["nncf+openvino int8 (dense)"]["p50"]
-    ours_ms = timing["medge build --prune auto int8"]["p50"]
+    ours_ms = timing["medge build --prune int8"]["p50"]
     row["latency_ratio"] = round(ours_ms / peer_ms, 3)
     row["latency_ratio_via_medge_runtime"] = round(timing["same bundle via medge runtime"]["p50"] / peer_ms, 3)
     allowed = GOAL_DROP.get(metric, DEFAULT_GOAL_DROP)
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="early-stopping evaluations (every 25 steps) without improvement; large = run all steps")
     parser.add_argument("--task-weight", type=float, default=0.3,
                         help="weight of the label loss in distillation (medge build --distill-task-weight)")
+    parser.add_argument("--prune", default="auto",
+                        help="'auto' (search the sparsity) or a fixed sparsity, distilled and gated all the same")
     parser.add_argument("--time-budget", type=float, default=900.0, help="seconds for each model's sparsity search")
     parser.add_argument("--min-sparsity", type=float, default=0.3)
     parser.add_argument("--max-sparsity", type=float, default=0.6)
