@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples drawn for the gate (default 1000 from synthetic sources, which are unlimited, "
                              "so that a drop of 0.005 is told from sampling noise; 200 otherwise)")
     parser.add_argument("--select-samples", type=int, default=128, help="samples for early stopping (default 128)")
-    parser.add_argument("--metric", help="metric name (default: the task's, e.g. auroc, dice, pearson)")
+    parser.add_argument("--metric", help="metric name (default: the task's, e.g. auroc, dice, pearson; 'fidelity' is the R² "
+                             "against the dense model's outputs, the default where the data's targets do not fit them)")
     parser.add_argument("--max-drop", type=float,
                         help="largest allowed metric drop vs the dense model; a failing model is not written "
                              "(default with --sparsity auto: 0.005 AUROC/Pearson, 0.01 Dice)")

@@ -160,10 +160,30 @@ def validate_config(config: PruneConfig) -> None:
         raise UsageError(f"--time-budget must be > 0 seconds (got {config.time_budget:g})")
     if config.max_drop is not None and not (config.eval or config.finetune):
         raise UsageError("--max-drop needs --eval SOURCE (or --finetune SOURCE, whose held-out part is the gate set)")
-    if config.metric:
+    if config.metric and config.metric != "fidelity":
         from medge.quantize.metrics import check_metric_name
 
         check_metric_name(config.metric)
+
+
+def _gate_sets(config: PruneConfig, report: PruneReport, loaded, teacher, metric: str):
+    """The distillation, selection and gate sets; when the data's targets do not fit the model's output
+    (an encoder's embedding is no mask) and no --metric was asked for, the gate is fidelity instead."""
+    from medge.quantize.metrics import targets_fit
+    from medge.quantize.prune_gate import FIDELITY
+    from medge.quantize.prune_recover import build_sets
+
+    def sets_for(name: str):
+        return build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=name,
+                          eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
+
+    sets = sets_for(metric)
+    outputs, targets = sets.gate.teacher.shape[1:], sets.gate.targets.shape[1:]
+    if metric == FIDELITY or config.metric or targets_fit(outputs, targets):
+        return sets
+    report.notes.append(f"the data's {metric} targets {tuple(targets)} do not fit this model's output "
+                        f"{tuple(outputs)}: the gate is fidelity (R² against the dense model's outputs)")
+    return sets_for(FIDELITY)
 
 
 def _load(config: PruneConfig):
@@ -452,7 +472,6 @@ def prune_model(config: PruneConfig) -> PruneReport:
 
     from medge.export.loading import state_dict_sha256
     from medge.quantize.prune_gate import DEFAULT_MAX_DROP, metric_for
-    from medge.quantize.prune_recover import build_sets
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -474,8 +493,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
                                  config.round_to, config.model)
     sets = None
     if metric is not None:
-        sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
-                          eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
+        sets = _gate_sets(config, report, loaded, teacher, metric)
     t_distil = time.perf_counter()
     student, decision, runs = _recover(config, report, loaded, teacher, example, sets)
     if runs or report.probes:

@@ -143,7 +143,7 @@ def build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: s
         stream = DistillStream(source, loaded.meta, input_name=loaded.input_names[0],
                                input_shape=loaded.input_shape, seed=seed, exclude=exclude)
         return Sets(stream, select, _from_samples(gate_data.samples, loaded, teacher, task, metric), metric,
-                    labelled_stream=select_data.targets() is not None)
+                    labelled_stream=select_data.targets() is not None and metric != FIDELITY)
     everything = load(source, 100_000, "calib", seed)
     samples = [s for s in everything.samples if s.key not in exclude]
     order = np.random.default_rng([seed, 0x73706C]).permutation(len(samples))

@@ -133,6 +133,22 @@ def test_build_prune_flags_need_prune(run_cli, tmp_path):
     assert res.returncode == 2 and "--prune sparsity must be in" in res.stderr
 
 
+def test_an_encoder_whose_output_is_no_mask_is_gated_on_fidelity(run_cli, tmp_path):
+    """us-lesion-sam-encoder's (64, 8, 8) embedding is no (64, 64) lesion mask: the synthetic masks do not fit
+    it, so the gate is the R² against the dense encoder (not Dice of an embedding, not a shape error), and no
+    task loss on the masks enters the distillation."""
+    out = tmp_path / "encoder.pt2"
+    res = run_cli("prune", "us-lesion-sam-encoder", "--sparsity", "0.3", "--finetune", "synthetic",
+                  "--distill-steps", "30", "--eval-samples", "64", "--select-samples", "32", "--max-drop", "0.9",
+                  "--threads", "1", "--no-onnx-size", "--no-progress", "-o", out, report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = res.report
+    assert r["gate"]["name"] == "fidelity" and r["gate"]["labels_from"] == "teacher" and r["gate"]["passed"]
+    assert r["metric"]["after"] > r["metric"]["after_pruning_before_distillation"]
+    assert any("do not fit" in n and "fidelity" in n for n in r["notes"])
+    assert r["distillation"]["runs"][0]["loss"] == "mse" and out.exists()  # no "+task": the masks stay out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["us-frame-screen", "ecg-3to12"])
 def test_distillation_recovers_zoo_models_on_synthetic_data(run_cli, tmp_path, model):
