@@ -98,7 +98,9 @@ def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedF
     gate = result.gate or {}
     spent = gate.get("drop")
     int8_budget = None if budget is None or spent is None else round(max(budget - max(spent, 0.0), 0.0), 6)
-    return PrunedForBuild(Path(prune_config.output), result.to_dict(), metric, budget, int8_budget, round_to)
+    # the gate's own metric: fidelity where the synthetic targets do not fit the output (an encoder)
+    return PrunedForBuild(Path(prune_config.output), result.to_dict(), gate.get("name", metric), budget, int8_budget,
+                          round_to)
 
 
 def _synthetic_source(meta) -> str | None:
