@@ -63,7 +63,6 @@ class PrunedForBuild:
 
     pt2: Path
     report: dict[str, Any]
-    metric: str | None
     budget: float | None  # the whole --max-drop vs dense FP32
     int8_budget: float | None  # what pruning left for quantization
     round_to: int
@@ -98,9 +97,7 @@ def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedF
     gate = result.gate or {}
     spent = gate.get("drop")
     int8_budget = None if budget is None or spent is None else round(max(budget - max(spent, 0.0), 0.0), 6)
-    # the gate's own metric: fidelity where the synthetic targets do not fit the output (an encoder)
-    return PrunedForBuild(Path(prune_config.output), result.to_dict(), gate.get("name", metric), budget, int8_budget,
-                          round_to)
+    return PrunedForBuild(Path(prune_config.output), result.to_dict(), budget, int8_budget, round_to)
 
 
 def _synthetic_source(meta) -> str | None:
