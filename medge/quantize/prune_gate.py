@@ -4,8 +4,8 @@ Same rule as the quantization gate (``medge.quantize.gate``): the point drop of 
 on the evaluation set must be at most ``max_drop``; the paired-bootstrap 95 % CI of the drop is
 reported with it.  When the evaluation data carry no labels, the dense teacher labels them
 (probabilities thresholded at 0.5 for classifiers and segmenters, its signals for ECG); a model
-with an unknown task is gated on *fidelity*, the R² of the student's outputs against the
-teacher's (1.0 for the teacher itself).
+with an unknown task, or whose outputs the data's targets do not fit (an encoder's embedding), is
+gated on *fidelity*, the R² of the student's outputs against the teacher's (1.0 for the teacher itself).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,7 +95,7 @@ def token_layers(module: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return found
 
 
-def mlp_hidden_layers(tp, graph, tokens: list[nn.Module]) -> list[nn.Module]:
+def mlp_hidden_layers(tp: Any, graph: Any, tokens: list[nn.Module]) -> list[nn.Module]:
     """The token-wise Linear layers whose output width is a transformer MLP's hidden width.
 
     Such a layer's channels reach exactly one other Linear's inputs through elementwise ops only
