@@ -150,6 +150,7 @@ def _ingest(args: argparse.Namespace):
 
 
 def _worklist(args: argparse.Namespace):
+    import signal
     import sys
     import time
 
@@ -165,15 +166,25 @@ def _worklist(args: argparse.Namespace):
             return worklist_report(worklist, show_accession=args.show_accession, max_wait_s=args.max_wait)
 
         if args.watch:
+            # Ctrl-C or SIGTERM ends the live view, also when the shell that started it ignores SIGINT
+            # (a background job without job control, as under CI runners)
+            previous = {sig: signal.signal(sig, _stop_watching) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 while True:
                     print("\033[2J\033[H" + read().to_table(), flush=True)
                     time.sleep(max(0.2, args.interval))
             except KeyboardInterrupt:
                 print(file=sys.stderr)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return read()
     finally:
         worklist.close()
+
+
+def _stop_watching(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _send(args: argparse.Namespace):
