@@ -64,7 +64,7 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
     from medge.calibration import load_data_for_onnx
     from medge.export import export_onnx
     from medge.quantize.metrics import default_metric_for_task, targets_fit
-    from medge.quantize.prune_gate import FIDELITY, higher_is_better, score
+    from medge.quantize.prune_gate import FIDELITY, drop, score
     from medge.runtimes.artifacts import resolve_artifact
     from medge.zoo import get_card
 
@@ -121,9 +121,8 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
             row["metric"] = metric
         scores = {name: float(score(metric, out, targets)) for name, out in outputs.items()}
         row["metric_values"] = {k: round(v, 5) for k, v in scores.items()}
-        sign = 1.0 if higher_is_better(metric) else -1.0
-        row["drop_peer"] = round(sign * (scores["dense_fp32"] - scores["nncf_int8"]), 5)
-        row["drop_ours"] = round(sign * (scores["dense_fp32"] - scores["pruned_int8"]), 5)
+        row["drop_peer"] = round(drop(metric, scores["dense_fp32"], scores["nncf_int8"]), 5)
+        row["drop_ours"] = round(drop(metric, scores["dense_fp32"], scores["pruned_int8"]), 5)
         feeds = next(iter(calib))
         # both artifacts through the same bare OpenVINO call (LATENCY hint, same threads and input), and
         # the bundle once more through medge's runtime wrapper, whose checks and copies cost extra per call

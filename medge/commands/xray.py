@@ -168,7 +168,7 @@ def _worklist(args: argparse.Namespace):
         if args.watch:
             # Ctrl-C or SIGTERM ends the live view, also when the shell that started it ignores SIGINT
             # (a background job without job control, as under CI runners)
-            previous = {sig: signal.signal(sig, _stop_watching) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 while True:
                     print("\033[2J\033[H" + read().to_table(), flush=True)
@@ -181,10 +181,6 @@ def _worklist(args: argparse.Namespace):
         return read()
     finally:
         worklist.close()
-
-
-def _stop_watching(*_: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _send(args: argparse.Namespace):

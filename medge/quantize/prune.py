@@ -171,19 +171,16 @@ def _gate_sets(config: PruneConfig, report: PruneReport, loaded, teacher, metric
     (an encoder's embedding is no mask) and no --metric was asked for, the gate is fidelity instead."""
     from medge.quantize.metrics import targets_fit
     from medge.quantize.prune_gate import FIDELITY
-    from medge.quantize.prune_recover import build_sets
+    from medge.quantize.prune_recover import as_fidelity, build_sets
 
-    def sets_for(name: str):
-        return build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=name,
-                          eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
-
-    sets = sets_for(metric)
+    sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
+                      eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
     outputs, targets = sets.gate.teacher.shape[1:], sets.gate.targets.shape[1:]
     if metric == FIDELITY or config.metric or targets_fit(outputs, targets):
         return sets
     report.notes.append(f"the data's {metric} targets {tuple(targets)} do not fit this model's output "
                         f"{tuple(outputs)}: the gate is fidelity (R² against the dense model's outputs)")
-    return sets_for(FIDELITY)
+    return as_fidelity(sets)
 
 
 def _load(config: PruneConfig):

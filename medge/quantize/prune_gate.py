@@ -94,18 +94,27 @@ def _fidelity_ci(teacher: np.ndarray, student: np.ndarray, n_boot: int = 500, se
     return [float(lo), float(hi)]
 
 
+def drop(metric: str, reference: float, value: float) -> float:
+    """Signed drop of `value` from `reference`, positive when worse (fidelity: higher is better)."""
+    if metric == FIDELITY:
+        return reference - value
+    from medge.quantize.metrics import metric_drop
+
+    return metric_drop(metric, reference, value)
+
+
 def gate(metric: str, teacher_out: np.ndarray, student_out: np.ndarray, targets: np.ndarray,
          max_drop: float | None, labels_from: str) -> GateResult:
     """Score teacher and student on the same samples and decide (``passed`` None without `max_drop`)."""
-    from medge.quantize.metrics import bootstrap_drop_ci, metric_drop
+    from medge.quantize.metrics import bootstrap_drop_ci
 
     reference = score(metric, teacher_out, targets)
     pruned = score(metric, student_out, targets)
+    lost = drop(metric, reference, pruned)
     if metric == FIDELITY:
-        drop, ci = reference - pruned, _fidelity_ci(teacher_out, student_out)
+        ci = _fidelity_ci(teacher_out, student_out)
     else:
-        drop = metric_drop(metric, reference, pruned)
         ci = list(bootstrap_drop_ci(teacher_out, student_out, targets, metric, n_boot=500))
-    passed = None if max_drop is None else bool(drop <= max_drop)
-    return GateResult(metric, round(reference, 6), round(pruned, 6), round(drop, 6),
+    passed = None if max_drop is None else bool(lost <= max_drop)
+    return GateResult(metric, round(reference, 6), round(pruned, 6), round(lost, 6),
                       [round(c, 6) for c in ci], max_drop, passed, len(targets), labels_from)

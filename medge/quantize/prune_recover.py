@@ -164,6 +164,15 @@ def build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: s
                 _from_samples(gate_samples, loaded, teacher, task, metric), metric, labelled_stream=False)
 
 
+def as_fidelity(sets: Sets) -> Sets:
+    """The same sets gated on fidelity: the teacher's outputs become the targets, and the stream's labels
+    stay out of the distillation loss."""
+    def relabel(part: EvalSet | None) -> EvalSet | None:
+        return None if part is None else replace(part, targets=part.teacher.astype(np.float32), labels_from="teacher")
+
+    return replace(sets, select=relabel(sets.select), gate=relabel(sets.gate), metric=FIDELITY, labelled_stream=False)
+
+
 def _from_samples(samples, loaded, teacher, task: str, metric: str) -> EvalSet:
     if not samples:
         raise DataError("no evaluation samples left once the distillation data are excluded; give more data")

@@ -44,9 +44,11 @@ def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_pat
     assert flagged == {k for k, v in urgent["scores"].items() if v >= data["points"][k]["threshold"]}
     assert len(list((tmp_path / "sr").glob("*.dcm"))) == 1
 
-    # The radiographer's live view refreshes until Ctrl-C.
+    # The radiographer's live view refreshes until Ctrl-C, also when started with SIGINT ignored (a background
+    # job without job control, as under some CI runners).
     watch = subprocess.Popen(medge_command() + ["xray", "worklist", "--db", str(db), "--watch", "--interval", "0.2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(watch.stdout), daemon=True).start()
     wait_for(lambda: sum("worklist (" in line for line in lines) >= 2, 180, "two refreshes of --watch")
