@@ -8,7 +8,7 @@ import json
 
 import pytest
 from device_checks import compile_cli
-from fixtures.cli_checks import assert_one_line_error
+from fixtures.cli_checks import assert_one_line_error, medge_command
 
 
 def _ort_has_gpu_ep() -> bool:
@@ -23,11 +23,9 @@ needs_cpu_only_ort = pytest.mark.skipif(_ort_has_gpu_ep(), reason="onnxruntime h
 @pytest.fixture(scope="module")
 def jetson_bundle(tmp_path_factory, tiny_onnx):
     import subprocess
-    import shutil
 
     out = tmp_path_factory.mktemp("trt") / "jetson"
-    exe = shutil.which("medge")
-    proc = subprocess.run([exe, "compile", str(tiny_onnx), "-t", "jetson-orin-nano", "-o", str(out)],
+    proc = subprocess.run([*medge_command(), "compile", str(tiny_onnx), "-t", "jetson-orin-nano", "-o", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out
