@@ -190,8 +190,8 @@ def compile_model(config: CompileConfig) -> CompileReport:
     from medge.devices.bundle import MANIFEST, write_manifest
     from medge.devices.recipes import RECIPES, CompileContext
     from medge.devices.recipes.base import PreflightFailedError
-    from medge.metadata import read_metadata
     from medge.fileio import atomic_dir, sha256_file
+    from medge.runtimes.model_file import open_onnx
 
     t0 = time.perf_counter()
     steps = Steps(3, enabled=config.progress)
@@ -203,12 +203,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
     recipe = RECIPES.get(target.recipe)()
     _check_options(target, config.options, recipe.option_choices)
     model = Path(config.model)
-    if model.suffix.lower() != ".onnx" or not model.is_file():
-        raise DataError(f"model not found or not an .onnx file: {model} (export one with 'medge export')")
-    try:
-        meta = read_metadata(model)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several types for a corrupt file
-        raise DataError(f"cannot read ONNX model {model}: {exc}") from exc
+    meta = open_onnx(model).meta
     if meta is None:
         raise DataError(f"{model} carries no medge metadata; export it with 'medge export' first")
     if config.max_drop is not None and not config.eval_source:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from medge.errors import DataError
 from medge.fileio import sha256_file
 from medge.reports import DictReport
 
@@ -22,26 +21,14 @@ def _preprocessing_status(meta) -> str:
 
 
 def inspect_onnx(path: str | Path) -> DictReport:
-    """Read an ONNX file (external data included) and summarise it; DataError if it is not ONNX."""
-    import onnx
-
-    from medge.metadata import ModelMeta
+    """Read an ONNX file (external data included) and summarise it; ModelLoadError if it is not valid ONNX."""
     from medge.export.onnx_stats import graph_summary
+    from medge.runtimes.model_file import open_onnx
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - protobuf/onnx raise many types for bad files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{path} is not a valid ONNX model ({first[:200]}); export one with 'medge export'") from None
+    opened = open_onnx(path, external_data=True)
+    model, meta = opened.proto, opened.meta
     props = {p.key: p.value for p in model.metadata_props}
-    try:
-        meta = ModelMeta.from_props(props)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path} has unreadable medge metadata ({exc}); re-export it with 'medge export'") from None
     data = {
         "path": str(path),
         "sha256": sha256_file(path),
@@ -62,13 +49,9 @@ def inspect_ir(path: str | Path) -> DictReport:
     from medge.runtimes.artifacts import ArtifactRef, artifact_size, resolve_artifact
 
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DataError(f"{path} is not an OpenVINO IR .xml ({exc}); convert the model with 'medge compile'") from None
+    ref: ArtifactRef = resolve_artifact(path, "openvino")  # the one loader checks the IR first
+    root = ET.parse(path).getroot()
     layers = root.findall("layers/layer")
-    if root.tag != "net" or not layers:
-        raise DataError(f"{path} is not an OpenVINO IR .xml (no <net><layers>); convert the model with 'medge compile'")
 
     def tensor(layer) -> dict:
         data = layer.find("data")
@@ -76,7 +59,6 @@ def inspect_ir(path: str | Path) -> DictReport:
         return {"name": layer.get("name"), "shape": [int(d) if d.strip().lstrip("-").isdigit() else None for d in shape if d],
                 "dtype": data.get("element_type") if data is not None else None}
 
-    ref: ArtifactRef = resolve_artifact(path, "openvino")
     ops = Counter(layer.get("type") for layer in layers)
     data = {
         "path": str(path),

@@ -38,6 +38,7 @@ from medge.quantize.metrics import (
     task_metric,
 )
 from medge.quantize.report import Attempt, QuantizeReport
+from medge.runtimes.model_file import ModelFile, open_onnx
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ INT16_WARNING = (
 
 
 # --------------------------------------------------------------------------- validation / data
-def _validate(config: QuantizeConfig, backend: QuantBackend) -> None:
+def _validate(config: QuantizeConfig, backend: QuantBackend) -> ModelFile:
+    """Check the request before any work; returns the input model, opened by the one loader."""
     if config.precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{config.precision}'; choices: {', '.join(PRECISIONS)}")
     if config.precision not in backend.precisions:
@@ -65,10 +67,6 @@ def _validate(config: QuantizeConfig, backend: QuantBackend) -> None:
     if config.calib_method not in CALIB_METHODS:
         raise UsageError(f"unknown --calib-method '{config.calib_method}'; choices: {', '.join(CALIB_METHODS)}")
     model = Path(config.model)
-    if not model.is_file():
-        raise MedgeError(f"model not found: {model}; pass an exported .onnx file (medge export)")
-    if model.suffix != ".onnx":
-        raise UsageError(f"'{model.name}' is not an .onnx file; export the model first with medge export")
     if Path(config.output).suffix != backend.artifact_suffix:
         raise UsageError(f"backend '{backend.name}' writes {backend.artifact_suffix} files; "
                          f"give -o a name ending in {backend.artifact_suffix}")
@@ -86,6 +84,7 @@ def _validate(config: QuantizeConfig, backend: QuantBackend) -> None:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if config.max_fallback_steps < 0:
         raise UsageError("the fallback step budget cannot be negative")
+    return open_onnx(model)
 
 
 def _plain_report(obj: Any) -> dict[str, Any]:
@@ -238,7 +237,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
 
     t0 = time.perf_counter()
     backend: QuantBackend = BACKENDS.get(config.backend)()
-    _validate(config, backend)
+    opened = _validate(config, backend)
     model, output = Path(config.model), Path(config.output)
     report = QuantizeReport(model=str(model), precision=config.precision, backend=config.backend,
                             options={"calib_method": config.calib_method, "keep_io_fp32": config.keep_io_fp32,
@@ -246,9 +245,9 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                                      "keep_output_head_fp32": config.keep_output_head_fp32,
                                      "max_fallback_steps": config.max_fallback_steps,
                                      "int16_fallback": config.int16_fallback})
-    from medge.metadata import assumed_note, read_metadata
+    from medge.metadata import assumed_note
 
-    meta = read_metadata(model) if model.suffix.lower() == ".onnx" and model.is_file() else None
+    meta = opened.meta
     if meta is not None and assumed_note(meta.preprocessing):
         report.notes.append(assumed_note(meta.preprocessing))
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:

@@ -14,7 +14,8 @@ from typing import Any
 
 from medge.errors import BundleError, MedgeError
 from medge.manifest import MANIFEST, load_manifest
-from medge.metadata import ModelMeta, read_metadata
+from medge.metadata import ModelMeta
+from medge.runtimes.model_file import FORMATS, open_model
 
 
 @dataclass(frozen=True)
@@ -35,40 +36,18 @@ class ArtifactRef:
         return str(self.bundle or self.path)
 
 
-def _meta_from_onnx(path: Path) -> ModelMeta | None:
-    try:
-        return read_metadata(path)
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError/ValueError variants
-        raise MedgeError(f"cannot read {path.name} as ONNX: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-
-
-def _meta_from_ir(path: Path) -> ModelMeta | None:
-    """Medge metadata that OpenVINO carried over from the ONNX file into the IR's ``rt_info/framework``."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        framework = ET.parse(path).getroot().find("rt_info/framework")
-    except ET.ParseError as exc:
-        raise MedgeError(f"{path.name} is not an OpenVINO IR .xml ({exc}); reconvert the model") from exc
-    if framework is None:
-        return None
-    try:
-        return ModelMeta.from_props({el.tag: el.get("value", "") for el in framework})
-    except (ValueError, TypeError):  # metadata written by something else
-        return None
-
-
 def _file_meta(path: Path) -> ModelMeta | None:
-    if path.suffix == ".onnx":
-        return _meta_from_onnx(path)
-    if path.suffix == ".xml":
-        return _meta_from_ir(path)
-    return None
+    """Medge metadata of a model file opened by the one loader (None for engines and unknown files).
+
+    An OpenVINO IR keeps the ONNX ``metadata_props`` under ``rt_info/framework``."""
+    if path.suffix.lower() not in FORMATS:
+        return None
+    return open_model(path).meta
 
 
 def _bundle_meta(bundle: Path, manifest: dict[str, Any], primary: Path) -> tuple[ModelMeta | None, Path | None]:
     if primary.suffix == ".onnx":
-        return _meta_from_onnx(primary), primary
+        return _file_meta(primary), primary
     own = _file_meta(primary)
     onnx_files = [bundle / rel for rel in sorted(manifest.get("files", {})) if rel.endswith(".onnx") and (bundle / rel).exists()]
     if own is not None:
@@ -78,7 +57,7 @@ def _bundle_meta(bundle: Path, manifest: dict[str, Any], primary: Path) -> tuple
         known = set(ModelMeta.__dataclass_fields__)
         return ModelMeta(**{k: v for k, v in stored.items() if k in known}), (onnx_files or [None])[0]
     for onnx_path in onnx_files:
-        meta = _meta_from_onnx(onnx_path)
+        meta = _file_meta(onnx_path)
         if meta is not None:
             return meta, onnx_path
     return None, (onnx_files or [None])[0]
