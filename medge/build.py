@@ -184,6 +184,20 @@ def _runnable_here(runtime: str, device: str) -> str | None:
     return None
 
 
+def _check_model_file(model: str) -> None:
+    """Open a model file through the one loader before anything is written: a corrupt .pt2 or .onnx
+    is a one-line error with no report folder left behind; an .onnx is already exported."""
+    from medge.runtimes.model_file import FORMATS, open_model
+
+    path = Path(model)
+    if path.suffix.lower() not in FORMATS:
+        return  # zoo names, module:factory and TorchScript files are resolved by the export step
+    opened = open_model(path)
+    if opened.format != "exported-program":
+        raise UsageError(f"{path} is already exported ({opened.format}); 'medge build' starts from PyTorch (a zoo name, "
+                         f"package.module:factory or .pt2/.pt): run 'medge compile {path} --target T -o BUNDLE'")
+
+
 def build(config: BuildConfig) -> BuildReport:
     """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
     from medge.build_report import write_build_report
@@ -198,6 +212,7 @@ def build(config: BuildConfig) -> BuildReport:
     from medge.devices.compile import check_bundle_output
 
     check_bundle_output(output, target.name, config.force)
+    _check_model_file(config.model)
     report_dir = output.with_name(output.name + ".report")
     report_dir.mkdir(parents=True, exist_ok=True)
     report = BuildReport(model=config.model, target=target.name, bundle=str(output), precision=precision)

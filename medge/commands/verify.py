@@ -25,5 +25,12 @@ def _sha256(text: str) -> str:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.devices.bundle import verify_bundle
+    from medge.errors import BundleError
 
-    return verify_bundle(args.bundle, expect_sha256=args.expect_sha256)
+    report = verify_bundle(args.bundle, expect_sha256=args.expect_sha256)
+    if not report.ok:  # the table lists every problem; the error line says the first
+        problems = report.problems()
+        error = BundleError(f"bundle {args.bundle} fails verification ({len(problems)} problem(s)): {problems[0]}")
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report

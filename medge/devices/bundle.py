@@ -126,11 +126,15 @@ class VerifyReport(Report):
     def ok(self) -> bool:
         return self.verified
 
+    def problems(self) -> list[str]:
+        """Every problem found, one line each."""
+        return ([f"missing {r}" for r in self.missing] + [f"modified {r}" for r in self.modified]
+                + [f"extra {r}" for r in self.extra] + self.errors)
+
     def table_rows(self) -> list[tuple[str, str]]:
         from medge.reports import details_row, verdict
 
-        problems = ([f"missing {r}" for r in self.missing] + [f"modified {r}" for r in self.modified]
-                    + [f"extra {r}" for r in self.extra] + self.errors)
+        problems = self.problems()
         rows = [
             ("result", verdict(self.verified, f"{self.checked} files match the manifest" if self.verified
                                else f"{len(problems)} problem(s)")),
@@ -151,8 +155,23 @@ def _safe_relpath(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
+def _unloadable(primary: Path) -> list[str]:
+    """[] when the one model loader opens `primary` (hashes match a corrupt file too), else its error."""
+    from medge.errors import ModelLoadError
+    from medge.runtimes.model_file import FORMATS, open_model
+
+    if primary.suffix.lower() not in FORMATS:
+        return []
+    try:
+        open_model(primary)
+    except ModelLoadError as exc:
+        return [f"primary artifact: {exc}"]
+    return []
+
+
 def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None) -> VerifyReport:
-    """Recheck every file hash of a bundle: missing, extra and modified files and a bad manifest.
+    """Recheck every file hash of a bundle: missing, extra and modified files and a bad manifest, and
+    that the primary artifact opens (a manifest may record the hash of a corrupt file).
 
     The sha256 of ``manifest.json`` itself is reported, and checked against `expect_sha256` (what
     `medge compile` printed) when given.  Raises `BundleError` only when `bundle` is not a folder;
@@ -194,5 +213,7 @@ def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None) -
     report.extra = [rel for rel in _bundle_files(bundle, device_dir) if rel not in expected]
     if report.primary_artifact not in expected:
         report.errors.append(f"primary artifact {report.primary_artifact!r} is not listed in the manifest")
+    elif report.primary_artifact not in report.missing + report.modified:
+        report.errors.extend(_unloadable(bundle / report.primary_artifact))
     report.verified = not (report.missing or report.extra or report.modified or report.errors)
     return report

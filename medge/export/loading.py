@@ -6,10 +6,12 @@ Weights come from safetensors or a state-dict checkpoint read with ``torch.load(
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,14 +399,29 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
                        inputs=specs if len(specs) > 1 else [], extra=extra)
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence logger `name` (torch.export logs a traceback before it raises) for the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _load_file(path: Path, weights, input_shape, extra: dict[str, Any]) -> tuple[Any, str, tuple[int, ...] | None]:
     import torch
 
     if path.suffix == ".pt2":
         if weights is not None:
             raise UsageError("--weights cannot be applied to an ExportedProgram (.pt2); it already holds its weights")
+        from medge.runtimes.model_file import open_model
+
+        open_model(path)  # a damaged archive is one line here, not torch's logged traceback
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_logger("torch.export"):
                 warnings.simplefilter("ignore")
                 program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
