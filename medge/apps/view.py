@@ -97,6 +97,7 @@ PAGE = """<!doctype html>
 #frame{{max-width:100%;border:1px solid #333}} #summary{{margin:.5em 0;font-size:16px;color:#fff}} table{{border-collapse:collapse;margin-top:.5em}}
 td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}</style></head>
 <body><h3>{title}</h3><img id="frame" src="/stream" alt="live stream">
+<div id="alert" hidden style="width:max-content;background:#c22;color:#fff;font-weight:bold;padding:2px 10px"></div>
 <div id="summary">waiting for stats…</div>
 <details open><summary>all stats</summary>
 <table id="stats"><tr><td>waiting for stats…</td></tr></table></details>
@@ -117,6 +118,7 @@ function summarize(d) {{
 }}
 function show(data) {{
   if (data.frames) document.getElementById("summary").textContent = summarize(data);
+  const alert = document.getElementById("alert"); alert.hidden = !data.alert; alert.textContent = data.alert || "";
   const t = document.getElementById("stats");
   t.innerHTML = "";
   for (const [k, v] of rows(data, "", [])) {{

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime", action="store_true", help="pace frames at the device rate")
     p.add_argument("--corrupt-rate", type=float, default=0.0, help="probability that a byte is damaged on the wire")
     p.add_argument("--drop-rate", type=float, default=0.0, help="probability that a frame is never sent")
+    p.add_argument("--silence-at", type=float, metavar="T", help="fault: send nothing from T s of signal on ...")
+    p.add_argument("--silence-for", type=float, metavar="S", help="... for S s (the patch keeps counting samples)")
+    p.add_argument("--reopen-at", type=float, metavar="T", help="fault (pty: only): at T s close the pty and create "
+                   "it again at the same path, like a USB device re-enumerating")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ground-truth", metavar="OUT.npz", help="also write the samples sent and which must arrive")
     _common(p)
@@ -53,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="OUT", help="write WFDB records OUT (3 leads) and OUT_12lead")
     p.add_argument("--view", default="none", help="browser[:HOST:PORT] for the live strip, or none")
     p.add_argument("--plot", metavar="OUT.png", help="12-lead paper plot of the last 10 s")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds of samples")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds of samples (gaps included)")
+    p.add_argument("--give-up-after", type=float, metavar="S",
+                   help="end the session when the link stays lost for S s (default: keep waiting)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     _common(p)
     p = sub.add_parser("reconstruct", help="offline 12-lead reconstruction of WFDB / DICOM / NPZ input")
@@ -116,6 +122,7 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     n = round(args.seconds * rate)
     sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
     samples_uv = np.round(sig.T * 1000.0).astype(np.int32)
+    faults = _faults(args)
     out = open_output(args.port, args.baud, args.realtime)
 
     def progress(frac: float) -> None:
@@ -124,7 +131,7 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     try:
         truth = simulate(out, samples_uv, rate_hz=int(rate), protocol=args.protocol, realtime=args.realtime,
                          corrupt_rate=args.corrupt_rate, drop_rate=args.drop_rate, seed=args.seed,
-                         channel_map=mapping, progress=progress)
+                         channel_map=mapping, progress=progress, faults=faults)
     finally:
         out.close()
     print(file=sys.stderr)
@@ -133,9 +140,24 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     return DictReport(name="ecg simulate", data={
         "port": args.port, "protocol": args.protocol, "source": rec.name, "rate_hz": rate, "samples": n,
         "frames": {"sent": truth.frames_sent, "dropped": truth.frames_dropped, "damaged": truth.frames_damaged,
-                   "overflow": truth.frames_overflow},
+                   "overflow": truth.frames_overflow, "silenced": truth.frames_silenced},
+        "reopens": truth.reopens,
         "bytes_corrupted": truth.bytes_corrupted, "host_disconnected": truth.host_disconnected, "samples_deliverable": int(truth.delivered.sum()),
         "ground_truth": args.ground_truth})
+
+
+def _faults(args: argparse.Namespace):
+    from medge.apps.ecg.simulator import Faults
+
+    if (args.silence_at is None) != (args.silence_for is None):
+        raise UsageError("--silence-at T and --silence-for S go together (e.g. --silence-at 5 --silence-for 8)")
+    for name in ("silence_at", "silence_for", "reopen_at"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0 s")
+    if args.reopen_at is not None and not args.port.startswith("pty:"):
+        raise UsageError("--reopen-at recreates a pty; use it with --port pty:LINK")
+    return Faults(args.silence_at, args.silence_for or 0.0, args.reopen_at)
 
 
 def _stream(args: argparse.Namespace) -> DictReport:
@@ -149,6 +171,8 @@ def _stream(args: argparse.Namespace) -> DictReport:
     receiver = Receiver(args.protocol, _channel_map(args))
     if args.seconds is not None and args.seconds <= 0:
         raise UsageError("--seconds must be > 0")
+    if args.give_up_after is not None and args.give_up_after <= 0:
+        raise UsageError("--give-up-after must be > 0 s")
     view = _open_view(args.view)
     model, app = load_lead_model(args.model, threads=args.threads)
     try:
@@ -157,7 +181,9 @@ def _stream(args: argparse.Namespace) -> DictReport:
             raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window")
         design_sos(rate, args.mains)  # imports scipy.signal and checks --mains before the port opens
         ser = open_port(args.port, args.baud)  # last: from here on the device's bytes are buffered
-        result = run_stream(ser, receiver, model, StreamConfig(rate, args.hop, args.mains, args.seconds), view=view)
+        config = StreamConfig(rate, args.hop, args.mains, args.seconds, args.give_up_after)
+        result = run_stream(ser, receiver, model, config, reopen=lambda: open_port(args.port, args.baud), view=view,
+                            log=lambda msg: print(f"medge ecg: {msg}", file=sys.stderr, flush=True))
     finally:
         app.close()
         if view is not None:
@@ -185,7 +211,7 @@ def _finish_stream(args, rate, receiver, model, model_info, result, view) -> Dic
     from medge.apps.ecg.protocol import LEADS
     from medge.apps.ecg.reconstruct import STANDARD_LEADS
 
-    st = receiver.stats
+    st, link = receiver.stats, result.link
     written: dict[str, Any] = {}
     if args.record and result.first_index is not None:
         note = [f"medge ecg stream; first_sample_index {result.first_index}; gaps {len(st.gaps)}"]
@@ -204,12 +230,16 @@ def _finish_stream(args, rate, receiver, model, model_info, result, view) -> Dic
         "frames": st.frames(),
         "samples": {"received": st.received, "missing": st.missing, "first_sample_index": result.first_index},
         "gaps": st.gaps, "lead_off": st.lead_off,
+        "link": {"losses": [loss.to_dict() for loss in link.losses], "reopens": link.reopens,
+                 "lost_s": round(sum(loss.seconds for loss in link.losses), 3)},
+        "signal_lost": [loss.describe() for loss in link.losses],
         "device_flags": {"saturation_frames": st.saturation_frames, "low_battery_frames": st.low_battery_frames},
         "latency_ms": result.latency_ms, "reconstruct_ms": result.reconstruct_ms, "windows": result.windows,
         "hop_s": args.hop, "derived_leads": result.extra["derived_leads"], "record": written, "plot": args.plot,
         "view": view.url if view is not None else None,
         "pipeline": {k: result.pipeline.get(k) for k in ("frames", "drops", "fps", "elapsed_s")},
-        "stopped_by": type(result.error).__name__ if result.error else "end",
+        "stopped_by": (type(result.error).__name__ if result.error else "give_up" if link.gave_up
+                       else "signal" if result.pipeline.get("stopped_early") else "end"),
     }
     report = DictReport(name="ecg stream", data=data)
     if result.error is not None:

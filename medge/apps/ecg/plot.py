@@ -77,8 +77,11 @@ def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.nd
 
 
 def live_strip(leads: tuple[str, ...], signal_mv: np.ndarray, rate_hz: float, *, width: int = 960,
-               row_px: int = 56, mv_px: float = 28.0, flagged: bool = False) -> np.ndarray:
-    """(12, N) mV → a BGR uint8 image: one row per lead, newest sample at the right edge."""
+               row_px: int = 56, mv_px: float = 28.0, flagged: bool = False, banner: str = "") -> np.ndarray:
+    """(12, N) mV → a BGR uint8 image: one row per lead, newest sample at the right edge.
+
+    `banner` (e.g. "SIGNAL LOST FOR 8 s") is drawn in red across the top, over the time label.
+    """
     cv2 = import_optional("cv2", what="drawing the live ECG strip")
     sig = np.asarray(signal_mv, dtype=np.float64)
     img = np.full((row_px * len(leads) + 24, width, 3), 255, dtype=np.uint8)
@@ -95,6 +98,8 @@ def live_strip(leads: tuple[str, ...], signal_mv: np.ndarray, rate_hz: float, *,
             if b - a > 1:
                 cv2.polylines(img, [pts[a:b]], False, (20, 20, 20), 1, cv2.LINE_AA)
         cv2.putText(img, lead, (4, base - row_px // 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 160), 1, cv2.LINE_AA)
-    label = f"{n / rate_hz:.1f} s  " + ("WINDOW TOUCHES A GAP" if flagged else "")
-    cv2.putText(img, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 200) if flagged else (60, 60, 60), 1)
+    label = banner or f"{n / rate_hz:.1f} s  " + ("WINDOW TOUCHES A GAP" if flagged else "")
+    alarm = flagged or bool(banner)
+    cv2.putText(img, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 200) if alarm else (60, 60, 60),
+                2 if banner else 1)
     return img

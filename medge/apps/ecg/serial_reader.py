@@ -3,15 +3,15 @@
 `Receiver` turns bytes into `SampleBlock` objects for either protocol: gaps come from the frame's
 sample index (the Cyton's 8-bit counter), missing samples stay missing (the block after a gap
 starts later; nothing is filled in), no sample of a damaged frame is ever emitted, and a lead-off
-flag blanks that lead (NaN).  `open_port` opens a pyserial port or URL (``socket://``, ``loop://``)
-and `read_blocks` drains it, raising one-line errors when the port goes away or no valid frame
-arrives for 5 s.
+flag blanks that lead (NaN).  After a lost link (`Receiver.resume_after_loss`) the first frame is
+placed by its counter where the counter can tell (medge's 32-bit index moving forward), else by
+the clock (a patch that restarted its counter; the Cyton's counter wrapped during the loss).
+`open_port` opens a pyserial port or URL (``socket://``, ``loop://``); `medge.apps.ecg.link`
+drains it through link losses.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,6 @@ from medge.errors import DataError, UsageError
 from medge.registry import import_optional
 
 PROTOCOLS = ("medge", "openbci-cyton")
-SILENCE_LIMIT_S = 5.0
 MEDGE_RATE_HZ = 500
 
 
@@ -91,6 +90,9 @@ class Receiver:
         self.first_index: int | None = None
         self._next: int | None = None  # absolute index expected next
         self._lead_off_start: list[int | None] = [None, None, None]
+        self._offset = 0  # added to device indices (mod the counter) once a restarted counter is re-anchored
+        self._resume_estimate: int | None = None  # clock estimate of the next index after a lost link
+        self.placed_by = "counter"  # how the first frame after the last lost link was placed
 
     @property
     def next_index(self) -> int | None:
@@ -124,19 +126,19 @@ class Receiver:
 
     def _place(self, index: int, modulus: int, values: np.ndarray, lead_off: tuple[bool, ...],
                arrival: float) -> SampleBlock | None:
+        n = len(values)
         if self._next is None:
             start = index
             self.first_index = start
         else:
-            delta = (index - self._next) % modulus
-            if self.protocol == "medge" and delta >= modulus // 2:  # older than what we have: duplicate
+            delta = (index + self._offset - self._next) % modulus
+            if self._resume_estimate is not None:
+                delta = self._resume_delta(delta, modulus, self._resume_estimate - n)
+            elif self.protocol == "medge" and delta >= modulus // 2:  # older than what we have: duplicate
                 self.stats.out_of_order += 1
                 return None
             start = self._next + delta
-            if delta:
-                self.stats.gaps.append({"start": int(self._next), "length": int(delta)})
-                self.stats.missing += int(delta)
-        n = len(values)
+            self._add_gap(delta)
         values = values.copy()
         for lead, off in enumerate(lead_off):
             if off:
@@ -148,6 +150,41 @@ class Receiver:
         self._next = start + n
         self.stats.received += n
         return SampleBlock(int(start), values, arrival)
+
+    def resume_after_loss(self, expected_next: int) -> None:
+        """The link was lost: place the next frame by its counter where it can tell, else near `expected_next`.
+
+        `expected_next` is the clock's estimate of the index one past the newest sample arriving now.
+        """
+        self._resume_estimate = expected_next
+
+    def _resume_delta(self, delta: int, modulus: int, estimate: int) -> int:
+        """The gap before the first frame after a lost link (`estimate`: the clock's guess of its index)."""
+        self._resume_estimate = None
+        guess = max(0, estimate - (self._next or 0))
+        if self.protocol == "medge":
+            if delta < modulus // 2:  # the counter moved on: it says exactly how many samples were lost
+                self.placed_by = "counter"
+                return delta
+            self.placed_by = "clock"  # the patch restarted its counter: re-anchor it where the clock says
+            self._offset = (self._offset + guess - delta) % modulus
+            return guess
+        wraps = max(0, round((guess - delta) / modulus))  # the Cyton's 8-bit counter: the clock counts the wraps
+        self.placed_by = "counter+clock" if wraps else "counter"
+        return delta + wraps * modulus
+
+    def _add_gap(self, length: int) -> None:
+        if length > 0 and self._next is not None:
+            self.stats.gaps.append({"start": int(self._next), "length": int(length)})
+            self.stats.missing += int(length)
+
+    def mark_missing_until(self, stop: int) -> None:
+        """Record the samples from the newest one received up to `stop` as a gap (the stream ended while lost)."""
+        if self._next is not None and stop > self._next:
+            self._add_gap(stop - self._next)
+            for lead in range(len(LEADS)):
+                self._close_lead_off(lead, self._next)
+            self._next = stop
 
     def _close_lead_off(self, lead: int, stop: int) -> None:
         begin = self._lead_off_start[lead]
@@ -175,29 +212,3 @@ def open_port(port: str, baud: int, timeout: float = 0.05):
     except (serial.SerialException, ValueError, OSError) as exc:
         raise DataError(f"cannot open serial port {port}: {str(exc).splitlines()[0]}; "
                         "check the device path (e.g. /dev/ttyACM0) or URL (socket://HOST:PORT)") from None
-
-
-def read_blocks(ser, receiver: Receiver, *, stop: Callable[[], bool] = lambda: False,
-                silence_limit_s: float = SILENCE_LIMIT_S) -> Iterator[list[SampleBlock]]:
-    """Drain `ser` until `stop()` is true, yielding the blocks of each read together.
-
-    Raises `PortClosedError` when the port goes away and `NoValidFramesError` when no valid frame
-    arrived for `silence_limit_s` seconds (wrong baud rate, wrong protocol, garbage on the line).
-    """
-    serial = import_optional("serial")
-    last_valid = time.perf_counter()
-    while not stop():
-        try:
-            data = ser.read(max(1, ser.in_waiting))
-        except (serial.SerialException, OSError) as exc:
-            raise PortClosedError(f"serial port {ser.port} closed mid-stream ({str(exc).splitlines()[0][:80]}); "
-                                  "the recording so far is kept; check the cable or device") from None
-        now = time.perf_counter()
-        if data:
-            blocks = receiver.feed(data, now)
-            if blocks:
-                last_valid = now
-                yield blocks
-        if now - last_valid > silence_limit_s:
-            raise NoValidFramesError(f"no valid frames in {silence_limit_s:g} s: check --baud/--protocol "
-                                     f"({receiver.stats.frames()['dropped']} frames dropped)")

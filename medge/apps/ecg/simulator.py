@@ -8,12 +8,20 @@ whole frames are never sent.  The ground truth (`GroundTruth`) records every sam
 them a correct receiver must deliver: a frame arrives intact only when it was sent, none of its
 bytes (delimiter included) was damaged and the delimiter before it was intact (otherwise the two
 frames merge into one bad frame).
+
+`Faults` injects link losses: ``--silence-at T --silence-for S`` sends nothing for S s of signal
+(the patch keeps counting samples; a replay pauses S s of wall time), ``--reopen-at T`` waits until
+the host has read every byte, closes the pty, and creates it again at the same path (a USB device
+re-enumerating): the samples taken while the link was down are never sent.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import struct
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,21 @@ REPLAY_WRITE_TIMEOUT_S = 10.0  # a replay as fast as the host reads waits for a 
 READER_TIMEOUT_S = 30.0
 READER_SETTLE_S = 0.3  # the host flushes its input buffer right after opening the port (pyserial does)
 HANGUP_DELAY_S = 2.0  # keep the line up briefly after the last frame so that readers drain it
+REOPEN_DOWN_S = 0.5  # --reopen-at: how long the device stays away before it appears again
+DRAIN_TIMEOUT_S = 5.0  # --reopen-at: how long to wait for the host to read what was sent
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Link losses to inject, in seconds of signal."""
+
+    silence_at: float | None = None
+    silence_for: float = 0.0
+    reopen_at: float | None = None
+
+    def silenced(self, t: float) -> bool:
+        """Whether a frame starting at `t` s falls in the silence."""
+        return self.silence_at is not None and self.silence_at <= t < self.silence_at + self.silence_for
 
 
 @dataclass
@@ -45,6 +68,8 @@ class GroundTruth:
     frames_damaged: int = 0
     frames_overflow: int = 0
     bytes_corrupted: int = 0
+    frames_silenced: int = 0  # never sent: in a --silence-at window or while the device was reopening
+    reopens: int = 0
     host_disconnected: bool = False
 
     def save(self, path: str | os.PathLike) -> None:
@@ -53,7 +78,8 @@ class GroundTruth:
             np.savez(fh, rate_hz=self.rate_hz, samples_uv=self.samples_uv, delivered=self.delivered,
                      frames_sent=self.frames_sent, frames_dropped=self.frames_dropped,
                      frames_damaged=self.frames_damaged, frames_overflow=self.frames_overflow,
-                     bytes_corrupted=self.bytes_corrupted)
+                     bytes_corrupted=self.bytes_corrupted, frames_silenced=self.frames_silenced,
+                     reopens=self.reopens)
 
 
 class PtyPort:
@@ -64,21 +90,44 @@ class PtyPort:
     """
 
     def __init__(self, link: str, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
+        self.write_timeout_s = write_timeout_s
+        self.link = Path(link)
+        self._open()
+
+    def _open(self) -> None:
         import tty
 
-        self.write_timeout_s = write_timeout_s
         self.master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass unchanged (kept by the pty)
-        name = os.ttyname(slave)
+        self.slave_name = os.ttyname(slave)
         os.close(slave)
         os.set_blocking(self.master, False)
         self._poll = select.poll()
         self._poll.register(self.master, select.POLLOUT | select.POLLHUP)
-        self.link = Path(link)
         if self.link.is_symlink() or self.link.exists():
             self.link.unlink()
-        self.link.symlink_to(name)
+        self.link.symlink_to(self.slave_name)
         self.host_gone = False
+
+    def reopen(self, down_s: float = REOPEN_DOWN_S) -> None:
+        """Wait until the host has read everything, hang up, and appear again at the same path after `down_s`."""
+        self.drain()
+        self.close()
+        time.sleep(down_s)
+        self._open()
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait until the host's input queue is empty (so a hang-up loses no byte that was sent)."""
+        fd = os.open(self.slave_name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                queued = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+                if queued == 0:
+                    return
+                time.sleep(0.01)
+        finally:
+            os.close(fd)
 
     def _events(self, timeout_s: float) -> int:
         return sum(ev for _, ev in self._poll.poll(int(timeout_s * 1000)))
@@ -170,10 +219,12 @@ def _corrupt(data: bytes, rate: float, rng: np.random.Generator) -> tuple[bytes,
 
 def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int, protocol: str = "medge",
              realtime: bool = False, corrupt_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 0,
-             channel_map: dict[str, int] | None = None, progress=None) -> GroundTruth:
-    """Send (N, 3) µV samples as frames (medge) or packets (Cyton); return the ground truth."""
+             channel_map: dict[str, int] | None = None, progress=None, faults: Faults = Faults()) -> GroundTruth:
+    """Send (N, 3) µV samples as frames (medge) or packets (Cyton), with `faults`; return the ground truth."""
     if not 0 <= corrupt_rate < 1 or not 0 <= drop_rate < 1:
         raise UsageError("--corrupt-rate and --drop-rate are probabilities in [0, 1)")
+    if faults.reopen_at is not None and not isinstance(out, PtyPort):
+        raise UsageError("--reopen-at recreates a pty; use it with --port pty:LINK")
     rng = np.random.default_rng(seed + 7919)
     n_total = len(samples_uv)
     per_frame = FRAME_SAMPLES if protocol == "medge" else 1
@@ -187,8 +238,23 @@ def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int,
     out.write(b"\x00" if protocol == "medge" else b"")
     prev_delimiter_ok = True
     t0 = time.monotonic()
+    paused, resume_at = False, 0.0
     for k, start in enumerate(range(0, n_total, per_frame)):
         stop = min(start + per_frame, n_total)
+        t = start / rate_hz
+        if faults.reopen_at is not None and t >= faults.reopen_at and not truth.reopens and isinstance(out, PtyPort):
+            out.reopen()
+            truth.reopens += 1
+            out.wait_for_reader()
+            out.write(b"\x00" if protocol == "medge" else b"")  # a fresh link starts at a delimiter
+            prev_delimiter_ok = True
+            resume_at = (time.monotonic() - t0) if realtime else t + REOPEN_DOWN_S  # samples taken meanwhile are lost
+        if faults.silenced(t) or t < resume_at:
+            truth.frames_silenced += 1
+            if faults.silenced(t) and not realtime and not paused:
+                paused = True
+                time.sleep(faults.silence_for)  # a replay still goes quiet for the silence's wall time
+            continue
         if realtime:
             delay = t0 + stop / rate_hz - time.monotonic()
             if delay > 0:

@@ -1,8 +1,10 @@
 """The live app: serial port → receiver → filters → 12-lead reconstruction → record / view / plot.
 
-Built on `medge.apps.pipeline`.  The capture thread (the pipeline's source) drains the port,
-applies the receiver rules, keeps the raw recording, filters every block and appends it to the
-input window; it never waits for the model.  Every hop it hands a snapshot of the window to the
+Built on `medge.apps.pipeline`.  The capture thread (the pipeline's source) drains the port
+through link losses (`medge.apps.ecg.link`), applies the receiver rules, keeps the raw recording,
+filters every block and appends it to the input window; it never waits for the model.  While the
+link is lost it tells the view how long ("signal lost for N s"), and a session that ends during a
+loss records the missing tail as a gap, its length from the clock.  Every hop it hands a snapshot of the window to the
 ``reconstruct`` stage through a latest-wins slot (a late model skips a snapshot, never queues
 one; the next snapshot still covers every new sample).  A lossless ``record`` sink keeps every
 output chunk; a lossy ``view`` sink draws the live 12-lead strip for the browser view.
@@ -11,6 +13,8 @@ output chunk; a lossy ``view`` sink draws the live 12-lead strip for the browser
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +30,8 @@ from medge.apps.ecg.reconstruct import (
     OutputChunk,
     StreamingReconstructor,
 )
-from medge.apps.ecg.serial_reader import Receiver, SampleBlock, read_blocks
+from medge.apps.ecg.link import LinkReader
+from medge.apps.ecg.serial_reader import Receiver, SampleBlock
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
 from medge.errors import DataError
 
@@ -42,6 +47,7 @@ class StreamConfig:
     hop_s: float = 1.0
     mains_hz: float | None = None
     seconds: float | None = None
+    give_up_after_s: float | None = None
 
 
 class RawRecording:
@@ -58,12 +64,12 @@ class RawRecording:
         """(first index, one past the last index) or None when empty."""
         return (self.blocks[0].start, self.blocks[-1].stop) if self.blocks else None
 
-    def array_uv(self) -> np.ndarray:
-        """(3, N) µV from the first received sample to the last, NaN in gaps."""
+    def array_uv(self, stop: int | None = None) -> np.ndarray:
+        """(3, N) µV from the first received sample to the last (or to `stop`), NaN in gaps."""
         span = self.span()
         if span is None:
             return np.zeros((len(LEADS), 0))
-        out = np.full((len(LEADS), span[1] - span[0]), np.nan)
+        out = np.full((len(LEADS), max(span[1], stop or 0) - span[0]), np.nan)
         for b in self.blocks:
             out[:, b.start - span[0]:b.stop - span[0]] = b.values_uv.T
         return out
@@ -92,26 +98,39 @@ class OutputRecording:
 
 
 class Capture:
-    """The pipeline's source: drains the port and yields a `WindowSnapshot` every hop."""
+    """The pipeline's source: drains the link and yields a `WindowSnapshot` every hop.
 
-    def __init__(self, ser, receiver: Receiver, model: LeadModel, config: StreamConfig) -> None:
-        self.ser, self.receiver, self.config = ser, receiver, config
-        self.stop_event = threading.Event()
+    `on_lost(seconds, expected_end)` is called every few hundred ms while the link is lost.
+    """
+
+    def __init__(self, link: LinkReader, receiver: Receiver, model: LeadModel, config: StreamConfig,
+                 on_lost: Callable[[float, int], None] | None = None) -> None:
+        self.link, self.receiver, self.config, self.on_lost = link, receiver, config, on_lost
         self.raw = RawRecording()
         self.filter = StreamFilter(len(LEADS), config.rate_hz, config.mains_hz)
         window_n = round(model.samples * config.rate_hz / model.rate_hz)
         self.window = InputWindow(window_n, max(1, round(config.hop_s * config.rate_hz)))
         self._order = [LEADS.index(lead) for lead in model.input_leads]
         self.error: DataError | None = None
+        self.end_index: int | None = None  # one past the last sample of the recording, gaps included
 
-    def _enough(self) -> bool:
-        span = self.raw.span()
-        return (self.config.seconds is not None and span is not None
-                and span[1] - span[0] >= self.config.seconds * self.config.rate_hz)
+    def _limit(self) -> int | None:
+        first = self.receiver.first_index
+        if self.config.seconds is None or first is None:
+            return None
+        return first + int(np.ceil(self.config.seconds * self.config.rate_hz))
 
     def __iter__(self):
         try:
-            for blocks in read_blocks(self.ser, self.receiver, stop=lambda: self.stop_event.is_set()):
+            for blocks in self.link.events():
+                if blocks is None:  # the link is lost: the clock moves on
+                    now = time.perf_counter()
+                    if self.on_lost is not None:
+                        self.on_lost(self.link.lost_for(now), self.link.expected_next(now))
+                    limit = self._limit()
+                    if limit is not None and self.link.expected_next(now) >= limit:
+                        break
+                    continue
                 for block in blocks:  # the whole read, so that the recording matches the receiver's counts
                     if self.raw.blocks and block.start > self.raw.blocks[-1].stop:
                         self.filter.reset()  # a gap: restart the filters at the next valid sample
@@ -120,15 +139,21 @@ class Capture:
                     self.window.push(block.start, filtered_mv[:, self._order], block.arrival)
                     if self.window.hop_ready():
                         yield self.window.snapshot()
-                if self._enough():
+                limit = self._limit()
+                if limit is not None and (self.receiver.next_index or 0) >= limit:
                     break
-        except DataError as exc:  # port closed / no valid frames: end the stream, keep the recording
+        except DataError as exc:  # port closed / no valid frames before any frame: end, keep the recording
             self.error = exc
+        if self.link.current is not None and self.receiver.next_index is not None:
+            end = self.link.expected_next(time.perf_counter())
+            limit = self._limit()
+            self.link.finish(max(self.receiver.next_index, min(end, limit) if limit is not None else end))
+        self.end_index = self.receiver.next_index
         self.receiver.finish()
 
     def close(self) -> None:
         """Close the serial port (runs in the capture thread when the source ends)."""
-        self.ser.close()
+        self.link.close()
 
 
 @dataclass
@@ -144,17 +169,25 @@ class StreamResult:
     pipeline: dict[str, Any]
     error: DataError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    link: LinkReader | None = None
 
 
-def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, *, view=None) -> StreamResult:
-    """Stream until --seconds of samples, the port closes, silence, or SIGINT; return everything."""
+def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, *, reopen: Callable[[], object],
+               view=None, log: Callable[[str], None] = lambda _msg: None) -> StreamResult:
+    """Stream until --seconds of samples (the clock counts them while the link is lost), SIGINT/SIGTERM,
+    --give-up-after of one continuous loss, or no valid frame since the start; return everything.
+
+    `reopen()` opens the port again after it vanished (`DataError` while it is still gone).
+    """
     from medge.apps.ecg.plot import live_strip
+    from medge.apps.view import encode_jpeg
 
     recon = StreamingReconstructor(model, config.rate_hz, config.hop_s)
     output = OutputRecording()
     latency, rec_ms = LatencyHistogram(), LatencyHistogram()
     hops = {"n": 0}
     display = {"values": np.full((len(STANDARD_LEADS), int(VIEW_SECONDS * config.rate_hz)), np.nan), "end": None}
+    display_lock = threading.Lock()  # the view sink draws chunks, the capture thread draws a lost link
 
     def reconstruct(item) -> OutputChunk:
         chunk = recon.step(item.data)
@@ -169,30 +202,35 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
 
     def show(item) -> None:
         chunk: OutputChunk = item.data
-        buf, n = display["values"], len(item.data.values_mv)
+        n = len(chunk.values_mv)
         end = chunk.start + n
-        shift = n if display["end"] is None else end - display["end"]
-        if shift >= buf.shape[1]:
-            buf[:] = np.nan
-        elif shift > 0:
-            buf[:, :-shift] = buf[:, shift:].copy()
-            buf[:, -shift:] = np.nan
-        take = min(n, buf.shape[1])
-        buf[:, -take:] = chunk.values_mv[-take:].T
-        display["end"] = end
-        from medge.apps.view import encode_jpeg
+        with display_lock:
+            buf = display["values"]
+            _scroll(buf, n if display["end"] is None else end - display["end"])
+            take = min(n, buf.shape[1])
+            buf[:, -take:] = chunk.values_mv[-take:].T
+            display["end"] = end
+            image = buf.copy()
+        view.publish(encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz, flagged=chunk.flagged)))
 
-        view.publish(encode_jpeg(live_strip(STANDARD_LEADS, buf, config.rate_hz, flagged=chunk.flagged)))
+    def lost(seconds: float, expected_end: int) -> None:
+        with display_lock:
+            image, end = display["values"].copy(), display["end"]
+        if end is not None:
+            _scroll(image, expected_end - end)  # the strip moves on with the clock, blank
+        view.publish(encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz,
+                                            banner=f"SIGNAL LOST FOR {seconds:.0f} s")))
 
     sinks = [Sink("record", lambda item: output.add(item.data), lossless=True)]
     if view is not None:
         sinks.append(Sink("view", show))
-    capture = Capture(ser, receiver, model, config)
+    link = LinkReader(ser, receiver, config.rate_hz, reopen=reopen, give_up_after_s=config.give_up_after_s, log=log)
+    capture = Capture(link, receiver, model, config, on_lost=lost if view is not None else None)
     pipe = Pipeline(capture, [Stage("reconstruct", reconstruct)], sinks, warmup=WARMUP_HOPS, source_name="capture")
-    capture.stop_event = pipe.stop_event  # SIGINT/SIGTERM stop the port reader too
+    link.stop = pipe.stop_event.is_set  # SIGINT/SIGTERM stop the port reader too
     if view is not None:
-        view.set_stats(lambda: {"frames": receiver.stats.frames(), "gaps": len(receiver.stats.gaps),
-                                "pipeline": pipe.stats()})
+        view.set_stats(lambda: {**link.status(time.perf_counter()), "frames": receiver.stats.frames(),
+                                "gaps": len(receiver.stats.gaps), "pipeline": pipe.stats()})
     stats = pipe.run()
     window = capture.window
     if recon.end is not None and window.end > recon.end:
@@ -203,10 +241,19 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
     tail = recon.flush()
     if tail is not None:
         output.add(tail)
-    raw = capture.raw.array_uv()
+    raw = capture.raw.array_uv(capture.end_index)
     first = capture.raw.span()[0] if capture.raw.span() else None
     twelve = output.array_mv(first, raw.shape[1]) if first is not None else np.zeros((12, 0))
     windows = {"reconstructed": hops["n"], "flagged": output.flagged,
                "skipped": int(stats["drops"].get("capture->reconstruct", 0)), "skipped_samples": recon.skipped_samples}
     return StreamResult(raw, twelve, first, latency.summary(), rec_ms.summary(), windows, stats, capture.error,
-                        {"derived_leads": list(DERIVED_LEADS) if model.derive_limb_leads else []})
+                        {"derived_leads": list(DERIVED_LEADS) if model.derive_limb_leads else []}, link)
+
+
+def _scroll(buf: np.ndarray, shift: int) -> None:
+    """Move a (leads, N) strip `shift` samples to the left in place, blank (NaN) on the right."""
+    if shift >= buf.shape[1]:
+        buf[:] = np.nan
+    elif shift > 0:
+        buf[:, :-shift] = buf[:, shift:].copy()
+        buf[:, -shift:] = np.nan
