@@ -5,6 +5,7 @@ the latest frame, ``/stats`` JSON, ``/events`` server-sent stats events.  The pr
 `BrowserView.publish(jpeg_bytes)`, which only swaps a reference: every client thread sends the
 newest frame when it is ready for one, so a slow or stalled client just gets fewer frames and
 never slows the pipeline (there is no per-client queue).  Binds 127.0.0.1 unless told otherwise.
+HTTPS, the token and the headers are `medge.apps.view_security`'s; only GET and HEAD are answered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from medge.apps.view_security import BASE_HEADERS, DATA_CSP, LOGIN_PAGE, Guard, ViewSecurity, page_csp
 from medge.errors import MedgeError, UsageError
 
 BOUNDARY = "medgeframe"
@@ -143,8 +145,11 @@ class BrowserView:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, title: str = "medge",
                  stats: Callable[[], dict[str, Any]] | None = None, stats_interval_s: float = 0.5,
-                 max_clients: int = 16, send_timeout_s: float = 10.0, port_hint: str = "choose another port") -> None:
+                 max_clients: int = 16, send_timeout_s: float = 10.0, port_hint: str = "choose another port",
+                 security: ViewSecurity | None = None) -> None:
         self.host, self.port, self.title = host, port, title
+        self.security = security or ViewSecurity()
+        self.guard: Guard | None = None
         self.board = FrameBoard()
         self._stats = stats or (lambda: {})
         self._interval = stats_interval_s
@@ -158,9 +163,14 @@ class BrowserView:
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` (the real port once started)."""
+        """``http(s)://host:port/`` (the real port and scheme once started; never the token)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"{self.guard.scheme if self.guard else 'http'}://{host}:{self.port}/"
+
+    @property
+    def open_url(self) -> str:
+        """The URL to print for a person: `url`, plus ``login#token=…`` when the view needs a token."""
+        return self.url + (self.guard.url_suffix() if self.guard else "")
 
     def set_stats(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Replace the stats callable (e.g. once the pipeline exists)."""
@@ -171,7 +181,10 @@ class BrowserView:
         self.board.publish(jpeg)
 
     def start(self) -> "BrowserView":
-        """Bind and serve in a background thread; one-line `MedgeError` when the port is taken."""
+        """Bind and serve in a background thread; one-line `MedgeError` when the port is taken or a
+        non-loopback bind has no token (see `ViewSecurity.check_bind`)."""
+        self.security.check_bind(self.host)
+        self.guard = guard = Guard(self.security)
         handler = _make_handler(self)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
@@ -179,6 +192,17 @@ class BrowserView:
             address_family = family
             daemon_threads = True
             allow_reuse_address = False
+
+            def finish_request(self, request, client_address) -> None:  # in the client's own thread
+                if guard.ssl_context is not None:
+                    try:
+                        request = guard.ssl_context.wrap_socket(request, server_side=True)
+                    except (OSError, ValueError):  # plain HTTP, a failed or timed-out handshake: drop it
+                        return
+                super().finish_request(request, client_address)
+
+            def handle_error(self, request, client_address) -> None:  # a client gone mid-request is no error
+                return
 
         try:
             self._server = Server((self.host, self.port), handler)
@@ -222,19 +246,58 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "medge-view"
+        sys_version = ""
+        timeout = 30.0  # for a request line and headers; streams set their own
+        _head = False  # this request is a HEAD: headers only
+        _csp_sent = False
+
+        def handle_one_request(self) -> None:  # one handler serves every request of a keep-alive connection
+            self._head = self._csp_sent = False
+            super().handle_one_request()
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("do_"):  # every method but GET and HEAD
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True
+            self.send_response(405)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def end_headers(self) -> None:
+            for name, value in BASE_HEADERS.items():
+                self.send_header(name, value)
+            if not getattr(self, "_csp_sent", False):
+                self.send_header("Content-Security-Policy", DATA_CSP)
+            super().end_headers()
+
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+            self._head = True
+            self.do_GET()
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no access log (no PHI, no noise)
             return
 
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             path = self.path.split("?", 1)[0]
-            routes = {"/": self._page, "/index.html": self._page, "/stats": self._stats,
+            if path == "/login":
+                self._html(LOGIN_PAGE)
+                return
+            if not view.guard.authorised(self.headers.get("Authorization"), self.headers.get("Cookie")):
+                self._send(401, "text/plain", b"token required: open the link the app printed, or sign in with "
+                           b"the token as password\n",
+                           {"WWW-Authenticate": 'Basic realm="medge view (the token is the password)"'})
+                return
+            routes = {"/": self._page, "/index.html": self._page, "/stats": self._stats, "/session": self._session,
                       "/frame.jpg": self._frame, "/stream": self._stream, "/events": self._events}
             route = routes.get(path)
             if route is None:
                 self._send(404, "text/plain", b"not found\n")
                 return
-            if path in ("/stream", "/events"):
+            if path in ("/stream", "/events") and not self._head:
                 if not view._clients.acquire(blocking=False):
                     self._send(503, "text/plain", b"too many clients\n")
                     return
@@ -248,16 +311,25 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 return
             route()
 
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
+        def _send(self, code: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            if not self._head:
+                self.wfile.write(body)
+
+        def _html(self, page: str) -> None:
+            self._csp_sent = True
+            self._send(200, "text/html; charset=utf-8", page.encode(), {"Content-Security-Policy": page_csp(page)})
 
         def _page(self) -> None:
-            self._send(200, "text/html; charset=utf-8", PAGE.format(title=html.escape(view.title)).encode())
+            self._html(PAGE.format(title=html.escape(view.title)))
+
+        def _session(self) -> None:
+            self._send(204, "text/plain", b"", {"Set-Cookie": view.guard.session_cookie()})
 
         def _stats(self) -> None:
             self._send(200, "application/json", view._stats_json())
@@ -272,10 +344,11 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
         def _stream(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
+            if self._head:
+                return
             seen = 0
             while not view.board.closed:
                 seq, frame = view.board.wait_newer(seen, timeout=1.0)
@@ -290,10 +363,11 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
         def _events(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
+            if self._head:
+                return
             while not view.board.closed:
                 self.wfile.write(b"data: " + view._stats_json() + b"\n\n")
                 self.wfile.flush()

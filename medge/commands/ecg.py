@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medge.apps.view_security import ViewSecurity, add_view_security_arguments, view_security
 from medge.errors import DataError, MedgeError, UsageError
 from medge.reports import DictReport
 
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mains", type=float, choices=(50, 60), help="notch out 50 or 60 Hz mains")
     p.add_argument("--record", metavar="OUT", help="write WFDB records OUT (3 leads) and OUT_12lead")
     p.add_argument("--view", default="none", help="browser[:HOST:PORT] for the live strip, or none")
+    add_view_security_arguments(p)
     p.add_argument("--plot", metavar="OUT.png", help="12-lead paper plot of the last 10 s")
     p.add_argument("--seconds", type=float, help="stop after this many seconds of samples (gaps included)")
     p.add_argument("--give-up-after", type=float, metavar="S",
@@ -173,7 +175,7 @@ def _stream(args: argparse.Namespace) -> DictReport:
         raise UsageError("--seconds must be > 0")
     if args.give_up_after is not None and args.give_up_after <= 0:
         raise UsageError("--give-up-after must be > 0 s")
-    view = _open_view(args.view)
+    view = _open_view(args.view, view_security(args))
     model, app = load_lead_model(args.model, threads=args.threads)
     try:
         model_window = model.samples / model.rate_hz
@@ -191,7 +193,7 @@ def _stream(args: argparse.Namespace) -> DictReport:
     return _finish_stream(args, rate, receiver, model, app.describe(), result, view)
 
 
-def _open_view(spec: str):
+def _open_view(spec: str, security: ViewSecurity):
     from medge.apps.view import BrowserView, parse_view
 
     kind, host, port = parse_view(spec)
@@ -199,9 +201,10 @@ def _open_view(spec: str):
         return None
     if kind != "browser":
         raise UsageError(f"--view {spec}: the ECG app shows its strip in the browser; use browser[:HOST:PORT] or none")
-    view = BrowserView(host, port, title="medge ecg: live 12-lead", port_hint="choose another with --view browser:HOST:PORT")
+    view = BrowserView(host, port, title="medge ecg: live 12-lead", port_hint="choose another with --view browser:HOST:PORT",
+                       security=security)
     view.start()
-    print(f"medge ecg: live view at {view.url}", file=sys.stderr)
+    print(f"medge ecg: live view at {view.open_url}", file=sys.stderr)
     return view
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medge.apps.view_security import add_view_security_arguments, view_security
+
 HELP = "run a segmenter bundle on a live or recorded ultrasound feed (video, camera, DICOM cine, frames, synthetic)"
 EXAMPLE = "medge ultrasound --segmenter build/us --screen build/us-screen --source cine.dcm --view browser --report us.json"
 
@@ -19,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video file, folder of PNG/JPEG frames, DICOM file, /dev/videoN, camera:N or synthetic[:FPS[:WxH]]")
     parser.add_argument("--view", default="browser", metavar="browser[:HOST:PORT]|window|none",
                         help="where to show the overlay (default browser on 127.0.0.1:8080)")
+    add_view_security_arguments(parser)
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="pace file sources at their own frame rate; late frames are dropped and counted (default)")
@@ -60,6 +63,6 @@ def run(args: argparse.Namespace):
         device=args.device, fps=args.fps, mm_per_px=args.mm_per_px,
         camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
         camera_format=args.camera_format, input_size=input_size, mask_threshold=args.mask_threshold,
-        warmup=args.warmup, progress=not args.quiet,
+        warmup=args.warmup, progress=not args.quiet, view_security=view_security(args),
     )
     return run_ultrasound(config)

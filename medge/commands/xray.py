@@ -26,6 +26,22 @@ def _durations(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a duration; use e.g. 30m, 90s or 2h") from None
 
 
+def _tls_args(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help=f"DICOM TLS: our certificate ({role})")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--tls-ca", type=Path, metavar="PEM",
+                   help="DICOM TLS: CA that peers' certificates must chain to (a client certificate is then "
+                        "required by serve; send and SR delivery verify the peer against it)")
+
+
+def _tls(args: argparse.Namespace):
+    from medge.apps.tls import TlsFiles
+
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+    tls.check()  # before the model loads
+    return tls
+
+
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="classifier bundle (from 'medge compile') or artifact")
     p.add_argument("--db", required=True, type=Path, help="worklist database (SQLite; created if missing)")
@@ -41,6 +57,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="flag a study not analysed after this long as overdue (default 30m)")
     p.add_argument("--min-free-mb", type=float, default=256.0,
                    help="refuse new instances (0xA700) below this much free disk (default 256)")
+    p.add_argument("--keep-days", type=float, metavar="DAYS",
+                   help="delete a stored instance this many days after its SR reached every --sr-dest "
+                        "(audited; default: keep)")
+    _tls_args(p, "presented to peers; SRs go to --sr-dest over TLS")
 
 
 def _common_args() -> argparse.ArgumentParser:
@@ -64,8 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--ae-title", default="MEDGE", help="our AE title (default MEDGE)")
-    serve.add_argument("--allow", action="append", default=[], metavar="AET",
-                       help="accept associations only from this calling AE title (repeatable; default any)")
+    serve.add_argument("--allow", action="append", default=[], metavar="AET[@HOST]",
+                       help="accept associations only from this calling AE title, and from HOST when given "
+                            "(repeatable; default any, with a warning)")
     serve.add_argument("--max-associations", type=int, default=10, help="concurrent associations (default 10)")
 
     ingest = sub.add_parser("ingest", parents=common, help="triage DICOM files or folders offline, through the same durable path")
@@ -84,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     send.add_argument("inputs", nargs="+", type=Path, help="DICOM files or folders")
     send.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="destination")
     send.add_argument("--calling-ae", default="MEDGE-SCU", help="our AE title (default MEDGE-SCU)")
+    _tls_args(send, "a client certificate for a peer that requires one")
 
     thr = sub.add_parser("thresholds", parents=common, help="choose per-finding thresholds at a sensitivity on labelled data")
     thr.add_argument("--bundle", required=True, help="classifier bundle or artifact")
@@ -117,7 +139,8 @@ def _config(args: argparse.Namespace):
         thresholds=args.thresholds, workers=args.workers, threads=args.threads, max_wait_s=args.max_wait,
         min_free_mb=args.min_free_mb, ae_title=getattr(args, "ae_title", "MEDGE"),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 11112),
-        allow=getattr(args, "allow", []), max_associations=getattr(args, "max_associations", 10))
+        allow=getattr(args, "allow", []), max_associations=getattr(args, "max_associations", 10),
+        tls=_tls(args), keep_days=args.keep_days)
 
 
 def _serve(args: argparse.Namespace):
@@ -186,7 +209,9 @@ def _worklist(args: argparse.Namespace):
 def _send(args: argparse.Namespace):
     from medge.apps.xray.sender import SendReport, send_files
 
-    results = send_files(_files(args.inputs), args.to, calling_ae=args.calling_ae)
+    tls = _tls(args)
+    results = send_files(_files(args.inputs), args.to, calling_ae=args.calling_ae,
+                         ssl_context=tls.client_context() if tls.enabled else None)
     return SendReport(kind="files", items=[vars(r) for r in results])
 
 

@@ -43,6 +43,7 @@ class UltrasoundConfig:
     jpeg_quality: int = 80
     warmup: int = 5
     progress: bool = True
+    view_security: Any = None  # medge.apps.view_security.ViewSecurity (HTTPS, token, bind rule)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
     with contextlib.ExitStack() as stack:
         view = None
         if kind == "browser":
-            view = BrowserView(host, port, title="medge ultrasound",
+            view = BrowserView(host, port, title="medge ultrasound", security=config.view_security,
                                port_hint="pass a free one with --view browser:HOST:PORT (port 0 picks any)")
             stack.enter_context(view)
         source = open_source(config.source, fps=config.fps, camera_size=config.camera_size, camera_format=config.camera_format)
@@ -278,7 +279,7 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                             limit=config.frames, warmup=config.warmup)
         if view is not None:
             view.set_stats(pipeline.stats)
-            print(f"medge ultrasound: browser view at {view.url}", file=sys.stderr, flush=True)
+            print(f"medge ultrasound: browser view at {view.open_url}", file=sys.stderr, flush=True)
         stats = pipeline.run(progress=_progress_line if config.progress else None)
         return _report(config, info, seg, screen, threshold, mode, stats, tally, view, recorder)
 

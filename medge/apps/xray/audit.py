@@ -1,4 +1,5 @@
-"""PHI rules of the X-ray app: salted hashes for every identifier, and a JSON-lines audit log.
+"""PHI rules of the X-ray app: salted hashes for every identifier, a JSON-lines audit log, and
+owner-only files (0600) in owner-only folders (0700) for everything that holds PHI.
 
 Logs, the worklist and the audit log never carry patient name, ID or birth date.  Studies and
 instances are referred to by ``hash_id(salt, uid)``: the first 16 hex digits of
@@ -26,6 +27,23 @@ def hash_id(salt: str, value: str) -> str:
     return hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:HASH_HEX]
 
 
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create `path` (and parents) if needed and make it owner-only (0700); returns it."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: str | os.PathLike) -> None:
+    """Create `path` empty if missing and make it owner-only (0600), before anything is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def new_salt() -> str:
     """A fresh random salt for a new worklist database."""
     return os.urandom(16).hex()
@@ -41,7 +59,8 @@ class AuditLog:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(self._fd, 0o600)
         self._lock = threading.Lock()
 
     def write(self, event: str, **fields: Any) -> None:

@@ -3,11 +3,14 @@
 Files are sent as stored, without decoding (pynetdicom's chunked send), each with a presentation
 context for its own SOP class and transfer syntax.  The outbox thread delivers queued SRs to every
 ``--sr-dest``; a failure (destination down, refusal) is retried with exponential backoff up to a
-minute, forever, across restarts, because the queue lives in the worklist database.
+minute, forever, across restarts, because the queue lives in the worklist database.  With TLS
+files, every association is DICOM TLS: the peer's certificate and host name are verified against
+``--tls-ca`` and ours (``--tls-cert``) is presented.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from medge.apps.tls import TlsFiles
 from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.receiver import parse_address
 from medge.apps.xray.worklist import OutboxItem, Worklist
@@ -60,8 +64,10 @@ def _file_context(path: Path) -> tuple[str, str]:
     return str(sop_class), str(syntax)
 
 
-def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", timeout: float = 30.0) -> list[SendResult]:
-    """C-STORE every file to ``AET@host:port`` over associations of up to 128 contexts each.
+def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", timeout: float = 30.0,
+               ssl_context: ssl.SSLContext | None = None) -> list[SendResult]:
+    """C-STORE every file to ``AET@host:port`` over associations of up to 128 contexts each (DICOM
+    TLS with `ssl_context`, from `TlsFiles.client_context`).
 
     Raises DataError when the destination does not accept an association.
     """
@@ -70,6 +76,7 @@ def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", t
     quiet_dicom_loggers()
     _config.STORE_SEND_CHUNKED_DATASET = True
     aet, host, port = parse_address(dest)
+    tls_args = (ssl_context, host) if ssl_context is not None else None
     results: dict[int, SendResult] = {}
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
@@ -84,10 +91,11 @@ def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", t
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         for sop_class, syntax in chunk:
             ae.add_requested_context(sop_class, syntax)
-        assoc = ae.associate(host, port, ae_title=aet)
+        assoc = ae.associate(host, port, ae_title=aet, tls_args=tls_args)
         if not assoc.is_established:
-            raise DataError(f"{dest} did not accept an association (is it running, and does it allow AE title "
-                            f"{calling_ae}?)")
+            check_tls = ", and does its TLS certificate verify against --tls-ca" if tls_args else ""
+            raise DataError(f"{dest} did not accept an association (is it running, does it allow AE title "
+                            f"{calling_ae}{check_tls}?)")
         try:
             for key in chunk:
                 for i in groups[key]:
@@ -112,8 +120,10 @@ def _store_one(assoc, path: Path) -> SendResult:
 class Outbox:
     """Delivers queued SRs from the worklist to their destinations, with backoff, in one thread."""
 
-    def __init__(self, worklist: Worklist, audit: AuditLog, *, calling_ae: str = "MEDGE") -> None:
+    def __init__(self, worklist: Worklist, audit: AuditLog, *, calling_ae: str = "MEDGE",
+                 tls: TlsFiles | None = None) -> None:
         self.worklist, self.audit, self.calling_ae = worklist, audit, calling_ae
+        self.ssl_context = tls.client_context() if tls is not None and tls.enabled else None
         self.sent = 0
         self.failures = 0
         self._stop = threading.Event()
@@ -152,7 +162,8 @@ class Outbox:
             by_dest[item.dest].append(item)
         for dest, batch in by_dest.items():
             try:
-                results = send_files([item.path for item in batch], dest, calling_ae=self.calling_ae, timeout=10.0)
+                results = send_files([item.path for item in batch], dest, calling_ae=self.calling_ae, timeout=10.0,
+                                     ssl_context=self.ssl_context)
             except DataError as exc:
                 results = [SendResult(str(item.path), "not sent", False, str(exc).split(" (")[0]) for item in batch]
             for item, result in zip(batch, results):

@@ -2,17 +2,20 @@
 
 `serve` runs until its stop event is set (SIGINT/SIGTERM in the CLI); on start it requeues jobs a
 crash left ``running``; on a clean stop running jobs finish (or stay queued for the next start).
-`ingest` is the same durable path for files on disk, offline.
+`ingest` is the same durable path for files on disk, offline.  With ``keep_days`` the service
+deletes instances that long after their SRs were delivered (`Store.delete_delivered`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from medge.apps.tls import TlsFiles, is_loopback
 from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.classifier import Classifier, open_classifier
 from medge.apps.xray.priority import OperatingPoints, default_points, load_points
@@ -21,8 +24,12 @@ from medge.apps.xray.sender import Outbox
 from medge.apps.xray.store import DEFAULT_MIN_FREE_MB, Store, read_header_bytes
 from medge.apps.xray.worker import WorkerPool
 from medge.apps.xray.worklist import Worklist
-from medge.errors import DataError
+from medge.console import warn
+from medge.errors import DataError, UsageError
 from medge.reports import Report
+
+
+RETENTION_POLL_S = 5.0
 
 
 @dataclass
@@ -44,6 +51,8 @@ class XrayConfig:
     port: int = 11112
     allow: list[str] = field(default_factory=list)
     max_associations: int = 10
+    tls: TlsFiles = TlsFiles()
+    keep_days: float | None = None
 
     @property
     def audit_path(self) -> Path:
@@ -67,6 +76,7 @@ class XrayReport(Report):
     received: int = 0
     duplicates: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    associations_rejected: dict[str, int] = field(default_factory=dict)
     analysed: int = 0
     not_analysed: int = 0
     errors: int = 0
@@ -103,6 +113,9 @@ class XrayService:
     def __init__(self, config: XrayConfig) -> None:
         for dest in config.sr_dest:
             parse_address(dest)
+        if config.keep_days is not None and (config.keep_days < 0 or not config.sr_dest):
+            raise UsageError("--keep-days deletes instances after their SR reached every --sr-dest; give it a "
+                             "number of days >= 0 and at least one --sr-dest")
         quiet_dicom_loggers()
         self.config = config
         self.classifier = open_classifier(config.bundle, threads=config.threads)
@@ -114,9 +127,9 @@ class XrayService:
             raise
         self.audit = AuditLog(config.audit_path)
         self.store = Store(config.store, self.worklist, config.min_free_mb)
-        self.outbox = Outbox(self.worklist, self.audit, calling_ae=config.ae_title)
+        self.outbox = Outbox(self.worklist, self.audit, calling_ae=config.ae_title, tls=config.tls)
         self.pool = WorkerPool(self.worklist, self.classifier, self.ops, self.audit,
-                               sr_outbox_dir=self.store.root / "sr", sr_dir=config.sr_dir,
+                               sr_outbox_dir=self.store.sr_outbox, sr_dir=config.sr_dir,
                                destinations=config.sr_dest, workers=config.workers, max_wait_s=config.max_wait_s,
                                on_result=self.outbox.wake)
         self.requeued = self.worklist.requeue_interrupted()
@@ -134,6 +147,14 @@ class XrayService:
             queued=self.worklist.pending_count(), busy_retries=self.worklist.busy_retries,
             time_to_flag_s=_percentiles(stats.time_to_flag_s))
 
+    def _retention(self) -> None:
+        if self.config.keep_days is None:
+            return
+        try:
+            self.store.delete_delivered(self.config.keep_days, self.audit)
+        except (OSError, sqlite3.Error) as exc:  # retried at the next sweep; serving goes on
+            LOG.warning("retention sweep failed (%s); retrying", exc)
+
     def close(self) -> None:
         """Close the model, the audit log and the database."""
         self.classifier.close()
@@ -144,7 +165,8 @@ class XrayService:
         """Serve until `stop` is set; returns what happened."""
         receiver = Receiver(self.store, self.audit, ae_title=self.config.ae_title, host=self.config.host,
                             port=self.config.port, allow=self.config.allow,
-                            max_associations=self.config.max_associations, on_stored=self.pool.wake)
+                            max_associations=self.config.max_associations, on_stored=self.pool.wake,
+                            tls=self.config.tls)
         self.outbox.start()
         self.pool.start()
         try:
@@ -153,12 +175,19 @@ class XrayService:
             self.pool.stop()
             self.outbox.stop()
             raise
+        if not self.config.allow:
+            warn(f"any calling AE title may store to {self.config.ae_title}; restrict with --allow AET[@host]")
+        if not self.config.tls.enabled and not is_loopback(receiver.host):
+            warn(f"DICOM on {receiver.host} is not encrypted; add --tls-cert/--tls-key (and --tls-ca for client "
+                 "certificates)")
         print(f"medge xray: {self.config.ae_title} listening on {self.config.host}:{port} "
               f"(model {self.classifier.name} {self.classifier.sha256[:12]}, thresholds {self.ops.version}, "
               f"{self.requeued} requeued)", file=sys.stderr, flush=True)
-        self.audit.write("listening", port=port, ae_title=self.config.ae_title)
+        self.audit.write("listening", port=port, ae_title=self.config.ae_title, tls=self.config.tls.enabled,
+                         allow=self.config.allow)
         try:
-            stop.wait()
+            while not stop.wait(RETENTION_POLL_S):
+                self._retention()
         finally:
             receiver.stop()
             self.pool.stop()
@@ -167,6 +196,7 @@ class XrayService:
         report.port = port
         report.received, report.duplicates = receiver.stats.received, receiver.stats.duplicates
         report.refused = dict(receiver.stats.refused)
+        report.associations_rejected = dict(receiver.stats.rejected)
         self.audit.write("stop", received=report.received, analysed=report.analysed, queued=report.queued)
         return report
 
@@ -195,6 +225,7 @@ class XrayService:
             due = self.worklist.due_outbox(limit=100000)
             if due:
                 self.outbox.deliver(due)
+        self._retention()
         report = self._report("ingest")
         report.received, report.duplicates, report.files = received, duplicates, outcomes
         report.refused = {"unreadable": sum(1 for o in outcomes if not o["stored"])}

@@ -9,6 +9,9 @@ Order, for the network receiver and the offline ``ingest`` alike:
 
 A crash between 1 and 2 leaves an orphan file and no success status, so the sender resends it.
 Files are named by the salted SOPInstanceUID hash, never by anything that identifies a patient.
+They are owner-only (0600) in owner-only folders (0700).  With a retention (``--keep-days``), an
+instance and its stored SR are deleted that long after its SR reached every destination (the
+worklist row stays, with its results); each deletion is audited.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from medge.apps.xray.audit import AuditLog, private_dir
 from medge.apps.xray.worklist import Worklist
 from medge.errors import DataError
 
@@ -91,9 +95,9 @@ class Store:
     """The instance folder plus the worklist: `put` is the durable-ingest transaction."""
 
     def __init__(self, root: str | Path, worklist: Worklist, min_free_mb: float = DEFAULT_MIN_FREE_MB) -> None:
-        self.root = Path(root)
-        self.instances = self.root / "instances"
-        self.instances.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(root)
+        self.instances = private_dir(self.root / "instances")
+        self.sr_outbox = private_dir(self.root / "sr")
         self.worklist = worklist
         self.min_free_bytes = int(min_free_mb * 1024 * 1024)
 
@@ -116,3 +120,18 @@ class Store:
                                          study_instance_uid=header.study_instance_uid, accession=header.accession,
                                          modality=header.modality, path=path, received_at=time.time())
         return Stored(sop_hash, path, new)
+
+    def delete_delivered(self, keep_days: float, audit: AuditLog) -> int:
+        """Delete instances (and their stored SRs) whose SRs were all delivered over `keep_days` ago.
+
+        The file goes first, then its path in the worklist: a crash in between is finished by the
+        next sweep.  Returns how many instances were deleted.
+        """
+        deleted = 0
+        for uid, sop_hash, *paths in self.worklist.delivered_before(time.time() - keep_days * 86400.0):
+            for path in filter(None, paths):
+                Path(path).unlink(missing_ok=True)
+            self.worklist.forget_files(uid)
+            audit.write("instance_deleted", sop_instance_uid_hash=sop_hash, reason="retention", keep_days=keep_days)
+            deleted += 1
+        return deleted

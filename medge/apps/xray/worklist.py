@@ -10,7 +10,8 @@ Tables:
 
 States: ``received`` (queued) → ``running`` → ``analysed`` | ``not_analysed`` (with a reason).
 ``overdue`` is shown for a queued/running study older than ``--max-wait``.  Priority only goes up
-(``MAX(priority, new)`` in SQL), and no row is ever deleted.
+(``MAX(priority, new)`` in SQL), and no row is ever deleted (``--keep-days`` deletes files only and
+blanks their paths).
 
 Every connection retries on "database is locked/busy" (another process or thread writing).
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from medge.apps.xray.audit import hash_id, new_salt
+from medge.apps.xray.audit import hash_id, new_salt, private_file
 from medge.errors import DataError
 
 SCHEMA_VERSION = "1"
@@ -116,6 +117,13 @@ class Worklist:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.busy_retries = 0
+        try:
+            for suffix in ("", "-wal", "-shm"):  # owner-only (0600): SQLite gives its -wal/-shm the file's mode
+                if not suffix or self.path.with_name(self.path.name + suffix).exists():
+                    private_file(self.path.with_name(self.path.name + suffix))
+        except OSError as exc:
+            raise DataError(f"cannot create the worklist database {self.path} ({exc.strerror or exc}); "
+                            "pass a --db path you can write") from exc
         try:
             self._retry(lambda: self._conn().executescript(SCHEMA))
             self.salt = self._retry(self._ensure_salt)
@@ -309,6 +317,23 @@ class Worklist:
         """SR deliveries not yet done."""
         return int(self._retry(lambda: self._conn().execute(
             "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0]))
+
+    # --- retention -------------------------------------------------------------------------
+    def delivered_before(self, cutoff: float) -> list[tuple[str, str, str, str]]:
+        """Analysed instances still on disk whose SRs were all delivered before `cutoff`:
+        (SOPInstanceUID, its hash, instance path, stored SR path)."""
+        rows = self._retry(lambda: self._conn().execute(
+            "SELECT s.sop_instance_uid, s.sop_hash, s.path, s.sr_path FROM studies s"
+            " WHERE s.state='analysed' AND s.path != ''"
+            " AND EXISTS (SELECT 1 FROM outbox o WHERE o.study_sop_instance_uid=s.sop_instance_uid)"
+            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.study_sop_instance_uid=s.sop_instance_uid"
+            "  AND (o.state != 'sent' OR o.sent_at >= ?))", (cutoff,)).fetchall())
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def forget_files(self, sop_instance_uid: str) -> None:
+        """Record that an instance's file and stored SR were deleted (the row and its results stay)."""
+        self._write(lambda conn: conn.execute(
+            "UPDATE studies SET path='', sr_path='' WHERE sop_instance_uid=?", (sop_instance_uid,)))
 
     # --- reading ---------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
