@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import ExportError, MedgeError, ModelLoadError, TargetError
+from medge.errors import DataError, ExportError, MedgeError, ModelLoadError, TargetError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
@@ -78,6 +78,16 @@ def _max_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     return worst
 
 
+def _input_shapes(sample: Any) -> Any:
+    """What `load_model` takes as the input shape(s): one shape, or a named spec per input of a
+    feed dict (a factory of several inputs cannot be probed with the first one alone)."""
+    if not isinstance(sample, dict):
+        return tuple(sample.shape)
+    from medge.export.loading import InputSpec
+
+    return [InputSpec(name, tuple(a.shape), np.asarray(a).dtype.name) for name, a in sample.items()]
+
+
 def torch_source(onnx_path: Path, model_ref: str | None, sample: Any) -> TorchSource:
     """The PyTorch module for `onnx_path`: `model_ref` when it reproduces the ONNX outputs on
     `sample`, else the ONNX graph converted in-house (static shapes)."""
@@ -89,9 +99,9 @@ def torch_source(onnx_path: Path, model_ref: str | None, sample: Any) -> TorchSo
         from medge.export import load_model
 
         try:
-            loaded = load_model(model_ref, input_shape=tuple(sample_arrays(sample)[0].shape))
+            loaded = load_model(model_ref, input_shape=_input_shapes(sample))
             diff = _max_rel_diff(_run_torch(loaded.module, sample), reference_out)
-        except (ModelLoadError, ExportError) as exc:
+        except (ModelLoadError, ExportError, DataError) as exc:
             diff, loaded = float("inf"), None
             notes.append(f"model reference '{model_ref}' could not be loaded ({exc}); converted the ONNX graph instead")
         if loaded is not None and diff <= SOURCE_MATCH_TOL:

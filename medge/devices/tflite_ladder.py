@@ -9,8 +9,10 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
    ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
-An op whose integer kernel refuses to run (an int8 DIV whose divisor rounds to the zero point)
-goes to float on that rung and every later one.
+A .tflite that LiteRT rejects at allocation or invoke (a kernel refusing its quantized inputs: an
+int8 DIV whose divisor rounds to the zero point) is a failed rung of its own, reported with the
+kernel's message; the op it names goes to int16 (with the ops writing its inputs), and if refused
+again to float, on that rung and every later one, and the ladder goes on.
 Every tensor's calibration range is its min/max over all samples (`AeqLadder._calibrate`).
 
 The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
@@ -26,6 +28,7 @@ Everything is deterministic: the same float model and calibration data give the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 from collections.abc import Callable, Sequence
@@ -65,12 +68,13 @@ class Attempt:
         return {k: v for k, v in self.__dict__.items() if k not in ("preflight", "ops")}
 
 
-def _interpreter(model: bytes | Path, preserve: bool = False) -> Any:
+def _interpreter(model: bytes | Path, preserve: bool = False, allocate: bool = True) -> Any:
     mod = import_optional("ai_edge_litert.interpreter", what="LiteRT quantization")
     kwargs = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": bytes(model)}
     interp = mod.Interpreter(experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                              experimental_preserve_all_tensors=preserve, **kwargs)
-    interp.allocate_tensors()
+    if allocate:  # reading names, dtypes and quantization needs no allocation (a refused prepare would stop it)
+        interp.allocate_tensors()
     return interp
 
 
@@ -281,7 +285,7 @@ class AeqLadder:
 
     def rank(self, quantized: Path) -> list[tuple[str, float]]:
         """Ops of `quantized` with int8 outputs, worst first, by the error their output quantization adds."""
-        q_interp = _interpreter(quantized)
+        q_interp = _interpreter(quantized, allocate=False)  # may be a .tflite LiteRT refused
         scales = {}
         for t in q_interp.get_tensor_details():
             scale, zero_point = t.get("quantization", (0.0, 0))
@@ -315,25 +319,75 @@ class AeqLadder:
         return sorted(ranked, key=lambda item: (-item[1], item[0]))
 
 
-_REFUSED = re.compile(r"Node number (\d+) \((\w+)\) failed to (?:invoke|prepare)")
-MAX_REFUSED = 16
+_REFUSED = re.compile(r"Node number (\d+) \((\w+)\) failed to (invoke|prepare)")
+MAX_REFUSALS = 32  # refused rungs in one ladder (each moves one op one step: int8 → int16 → float)
+QDQ = ("QUANTIZE", "DEQUANTIZE")
 
 
-def refused_op(quantized: Path, error: BaseException) -> tuple[str, str] | None:
-    """(scope, op type) of the op a LiteRT kernel refused in `quantized` ("Node number N (DIV)
-    failed to invoke": an int8 DIV whose divisor rounded to the zero point), else None."""
-    match = _REFUSED.search(str(error))
+@dataclass
+class Refusal:
+    """LiteRT rejected a .tflite: the op its kernel refused (at allocation or invoke), if it named one."""
+
+    message: str
+    op_type: str | None = None  # e.g. DIV; None: the interpreter named no op of the model
+    stage: str | None = None  # prepare (allocation) | invoke
+    scope: str | None = None  # the refused op's scope in the float model (AEQ's recipe regex)
+    dtype: str | None = None  # the refused op's output dtype in the rejected .tflite
+
+    def describe(self) -> str:
+        """One line: which kernel refused what, and LiteRT's own words."""
+        what = (f"the {self.dtype} {self.op_type} kernel failed to {self.stage}" if self.op_type
+                else "the interpreter rejected the model")
+        return f"LiteRT refused it: {what} ({self.message[:160]})"
+
+
+def _messages(error: BaseException) -> str:
+    """An exception's message with those of its causes (a runtime wraps the interpreter's error)."""
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        parts.append(" ".join(str(error).split()))
+        error = error.__cause__ or error.__context__
+    return " | ".join(parts)
+
+
+def find_refusal(float_path: Path, quantized: Path, error: BaseException) -> Refusal | None:
+    """What LiteRT refused in `quantized`, when `error` is the interpreter rejecting it at allocation
+    ("Node number N (OP) failed to prepare", or any load failure) or at invoke ("Node number 4 (DIV)
+    failed to invoke": an int8 DIV whose divisor rounded to its zero point); else None.
+
+    The refused node is mapped to its op in the float model by its output tensor name, or, where
+    AEQ renamed it, by its position among the compute ops (QUANTIZE/DEQUANTIZE left out)."""
+    text = _messages(error)
+    match = _REFUSED.search(text)
+    message = " ".join(text[:match.start()].split(" | ")[-1:]).strip() if match else text
     if match is None:
-        return None
-    mod = import_optional("ai_edge_litert.interpreter", what="LiteRT quantization")
-    interp = mod.Interpreter(model_path=str(quantized),
-                             experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    ops = interp._get_ops_details()  # no allocate_tensors: a refused prepare must not stop this
+        return Refusal(message) if "litert cannot load" in text else None
+    refusal = Refusal(message or match.group(0), match.group(2), match.group(3))
+    ops, names, dtypes = _plain_graph(quantized)
     index = int(match.group(1))
-    if index >= len(ops) or not len(ops[index]["outputs"]):
-        return None
-    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    return names[int(ops[index]["outputs"][0])], match.group(2)
+    if index >= len(ops) or ops[index]["op_name"] != refusal.op_type or not len(ops[index]["outputs"]):
+        return refusal  # a delegate kernel: no op of the model to move
+    out = int(ops[index]["outputs"][0])
+    refusal.dtype = dtypes[out]
+    f_ops, f_names, _, _ = _graph(float_path)
+    scopes = [f_names[int(op["outputs"][0])] for op in f_ops if len(op["outputs"])]
+    if names[out] in scopes:
+        refusal.scope = names[out]
+    else:
+        position = sum(1 for op in ops[:index] if op["op_name"] not in QDQ)
+        compute = [op for op in f_ops if op["op_name"] not in QDQ and len(op["outputs"])]
+        if position < len(compute) and compute[position]["op_name"] == refusal.op_type:
+            refusal.scope = f_names[int(compute[position]["outputs"][0])]
+    return refusal
+
+
+def _plain_graph(model: Path) -> tuple[list[dict[str, Any]], dict[int, str], dict[int, str]]:
+    """Ops, tensor names and dtypes of a .tflite, read without allocating (it may be one LiteRT refused)."""
+    interp = _interpreter(model, allocate=False)
+    tensors = interp.get_tensor_details()
+    return (interp._get_ops_details(), {t["index"]: t["name"] for t in tensors},
+            {t["index"]: np.dtype(t["dtype"]).name for t in tensors})
 
 
 def _steps(n: int, budget: int) -> list[int]:
@@ -362,36 +416,18 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS) -> list[Attempt]:
     """Quantize `float_path` to `output`, climbing the ladder until `judge` passes an attempt.
 
-    `judge(path, attempt)` fills in the attempt's gate, coverage and ``passed``.  Returns every
-    attempt; `output` holds the last one (the passing one, or the last tried when none passed).
+    `judge(path, attempt)` fills in the attempt's gate, coverage and ``passed``.  A .tflite that
+    LiteRT rejects while the judge loads or runs it (a kernel refusing its quantized inputs) is a
+    failed rung of its own (gate kind ``refused``): the op it names moves from int8 to int16 (with
+    the ops writing its inputs), then to float, for that rung and every later one, and the rung is
+    tried again.  Returns every attempt; `output` holds the last one (the passing one, or the last
+    tried when none passed).
     """
     ladder = AeqLadder(float_path, calibration)
     attempts: list[Attempt] = []
-    refused: list[str] = []  # ops whose integer kernel failed to run: float on every later rung
-
-    def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
-        while True:
-            floats = [*floats, *(n for n in refused if n not in floats)]
-            int16 = [n for n in int16 if n not in refused]
-            ladder.quantize(output, int16, floats)
-            try:
-                result = judge(output, Attempt(len(attempts), action, list(int16), list(floats)))
-                break
-            except (RuntimeError, MedgeError) as exc:
-                op = refused_op(output, exc)
-                if op is None or op[0] in refused or len(refused) >= MAX_REFUSED:
-                    raise TargetError(f"the quantized .tflite cannot run on LiteRT ({' '.join(str(exc).split())[:200]}); "
-                                      "try --precision fp16") from exc
-                refused.append(op[0])
-                progress(f"litert ladder: the integer {op[1]} kernel refused its quantized inputs; that op goes to float")
-        attempts.append(result)
-        progress(f"litert ladder attempt {result.index} ({action}): "
-                 f"{'passed' if result.passed else 'failed'} {result.gate.get('summary', '')}")
-        return result
-
-    if attempt("all int8", [], []).passed:
-        return attempts
-    ranked = [name for name, _ in ladder.rank(output)]
+    forced16: dict[str, list[str]] = {}  # refused int8 op → the ops that go to int16 with it
+    forced_float: list[str] = []  # refused int16 ops: float on every later rung
+    kinds: dict[str, str] = {}  # refused op → its op type (for the rung's action)
 
     def with_readers(names: list[str], allowed: Callable[[str], bool] = lambda _n: True) -> list[str]:
         group: list[str] = []
@@ -404,6 +440,69 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
     def in_int16(names: list[str]) -> list[str]:
         group = with_readers(names)
         return list(dict.fromkeys(group + [m for name in group for m in ladder.paths.get(name, [])]))
+
+    def escalate(refusal: Refusal, int16: list[str], floats: list[str]) -> str | None:
+        """Move the refused op one step up (int8 → int16 → float); the step taken, or None."""
+        scope = refusal.scope
+        if scope is None or scope in floats or sum(a.gate.get("kind") == "refused" for a in attempts) >= MAX_REFUSALS:
+            return None
+        kinds[scope] = refusal.op_type or "op"
+        if scope in int16 or refusal.dtype == "int16":
+            forced16.pop(scope, None)
+            forced_float.append(scope)
+            return "float"
+        writers = [op for op, readers in ladder.readers.items() if scope in readers]
+        forced16[scope] = in_int16([*writers, scope])
+        return "int16"
+
+    def refused(result: Attempt, summary: str, refusal: Refusal) -> Attempt:
+        result.passed = False
+        result.gate = {"kind": "refused", "passed": False, "refused": dataclasses.asdict(refusal), "summary": summary}
+        attempts.append(result)
+        progress(f"litert ladder attempt {result.index} ({result.action}): failed {summary}")
+        return result
+
+    def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
+        while True:
+            now_floats = list(dict.fromkeys([*floats, *forced_float]))
+            now_int16 = [n for n in dict.fromkeys([*int16, *(m for g in forced16.values() for m in g)])
+                         if n not in now_floats]
+            moved = "".join(f", refused {kinds[n]} to int16" for n in forced16) + "".join(
+                f", refused {kinds[n]} to float" + (" (float outputs)" if n in ladder.output_ops else "")
+                for n in forced_float)
+            result = Attempt(len(attempts), action + moved, list(now_int16), list(now_floats))
+            try:
+                ladder.quantize(output, now_int16, now_floats)
+            except TargetError as exc:  # AEQ has no int16 recipe for the op just moved there
+                if not forced16:
+                    raise
+                scope = list(forced16)[-1]
+                refusal = Refusal(" ".join(str(exc).split()), kinds[scope], "quantize", scope, "int16")
+                forced16.pop(scope)
+                forced_float.append(scope)
+                refused(result, f"ai-edge-quantizer cannot make the refused {kinds[scope]} int16; it goes to float",
+                        refusal)
+                continue
+            try:
+                result = judge(output, result)
+            except (RuntimeError, ValueError, MedgeError) as exc:
+                refusal = find_refusal(float_path, output, exc)
+                if refusal is None:  # not LiteRT rejecting the .tflite: a fault the ladder cannot climb over
+                    raise TargetError(f"the quantized .tflite cannot run on LiteRT ({_messages(exc)[:200]}); "
+                                      "try --precision fp16") from exc
+                step = escalate(refusal, now_int16, now_floats)
+                refused(result, refusal.describe() + (f"; the {refusal.op_type} goes to {step}" if step else ""), refusal)
+                if step is None:  # nothing to move (or too many refusals): the ladder goes on
+                    return result
+                continue
+            attempts.append(result)
+            progress(f"litert ladder attempt {result.index} ({result.action}): "
+                     f"{'passed' if result.passed else 'failed'} {result.gate.get('summary', '')}")
+            return result
+
+    if attempt("all int8", [], []).passed:
+        return attempts
+    ranked = [name for name, _ in ladder.rank(output)]
 
     int16: list[str] = []
     for k in _steps(len(ranked), int16_steps):

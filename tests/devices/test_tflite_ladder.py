@@ -245,9 +245,10 @@ def test_a_two_input_model_gets_both_inputs_quantized_and_fed(tmp_path):
             assert float(np.abs(got - want).max()) <= 0.03
 
 
-def test_an_op_whose_int8_kernel_refuses_to_run_goes_to_float(tmp_path):
-    """An int8 DIV refuses a divisor that rounds to its zero point (xLSTM's normaliser): the ladder
-    moves that op to float on the rung and on every later one, instead of stopping on the error."""
+def test_an_op_whose_kernel_refuses_to_run_goes_to_int16_then_float(tmp_path):
+    """An int8 DIV refuses a divisor that rounds to its zero point (xLSTM's normaliser): each
+    refusal is a failed rung, the op moves to int16 (refused again: these divisors are 1e-4, zero
+    in 16 bits too), then to float, and the ladder goes on instead of stopping on the error."""
     import torch
     from torch import nn
 
@@ -276,9 +277,38 @@ def test_an_op_whose_int8_kernel_refuses_to_run_goes_to_float(tmp_path):
         return attempt
 
     attempts = run_ladder(float_path, out, calib, judge)
-    assert len(attempts) == 1 and attempts[0].passed and len(attempts[0].float_ops) == 1
+    assert [a.gate.get("kind") for a in attempts] == ["refused", "refused", None] and attempts[-1].passed
+    refusals = [a.gate["refused"] for a in attempts[:2]]
+    assert [(r["op_type"], r["stage"], r["dtype"]) for r in refusals] == [("DIV", "invoke", "int8"), ("DIV", "invoke", "int16")]
+    assert "zero_point" in refusals[0]["message"] and refusals[0]["scope"] == refusals[1]["scope"]
+    assert refusals[0]["scope"] in attempts[1].int16_ops and attempts[2].float_ops == [refusals[0]["scope"]]
+    assert attempts[2].action == "all int8, refused DIV to float (float outputs)"  # the DIV writes the output
     div = [op for op in tflite_ops(out) if op["op"] == "DIV"]
     assert len(div) == 1 and div[0]["output_dtypes"] == ["float32"]
+
+
+def test_a_kernel_refusal_at_allocation_names_the_op_in_the_float_model(tmp_path):
+    """A .tflite LiteRT refuses to load (per-channel FULLY_CONNECTED weights on axis 1, as AEQ made
+    for a constant shared with a matmul before `shared_constant_ops`) is read as a refusal of
+    that op at prepare, mapped to its scope in the float model."""
+    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.tflite_ladder import AeqLadder, find_refusal, ladder_candidates
+    from medge.errors import MedgeError
+    from medge.runtimes import open_runtime
+
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    float_path, out = tmp_path / "shared.fp32.tflite", tmp_path / "shared.tflite"
+    convert_tflite(_shared_basis_net(), calib[0], float_path, precision="fp32")
+    ladder = AeqLadder(float_path, calib)
+    ladder.shared_ops = set()  # the axis-1 weights LiteRT refuses
+    ladder.quantize(out)
+    with pytest.raises(MedgeError) as refused:
+        open_runtime(out, "litert")
+    refusal = find_refusal(float_path, out, refused.value)
+    assert (refusal.op_type, refusal.stage, refusal.dtype) == ("FULLY_CONNECTED", "prepare", "int8")
+    assert refusal.scope in ladder_candidates(float_path) and "quantized_dimension" in refusal.message
+    assert find_refusal(float_path, out, ValueError("a shape mismatch in the judge")) is None
 
 
 def test_ladder_recovers_an_int8_sensitive_model_through_the_cli(run_cli, tmp_path):

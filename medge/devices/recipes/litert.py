@@ -143,6 +143,10 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
         attempts = [judge(path, Attempt(0, f"all {ctx.precision} ({'pt2e' if ctx.precision == 'int8' else 'litert-torch'})"))]
     final = attempts[-1]
     ladder = [_attempt_dict(a) for a in attempts]
+    if final.gate.get("kind") == "refused":  # the ladder ended on a .tflite LiteRT would not run
+        tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
+        raise TargetError(f"no {ctx.precision} .tflite ran on LiteRT ({len(ladder)} attempt(s): {tried[-600:]}); "
+                          "nothing was written — try --precision fp16")
     gate = {k: v for k, v in final.gate.items() if k not in ("evaluation", "summary")}
     evaluation = final.gate.get("evaluation")
     if ctx.precision == "int8":
@@ -162,7 +166,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     with open_runtime(path, "litert") as rt:
         inputs, outputs = [t.to_dict() for t in rt.inputs()], [t.to_dict() for t in rt.outputs()]
     in_dtypes, out_dtypes = {t["dtype"] for t in inputs}, {t["dtype"] for t in outputs}
-    float_outputs = final.action.startswith("output ops to float")  # the ladder's last rung
+    float_outputs = "(float outputs)" in final.action  # the ladder's output rungs, or a refused output op
     if ctx.precision == "int8" and not (in_dtypes <= {"int8", "int16"} and (float_outputs or out_dtypes <= {"int8", "int16"})):
         raise TargetError(f"the INT8 .tflite has {sorted(in_dtypes | out_dtypes)} I/O instead of int8/int16; "
                           "the NPU delegates need full-integer I/O")
