@@ -86,6 +86,27 @@ def _has_external_data(model: Any) -> bool:
     return any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
 
 
+def _check(model: Any, path: Path, external: bool) -> None:
+    """``onnx.checker`` on `model`, which would also demand a shape on every graph input and output
+    tensor: the ONNX IR lets a shape be absent (rank unknown) and ONNX Runtime runs such models, so
+    those get an empty shape for the check only.  A model with external data is checked from its path
+    (the checker then finds those files beside it), without that allowance."""
+    import onnx
+
+    if external:
+        onnx.checker.check_model(str(path))
+        return
+    unshaped = [vi for vi in (*model.graph.input, *model.graph.output)
+                if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for vi in unshaped:
+        vi.type.tensor_type.shape.SetInParent()
+    try:
+        onnx.checker.check_model(model)
+    finally:
+        for vi in unshaped:
+            vi.type.tensor_type.ClearField("shape")
+
+
 def _open_onnx(path: Path, external_data: bool, check: bool) -> ModelFile:
     import onnx
     from google.protobuf.message import DecodeError
@@ -100,9 +121,8 @@ def _open_onnx(path: Path, external_data: bool, check: bool) -> ModelFile:
     external = _has_external_data(model)
     if check:
         try:
-            # A model with external data is checked from its path, so that the checker finds those files.
-            onnx.checker.check_model(str(path) if external else model)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, OSError) as exc:
+            _check(model, path, external)
+        except (onnx.checker.ValidationError, ValueError, OSError) as exc:
             raise _fail(path, "onnx", f"the ONNX checker rejects it ({_one_line(str(exc))})") from None
     if external and external_data:
         try:

@@ -75,7 +75,7 @@ def test_bad_bundles(tiny, tmp_path):
 def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "x.onnx"
     bad.write_text("hello")
-    with pytest.raises(MedgeError, match="cannot read x.onnx as ONNX"):
+    with pytest.raises(MedgeError, match="x.onnx is not a valid ONNX model: it is a text file"):
         resolve_artifact(bad)
 
 
