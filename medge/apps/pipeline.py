@@ -9,7 +9,9 @@ a lossy sink never slows the stages.
 Every `Item` carries a monotonic acquisition time (``time.perf_counter``) and the start/end time
 of each stage; `PipelineStats` turns them into per-stage and end-to-end p50/p95/p99/max (warm-up
 items excluded), achieved rate and drops per slot, readable live (`Pipeline.stats`) and at the end.
-Frame accounting always closes: ``in = out + dropped + corrupt + discarded``.
+Frame accounting always closes: ``in = out + dropped + corrupt + discarded``.  A source may also
+yield `SourceEvent`s (a stall, a lost and reopened device, a new frame size): they are not frames,
+so they are counted apart (``source.events``) together with the time spent without signal.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ class Corrupt:
     """Yield this from a source for an unreadable item: it is counted (by reason), never processed."""
 
     reason: str
+
+
+@dataclass
+class SourceEvent:
+    """Yield this from a source when something happens to the source itself (not a frame).
+
+    `kind` is counted (e.g. "stall", "lost", "reopened", "resize"); `signal` False means the source
+    delivers nothing from now on, True that it delivers again, None that the signal state is unchanged.
+    `at` is when the signal state changed (a `clock()` time; default: when the event is counted).
+    """
+
+    kind: str
+    signal: bool | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: float | None = None
 
 
 @dataclass
@@ -180,6 +197,9 @@ class PipelineStats:
         self.corrupt: dict[str, int] = {}
         self.discarded: dict[str, int] = {}
         self.flags: dict[str, int] = {}
+        self.events: dict[str, int] = {}
+        self._no_signal_since: float | None = None
+        self._no_signal_s = 0.0
         self.stages = {n: LatencyHistogram() for n in stage_names}
         self.sinks = {n: LatencyHistogram() for n in sink_names}
         self.end_to_end = LatencyHistogram()
@@ -199,6 +219,16 @@ class PipelineStats:
         with self._lock:
             self.frames_in += 1
             self.corrupt[reason] = self.corrupt.get(reason, 0) + 1
+
+    def record_event(self, event: SourceEvent) -> None:
+        with self._lock:
+            self.events[event.kind] = self.events.get(event.kind, 0) + 1
+            at = clock() if event.at is None else event.at
+            if event.signal is False and self._no_signal_since is None:
+                self._no_signal_since = at
+            elif event.signal is True and self._no_signal_since is not None:
+                self._no_signal_s += max(0.0, at - self._no_signal_since)
+                self._no_signal_since = None
 
     def record_discard(self, stage: str) -> None:
         with self._lock:
@@ -238,6 +268,8 @@ class PipelineStats:
             recent_fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else None
             chain = [s for s in slots if not s.name.startswith("sink:")]
             dropped = sum(s.drops for s in chain)
+            lost_since = self._no_signal_since
+            no_signal_s = self._no_signal_s + ((self.t_end or now) - lost_since if lost_since is not None else 0.0)
             return {
                 "running": running,
                 "elapsed_s": ((self.t_end or now) - self.t_start),
@@ -248,6 +280,7 @@ class PipelineStats:
                 "corrupt_reasons": dict(self.corrupt),
                 "discarded_by_stage": dict(self.discarded),
                 "drops": {s.name: s.drops for s in slots},
+                "source": {"signal": lost_since is None, "events": dict(self.events), "no_signal_s": no_signal_s},
                 "fps": fps,
                 "fps_recent": recent_fps,
                 "latency_ms": {
@@ -261,15 +294,18 @@ class PipelineStats:
 class Pipeline:
     """Run ``source → stages → sinks``, each in its own thread, joined by size-1 slots.
 
-    `source` is any iterable of payloads (or `Corrupt` markers).  `pace` spaces the items out:
-    seconds between items (a float, a callable ``index → seconds``, or None for "as they come").
-    `lossless` makes the stage slots wait instead of overwrite: use it for unpaced replay only; a
-    live or paced source must never wait.  `limit` stops after that many source items.
+    `source` is any iterable of payloads (or `Corrupt` / `SourceEvent` markers).  `pace` spaces the
+    items out: seconds between items (a float, a callable ``index → seconds``, or None for "as they
+    come").  `lossless` makes the stage slots wait instead of overwrite: use it for unpaced replay
+    only; a live or paced source must never wait.  `limit` stops after that many source items
+    (frames and corrupt ones; events do not count).  `on_event` is called, in the source thread,
+    with every `SourceEvent` once it is counted.
     """
 
     def __init__(self, source: Iterable[Any], stages: list[Stage], sinks: list[Sink] | None = None, *,
                  lossless: bool = False, pace: float | Callable[[int], float] | None = None,
-                 limit: int | None = None, warmup: int = 5, source_name: str = "source") -> None:
+                 limit: int | None = None, warmup: int = 5, source_name: str = "source",
+                 on_event: Callable[[SourceEvent], None] | None = None) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         names = [source_name, *(s.name for s in stages)]
@@ -278,6 +314,7 @@ class Pipeline:
             raise ValueError(f"stage and sink names must be unique: {names + [s.name for s in sinks]}")
         self._source, self._stages, self._sinks = source, stages, sinks
         self._pace, self._limit, self._source_name = pace, limit, source_name
+        self._on_event = on_event
         self._slots = [Slot(f"{names[i]}->{names[i + 1]}", lossless) for i in range(len(stages))]
         self._sink_slots = [Slot(f"sink:{s.name}", s.lossless) for s in sinks]
         self.stats_data = PipelineStats([s.name for s in stages], [s.name for s in sinks], warmup)
@@ -371,8 +408,12 @@ class Pipeline:
         return run
 
     def _paced(self) -> Iterator[Any]:
-        due = None
-        for index, payload in enumerate(self._source):
+        due, index = None, -1
+        for payload in self._source:
+            if isinstance(payload, SourceEvent):  # not a frame: no pacing slot
+                yield payload
+                continue
+            index += 1
             if self._pace is not None:
                 interval = self._pace(index) if callable(self._pace) else self._pace
                 now = clock()
@@ -385,16 +426,25 @@ class Pipeline:
     def _run_source(self) -> None:
         out = self._slots[0]
         try:
-            for count, payload in enumerate(self._paced()):
+            count = 0
+            for payload in self._paced():
                 if self._stop.is_set() or (self._limit is not None and count >= self._limit):
                     break
+                if isinstance(payload, SourceEvent):
+                    self.stats_data.record_event(payload)
+                    if self._on_event is not None:
+                        self._on_event(payload)
+                    continue
+                count += 1
                 if isinstance(payload, Corrupt):
                     self.stats_data.record_corrupt(payload.reason)
-                    continue
-                now = clock()
-                item = Item(self.stats_data.record_in(), payload, now)
-                item.stamps[self._source_name] = (now, now)
-                out.put(item)
+                else:
+                    now = clock()
+                    item = Item(self.stats_data.record_in(), payload, now)
+                    item.stamps[self._source_name] = (now, now)
+                    out.put(item)
+                if self._limit is not None and count >= self._limit:  # at once: a live source may not send more
+                    break
         finally:
             close = getattr(self._source, "close", None)
             if callable(close):

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screen-threshold", type=float, metavar="P",
                         help="pre-screen threshold (default: from the model metadata, else 0.5)")
     parser.add_argument("--source", required=True, metavar="SRC",
-                        help="video file, folder of PNG/JPEG frames, DICOM file, /dev/videoN, camera:N or synthetic[:FPS[:WxH]]")
+                        help="video file or stream URL (http://, rtsp://, udp://…), folder of PNG/JPEG frames, DICOM file, "
+                             "/dev/videoN, camera:N or synthetic[:FPS[:WxH]]")
     parser.add_argument("--view", default="browser", metavar="browser[:HOST:PORT]|window|none",
                         help="where to show the overlay (default browser on 127.0.0.1:8080)")
     add_view_security_arguments(parser)
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-format", metavar="FOURCC", help="camera pixel format, e.g. MJPG or YUYV")
     parser.add_argument("--input-size", metavar="HxW", help="model input size for artifacts with dynamic spatial dimensions")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is lesion (default 0.5)")
+    parser.add_argument("--stall-timeout", type=float, default=1.0, metavar="S",
+                        help="a live source (camera, stream) silent this long shows 'no signal' and is counted as a stall "
+                             "(default 1 s); a lost one is reopened with backoff")
     parser.add_argument("--warmup", type=int, default=5, metavar="N", help="frames left out of the latency stats (default 5)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -63,6 +67,6 @@ def run(args: argparse.Namespace):
         device=args.device, fps=args.fps, mm_per_px=args.mm_per_px,
         camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
         camera_format=args.camera_format, input_size=input_size, mask_threshold=args.mask_threshold,
-        warmup=args.warmup, progress=not args.quiet, view_security=view_security(args),
+        warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security(args),
     )
     return run_ultrasound(config)

@@ -94,7 +94,9 @@ def test_flags_are_counted_at_the_end():
 
 def test_stop_ends_an_endless_source_and_stats_are_live():
     pipe = Pipeline(itertools.count(), [Stage("s", lambda item: (time.sleep(0.001), item.data)[1])], pace=0.001).start()
-    time.sleep(0.3)
+    deadline = time.perf_counter() + 30  # wait for the first output, however busy the machine
+    while pipe.stats()["frames"]["out"] == 0 and time.perf_counter() < deadline:
+        time.sleep(0.01)
     live = pipe.stats()
     assert live["running"] and live["frames"]["out"] > 0
     pipe.stop()

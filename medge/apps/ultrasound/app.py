@@ -3,7 +3,9 @@
 Each step runs in its own thread (`medge.apps.pipeline`).  A live or `--realtime` source never
 waits: a frame that arrives while the next stage is busy overwrites the older one and counts as a
 drop.  `--as-fast-as-possible` replays losslessly, so the rate is the pipeline's throughput.  In
-every mode ``frames.in = processed + screened_out + dropped + corrupt``.
+every mode ``frames.in = processed + screened_out + dropped + corrupt``.  A live source that stalls
+or disappears shows "no signal" and is reopened with backoff; a new frame size is processed at that
+size (see `medge.apps.ultrasound.feed`); both are counted in ``source_events``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.apps.pipeline import Item, Pipeline, Sink, Stage
+from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage
 from medge.errors import UsageError
 from medge.reports import Report
 
@@ -43,6 +45,7 @@ class UltrasoundConfig:
     jpeg_quality: int = 80
     warmup: int = 5
     progress: bool = True
+    stall_timeout: float = 1.0
     view_security: Any = None  # medge.apps.view_security.ViewSecurity (HTTPS, token, bind rule)
 
 
@@ -58,6 +61,7 @@ class UltrasoundReport(Report):
     fps: float | None = None
     latency_ms: dict[str, Any] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
+    source_events: dict[str, Any] = field(default_factory=dict)
     lesion: dict[str, Any] = field(default_factory=dict)
     view: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None
@@ -81,6 +85,11 @@ class UltrasoundReport(Report):
         f = self.frames
         rows.append(("frames", f"in {f.get('in')} = processed {f.get('processed')} + screened out {f.get('screened_out')} "
                                f"+ dropped {f.get('dropped')} + corrupt {f.get('corrupt')}"))
+        events = self.source_events
+        if events.get("counts"):
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(events["counts"].items()))
+            rows.append(("source events", f"{counts}; no signal {events['no_signal_s']:.1f} s; sizes "
+                                          f"{', '.join(events['sizes'])}"))
         rows.append(("fps", f"{self.fps:.1f}" if self.fps else "n/a"))
         rows.append(("latency end to end", ms(self.latency_ms.get("end_to_end", {}))))
         for name, s in self.latency_ms.get("stages", {}).items():
@@ -108,6 +117,7 @@ class UsFrame:
     prob: np.ndarray | None = None
     bgr: np.ndarray | None = None
     jpeg: bytes | None = None
+    notice: str | None = None
 
 
 class _LesionTally:
@@ -157,8 +167,17 @@ def _progress_line(stats: dict[str, Any]) -> None:
     f, lat = stats["frames"], stats["latency_ms"]["end_to_end"]
     fps = stats.get("fps_recent") or 0.0
     p50 = f"{lat['p50']:.1f} ms" if lat["p50"] is not None else "n/a"
+    signal = "" if stats["source"]["signal"] else ", NO SIGNAL"
     print(f"medge ultrasound: {f['in']} frames in, {f['out']} out, {fps:.1f} fps, p50 {p50}, "
-          f"{f['dropped']} dropped, {f['corrupt']} corrupt", file=sys.stderr, flush=True)
+          f"{f['dropped']} dropped, {f['corrupt']} corrupt{signal}", file=sys.stderr, flush=True)
+
+
+def _calibration(info: Any, width: int, height: int) -> list[float] | None:
+    """mm per pixel (x, y) for a frame of `width`×`height` from a source calibrated at its first size
+    (a new size is taken as the same field of view at another resolution)."""
+    if not info.mm_per_px_xy:
+        return None
+    return [info.mm_per_px_xy[0] * info.width / width, info.mm_per_px_xy[1] * info.height / height]
 
 
 def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
@@ -182,7 +201,8 @@ def _interrupt(*_: Any) -> None:
 def _run(config: UltrasoundConfig) -> UltrasoundReport:
     from medge.apps.model import AppModel, classifier_threshold
     from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
-    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame
+    from medge.apps.ultrasound.feed import Feed
+    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame, no_signal_card
     from medge.apps.ultrasound.sources import open_source
     from medge.apps.view import BrowserView, encode_jpeg, parse_view
 
@@ -193,6 +213,8 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         raise UsageError(f"--screen-threshold must be in [0, 1] (got {config.screen_threshold})")
     if config.screen_threshold is not None and not config.screen:
         raise UsageError("--screen-threshold needs --screen BUNDLE")
+    if not config.stall_timeout > 0:
+        raise UsageError(f"--stall-timeout must be > 0 seconds (got {config.stall_timeout})")
     if kind == "window":
         check_window_support()
 
@@ -202,7 +224,11 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             view = BrowserView(host, port, title="medge ultrasound", security=config.view_security,
                                port_hint="pass a free one with --view browser:HOST:PORT (port 0 picks any)")
             stack.enter_context(view)
-        source = open_source(config.source, fps=config.fps, camera_size=config.camera_size, camera_format=config.camera_format)
+        def reopen():
+            return open_source(config.source, fps=config.fps, camera_size=config.camera_size,
+                               camera_format=config.camera_format)
+
+        source = Feed(reopen(), reopen, stall_s=config.stall_timeout)
         stack.callback(source.close)
         seg = stack.enter_context(AppModel.open(config.segmenter, role="--segmenter", expect_task="segmentation",
                                                 device=config.device, threads=config.threads, input_size=config.input_size))
@@ -232,7 +258,8 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         def prepare(item: Item) -> UsFrame:
             frame = item.data
             unit = frame.image.astype(np.float32) * np.float32(1.0 / 255.0)
-            return UsFrame(frame.index, frame.image, frame.truth, seg.prepare(unit), screen.prepare(unit) if screen else None)
+            return UsFrame(frame.index, frame.image, frame.truth, seg.prepare(unit), screen.prepare(unit) if screen else None,
+                           notice=frame.notice)
 
         def run_screen(item: Item) -> UsFrame:
             data: UsFrame = item.data
@@ -247,18 +274,33 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                 data.prob = _probability_plane(seg.run(data.x_seg))
             return data
 
+        last_bgr: list[np.ndarray] = []  # the newest overlay, dimmed under "NO SIGNAL" while the source is silent
+
         def overlay(item: Item) -> UsFrame:
             data: UsFrame = item.data
             result = None
             if data.prob is not None:
                 h, w = data.image.shape
-                result = mask_at_frame(data.prob, h, w, info.mm_per_px_xy, config.mask_threshold)
+                result = mask_at_frame(data.prob, h, w, _calibration(info, w, h), config.mask_threshold)
                 tally.add(result.area_px, result.area_mm2, result.mask, data.truth)
             data.bgr = draw_overlay(data.image, result, frame_number=data.index, latency_ms=item.latency_ms(),
-                                    screened_out="screened_out" in item.flags)
+                                    screened_out="screened_out" in item.flags, notice=data.notice)
+            last_bgr[:] = [data.bgr]
             if view is not None:
                 data.jpeg = encode_jpeg(data.bgr, config.jpeg_quality)
             return data
+
+        def on_event(event: SourceEvent) -> None:
+            if event.signal is False:
+                print(f"medge ultrasound: no signal from the source ({event.kind}); "
+                      + ("reopening it" if event.kind == "lost" else "waiting for frames"), file=sys.stderr, flush=True)
+                if view is not None:
+                    view.publish(encode_jpeg(no_signal_card(next(iter(last_bgr), None), info.width, info.height),
+                                             config.jpeg_quality))
+            elif event.kind in ("restored", "resize"):
+                detail = f"after {event.detail['gap_s']:.1f} s" if event.kind == "restored" else \
+                    "{}×{} → {}×{}".format(*event.detail["from"], *event.detail["to"])
+                print(f"medge ultrasound: source {event.kind} ({detail})", file=sys.stderr, flush=True)
 
         stages = [Stage("prepare", prepare)]
         if screen is not None:
@@ -276,16 +318,17 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             stack.callback(recorder.discard)
             sinks.append(Sink("record", lambda item: recorder.write(item.data.bgr), lossless=True, close=recorder.finish))
         pipeline = Pipeline(source, stages, sinks, lossless=lossless, pace=None if (live or lossless) else source.interval,
-                            limit=config.frames, warmup=config.warmup)
+                            limit=config.frames, warmup=config.warmup, on_event=on_event)
+        source.stop = pipeline.stop_event  # a stop ends a stall wait or a reopen backoff at once
         if view is not None:
             view.set_stats(pipeline.stats)
             print(f"medge ultrasound: browser view at {view.open_url}", file=sys.stderr, flush=True)
         stats = pipeline.run(progress=_progress_line if config.progress else None)
-        return _report(config, info, seg, screen, threshold, mode, stats, tally, view, recorder)
+        return _report(config, info, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes)
 
 
 def _report(config: UltrasoundConfig, info, seg, screen, threshold, mode: str, stats: dict[str, Any],
-            tally: _LesionTally, view, recorder) -> UltrasoundReport:
+            tally: _LesionTally, view, recorder, sizes: list[tuple[int, int]]) -> UltrasoundReport:
     f = stats["frames"]
     screened = int(f["flags"].get("screened_out", 0))
     models = {"segmenter": seg.describe()}
@@ -299,6 +342,8 @@ def _report(config: UltrasoundConfig, info, seg, screen, threshold, mode: str, s
                 "corrupt": f["corrupt"]},
         fps=stats["fps"], latency_ms={k: stats["latency_ms"][k] for k in ("end_to_end", "stages", "sinks")},
         drops=stats["drops"], lesion=tally.to_dict(),
+        source_events={"counts": stats["source"]["events"], "no_signal_s": stats["source"]["no_signal_s"],
+                       "sizes": [f"{w}x{h}" for w, h in sizes]},
         view={"kind": parse_view_kind(config.view), "url": view.url if view else None,
               "frames_sent": view.frames_sent if view else 0},
         record={"path": str(recorder.path), "frames": recorder.frames} if recorder and recorder.path.exists() else None,

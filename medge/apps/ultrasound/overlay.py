@@ -1,6 +1,8 @@
 """Draw the segmentation on the B-mode frame: contour, translucent fill, lesion area, frame number
-and pipeline latency burned into the corner (so glass-to-glass latency can be filmed), and a
-"no target" badge for frames the pre-screen skipped.  Nothing from the DICOM header is drawn.
+and pipeline latency burned into the corner (so glass-to-glass latency can be filmed), a
+"no target" badge for frames the pre-screen skipped and a notice badge (e.g. the signal just came
+back).  `no_signal_card` is what the view shows while the source delivers nothing.  Nothing from
+the DICOM header is drawn.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 FILL_BGR = (40, 200, 255)  # amber
 CONTOUR_BGR = (0, 255, 255)
 BADGE_BGR = (60, 60, 200)
+NO_SIGNAL_BGR = (30, 30, 220)  # red
 
 
 @dataclass
@@ -41,12 +44,41 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color:
     import cv2
 
     thickness = max(1, int(round(scale * 2)))
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    x, y = org
+    for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):  # a dark outline; a thicker stroke would be wider text
+        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
 
 
+def _badge(img: np.ndarray, label: str, row: int, scale: float, color: tuple[int, int, int]) -> None:
+    """A filled badge with `label` in the top-right corner, `row` badges down."""
+    import cv2
+
+    h, w = img.shape[:2]
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))))
+    x0, y0 = max(0, w - tw - 14), 6 + row * (th + 16)
+    cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), color, -1)
+    _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))
+
+
+def no_signal_card(last: np.ndarray | None, width: int, height: int, label: str = "NO SIGNAL") -> np.ndarray:
+    """BGR card for the view while the source delivers nothing: the last overlay frame dimmed (or
+    black at `width`×`height`) with a red `label` badge across the middle."""
+    import cv2
+
+    img = (last // 3) if last is not None else np.zeros((height, width, 3), np.uint8)
+    h, w = img.shape[:2]
+    scale = max(0.5, min(w, h) / 240.0)
+    thickness = max(1, int(round(scale * 2)))
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    x0, y0 = max(0, (w - tw) // 2 - 10), max(0, (h - th) // 2 - 10)
+    cv2.rectangle(img, (x0, y0), (min(w - 1, x0 + tw + 20), min(h - 1, y0 + th + 20)), NO_SIGNAL_BGR, -1)
+    cv2.putText(img, label, (x0 + 10, y0 + th + 10), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return img
+
+
 def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: int, latency_ms: float,
-                 screened_out: bool = False, alpha: float = 0.35) -> np.ndarray:
+                 screened_out: bool = False, notice: str | None = None, alpha: float = 0.35) -> np.ndarray:
     """BGR uint8 image of grey `frame` with the overlay (see module docstring)."""
     import cv2
 
@@ -65,10 +97,8 @@ def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: i
     elif seg is not None:
         _text(img, "no lesion", (6, h - 8), scale, (200, 200, 200))
     if screened_out:
-        label = "no target"
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))) + 2)
-        x0, y0 = w - tw - 14, 6
-        cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), BADGE_BGR, -1)
-        _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))
+        _badge(img, "no target", 0, scale, BADGE_BGR)
+    if notice:
+        _badge(img, notice, 1 if screened_out else 0, scale, NO_SIGNAL_BGR)
     _text(img, f"#{frame_number}  {latency_ms:5.1f} ms", (6, int(22 * scale / 0.6)), scale, (255, 255, 255))
     return img

@@ -26,20 +26,25 @@ from medge.errors import DataError, MedgeError, UsageError
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".mjpeg", ".mjpg"})
 FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
-SOURCE_CHOICES = "a video file, a folder of PNG/JPEG frames, a DICOM file, /dev/videoN, camera:N or synthetic[:FPS[:WxH]]"
+SOURCE_CHOICES = ("a video file or stream URL, a folder of PNG/JPEG frames, a DICOM file, /dev/videoN, camera:N or "
+                  "synthetic[:FPS[:WxH]]")
+STREAM_TIMEOUT_MS = 10_000  # a stream silent this long is closed (and reopened by the feed)
+STREAM_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "rtp://", "srt://")
 STUDY_SALT = os.environ.get("MEDGE_ID_SALT", "medge-ultrasound")
 
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the source, a uint8 grey image (H, W) and, for synthetic
-    frames, the true lesion mask (uint8 (H, W), all zeros when no lesion is in view)."""
+    """One decoded frame: its index in the source, a uint8 grey image (H, W), for synthetic frames the
+    true lesion mask (uint8 (H, W), all zeros when no lesion is in view) and a notice to burn into the
+    overlay (e.g. that the signal just came back)."""
 
     index: int
     image: np.ndarray
     truth: np.ndarray | None = None
+    notice: str | None = None
 
 
 @dataclass
@@ -89,33 +94,63 @@ def to_grey_u8(image: np.ndarray) -> np.ndarray:
 
 # --- video files and cameras ----------------------------------------------------------------------
 class VideoSource(FrameSource):
-    """A video file decoded by OpenCV; a frame that fails to decode mid-file is counted as corrupt."""
+    """A video file or stream (`url`: live) decoded by OpenCV; a frame that fails to decode mid-file is
+    counted as corrupt.  Motion JPEG is decoded frame by frame, so a stream that changes size mid-run
+    gives frames of the new size (OpenCV would scale them to the first size)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None = None, url: str | None = None) -> None:
         import cv2
 
-        self._cap = cv2.VideoCapture(str(path))
-        ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
-        if not ok or first is None:
+        name = path.name if path is not None else _redact(url or "")
+        if url:  # a refused or dropped connection is reported by us, once, without the address
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
+            with contextlib.suppress(AttributeError):
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+            self._cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, timeouts)
+        else:
+            self._cap = cv2.VideoCapture(str(path))
+        self._mjpeg = False
+        if self._cap.isOpened() and int(self._cap.get(cv2.CAP_PROP_FOURCC) or 0).to_bytes(4, "little") == b"MJPG":
+            self._mjpeg = bool(self._cap.set(cv2.CAP_PROP_FORMAT, -1))  # raw packets: one JPEG each
+        first = self._read() if self._cap.isOpened() else None
+        if first is None or isinstance(first, Corrupt):
             self._cap.release()
-            raise DataError(f"cannot read video {path.name}: OpenCV cannot decode it (not a video, truncated or an "
+            if url:
+                raise DataError(f"cannot read the stream {name}: nothing answers there or OpenCV cannot decode it; "
+                                "check the address and that the sender is running")
+            raise DataError(f"cannot read video {name}: OpenCV cannot decode it (not a video, truncated or an "
                             "unsupported codec); re-encode it as H.264/MJPEG mp4 or avi")
         self._first = first
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or None
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
-        self.info = SourceInfo("video", fps, count, first.shape[1], first.shape[0], label=path.name)
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.info = SourceInfo("stream" if url else "video", fps, count if count > 0 and not url else None,
+                               first.shape[1], first.shape[0], live=url is not None, label=name)
+
+    def _read(self) -> np.ndarray | Corrupt | None:
+        """The next frame as uint8 grey, `Corrupt` when it does not decode, None at the end."""
+        import cv2
+
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        if self._mjpeg:
+            image = cv2.imdecode(frame, cv2.IMREAD_GRAYSCALE) if frame.size else None
+            return Corrupt("video frame cannot be decoded") if image is None else image
+        return to_grey_u8(frame)
 
     def __iter__(self) -> Iterator[Frame | Corrupt]:
         index, frame, failures = 0, self._first, 0
         total = self.info.frames or 0
         while True:
-            if frame is not None:
-                yield Frame(index, to_grey_u8(frame))
+            if isinstance(frame, Corrupt):
+                yield frame
+            elif frame is not None:
+                yield Frame(index, frame)
                 failures = 0
             index += 1
-            ok, frame = self._cap.read()
-            if not ok:
-                frame = None
+            frame = self._read()
+            if frame is None:
                 failures += 1
                 if index >= total or failures > 10:  # the end (or a hopelessly broken tail)
                     return
@@ -197,7 +232,6 @@ class FolderSource(FrameSource):
         first = self._read(self._files[0])
         if first is None:
             raise DataError(f"cannot decode the first frame {self._files[0].name} in {folder.name}")
-        self._size = (first.shape[1], first.shape[0])
         self.info = SourceInfo("frames", fps or 30.0, len(self._files), first.shape[1], first.shape[0], label=folder.name,
                                details={"fps_from": "--fps" if fps else "default"})
 
@@ -208,16 +242,12 @@ class FolderSource(FrameSource):
         return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
 
     def __iter__(self) -> Iterator[Frame | Corrupt]:
-        import cv2
-
         for index, path in enumerate(self._files):
             image = self._read(path)
             if image is None:
                 yield Corrupt("image file cannot be decoded")
                 continue
-            if (image.shape[1], image.shape[0]) != self._size:
-                image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-            yield Frame(index, image)
+            yield Frame(index, image)  # at its own size, even when it differs from the first
 
 
 # --- DICOM ------------------------------------------------------------------------------------------
@@ -413,6 +443,11 @@ class SyntheticSource(FrameSource):
             index += 1
 
 
+def _redact(url: str) -> str:
+    """A stream URL without its user:password part (it must not reach logs or reports)."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 # --- parsing --------------------------------------------------------------------------------------
 def parse_size(text: str, what: str) -> tuple[int, int]:
     """``"640x480"`` → (640, 480)."""
@@ -447,6 +482,8 @@ def open_source(spec: str, *, fps: float | None = None, camera_size: tuple[int, 
         return SyntheticSource(*parse_synthetic(spec))
     if spec.startswith("camera:") or re.fullmatch(r"/dev/video\d+", spec):
         return CameraSource(spec, camera_size, camera_format)
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return VideoSource(url=spec)
     path = Path(spec)
     if not path.exists():
         raise DataError(f"source {spec} not found; pass {SOURCE_CHOICES}")

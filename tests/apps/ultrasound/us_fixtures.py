@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
+from fixtures.cli_checks import medge_command
+
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PHI-12345"  # must never show up in logs, reports or on screen
-
-
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def us_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:
@@ -100,3 +109,151 @@ def write_cine(path: Path, frames: list[np.ndarray], *, frame_time_ms: float | N
         ds["PixelData"].VR = "OB"
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def write_mjpeg(path: Path, frames: list[np.ndarray]) -> Path:
+    """A Motion-JPEG video (one JPEG per frame, each encoded by OpenCV at its own size)."""
+    import cv2
+
+    with open(path, "wb") as f:
+        for frame in frames:
+            f.write(cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes())
+    return path
+
+
+class MjpegSender:
+    """A live Motion-JPEG-over-HTTP sender on 127.0.0.1 (what IP cameras and capture boxes serve),
+    driven by the test: `send` frames to the connected receiver, pause (a stall), `vanish` (close
+    the connection and stop listening) and `come_back` on the same port."""
+
+    BOUNDARY = b"frame"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self._conn: socket.socket | None = None
+        self._connected = threading.Event()
+        self.come_back()
+
+    def come_back(self) -> None:
+        """Listen (again, on the same port) and accept the next receiver in the background."""
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(1)
+        self.port = self._listener.getsockname()[1]
+        self._connected.clear()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = conn.recv(4096)
+            if not chunk:
+                conn.close()
+                return
+            request += chunk
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=" + self.BOUNDARY + b"\r\n\r\n")
+        self._conn = conn
+        self.connections += 1
+        self._connected.set()
+
+    def wait_connected(self, timeout: float = 60) -> None:
+        assert self._connected.wait(timeout), "the app never connected to the stream"
+
+    def send(self, frames: list[np.ndarray], fps: float = 30.0) -> None:
+        """Send `frames` at `fps` to the connected receiver."""
+        import cv2
+
+        assert self._conn is not None
+        for frame in frames:
+            jpeg = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
+            self._conn.sendall(b"--" + self.BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                               + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+            time.sleep(1.0 / fps)
+
+    def vanish(self) -> None:
+        """The source disappears: the connection closes and nothing listens on the port."""
+        self._listener.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class RunningApp:
+    """`medge ultrasound` in a subprocess; stderr is drained in a thread and the view URL parsed from it."""
+
+    def __init__(self, args: list[str], report: Path) -> None:
+        self.report = report
+        self.proc = subprocess.Popen(medge_command() + ["ultrasound", *args, "--report", str(report)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        self.stderr: list[str] = []
+        self.url: str | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self._ready.wait(120) or self.url is None:
+            self.proc.kill()
+            raise AssertionError("the app did not start its view: " + "".join(self.stderr)[-2000:])
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if "browser view at " in line:
+                self.url = line.rsplit(" ", 1)[1].strip()
+                self._ready.set()
+        self._ready.set()
+
+    def stop(self, sig: int | None) -> dict:
+        """Send `sig` (None: let the app end by itself), wait, check the exit and return the report."""
+        if sig is not None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("the app did not end: " + "".join(self.stderr)[-2000:]) from None
+        assert self.proc.returncode == 0, "".join(self.stderr)[-2000:]
+        assert "ultrasound" in out  # the summary table
+        return json.loads(self.report.read_text())
+
+    def stats(self) -> dict:
+        """The live stats the view serves."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "stats", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def wait_stats(self, ok, timeout: float = 30) -> dict:
+        """Poll the live stats until `ok(stats)`; fail with the app's stderr after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if ok(stats):
+                return stats
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"stats never matched: {stats}\n" + "".join(self.stderr)[-2000:])
+            time.sleep(0.05)
+
+
+def headless_chromium(profile: Path):
+    """Debian's Chromium, headless, driven by selenium through chromedriver (the caller quits it)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--window-size=800,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
