@@ -100,6 +100,7 @@ PAGE = """<!doctype html>
 td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}</style></head>
 <body><h3>{title}</h3><img id="frame" src="/stream" alt="live stream">
 <div id="alert" hidden style="width:max-content;background:#c22;color:#fff;font-weight:bold;padding:2px 10px"></div>
+<div id="nosignal" hidden style="width:max-content;background:#c22;color:#fff;font-weight:bold;padding:2px 10px">NO SIGNAL</div>
 <div id="summary">waiting for stats…</div>
 <details open><summary>all stats</summary>
 <table id="stats"><tr><td>waiting for stats…</td></tr></table></details>
@@ -120,6 +121,7 @@ function summarize(d) {{
 }}
 function show(data) {{
   if (data.frames) document.getElementById("summary").textContent = summarize(data);
+  document.getElementById("nosignal").hidden = !(data.source && data.source.signal === false);
   const alert = document.getElementById("alert"); alert.hidden = !data.alert; alert.textContent = data.alert || "";
   const t = document.getElementById("stats");
   t.innerHTML = "";
@@ -349,16 +351,19 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
             if self._head:
                 return
-            seen = 0
+            seen, repeated = 0, True
             while not view.board.closed:
-                seq, frame = view.board.wait_newer(seen, timeout=1.0)
-                if frame is None or seq == seen:
+                seq, frame = view.board.wait_newer(seen, timeout=0.5)
+                if frame is None or (seq == seen and repeated):
                     continue
-                seen = seq
+                # a browser shows a part only once the next one starts: when no newer frame came, the newest
+                # (a "no signal" card, say) goes once more, so it shows even if no other frame follows
+                repeated, seen = seq == seen, seq
                 head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame)}\r\n\r\n").encode()
                 self.wfile.write(head + frame + b"\r\n")
                 self.wfile.flush()
-                view._count_sent()
+                if not repeated:
+                    view._count_sent()
 
         def _events(self) -> None:
             self.send_response(200)
