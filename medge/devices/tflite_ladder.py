@@ -360,9 +360,9 @@ def find_refusal(float_path: Path, quantized: Path, error: BaseException) -> Ref
     AEQ renamed it, by its position among the compute ops (QUANTIZE/DEQUANTIZE left out)."""
     text = _messages(error)
     match = _REFUSED.search(text)
-    message = " ".join(text[:match.start()].split(" | ")[-1:]).strip() if match else text
     if match is None:
-        return Refusal(message) if "litert cannot load" in text else None
+        return Refusal(text) if "litert cannot load" in text else None
+    message = text[:match.start()].rsplit(" | ", 1)[-1].strip()  # the kernel's own words, before the node
     refusal = Refusal(message or match.group(0), match.group(2), match.group(3))
     ops, names, dtypes = _plain_graph(quantized)
     index = int(match.group(1))
@@ -455,13 +455,6 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
         forced16[scope] = in_int16([*writers, scope])
         return "int16"
 
-    def refused(result: Attempt, summary: str, refusal: Refusal) -> Attempt:
-        result.passed = False
-        result.gate = {"kind": "refused", "passed": False, "refused": dataclasses.asdict(refusal), "summary": summary}
-        attempts.append(result)
-        progress(f"litert ladder attempt {result.index} ({result.action}): failed {summary}")
-        return result
-
     def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
         while True:
             now_floats = list(dict.fromkeys([*floats, *forced_float]))
@@ -471,18 +464,7 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                 f", refused {kinds[n]} to float" + (" (float outputs)" if n in ladder.output_ops else "")
                 for n in forced_float)
             result = Attempt(len(attempts), action + moved, list(now_int16), list(now_floats))
-            try:
-                ladder.quantize(output, now_int16, now_floats)
-            except TargetError as exc:  # AEQ has no int16 recipe for the op just moved there
-                if not forced16:
-                    raise
-                scope = list(forced16)[-1]
-                refusal = Refusal(" ".join(str(exc).split()), kinds[scope], "quantize", scope, "int16")
-                forced16.pop(scope)
-                forced_float.append(scope)
-                refused(result, f"ai-edge-quantizer cannot make the refused {kinds[scope]} int16; it goes to float",
-                        refusal)
-                continue
+            ladder.quantize(output, now_int16, now_floats)
             try:
                 result = judge(output, result)
             except (RuntimeError, ValueError, MedgeError) as exc:
@@ -491,7 +473,12 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                     raise TargetError(f"the quantized .tflite cannot run on LiteRT ({_messages(exc)[:200]}); "
                                       "try --precision fp16") from exc
                 step = escalate(refusal, now_int16, now_floats)
-                refused(result, refusal.describe() + (f"; the {refusal.op_type} goes to {step}" if step else ""), refusal)
+                summary = refusal.describe() + (f"; the {refusal.op_type} goes to {step}" if step else "")
+                result.passed = False
+                result.gate = {"kind": "refused", "passed": False, "refused": dataclasses.asdict(refusal),
+                               "summary": summary}
+                attempts.append(result)
+                progress(f"litert ladder attempt {result.index} ({result.action}): failed {summary}")
                 if step is None:  # nothing to move (or too many refusals): the ladder goes on
                     return result
                 continue
