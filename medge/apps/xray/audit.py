@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +81,33 @@ class AuditLog:
                 self._fd = -1
 
 
+# Messages of pydicom and highdicom that quote a value read from a header (a birth date that does
+# not parse, a patient name without a caret): they are dropped, as warnings and as log records.
+_QUOTING_VALUES = (r"Invalid value for VR ", r"The string .* is unlikely to represent the intended person name")
+
+
+class _DropQuotedValues(logging.Filter):
+    """Drops log records whose message would quote a header value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(re.match(pattern, message) for pattern in _QUOTING_VALUES)
+
+
+_DROP_QUOTED_VALUES = _DropQuotedValues()
+
+
 def quiet_dicom_loggers() -> None:
-    """Stop pynetdicom and highdicom from logging identifiers, even with ``--verbose`` (pynetdicom
-    logs the identifiers of C-STORE/C-FIND requests, highdicom the UIDs of the studies it copies)."""
+    """Stop pynetdicom, pydicom and highdicom from logging identifiers, even with ``--verbose``
+    (pynetdicom logs the identifiers of C-STORE/C-FIND requests, highdicom the UIDs of the studies
+    it copies and, as warnings, patient names it finds odd; pydicom quotes values that do not parse)."""
     from pynetdicom import _config
 
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     for name in ("pynetdicom", "highdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("pydicom", "highdicom"):
+        logging.getLogger(name).addFilter(_DROP_QUOTED_VALUES)
+    for pattern in _QUOTING_VALUES:
+        warnings.filterwarnings("ignore", message=pattern)

@@ -4,8 +4,9 @@ preprocessing of one radiograph from its metadata.
 Preprocessing follows the DICOM display pipeline (`medge.calibration.dicom.dicom_to_unit`):
 BitsStored masking, modality LUT (rescale slope/intercept), VOI LUT / window, MONOCHROME1
 inversion, then the model's own resize and normalisation (`image_to_model`).  Compressed transfer
-syntaxes are decoded by pydicom's pylibjpeg/openjpeg plugins.  What the model cannot read is
-`NotAnalysable` with a reason: a modality other than CR/DX, a lateral view, undecodable pixels.
+syntaxes are decoded by pydicom's pylibjpeg/openjpeg/pyjpegls plugins.  What the model cannot read
+is `NotAnalysable` with a reason: a modality other than CR/DX, a lateral view, a body part other
+than the chest, an image the SR cannot reference, undecodable pixels.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from medge.apps.model import AppModel
+from medge.apps.xray.source import cs_values, iod_of, missing_uids
 from medge.errors import DataError, MedgeError
 from medge.metadata import ModelMeta
 
 ANALYSED_MODALITIES = frozenset({"CR", "DX"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
+CHEST_TERMS = ("CHEST", "THORAX", "TORAX", "LUNG")  # in a Body Part Examined value: the chest
 
 
 class NotAnalysable(Exception):
@@ -103,13 +106,25 @@ def read_study(path: Path) -> Any:
 
 
 def check_analysable(ds: Any) -> None:
-    """Raise NotAnalysable unless `ds` is a frontal CR/DX image."""
-    modality = str(ds.get("Modality", "") or "").upper()
-    if modality not in ANALYSED_MODALITIES:
-        raise NotAnalysable(f"modality {modality or 'missing'} is not CR/DX")
-    view = str(ds.get("ViewPosition", "") or "").upper()
-    if view in LATERAL_VIEWS:
-        raise NotAnalysable(f"lateral view ({view}); the model reads frontal views only")
+    """Raise NotAnalysable unless `ds` is a frontal chest CR/DX image the SR can reference.
+
+    Type 2 and 3 attributes may be missing or odd (see `source.cs_values`): a missing View
+    Position is taken as frontal, a missing Body Part Examined as the chest."""
+    modalities = cs_values(ds, "Modality")
+    if not modalities or modalities[0] not in ANALYSED_MODALITIES:
+        raise NotAnalysable(f"modality {'/'.join(modalities) or 'missing'} is not CR/DX")
+    lateral = [view for view in cs_values(ds, "ViewPosition") if view in LATERAL_VIEWS]
+    if lateral:
+        raise NotAnalysable(f"lateral view ({lateral[0]}); the model reads frontal views only")
+    parts = cs_values(ds, "BodyPartExamined")
+    if parts and not any(term in part for part in parts for term in CHEST_TERMS):
+        raise NotAnalysable(f"body part {'/'.join(parts)[:32]} is not the chest")
+    missing = missing_uids(ds)
+    if missing:
+        raise NotAnalysable(f"no {missing[0]}; the SR could not reference the image")
+    sop_class = str(ds.SOPClassUID).strip()
+    if iod_of(sop_class) is None:
+        raise NotAnalysable(f"SOP class {sop_class[:64]} is not an image storage class the SR can reference")
     if ds.get("PixelData") is None and ds.get("FloatPixelData") is None:
         raise NotAnalysable("no pixel data")
 

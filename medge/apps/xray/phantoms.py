@@ -1,8 +1,9 @@
 """Synthetic chest radiographs as DICOM files, for demos, tests and the bench (no real patient data).
 
 The image is a `medge.calibration.synthetic.cxr` phantom, stored as DX/CR with the usual
-radiography encodings: 12–16 bits stored in 16, a VOI window, optional modality rescale,
-MONOCHROME1 (inverted) or MONOCHROME2, optional JPEG 2000 compression.  Patient fields are
+radiography encodings: 12–16 bits stored in 16 (or 8 in 8), a VOI window, optional modality
+rescale, MONOCHROME1 (inverted) or MONOCHROME2, optional lossless JPEG 2000, JPEG-LS or RLE
+compression.  Patient fields are
 obviously fake placeholders.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+COMPRESSIONS = ("jpeg2000", "jpegls", "rle")
 SOP_CLASSES = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1",
                "CT": "1.2.840.10008.5.1.4.1.1.2"}
 
@@ -26,9 +28,10 @@ class PhantomSpec:
     view: str = "PA"
     photometric: str = "MONOCHROME2"
     bits_stored: int = 12
+    bits_allocated: int = 16  # 8 (with bits_stored <= 8) or 16
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
-    compress: str | None = None  # None | "jpeg2000" (lossless)
+    compress: str | None = None  # None | one of COMPRESSIONS (all lossless)
     junk_high_bits: bool = False  # set the unused bits above BitsStored (readers must mask them)
     seed: int = 0
     patient_id: str = "FAKE-0001"
@@ -48,16 +51,17 @@ def phantom_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def phantom_dataset(spec: PhantomSpec, image: np.ndarray | None = None, study_uid: str | None = None):
     """A pydicom `FileDataset` for `spec` (the image is generated from the seed unless given)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
     unit = phantom_image(spec.size, spec.seed)[0] if image is None else np.asarray(image, dtype=np.float32)
     top = 2 ** spec.bits_stored - 1
     stored = np.rint(np.clip(unit, 0.0, 1.0) * top)
     if spec.photometric == "MONOCHROME1":
         stored = top - stored
-    stored = stored.astype(np.uint16)
-    if spec.junk_high_bits and spec.bits_stored < 16:
-        stored |= np.uint16((0xFFFF << spec.bits_stored) & 0xFFFF)
+    dtype = np.uint8 if spec.bits_allocated == 8 else np.uint16
+    stored = stored.astype(dtype)
+    if spec.junk_high_bits and spec.bits_stored < spec.bits_allocated:
+        stored |= dtype((0xFFFF << spec.bits_stored) & (2 ** spec.bits_allocated - 1))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASSES[spec.modality]
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -76,13 +80,18 @@ def phantom_dataset(spec: PhantomSpec, image: np.ndarray | None = None, study_ui
         ds.BodyPartExamined = "CHEST"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, spec.photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, spec.bits_stored, spec.bits_stored - 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = spec.bits_allocated, spec.bits_stored, spec.bits_stored - 1
+    ds.PixelRepresentation = 0
     ds.RescaleSlope, ds.RescaleIntercept = spec.rescale_slope, spec.rescale_intercept
     low, high = spec.rescale_intercept, spec.rescale_intercept + spec.rescale_slope * top
     ds.WindowCenter, ds.WindowWidth = (low + high) / 2.0, high - low + 1
     ds.PixelData = stored.tobytes()
     if spec.compress == "jpeg2000":
         ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    elif spec.compress == "jpegls":
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    elif spec.compress == "rle":
+        ds.compress(RLELossless, encoding_plugin="pydicom")
     elif spec.compress is not None:
         raise ValueError(f"unknown compression {spec.compress!r}")
     return ds

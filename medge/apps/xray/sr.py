@@ -10,8 +10,9 @@ One measurement group (TID 1501) per finding, each with
   threshold,
 * a reference to the source image (SOP class + instance).
 
-The SR joins the original study (patient and study modules are copied from the source by
-highdicom) in a new series.  Its UIDs are derived from the source SOPInstanceUID, the model hash
+The SR joins the original study (patient and study modules are copied by highdicom from
+`source.sr_source`, the source's header with missing type 2 attributes present and empty) in a new
+series.  Its UIDs are derived from the source SOPInstanceUID, the model hash
 and the operating-point version, so re-analysing the same image gives the same SR (idempotent at
 the PACS).
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from medge.apps.xray.source import sr_source
 
 PRIVATE_SCHEME = "99MEDGE"
 SR_SERIES_NUMBER = 9901
@@ -72,6 +75,7 @@ def build_sr(source: Any, findings: list[Finding], *, model_name: str, model_sha
     from highdicom.sr import CodedConcept
     from pydicom.sr.codedict import codes
 
+    source = sr_source(source)
     series_uid, sop_uid = sr_uids(str(source.SOPInstanceUID), model_sha256, ops_version)
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(model_sha256),

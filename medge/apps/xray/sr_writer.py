@@ -6,8 +6,11 @@ studies/s.  The content of our SRs differs between studies only in a few values:
 patient/study attributes copied from the source, the source-image references, the scores and the
 present/absent codes.  `SRWriter` keeps the first highdicom SR of each layout (source SOP class,
 findings, thresholds) as encoded bytes, and for each later study parses a copy and sets exactly
-those values, in ~20 ms.  A test checks that the result equals highdicom's own SR for the same
-study, element by element (creation times aside).
+those values, in ~20 ms.  Both paths start from `source.sr_source` (the source header with
+missing type 2 attributes present and empty), so the first SR of a layout and every later one are
+built from the same attributes whatever the arrival order.  Tests check that the result equals
+highdicom's own SR for the same study, element by element (creation times aside), in both orders
+of an anonymised and a complete study.
 """
 
 from __future__ import annotations
@@ -17,26 +20,13 @@ import threading
 from io import BytesIO
 from typing import Any
 
+from medge.apps.xray.source import patient_study_keywords, sr_source
 from medge.apps.xray.sr import PRIVATE_SCHEME, Finding, build_sr, sr_bytes, sr_uids
 
 TIME_KEYWORDS = ("InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime", "SeriesDate",
                  "SeriesTime")
 _IMAGING_MEASUREMENTS, _GROUP, _TRACKING_UID, _SOURCE = "126010", "125007", "112040", "121112"
 _ACQUISITION_EQUIPMENT = "109101"
-
-
-def patient_study_keywords(sop_class_uid: str) -> list[str]:
-    """Root attributes of the Patient and Study IEs of the source's IOD (what highdicom copies)."""
-    from highdicom._standard_utils import (
-        get_iod_module_map,
-        get_module_attribute_map,
-        get_sop_class_iod_map,
-    )
-
-    modules, attributes = get_iod_module_map(), get_module_attribute_map()
-    iod = get_sop_class_iod_map()[sop_class_uid]
-    return [str(item["keyword"]) for module in modules[iod] if module["ie"] in ("Patient", "Study")
-            for item in attributes[module["key"]] if len(item["path"]) == 0]
 
 
 def _code(item: Any) -> str:
@@ -64,6 +54,7 @@ class SRWriter:
 
     def build(self, source: Any, findings: list[Finding]) -> Any:
         """The SR dataset for `source` (a pydicom dataset) and its findings."""
+        source = sr_source(source)
         key = (str(source.SOPClassUID), tuple((f.name, f.threshold) for f in findings))
         with self._lock:
             template = self._templates.get(key)
@@ -86,7 +77,7 @@ class SRWriter:
         series_uid, sop_uid = sr_uids(str(source.SOPInstanceUID), self.model_sha256, self.ops_version)
         sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = sop_uid
         sr.SeriesInstanceUID = series_uid
-        for keyword in patient_study_keywords(str(source.SOPClassUID)):
+        for keyword in ("SpecificCharacterSet", *patient_study_keywords(str(source.SOPClassUID))):
             if keyword in sr:
                 delattr(sr, keyword)
             if keyword in source:

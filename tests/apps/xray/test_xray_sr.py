@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from io import BytesIO
-
-import pydicom
 import pytest
+from anon_helpers import normalised_sr
 
 CHEXNET = ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
            "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia"]
-
-
-def _normalised(sr) -> dict:
-    from medge.apps.xray.sr import sr_bytes
-    from medge.apps.xray.sr_writer import TIME_KEYWORDS
-
-    ds = pydicom.dcmread(BytesIO(sr_bytes(sr)))
-    for keyword in TIME_KEYWORDS:
-        if keyword in ds:
-            delattr(ds, keyword)
-    for item in ds.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            del item.ContributionDateTime
-    return {"meta": ds.file_meta.to_json_dict(), "data": ds.to_json_dict()}
 
 
 @pytest.mark.parametrize("modality", ["DX", "CR"])
@@ -45,7 +29,7 @@ def test_patched_sr_equals_highdicom_sr(modality):
     assert writer.built_by_highdicom == 1
     reference = build_sr(other, findings, model_name="cxr-densenet121", model_sha256="ab" * 32,
                          ops_version="0123456789ab")
-    assert _normalised(patched) == _normalised(reference)
+    assert normalised_sr(patched) == normalised_sr(reference)
     # And it reads back as a TID 1500 report about `other`.
     sr = hd.sr.Comprehensive3DSR.from_dataset(patched)
     assert sr.PatientID == "OTHER-2" and sr.StudyInstanceUID == other.StudyInstanceUID
