@@ -150,3 +150,30 @@ def test_histogram_percentiles_match_numpy():
         assert hist.percentile(q) == pytest.approx(np.percentile(values, q, method="inverted_cdf"), rel=0.006)
     assert hist.summary()["max"] == pytest.approx(values.max())
     assert LatencyHistogram().summary()["p50"] is None
+
+
+def test_source_events_are_counted_apart_from_frames_and_limit_stops_at_once():
+    from medge.apps.pipeline import SourceEvent, clock
+
+    seen: list[str] = []
+    blocked = threading.Event()
+
+    def source():
+        yield 0
+        yield SourceEvent("stall", signal=False, at=clock() - 2.0)  # silent for 2 s already
+        yield SourceEvent("resize")
+        yield 1
+        yield SourceEvent("restored", signal=True)
+        yield 2
+        blocked.wait(30)  # a live source with nothing more to send: --frames 3 must not wait for it
+        yield 3
+
+    t0 = time.perf_counter()
+    stats = Pipeline(source(), [Stage("s", lambda item: item.data)], limit=3, lossless=True,
+                     on_event=lambda event: seen.append(event.kind)).run()
+    assert time.perf_counter() - t0 < 10
+    assert stats["frames"]["in"] == 3 and stats["frames"]["out"] == 3  # events are not frames
+    assert stats["source"]["events"] == {"stall": 1, "resize": 1, "restored": 1} and seen == ["stall", "resize", "restored"]
+    assert stats["source"]["signal"] is True and 2.0 <= stats["source"]["no_signal_s"] < 9
+    _accounting_closes(stats)
+    blocked.set()

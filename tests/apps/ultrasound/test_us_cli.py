@@ -129,6 +129,8 @@ def test_bad_inputs_are_one_line_errors(run_cli, app_bundles, tmp_path):
          "already in use"),
         (("--segmenter", seg, "--source", tmp_path / "nothing.mp4"), "not found"),
         (("--segmenter", seg, "--source", "synthetic", "--view", "window"), "--view window needs"),
+        (("--segmenter", seg, "--source", "http://nurse:s3cret@127.0.0.1:1/us.mjpg"),
+         "cannot read the stream http://127.0.0.1:1/us.mjpg"),
     ]
     try:
         for args, needle in cases:
@@ -136,7 +138,10 @@ def test_bad_inputs_are_one_line_errors(run_cli, app_bundles, tmp_path):
                 run_cli("ultrasound", *args, "--frames", "3")
             line = assert_one_line_error(res, needle)
             assert str(tmp_path) not in line or "nothing.mp4" in line
+            assert "s3cret" not in res.stderr + res.stdout  # a stream's password never shows
     finally:
         taken.close()
     res = run_cli("ultrasound", "--segmenter", seg, "--source", "synthetic", "--view", "web")
     assert_one_line_error(res, "--view", code=2)
+    res = run_cli("ultrasound", "--segmenter", seg, "--source", "synthetic", "--view", "none", "--stall-timeout", "0")
+    assert_one_line_error(res, "--stall-timeout must be > 0", code=2)

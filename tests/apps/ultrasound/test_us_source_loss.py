@@ -33,13 +33,28 @@ def _no_signal_card_is_shown(app: RunningApp) -> None:
     assert red > 0.3, red  # mostly the red badge (the rest: its white text and the dimmed last frame)
 
 
+def _red_badge_frames(video) -> list[bool]:
+    """For each frame of `video`: whether its top-right corner holds a red badge."""
+    import cv2
+
+    cap, flags = cv2.VideoCapture(str(video)), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return flags
+        h, w = frame.shape[:2]
+        b, g, r = frame[: h // 3, w // 3:].reshape(-1, 3).astype(int).T
+        flags.append(bool(np.mean((r > 150) & (g < 90) & (b < 90)) > 0.02))
+
+
 def test_live_stream_that_stalls_vanishes_and_changes_size(app_bundles, tmp_path):
     sender = MjpegSender()
     small, big = us_frames(30, 160, 120), us_frames(45, 240, 180)
     first_phase = threading.Thread(target=lambda: (sender.wait_connected(), sender.send(small)), daemon=True)
     first_phase.start()  # the app opens the stream at start-up: frames must flow while it loads
     app = RunningApp(["--segmenter", str(app_bundles.segmenter), "--source", sender.url, "--stall-timeout", "0.5",
-                      "--mm-per-px", "0.3", "--frames", "75", "--view", "browser:127.0.0.1:0"], tmp_path / "r.json")
+                      "--mm-per-px", "0.3", "--frames", "75", "--view", "browser:127.0.0.1:0",
+                      "--record", str(tmp_path / "live.avi")], tmp_path / "r.json")
     driver = headless_chromium(tmp_path / "chromium-profile") if CHROMIUM and CHROMEDRIVER else None
     try:
         if driver is not None:
@@ -80,6 +95,10 @@ def test_live_stream_that_stalls_vanishes_and_changes_size(app_bundles, tmp_path
     assert report["source_events"]["sizes"] == ["160x120", "240x180"]
     assert report["source_events"]["no_signal_s"] >= STALL_S - 0.3
     assert report["lesion"]["segmented_frames"] == report["frames"]["processed"] > 0
+    # the recording: the frames of the first second after each gap carry the red "no signal for N s" badge
+    badged = _red_badge_frames(tmp_path / "live.avi")
+    assert len(badged) == report["record"]["frames"] == report["frames"]["processed"]
+    assert not badged[0] and sum(badged) >= 5, badged
     stderr = "".join(app.stderr)
     assert "no signal from the source (stall)" in stderr and "no signal from the source (lost)" in stderr
     assert "source resize (160×120 → 240×180)" in stderr
