@@ -115,7 +115,9 @@ def artifact_precision(ref: ArtifactRef) -> str:
     if path.suffix == ".onnx":
         import onnx
 
-        model = onnx.load(str(path), load_external_data=False)
+        from medge.runtimes.model_file import load_onnx
+
+        model = load_onnx(path, check=False)  # resolve_artifact checked it
         ops = {n.op_type for n in model.graph.node}
         if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
             return "int8"

@@ -102,11 +102,16 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
 
 def onnx_runner(onnx_path: Path) -> Runner:
     """Run the FP32 ONNX model on ONNX Runtime CPU."""
-    import onnxruntime as ort
+    from medge.runtimes import open_runtime
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: [np.asarray(o, dtype=np.float32) for o in sess.run(None, x if isinstance(x, dict) else {name: x})]
+    rt = open_runtime(onnx_path, "onnxruntime")
+    name, out_names = rt.inputs()[0].name, [o.name for o in rt.outputs()]
+
+    def run(x: Any) -> list[np.ndarray]:
+        outputs = rt.infer(x if isinstance(x, dict) else {name: x})
+        return [np.asarray(outputs[n], dtype=np.float32) for n in out_names]
+
+    return run
 
 
 def artifact_runner(artifact: Path, runtime: str | None = None, *, channel_last: bool = False, **options: Any) -> Runner:

@@ -23,16 +23,18 @@ def write_reference(out_dir: Path, onnx_path: Path, source: str | None, n: int =
     import onnxruntime as ort
 
     from medge.devices.recipe_parity import load_inputs
+    from medge.runtimes import open_runtime
 
     data = load_inputs(onnx_path, source, n=n)
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    in_names = [i.name for i in sess.get_inputs()]
-    out_names = [o.name for o in sess.get_outputs()]
-    feeds = [x if isinstance(x, dict) else {in_names[0]: x} for x in data.inputs]  # dicts: several inputs
-    per_output: list[list[np.ndarray]] = [[] for _ in out_names]
-    for feed in feeds:
-        for i, y in enumerate(sess.run(None, feed)):
-            per_output[i].append(np.asarray(y, dtype=np.float32))
+    with open_runtime(onnx_path, "onnxruntime") as rt:
+        in_names = [i.name for i in rt.inputs()]
+        out_names = [o.name for o in rt.outputs()]
+        feeds = [x if isinstance(x, dict) else {in_names[0]: x} for x in data.inputs]  # dicts: several inputs
+        per_output: list[list[np.ndarray]] = [[] for _ in out_names]
+        for feed in feeds:
+            outputs = rt.infer(feed)
+            for i, name in enumerate(out_names):
+                per_output[i].append(np.asarray(outputs[name], dtype=np.float32))
     inputs_path, outputs_path = out_dir / REFERENCE_INPUTS, out_dir / REFERENCE_OUTPUTS
     inputs_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(inputs_path, **{name: np.concatenate([f[name] for f in feeds], axis=0) for name in in_names})

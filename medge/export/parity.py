@@ -81,17 +81,6 @@ def random_feed(specs: list, batch: int, rng: np.random.Generator) -> dict[str, 
     return feed
 
 
-def _ort_session(onnx_bytes: bytes):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise ExportError(f"ONNX Runtime cannot load the exported model: {str(exc)[:300]}") from None
-
-
 def _torch_outputs(module, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
     import torch
 
@@ -133,7 +122,9 @@ def check_parity(
 ) -> ParityResult:
     """Compare PyTorch and ONNX Runtime outputs on every input (`inputs`: `InputSpec`s); pass when
     every element is within atol + rtol·|ref|."""
-    session = _ort_session(onnx_bytes)
+    from medge.runtimes.ort import ort_session
+
+    session = ort_session(onnx_bytes, label="the exported model")
     cases: list[tuple[str, dict[str, np.ndarray]]] = []
     for batch in batch_sizes:
         for i in range(n_random):

@@ -38,7 +38,7 @@ from medge.quantize.metrics import (
     task_metric,
 )
 from medge.quantize.report import Attempt, QuantizeReport
-from medge.runtimes.model_file import ModelFile, open_onnx
+from medge.runtimes.model_file import ModelFile, load_onnx, open_onnx
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ def _data_summary(source: str, data: Any) -> dict[str, Any]:
 
 def _model_bytes(path: Path) -> int:
     """Size of an ONNX file plus its external data files."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path, check=False)
     files = {path}
     for init in model.graph.initializer:
         for entry in init.external_data:
@@ -125,7 +123,7 @@ def _weight_bytes(path: Path) -> int | None:
         return None
     import onnx
 
-    model = onnx.load(str(path))
+    model = load_onnx(path, external_data=True, check=False)
     return sum(len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
 
 
@@ -257,9 +255,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         if config.precision == "int8-dynamic" and _conv_heavy(prepared):
             report.warnings.append(DYNAMIC_CONV_WARNING)
         if config.keep_output_head_fp32 and config.precision.startswith("int8"):
-            import onnx
-
-            gate.always_fp32 = output_head_nodes(onnx.load(str(prepared), load_external_data=False))
+            gate.always_fp32 = output_head_nodes(load_onnx(prepared, check=False))
             report.output_head_fp32 = list(gate.always_fp32)
         if gate.eval_data is not None:
             gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
@@ -327,9 +323,7 @@ def _load_data(config: QuantizeConfig, model: Path, gate: _Gate, report: Quantiz
 
 
 def _conv_heavy(model_path: Path) -> bool:
-    import onnx
-
-    ops = [n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    ops = [n.op_type for n in load_onnx(model_path, check=False).graph.node]
     convs = sum(op in ("Conv", "ConvTranspose") for op in ops)
     return convs > 0 and convs >= sum(op in ("MatMul", "Gemm") for op in ops)
 
@@ -343,13 +337,11 @@ def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport)
     worst node groups back to FP32 (1, 2, 4 … groups), with the stage-1 tensors still at 16 bits.
     Stage 3: the modules (name scopes) holding the worst groups, whole, to FP32 (`fallback_scopes`).
     """
-    import onnx
-
     from medge.quantize.fallback_scopes import module_scopes, scope_nodes
     from medge.quantize.sensitivity import rank_fallback_groups
 
     backend = gate.backend
-    graph = onnx.load(str(prepared), load_external_data=False)
+    graph = load_onnx(prepared, check=False)
     artifact, attempt = first, report.attempts[-1]
     schemes = backend.recovery_schemes(graph, gate.options)
     if schemes:  # whole-model alternatives first; node fallback then starts from the best of them

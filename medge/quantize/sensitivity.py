@@ -34,13 +34,10 @@ def _with_outputs(model, names: list[str]):
 
 def _run_exposed(model, names: list[str], feeds_list: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Values of tensors `names` (those that exist) for each feeds dict, as float32."""
-    import onnxruntime as ort
+    from medge.runtimes.ort import ort_session
 
     exposed = _with_outputs(model, names)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(exposed.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(exposed.SerializeToString(), optimize=False, label="the model with its activations exposed")
     wanted = set(names)
     out_names = [o.name for o in sess.get_outputs() if o.name in wanted]
     inputs = {i.name: i.type for i in sess.get_inputs()}

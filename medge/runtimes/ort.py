@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import MedgeError
+from medge.errors import MedgeError, ModelLoadError
+from medge.registry import import_optional
 from medge.runtimes.base import Runtime, TensorInfo
 
 # medge device name → ONNX Runtime execution providers, most preferred first.
@@ -58,7 +59,7 @@ class OrtRuntime(Runtime):
     _profile_dir: str | None = None
 
     def _load(self, artifact: Path, device: str, threads: int | None, **options: Any) -> None:
-        import onnxruntime as ort
+        ort = import_optional("onnxruntime", what="ONNX artifacts")
 
         key = device.lower()
         if key not in PROVIDERS:
@@ -70,23 +71,12 @@ class OrtRuntime(Runtime):
                 f"onnxruntime: device '{device}' needs {wanted[0]}, which this onnxruntime build lacks "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu or use --runtime-device cpu"
             )
-        so = ort.SessionOptions()
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if options.get("emulate_qdq"):
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
+        profile_prefix = None
         if options.get("profiling"):
             self._profile_dir = tempfile.mkdtemp(prefix="medge-ort-prof-")
-            so.enable_profiling = True
-            so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
-        try:
-            self._session = ort.InferenceSession(
-                str(artifact), sess_options=so, providers=[p for p in wanted if p in available]
-            )
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise MedgeError(f"onnxruntime cannot load {artifact.name}: {str(exc).splitlines()[0]}") from exc
+            profile_prefix = os.path.join(self._profile_dir, "ort")
+        self._session = ort_session(artifact, threads=threads, providers=[p for p in wanted if p in available],
+                                    optimize=not options.get("emulate_qdq"), profile_prefix=profile_prefix)
 
     def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         def info(arg: Any) -> TensorInfo:
@@ -115,6 +105,33 @@ class OrtRuntime(Runtime):
             shutil.rmtree(self._profile_dir, ignore_errors=True)
             self._profile_dir = None
         self._session = None
+
+
+def ort_session(model: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None,
+                optimize: bool = True, profile_prefix: str | None = None, label: str | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of an ONNX file or serialized model, run sequentially:
+    the one place medge creates one.  `optimize` False runs the graph as written (no fusions);
+    failures are one `ModelLoadError` line naming `label` (default: the file name)."""
+    ort = import_optional("onnxruntime", what="ONNX artifacts")
+
+    so = ort.SessionOptions()
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only; warnings would interleave with medge's own lines
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=so, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        name = label or (Path(model).name if not isinstance(model, bytes) else "the model")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"onnxruntime cannot load {name}: {first[:300]}") from None
 
 
 def parse_ort_trace(path: Path) -> list[dict[str, Any]]:
