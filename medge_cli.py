@@ -30,6 +30,7 @@ COMMANDS = (
     "ultrasound",
     "ecg",
     "xray",
+    "matrix",
 )
 
 
