@@ -38,9 +38,11 @@ WRITE_TIMEOUT_S = 2.0  # a real-time device buffers this long for a host that do
 REPLAY_WRITE_TIMEOUT_S = 10.0  # a replay as fast as the host reads waits for a busy host
 READER_TIMEOUT_S = 30.0
 READER_SETTLE_S = 0.3  # the host flushes its input buffer right after opening the port (pyserial does)
+REOPEN_SETTLE_S = 1.0  # the same after a reopen, with more margin: a lost frame there would be counted as delivered
 HANGUP_DELAY_S = 2.0  # keep the line up briefly after the last frame so that readers drain it
 REOPEN_DOWN_S = 0.5  # --reopen-at: how long the device stays away before it appears again
 DRAIN_TIMEOUT_S = 5.0  # --reopen-at: how long to wait for the host to read what was sent
+DRAIN_QUIET_S = 0.3  # --reopen-at: how long the host's input queue must stay empty before the hang-up
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,21 @@ class PtyPort:
         time.sleep(down_s)
         self._open()
 
-    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-        """Wait until the host's input queue is empty (so a hang-up loses no byte that was sent)."""
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S, quiet_s: float = DRAIN_QUIET_S) -> None:
+        """Wait until the host's input queue stays empty for `quiet_s` (so a hang-up loses no byte that was sent).
+
+        FIONREAD counts the line discipline's buffer only; bytes the kernel has not moved there yet
+        (its flip buffer) are not counted, hence an empty queue must last a while, not be seen once.
+        """
         fd = os.open(self.slave_name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             deadline = time.monotonic() + timeout_s
+            quiet_since = None
             while time.monotonic() < deadline:
                 queued = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-                if queued == 0:
+                now = time.monotonic()
+                quiet_since = (quiet_since or now) if queued == 0 else None
+                if quiet_since is not None and now - quiet_since >= quiet_s:
                     return
                 time.sleep(0.01)
         finally:
@@ -132,15 +141,15 @@ class PtyPort:
     def _events(self, timeout_s: float) -> int:
         return sum(ev for _, ev in self._poll.poll(int(timeout_s * 1000)))
 
-    def wait_for_reader(self, timeout_s: float = READER_TIMEOUT_S) -> None:
-        """Block until a host opens the link; `DataError` after `timeout_s`."""
+    def wait_for_reader(self, timeout_s: float = READER_TIMEOUT_S, settle_s: float = READER_SETTLE_S) -> None:
+        """Block until a host opens the link (then `settle_s` for its flush); `DataError` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while self._events(0) & select.POLLHUP:
             if time.monotonic() > deadline:
                 raise DataError(f"no reader opened {self.link} within {timeout_s:g} s; start 'medge ecg stream "
                                 f"--port {self.link}' while the simulator runs")
             time.sleep(0.02)
-        time.sleep(READER_SETTLE_S)
+        time.sleep(settle_s)
 
     def write(self, data: bytes) -> int:
         """Write `data`; returns the bytes written, fewer when the host stops reading or goes away."""
@@ -245,7 +254,7 @@ def simulate(out: PtyPort | SerialPort, samples_uv: np.ndarray, *, rate_hz: int,
         if faults.reopen_at is not None and t >= faults.reopen_at and not truth.reopens and isinstance(out, PtyPort):
             out.reopen()
             truth.reopens += 1
-            out.wait_for_reader()
+            out.wait_for_reader(settle_s=REOPEN_SETTLE_S)
             out.write(b"\x00" if protocol == "medge" else b"")  # a fresh link starts at a delimiter
             prev_delimiter_ok = True
             resume_at = (time.monotonic() - t0) if realtime else t + REOPEN_DOWN_S  # samples taken meanwhile are lost

