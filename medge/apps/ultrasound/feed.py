@@ -75,7 +75,7 @@ class Feed(FrameSource):
         last = clock()
         lost_at: float | None = None
         restored_at: float | None = None
-        gap = 0.0
+        gap, base, next_index = 0.0, 0, 0  # a reopened source counts its frames from 0 again: keep numbering on
         while not self._stopping():
             try:
                 item = handover.get(timeout=min(0.1, self.stall_s))
@@ -88,7 +88,12 @@ class Feed(FrameSource):
                     yield SourceEvent("stall", signal=False, at=last)
                 continue
             payload = item.data
+            if isinstance(payload, Corrupt):  # a frame not delivered or not decodable is no signal either
+                yield payload
+                continue
             if isinstance(payload, SourceEvent):
+                if payload.kind == "reopened":
+                    base = next_index
                 if payload.signal is False and lost_at is not None:
                     payload = replace(payload, signal=None)  # already without signal (a stall first)
                 elif payload.signal is False:
@@ -100,7 +105,9 @@ class Feed(FrameSource):
             if lost_at is not None:
                 gap, lost_at, restored_at = now - lost_at, None, now
                 yield SourceEvent("restored", signal=True, detail={"gap_s": round(gap, 3)})
-            if isinstance(payload, Frame) and restored_at is not None and now - restored_at < RESTORED_NOTICE_S:
+            payload.index += base
+            next_index = payload.index + 1
+            if restored_at is not None and now - restored_at < RESTORED_NOTICE_S:
                 payload.notice = f"no signal for {gap:.1f} s"
             yield payload
 

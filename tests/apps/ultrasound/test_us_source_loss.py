@@ -50,17 +50,20 @@ def _red_badge_frames(video) -> list[bool]:
 def test_live_stream_that_stalls_vanishes_and_changes_size(app_bundles, tmp_path):
     sender = MjpegSender()
     small, big = us_frames(30, 160, 120), us_frames(45, 240, 180)
-    first_phase = threading.Thread(target=lambda: (sender.wait_connected(), sender.send(small)), daemon=True)
-    first_phase.start()  # the app opens the stream at start-up: frames must flow while it loads
-    app = RunningApp(["--segmenter", str(app_bundles.segmenter), "--source", sender.url, "--stall-timeout", "0.5",
-                      "--mm-per-px", "0.3", "--frames", "75", "--view", "browser:127.0.0.1:0",
-                      "--record", str(tmp_path / "live.avi")], tmp_path / "r.json")
+    opening = threading.Thread(target=lambda: (sender.wait_connected(), sender.send(small[:5])), daemon=True)
+    opening.start()  # the app opens the stream at start-up: a few frames must come while it loads
     driver = headless_chromium(tmp_path / "chromium-profile") if CHROMIUM and CHROMEDRIVER else None
+    app = RunningApp(["--segmenter", str(app_bundles.segmenter), "--source", sender.url, "--mm-per-px", "0.3",
+                      "--frames", "75", "--view", "browser:127.0.0.1:0", "--record", str(tmp_path / "live.avi")],
+                     tmp_path / "r.json")  # the default --stall-timeout: 1 s
     try:
+        opening.join(60)
+        streaming = threading.Thread(target=sender.send, args=(small[5:],), daemon=True)
+        streaming.start()  # the stream goes on while the page opens
         if driver is not None:
             driver.get(app.url)
-        first_phase.join(60)
-        t_silent = time.monotonic()
+        streaming.join(60)
+        t_silent = sender.last_sent
         # 1. the stream stalls for 3 s: no signal in the stats, the card in the view, the badge on the page
         stats = app.wait_stats(lambda s: s["source"]["signal"] is False, timeout=STALL_S)
         assert stats["frames"]["in"] == 30 and stats["source"]["events"] == {"stall": 1}
@@ -103,7 +106,8 @@ def test_live_stream_that_stalls_vanishes_and_changes_size(app_bundles, tmp_path
     assert "no signal from the source (stall)" in stderr and "no signal from the source (lost)" in stderr
     assert "source resize (160×120 → 240×180)" in stderr
     assert "Connection refused" not in stderr and "tcp://" not in stderr and "[http @" not in stderr  # no FFmpeg noise
-    print("\nstall/loss/resize run:", report["frames"], report["source_events"])
+    print("\nstall/loss/resize run:", report["frames"], report["source_events"],
+          [line.split(": ", 1)[1].strip() for line in app.stderr if "source restored" in line])
 
 
 def test_video_whose_frame_size_changes_is_processed_at_each_size(run_cli, app_bundles, tmp_path):

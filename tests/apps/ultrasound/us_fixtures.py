@@ -131,6 +131,7 @@ class MjpegSender:
     def __init__(self) -> None:
         self.port = 0
         self.connections = 0
+        self.last_sent = 0.0  # time.monotonic() of the last frame sent
         self._conn: socket.socket | None = None
         self._connected = threading.Event()
         self.come_back()
@@ -178,6 +179,7 @@ class MjpegSender:
             jpeg = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
             self._conn.sendall(b"--" + self.BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+            self.last_sent = time.monotonic()
             time.sleep(1.0 / fps)
 
     def vanish(self) -> None:
