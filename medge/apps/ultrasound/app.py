@@ -224,7 +224,8 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             view = BrowserView(host, port, title="medge ultrasound", security=config.view_security,
                                port_hint="pass a free one with --view browser:HOST:PORT (port 0 picks any)")
             stack.enter_context(view)
-        def reopen():
+
+        def reopen() -> Any:  # a FrameSource; called again by the feed when a live source is lost
             return open_source(config.source, fps=config.fps, camera_size=config.camera_size,
                                camera_format=config.camera_format)
 
