@@ -30,6 +30,8 @@ COMMANDS = (
     "ultrasound",
     "ecg",
     "xray",
+    "doctor",
+    "deploy",
     "matrix",
 )
 

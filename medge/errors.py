@@ -34,12 +34,26 @@ class UnknownNameError(MedgeError):
     """A name that is not in a registry (model, runtime, target, backend)."""
 
 
+# On aarch64 (Jetson) these come from JetPack, not PyPI: pip's wheels would replace or shadow them.
+JETPACK_PACKAGES: dict[str, str] = {
+    "torch": "NVIDIA's PyTorch wheel for your JetPack release",
+    "onnxruntime": "NVIDIA's onnxruntime-gpu wheel for your JetPack release (not PyPI's onnxruntime)",
+    "cv2": "JetPack's OpenCV with GStreamer (sudo apt install python3-opencv)",
+    "tensorrt": "JetPack's TensorRT (sudo apt install python3-libnvinfer)",
+}
+
+
 class MissingDependencyError(MedgeError):
     """An optional dependency is not installed."""
 
     def __init__(self, package: str, extra: str, *, what: str | None = None) -> None:
+        import platform
+
         need = f" for {what}" if what else ""
-        super().__init__(f"{package} is not installed{need}; install it with: pip install 'medge[{extra}]'")
+        fix = f"pip install 'medge[{extra}]'"
+        if platform.machine() == "aarch64" and package in JETPACK_PACKAGES:  # a Jetson keeps NVIDIA's builds
+            fix = f"{JETPACK_PACKAGES[package]} (on a Jetson), else {fix}"
+        super().__init__(f"{package} is not installed{need}; install it with: {fix}")
         self.package = package
         self.extra = extra
 

@@ -52,16 +52,18 @@ class AppModel:
     def open(cls, path: str | Path, *, role: str = "model", expect_task: str | Sequence[str] | None = None,
              runtime: str | None = None, device: str | None = None, threads: int | None = None,
              input_size: tuple[int, int] | None = None, **options: Any) -> "AppModel":
-        """Open `path` (bundle dir, .onnx, .xml or .tflite) for the app role `role` (used in errors).
+        """Open `path` (bundle dir, .onnx, .xml or .tflite, or a zoo name: see `medge.apps.zoo_cache`)
+        for the app role `role` (used in errors).
 
         `expect_task` names the accepted task(s) from the metadata; `input_size` (H, W) overrides
         the metadata size for artifacts with dynamic spatial dimensions.  Raises `MedgeError`s
         with one-line messages for a wrong task, missing metadata or a size the artifact cannot take.
         """
+        from medge.apps.zoo_cache import resolve_app_model
         from medge.calibration.preprocess import model_input_kind
         from medge.runtimes import open_runtime
 
-        ref = resolve_artifact(path, runtime)
+        ref = resolve_artifact(resolve_app_model(path, role), runtime)
         meta = ref.meta
         if meta is None:
             raise MedgeError(f"{role} {ref.label} carries no medge metadata (task, preprocessing); "

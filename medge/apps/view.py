@@ -30,7 +30,9 @@ BOUNDARY = "medgeframe"
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     """JPEG bytes of a uint8 grey (H, W) or BGR (H, W, 3) image (OpenCV channel order)."""
-    import cv2
+    from medge.registry import import_optional
+
+    cv2 = import_optional("cv2", what="the browser view")
 
     ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:

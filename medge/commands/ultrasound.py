@@ -61,6 +61,9 @@ def run(args: argparse.Namespace):
         raise UsageError(f"--warmup must be ≥ 0 (got {args.warmup})")
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must be in (0, 1) (got {args.mask_threshold})")
+    from medge.registry import import_optional
+
+    import_optional("cv2", what="the ultrasound app")  # one line before anything starts, not a thread's traceback
     config = UltrasoundConfig(
         segmenter=args.segmenter, source=args.source, screen=args.screen, screen_threshold=args.screen_threshold,
         view=args.view, realtime=args.realtime, frames=args.frames, record=args.record, threads=args.threads,

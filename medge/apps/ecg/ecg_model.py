@@ -2,13 +2,12 @@
 
 ``--model`` is anything `medge.apps.model.AppModel` opens (a bundle folder, ``.onnx``, ``.xml``,
 ``.tflite`` with medge metadata) or a zoo name, which is exported once to ONNX into the user cache
-(``$XDG_CACHE_HOME/medge/apps``).  The leads, sample rate, window length and scale all come
+(``$XDG_CACHE_HOME/medge/apps``; on a device without torch the cached file is used).  The leads, sample rate, window length and scale all come
 from the metadata; nothing about the model is hard-coded here.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +18,20 @@ from medge.errors import DataError, ModelLoadError
 DERIVE_KEY = "derive_limb_leads"
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medge" / "apps"
-
-
 def resolve_artifact(ref: str) -> Path:
-    """A model path, or the cached ONNX export of a zoo model (exported on first use)."""
+    """A model path, or the cached ONNX export of a zoo model (exported on first use, see `medge.apps.zoo_cache`)."""
+    from medge.apps.zoo_cache import is_zoo_name, zoo_onnx
+
     path = Path(ref)
     if path.exists() or path.suffix or "/" in ref:
         return path  # AppModel names a missing or unreadable file in its own one-line error
-    from medge.zoo import MODELS  # light: the registry does not build models
-
-    if ref not in MODELS.names():
+    if not is_zoo_name(ref):
         from medge.errors import did_you_mean
+        from medge.zoo import MODELS
 
         raise ModelLoadError(f"model '{ref}' is neither a file nor a zoo model;{did_you_mean(ref, MODELS.names())} "
                              "pass an .onnx file or a zoo name such as ecg-3to12")
-    target = _cache_dir() / f"{ref}.onnx"
-    if not target.is_file():
-        from medge.export import export_onnx
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(ref, target)
-    return target
+    return zoo_onnx(ref, "--model")
 
 
 def load_lead_model(ref: str, threads: int | None = None):
