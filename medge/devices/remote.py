@@ -164,6 +164,18 @@ class SshSession:
         if proc.returncode != 0:
             raise MedgeError(f"copying {local.name} to {self.target.label} failed: {proc.stderr.strip()}")
 
+    def copy_file(self, local: Path, remote_path: str) -> None:
+        """Copy one file to exactly `remote_path` on the device (``scp``)."""
+        args = ["scp", "-q", *self._common()]
+        if self.target.port:
+            args += ["-P", str(self.target.port)]
+        args += [str(local), f"{self.target.destination}:{shlex.quote(remote_path)}"]
+        proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 255 or (proc.returncode != 0 and "lost connection" in proc.stderr.lower()):
+            self._raise_for_ssh(proc)
+        if proc.returncode != 0:
+            raise MedgeError(f"copying {local.name} to {self.target.label} failed: {proc.stderr.strip()}")
+
 
 def _artifact_files(path: Path) -> list[Path]:
     """The local files that make up an artifact (IR .bin, ONNX external data) or the bundle folder."""
@@ -250,3 +262,38 @@ def profile_remote(config: ProfileConfig, device: str, opts: SshOptions | None =
     report.artifact = str(local)  # the device's copy was temporary
     report.remote = target.label
     return report
+
+
+def remote_medge_json(session: SshSession, args: list[str], *, timeout: float | None = None) -> dict:
+    """Run ``medge ARGS --json`` on the device and return its JSON report (one-line errors otherwise)."""
+    command = " ".join([session.opts.remote_command, *(shlex.quote(a) for a in args), "--json"])
+    proc = session.run(command, check=False, timeout=timeout)
+    if _not_installed(proc, session.opts.remote_command):
+        raise MedgeError(f"medge is not installed on {session.target.label} ('{session.opts.remote_command}' not found); "
+                         "install it there (pip install 'medge[device]') or point --remote-medge at it")
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("medge: error:")]
+        detail = lines[-1] if lines else (proc.stderr.strip().splitlines() or ["no JSON report"])[-1]
+        raise MedgeError(f"'medge {args[0]}' failed on {session.target.label}: {detail}") from exc
+    return data
+
+
+def forward_port(session: SshSession, remote_port: int) -> int:
+    """Forward a free local loopback port to ``127.0.0.1:remote_port`` on the device over the session's
+    master connection (so a service bound to the device's loopback can be probed); returns the local port."""
+    import socket
+
+    if session._control_dir is None:
+        raise MedgeError("forward_port needs an open SshSession (use it as a context manager)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local = s.getsockname()[1]
+    args = ["ssh", *session._common(), "-O", "forward", "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}",
+            session.target.destination]
+    proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+    if proc.returncode != 0:
+        raise MedgeError(f"cannot forward port {remote_port} of {session.target.label}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return local
