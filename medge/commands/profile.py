@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from medge.errors import UsageError
 
 HELP = "measure load time, latency percentiles, throughput, peak memory and per-layer times"
 EXAMPLE = ["medge profile build/cxr-intel", "medge profile build/cxr-jetson --device ssh://nvidia@jetson.local"]
@@ -10,7 +13,8 @@ EXAMPLE = ["medge profile build/cxr-intel", "medge profile build/cxr-jetson --de
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
-    parser.add_argument("artifact", help="model file (.onnx, .xml, .tflite, .engine) or a bundle folder")
+    parser.add_argument("artifact", nargs="+",
+                        help="model file (.onnx, .xml, .tflite, .engine) or a bundle folder (several with --farm)")
     parser.add_argument("--runtime", help="runtime (default: from the bundle or the file suffix)")
     parser.add_argument("--device", default="local", help="'local' (default) or ssh://user@host[:port]")
     parser.add_argument("--runtime-device", help="runtime device: cpu, cuda, CPU, GPU, NPU (default: bundle's or cpu)")
@@ -33,6 +37,16 @@ def run(args: argparse.Namespace):
     """Run the command."""
     from medge.devices.profiling import ProfileConfig, profile_artifact
 
+    if args.farm:
+        return _run_farm(args)
+    if len(args.artifact) > 1:
+        raise UsageError(f"one artifact at a time without --farm (got {len(args.artifact)}); profile several with --farm FARM.yaml")
+    farm_only = [flag for flag, value in (("--target", args.target), ("--all-devices", args.all_devices),
+                                          ("--per-target", args.per_target), ("--device-timeout", args.device_timeout))
+                 if value]
+    if farm_only:
+        raise UsageError(f"{', '.join(farm_only)} need --farm FARM.yaml")
+    args.artifact = args.artifact[0]
     options = {"precision": args.precision} if args.precision else {}
     config = ProfileConfig(
         artifact=args.artifact,
@@ -55,3 +69,24 @@ def run(args: argparse.Namespace):
     validate_config(config)
     remote_cmd = f"{args.remote_python} -m medge_cli" if args.remote_python else args.remote_medge
     return profile_remote(config, args.device, SshOptions(key=args.ssh_key, options=args.ssh_option, remote_command=remote_cmd))
+
+
+def _run_farm(args: argparse.Namespace):
+    """`--farm`: every bundle on every matching device of the farm, leased, with per-device timeouts."""
+    from medge.scale.farm import load_farm
+    from medge.scale.farm_profile import profile_on_farm
+
+    if args.device != "local":
+        raise UsageError("--farm and --device are exclusive: the farm file names the devices")
+    if args.per_target is not None and args.per_target < 1:
+        raise UsageError(f"--per-target must be >= 1 (got {args.per_target})")
+    if args.device_timeout is not None and args.device_timeout <= 0:
+        raise UsageError(f"--device-timeout must be > 0 (got {args.device_timeout})")
+    farm = load_farm(args.farm)
+    passed = ["--warmup", str(args.warmup), "--runs", str(args.runs), "--layers", str(args.layers), "--seed", str(args.seed)]
+    for flag, value in (("--runtime", args.runtime), ("--runtime-device", args.runtime_device),
+                        ("--threads", args.threads), ("--inputs", args.inputs), ("--precision", args.precision)):
+        if value is not None:
+            passed += [flag, str(value)]
+    return profile_on_farm(args.artifact, farm, Path(args.farm_output), target=args.target, per_target=args.per_target,
+                           profile_args=passed, timeout_s=args.device_timeout)

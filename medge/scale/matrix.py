@@ -79,6 +79,7 @@ def run_matrix(spec: MatrixSpec, out: Path, *, engine: str = "local", jobs: int 
     t0 = time.monotonic()
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} is a file; give a folder for the matrix results")
+    out = out.resolve()  # cells get absolute paths (their own processes, Ray workers)
     jsonl = out / "results.jsonl"
     if jsonl.exists() and not resume and read_rows(jsonl):
         raise UsageError(f"{out} already holds results; pass --resume to continue it or choose another -o folder")
@@ -132,7 +133,8 @@ def run_matrix(spec: MatrixSpec, out: Path, *, engine: str = "local", jobs: int 
             for run, result in runner.poll(running, 0.5):
                 running.remove(run)
                 cell = _cell_of(spec, run.cell)
-                result.setdefault("seconds", round(time.monotonic() - run.started, 3))
+                result["wall_s"] = round(time.monotonic() - run.started, 3)  # the driver's view: queue + start + cell
+                result.setdefault("seconds", result["wall_s"])
                 record(cell, run.attempt, result, run.extra["started"])
                 status = result["status"]
                 if status in RETRIED and run.attempt <= cell.retries:
