@@ -31,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ssh.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE", help="extra ssh -o option (repeatable)")
     ssh.add_argument("--remote-medge", default="medge", metavar="CMD", help="medge command on the device (default 'medge')")
     ssh.add_argument("--remote-python", metavar="PY", help="run 'PY -m medge_cli' on the device instead of --remote-medge")
+    farm = parser.add_argument_group("device farm (--farm FARM.yaml)")
+    farm.add_argument("--farm", metavar="FARM.yaml", help="profile every bundle on the farm's devices at once (leased)")
+    farm.add_argument("--target", help="--farm: devices of this target (default: each bundle's target)")
+    how = farm.add_mutually_exclusive_group()
+    how.add_argument("--all-devices", action="store_true", help="--farm: on every matching device (default)")
+    how.add_argument("--per-target", type=int, metavar="N", help="--farm: on N devices of the target")
+    farm.add_argument("--device-timeout", type=float, metavar="S", help="--farm: seconds per profile (default: farm file's)")
+    farm.add_argument("--farm-output", default="farm-profile", metavar="DIR",
+                      help="--farm: folder for farm_profile.json, farm_latency.png and each run's report")
 
 
 def run(args: argparse.Namespace):
