@@ -33,6 +33,7 @@ COMMANDS = (
     "doctor",
     "deploy",
     "matrix",
+    "farm",
 )
 
 
