@@ -139,8 +139,9 @@ class _Scheduler:
             report.unlink(missing_ok=True)
             argv = [*medge_cli(), "profile", str(job.bundle), "--device", device.address, *device.ssh_args(),
                     *self.profile_args, "--report", str(report)]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True)
+            with open(report.with_suffix(".log"), "w") as log:  # a file, never a pipe that could fill up
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                        start_new_session=True)
             self.running[name] = (job, proc, lease, time.monotonic(), report)
             print(f"medge: farm: {job.bundle.name} on {name} ({device.address})", file=sys.stderr, flush=True)
 
@@ -154,7 +155,8 @@ class _Scheduler:
             report = {}
         if status == "ok" and proc.returncode != 0:
             status = "failed"
-            note = report.get("error") or (proc.stderr.read() if proc.stderr else "").strip()[-300:] or f"exit {proc.returncode}"
+            log = report_path.with_suffix(".log").read_text(errors="replace").strip().splitlines()
+            note = report.get("error") or (log[-1][-300:] if log else f"exit {proc.returncode}")
         self.rows.append(_row(job, device, status, report if status == "ok" else {}, note, time.monotonic() - t0))
         if status == "ok":
             note_seen(self.farm, device)
