@@ -43,6 +43,41 @@ def _first(value: Any) -> float:
     return float(value)
 
 
+def _positive_pair(value: Any) -> list[float] | None:
+    """Two finite values > 0 from a multi-valued DS element, else None."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    try:
+        pair = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return pair if len(pair) == 2 and all(np.isfinite(v) and v > 0 for v in pair) else None
+
+
+def pixel_spacing_mm(ds: Any) -> tuple[list[float] | None, str | None]:
+    """((dx, dy) mm per pixel, None) from Pixel Spacing, else Imager Pixel Spacing corrected by the
+    Estimated Radiographic Magnification Factor (PS3.3 C.8.11.7: Imager Pixel Spacing is at the
+    detector); (None, warning) when the spacing is there but unusable; (None, None) when absent.
+
+    DICOM stores spacing as row spacing (dy) then column spacing (dx); pydicom reads the values, and
+    neither pydicom nor highdicom has a reader that checks them, so the checks are here."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        element = ds.get(keyword)
+        if element is None or element == "":
+            continue
+        name = "Pixel Spacing" if keyword == "PixelSpacing" else "Imager Pixel Spacing"
+        pair = _positive_pair(element)
+        if pair is None:
+            return None, f"{name} {str(element)[:40]!s} is not two positive numbers: areas are in px"
+        if keyword == "ImagerPixelSpacing":
+            factor = _positive_pair([ds.get("EstimatedRadiographicMagnificationFactor"), 1.0])
+            if factor is None:
+                return None, ("Imager Pixel Spacing is at the detector and the file has no valid Estimated "
+                              "Radiographic Magnification Factor to bring it to the patient: areas are in px")
+            pair = [v / factor[0] for v in pair]
+        return [pair[1], pair[0]], None
+    return None, None
+
+
 def dicom_to_unit(frame: np.ndarray, ds: Any, pre: dict[str, Any]) -> np.ndarray:
     """Map one decoded frame to display intensities in [0, 1].
 

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-format", metavar="FOURCC", help="camera pixel format, e.g. MJPG or YUYV")
     parser.add_argument("--input-size", metavar="HxW", help="model input size for artifacts with dynamic spatial dimensions")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is lesion (default 0.5)")
+    parser.add_argument("--min-lesion-area", metavar="AREA",
+                        help="smaller regions are not a lesion: in px or mm², e.g. 25px or 7mm2 (default 7mm2 on a "
+                             "calibrated source, else 25px)")
+    parser.add_argument("--linger", type=float, default=0.0, metavar="S",
+                        help="keep the browser view open S seconds after a file source ends, with its last frame and "
+                             "summary (default 0; Ctrl-C ends it earlier)")
     parser.add_argument("--stall-timeout", type=float, default=1.0, metavar="S",
                         help="a live source (camera, stream) silent this long shows 'no signal' and is counted as a stall "
                              "(default 1 s); a lost one is reopened with backoff")
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace):
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     if args.warmup < 0:
         raise UsageError(f"--warmup must be ≥ 0 (got {args.warmup})")
+    if not args.linger >= 0:
+        raise UsageError(f"--linger must be ≥ 0 seconds (got {args.linger})")
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must be in (0, 1) (got {args.mask_threshold})")
     from medge.registry import import_optional
@@ -71,5 +79,6 @@ def run(args: argparse.Namespace):
         camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
         camera_format=args.camera_format, input_size=input_size, mask_threshold=args.mask_threshold,
         warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security(args),
+        min_lesion_area=args.min_lesion_area, linger_s=args.linger,
     )
     return run_ultrasound(config)

@@ -22,6 +22,10 @@ from medge.errors import UsageError
 from medge.reports import Report
 
 
+DEFAULT_MIN_AREA_MM2, DEFAULT_MIN_AREA_PX = 7.0, 25.0  # a 3 mm disc; 5×5 px
+DEMO_NOTICE = "demo weights trained on synthetic data: not for clinical use"
+
+
 @dataclass
 class UltrasoundConfig:
     """Everything `medge ultrasound` needs (see the command's help for each field)."""
@@ -46,6 +50,8 @@ class UltrasoundConfig:
     warmup: int = 5
     progress: bool = True
     stall_timeout: float = 1.0
+    min_lesion_area: str | None = None  # "25px" / "7mm2"; default DEFAULT_MIN_AREA_MM2 when calibrated, else _PX
+    linger_s: float = 0.0  # the browser view stays open this long after a file source ends
     view_security: Any = None  # medge.apps.view_security.ViewSecurity (HTTPS, token, bind rule)
 
 
@@ -77,11 +83,13 @@ class UltrasoundReport(Report):
 
         src = self.source
         size = f"{src.get('width')}×{src.get('height')}"
-        mm = f", {src['mm_per_px']:.3f} mm/px" if src.get("mm_per_px") else ""
-        rows = [("source", f"{src.get('kind')} {src.get('label', '')} {size}{mm}, {src.get('fps') or '?'} fps"),
+        mm = f", {src['mm_per_px']:.3f} mm/px" if src.get("mm_per_px") else ", areas in px"
+        fps = f"{src['fps']:.1f}" if src.get("fps") else "?"
+        rows = [("source", f"{src.get('kind')} {src.get('label', '')} {size}{mm}, {fps} fps"),
                 ("mode", self.mode + (" (stopped early)" if self.stopped_early else ""))]
         for role, m in self.models.items():
-            rows.append((role, f"{m['artifact']} [{m['runtime']}/{m['device']}] input {'×'.join(map(str, m['input']))}"))
+            rows.append((role, f"{m['model']} sha256 {m['sha256'][:12]}{' (demo weights)' if m.get('demo') else ''}: "
+                               f"{m['artifact']} [{m['runtime']}/{m['device']}] input {'×'.join(map(str, m['input']))}"))
         f = self.frames
         rows.append(("frames", f"in {f.get('in')} = processed {f.get('processed')} + screened out {f.get('screened_out')} "
                                f"+ dropped {f.get('dropped')} + corrupt {f.get('corrupt')}"))
@@ -95,7 +103,7 @@ class UltrasoundReport(Report):
         for name, s in self.latency_ms.get("stages", {}).items():
             rows.append((f"  {name}", ms(s)))
         if self.lesion:
-            rows.append(("lesion", ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.lesion.items())))
+            rows.append(("lesion", ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.lesion.items())))
         if self.view.get("url"):
             rows.append(("view", f"{self.view['url']} ({self.view.get('frames_sent', 0)} frames sent)"))
         if self.record:
@@ -121,9 +129,11 @@ class UsFrame:
 
 
 class _LesionTally:
-    """Lesion statistics gathered in the overlay thread (with Dice against the truth of synthetic frames)."""
+    """Lesion statistics gathered in the overlay thread (with Dice against the truth of synthetic frames);
+    the report holds them rounded as the table prints them (areas 0.1 mm², Dice 0.001)."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_area: tuple[float, str]) -> None:
+        self.min_area = min_area
         self.segmented = 0
         self.with_lesion = 0
         self.max_area_px = 0
@@ -142,13 +152,14 @@ class _LesionTally:
             self.dice.append(2.0 * inter / (area_px + int(np.count_nonzero(truth))))
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"segmented_frames": self.segmented, "frames_with_lesion": self.with_lesion}
+        data: dict[str, Any] = {"segmented_frames": self.segmented, "frames_with_lesion": self.with_lesion,
+                                "min_lesion_area": f"{self.min_area[0]:g} {'mm²' if self.min_area[1] == 'mm2' else 'px'}"}
         if self.max_area_mm2 is not None:
-            data["max_area_mm2"] = self.max_area_mm2
+            data["max_area_mm2"] = round(self.max_area_mm2, 1)
         else:
             data["max_area_px"] = self.max_area_px
         if self.dice:  # synthetic source: how well the bundle finds the lesion it was shown
-            data["dice_vs_truth_median"] = float(np.median(self.dice))
+            data["dice_vs_truth_median"] = round(float(np.median(self.dice)), 3)
             data["dice_vs_truth_frames"] = len(self.dice)
         return data
 
@@ -180,6 +191,39 @@ def _calibration(info: Any, width: int, height: int) -> list[float] | None:
     return [info.mm_per_px_xy[0] * info.width / width, info.mm_per_px_xy[1] * info.height / height]
 
 
+def model_identity(model: Any) -> dict[str, Any]:
+    """Name, version (the artifact's sha256) and whether a model carries medge's demo weights (a zoo
+    model exported without --weights)."""
+    from medge.fileio import sha256_file
+
+    source = (model.meta.extra or {}).get("source") or {}
+    return {"model": model.meta.model, "sha256": sha256_file(model.ref.path),
+            "demo": source.get("kind") == "zoo" and not source.get("weights")}
+
+
+def _min_area(config: UltrasoundConfig, info: Any) -> tuple[float, str]:
+    """The minimum lesion area of this run: `--min-lesion-area`, else the default for the source."""
+    from medge.apps.ultrasound.overlay import parse_min_area
+
+    if config.min_lesion_area is None:
+        return (DEFAULT_MIN_AREA_MM2, "mm2") if info.mm_per_px_xy else (DEFAULT_MIN_AREA_PX, "px")
+    value, unit = parse_min_area(config.min_lesion_area)
+    if unit == "mm2" and not info.mm_per_px_xy:
+        raise UsageError(f"--min-lesion-area {config.min_lesion_area} is in mm² but the source has no calibration "
+                         "(no mm per pixel); give it in px (e.g. 25px) or pass --mm-per-px")
+    return value, unit
+
+
+def _linger(view: Any, seconds: float) -> None:
+    """Keep the browser view (last frame, final stats) open `seconds` after the run; Ctrl-C ends it."""
+    import time
+
+    print(f"medge ultrasound: the run ended; the view stays open {seconds:g} s (Ctrl-C ends it)", file=sys.stderr,
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        time.sleep(seconds)
+
+
 def run_ultrasound(config: UltrasoundConfig) -> UltrasoundReport:
     """Run the app until the source ends, `--frames` are read, or SIGINT/SIGTERM; return the report."""
     import signal
@@ -202,7 +246,7 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
     from medge.apps.model import AppModel, classifier_threshold
     from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
     from medge.apps.ultrasound.feed import Feed
-    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame, no_signal_card
+    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame, min_area_px, no_signal_card
     from medge.apps.ultrasound.sources import open_source
     from medge.apps.view import BrowserView, encode_jpeg, parse_view
 
@@ -244,14 +288,22 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         if config.mm_per_px is not None:
             if config.mm_per_px <= 0:
                 raise UsageError(f"--mm-per-px must be > 0 (got {config.mm_per_px})")
+            if info.kind == "dicom":
+                info.warnings.append(f"--mm-per-px {config.mm_per_px:g} overrides the file's own calibration")
             info.mm_per_px, info.mm_per_px_xy = config.mm_per_px, [config.mm_per_px, config.mm_per_px]
+        min_area = _min_area(config, info)
+        identities = {"segmenter": model_identity(seg), **({"screen": model_identity(screen)} if screen else {})}
+        if view is not None:
+            demo = [f"{role} {m['model']}: {DEMO_NOTICE}" for role, m in identities.items() if m["demo"]]
+            view.set_header([f"{role}: {m['model']}, version sha256 {m['sha256'][:12]}" for role, m in identities.items()],
+                            demo + list(info.warnings))
         for warning in info.warnings:
             print(f"medge ultrasound: warning: {warning}", file=sys.stderr)
         for model in (seg, screen):  # first inference outside the timed pipeline (lazy runtime init)
             if model is not None:
                 model.run(model.prepare(np.zeros((info.height, info.width), np.float32)))
 
-        tally = _LesionTally()
+        tally = _LesionTally(min_area)
         live = info.live
         lossless = not config.realtime and not live
         mode = "live" if live else ("realtime" if config.realtime else "as-fast-as-possible")
@@ -282,7 +334,9 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             result = None
             if data.prob is not None:
                 h, w = data.image.shape
-                result = mask_at_frame(data.prob, h, w, _calibration(info, w, h), config.mask_threshold)
+                calibration = _calibration(info, w, h)
+                result = mask_at_frame(data.prob, h, w, calibration, config.mask_threshold,
+                                       min_area_px(min_area, calibration))
                 tally.add(result.area_px, result.area_mm2, result.mask, data.truth)
             data.bgr = draw_overlay(data.image, result, frame_number=data.index, latency_ms=item.latency_ms(),
                                     screened_out="screened_out" in item.flags, notice=data.notice)
@@ -325,16 +379,18 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             view.set_stats(pipeline.stats)
             print(f"medge ultrasound: browser view at {view.open_url}", file=sys.stderr, flush=True)
         stats = pipeline.run(progress=_progress_line if config.progress else None)
-        return _report(config, info, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes)
+        if view is not None and config.linger_s > 0 and not stats["stopped_early"]:
+            _linger(view, config.linger_s)
+        return _report(config, info, identities, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes)
 
 
-def _report(config: UltrasoundConfig, info, seg, screen, threshold, mode: str, stats: dict[str, Any],
-            tally: _LesionTally, view, recorder, sizes: list[tuple[int, int]]) -> UltrasoundReport:
+def _report(config: UltrasoundConfig, info, identities: dict[str, dict[str, Any]], seg, screen, threshold, mode: str,
+            stats: dict[str, Any], tally: _LesionTally, view, recorder, sizes: list[tuple[int, int]]) -> UltrasoundReport:
     f = stats["frames"]
     screened = int(f["flags"].get("screened_out", 0))
-    models = {"segmenter": seg.describe()}
+    models = {"segmenter": {**seg.describe(), **identities["segmenter"]}}
     if screen is not None:
-        models["screen"] = {**screen.describe(), "threshold": threshold}
+        models["screen"] = {**screen.describe(), **identities["screen"], "threshold": threshold}
     source = {"kind": info.kind, "label": info.label, "fps": info.fps, "frames": info.frames, "width": info.width,
               "height": info.height, "mm_per_px": info.mm_per_px, "mm_per_px_xy": info.mm_per_px_xy, **info.details}
     return UltrasoundReport(

@@ -1,7 +1,8 @@
 """Draw the segmentation on the B-mode frame: contour, translucent fill, lesion area, frame number
-and pipeline latency burned into the corner (so glass-to-glass latency can be filmed), a
-"no target" badge for frames the pre-screen skipped and a notice badge (e.g. the signal just came
-back).  `no_signal_card` is what the view shows while the source delivers nothing.  Nothing from
+and pipeline latency burned into the corner (so glass-to-glass latency can be filmed), each label on
+a dark box so that it reads on any background, a "no target" badge for frames the pre-screen skipped
+and a notice badge (e.g. the signal just came back).  Regions smaller than the minimum lesion area
+are not a lesion.  `no_signal_card` is what the view shows while the source delivers nothing.  Nothing from
 the DICOM header is drawn.
 """
 
@@ -15,6 +16,7 @@ FILL_BGR = (40, 200, 255)  # amber
 CONTOUR_BGR = (0, 255, 255)
 BADGE_BGR = (60, 60, 200)
 NO_SIGNAL_BGR = (30, 30, 220)  # red
+TEXT_BOX_BGR = (0, 0, 0)  # behind every label
 
 
 @dataclass
@@ -26,27 +28,59 @@ class Segmentation:
     area_mm2: float | None
 
 
+def parse_min_area(text: str) -> tuple[float, str]:
+    """``"25px"`` / ``"7mm2"`` (also ``mm²``, spaces allowed) → (value, ``"px"`` | ``"mm2"``)."""
+    import re
+
+    from medge.errors import UsageError
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(px|mm2|mm²)\s*", text or "", flags=re.I)
+    if not m:
+        raise UsageError(f"--min-lesion-area {text!r}: expected an area in px or mm², e.g. 25px or 7mm2")
+    return float(m.group(1)), "px" if m.group(2).lower() == "px" else "mm2"
+
+
+def min_area_px(min_area: tuple[float, str], mm_per_px_xy: list[float] | None) -> float:
+    """The smallest lesion, in pixels of a frame with spacing `mm_per_px_xy`, for an area in px or mm²."""
+    value, unit = min_area
+    if unit == "px":
+        return value
+    if not mm_per_px_xy:
+        raise ValueError("an area in mm² needs a calibrated frame")
+    return value / (mm_per_px_xy[0] * mm_per_px_xy[1])
+
+
 def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[float] | None,
-                  threshold: float = 0.5) -> Segmentation:
-    """Upsample a model-resolution probability map to the frame and threshold it."""
+                  threshold: float = 0.5, min_px: float = 0.0) -> Segmentation:
+    """Upsample a model-resolution probability map to the frame and threshold it; connected regions
+    smaller than `min_px` pixels are not a lesion (they are removed from the mask)."""
     import cv2
 
     plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1])
     if plane.shape != (height, width):
         plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
     mask = (plane >= threshold).astype(np.uint8)
+    if min_px > 0 and mask.any():
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_px)
+        small = small[small > 0]  # label 0 is the background
+        if small.size:
+            mask[np.isin(labels, small)] = 0
     area_px = int(mask.sum())
     area_mm2 = area_px * mm_per_px_xy[0] * mm_per_px_xy[1] if mm_per_px_xy else None
     return Segmentation(mask, area_px, area_mm2)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
+    """`text` at baseline `org` on a dark box, readable on any background."""
     import cv2
 
     thickness = max(1, int(round(scale * 2)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     x, y = org
-    for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):  # a dark outline; a thicker stroke would be wider text
-        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    pad = max(2, int(round(4 * scale)))
+    cv2.rectangle(img, (max(0, x - pad), max(0, y - th - pad)), (min(img.shape[1] - 1, x + tw + pad),
+                  min(img.shape[0] - 1, y + base + pad)), TEXT_BOX_BGR, -1)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
 
 
@@ -58,7 +92,8 @@ def _badge(img: np.ndarray, label: str, row: int, scale: float, color: tuple[int
     (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))))
     x0, y0 = max(0, w - tw - 14), 6 + row * (th + 16)
     cv2.rectangle(img, (x0, y0), (w - 4, y0 + th + 10), color, -1)
-    _text(img, label, (x0 + 5, y0 + th + 4), scale, (255, 255, 255))
+    cv2.putText(img, label, (x0 + 5, y0 + th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                max(1, int(round(scale * 2))), cv2.LINE_AA)
 
 
 def no_signal_card(last: np.ndarray | None, width: int, height: int, label: str = "NO SIGNAL") -> np.ndarray:

@@ -251,29 +251,40 @@ class FolderSource(FrameSource):
 
 
 # --- DICOM ------------------------------------------------------------------------------------------
-def _region_crop(ds: Any, rows: int, cols: int) -> tuple[tuple[int, int, int, int] | None, list[float] | None]:
-    """(x0, y0, x1, y1) of the first 2-D region of the Sequence of Ultrasound Regions and its (dx, dy) mm/px."""
-    regions = ds.get("SequenceOfUltrasoundRegions")
+UNITS = {0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "seconds", 5: "hertz", 6: "dB/seconds", 7: "cm/sec",
+         8: "cm2", 9: "cm2/sec", 10: "cm3", 11: "cm3/sec", 12: "degrees"}  # PS3.3 C.8.5.5.1.15
+
+
+def region_calibration(ds: Any, rows: int, cols: int) -> tuple[tuple[int, int, int, int] | None, list[float] | None, list[str]]:
+    """The crop (x0, y0, x1, y1) and (dx, dy) mm per pixel of the first 2-D tissue region of the
+    Sequence of Ultrasound Regions, with warnings.  A region that does not fit the image, or whose
+    physical units are not cm, is refused: no crop, no spacing (areas in px) and a warning naming the
+    problem.  Without regions, Pixel Spacing / Imager Pixel Spacing give the spacing (no crop)."""
+    from medge.calibration.dicom import pixel_spacing_mm
+
+    regions = [r for r in (ds.get("SequenceOfUltrasoundRegions") or []) if int(r.get("RegionSpatialFormat", 0) or 0) == 1]
     if not regions:
-        return None, None
-    for region in regions:
-        if int(region.get("RegionSpatialFormat", 0) or 0) != 1:  # 1 = 2-D tissue image
-            continue
-        try:
-            x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
-            x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
-        except AttributeError:
-            continue
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(cols - 1, x1), min(rows - 1, y1)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        spacing = None
-        units_x, units_y = int(region.get("PhysicalUnitsXDirection", 0) or 0), int(region.get("PhysicalUnitsYDirection", 0) or 0)
-        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
-        if units_x == 3 and units_y == 3 and dx and dy:  # 3 = cm
-            spacing = [abs(float(dx)) * 10.0, abs(float(dy)) * 10.0]
-        return (x0, y0, x1, y1), spacing
-    return None, None
+        spacing, problem = pixel_spacing_mm(ds)
+        return None, spacing, [problem] if problem else []
+    region = regions[0]  # 1 = 2-D tissue image
+    try:
+        x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+        x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
+    except (AttributeError, TypeError, ValueError):
+        return None, None, ["the ultrasound region has no usable Region Location: not cropped, areas are in px"]
+    where = f"x {x0}–{x1}, y {y0}–{y1}"
+    if not (0 <= x0 < x1 < cols and 0 <= y0 < y1 < rows):
+        return None, None, [f"the ultrasound region ({where}) does not fit the {cols}×{rows} image: not cropped, "
+                            "areas are in px (its spacing cannot be trusted)"]
+    units = [int(region.get(k, 0) or 0) for k in ("PhysicalUnitsXDirection", "PhysicalUnitsYDirection")]
+    if units != [3, 3]:
+        names = "/".join(UNITS.get(u, str(u)) for u in units)
+        return None, None, [f"the ultrasound region's physical units are {names}, not cm: not cropped, areas are in px"]
+    deltas = [region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")]
+    if not all(d is not None and np.isfinite(float(d)) and float(d) != 0 for d in deltas):
+        return None, None, [f"the ultrasound region's Physical Delta X/Y ({deltas[0]}, {deltas[1]}) is missing or "
+                            "zero: not cropped, areas are in px"]
+    return (x0, y0, x1, y1), [abs(float(deltas[0])) * 10.0, abs(float(deltas[1])) * 10.0], []
 
 
 def study_hash(ds: Any) -> str:
@@ -284,7 +295,8 @@ def study_hash(ds: Any) -> str:
 
 class DicomSource(FrameSource):
     """A single- or multi-frame ultrasound DICOM: paced by Frame Time / Frame Time Vector, colour → grey,
-    cropped to the 2-D ultrasound region (which also gives mm per pixel)."""
+    cropped to the 2-D ultrasound region (which also gives mm per pixel) when that region is right
+    (`region_calibration`)."""
 
     def __init__(self, path: Path) -> None:
         from medge.registry import import_optional
@@ -303,11 +315,10 @@ class DicomSource(FrameSource):
         self._path, self._ds = path, ds
         rows, cols = int(ds.Rows), int(ds.Columns)
         self._n = int(ds.get("NumberOfFrames", 1) or 1)
-        self._crop, spacing = _region_crop(ds, rows, cols)
+        self._crop, spacing, warnings = region_calibration(ds, rows, cols)
         x0, y0, x1, y1 = self._crop or (0, 0, cols - 1, rows - 1)
         self._intervals = self._frame_intervals(ds)
         fps = 1.0 / (sum(self._intervals) / len(self._intervals)) if self._intervals else None
-        warnings = []
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             warnings.append("Burned In Annotation is YES: the frames may show patient identifiers; "
                             "do not share the view or recording outside the care team")
