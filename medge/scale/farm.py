@@ -17,11 +17,9 @@ time per device, across every medge process on this host that uses the same farm
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,18 +165,6 @@ class Lease:
         return self.path.read_text().strip() or "another process"
 
 
-@contextlib.contextmanager
-def leased(farm: Farm, device: FarmDevice, holder: str) -> Iterator[bool]:
-    """``with leased(...) as got:`` holds the device's lease when `got` is True."""
-    lease = Lease(farm, device)
-    got = lease.acquire(holder)
-    try:
-        yield got
-    finally:
-        if got:
-            lease.release()
-
-
 def _probe(device: FarmDevice, timeout_s: float) -> dict[str, Any]:
     """Reach the device over SSH: reachable, round trip, and facts (machine, kernel, CPUs, medge version)."""
     from medge.devices.remote import SshOptions, SshSession, SshTarget
@@ -255,4 +241,4 @@ def note_seen(farm: Farm, device: FarmDevice) -> None:
     _save_last_seen(farm, seen)
 
 
-__all__ = ["Farm", "FarmDevice", "FarmListReport", "Lease", "farm_ls", "leased", "load_farm", "note_seen"]
+__all__ = ["Farm", "FarmDevice", "FarmListReport", "Lease", "farm_ls", "load_farm", "note_seen"]
