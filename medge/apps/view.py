@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import html
 import json
+import os
 import socket
 import threading
 import time
@@ -99,8 +100,9 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{background:#111;color:#ddd;font:14px sans-serif;margin:1em}}
 #frame{{max-width:100%;border:1px solid #333}} #summary{{margin:.5em 0;font-size:16px;color:#fff}} table{{border-collapse:collapse;margin-top:.5em}}
-td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}</style></head>
-<body><h3>{title}</h3><img id="frame" src="/stream" alt="live stream">
+td{{padding:2px 10px;border-bottom:1px solid #333}} td.k{{color:#9ab}}
+#header .line{{color:#bcd}} #header .warning{{width:max-content;max-width:100%;background:#a60;color:#fff;padding:2px 10px;margin:2px 0}}</style></head>
+<body><h3>{title}</h3>{header}<img id="frame" src="/stream" alt="live stream">
 <div id="alert" hidden style="width:max-content;background:#c22;color:#fff;font-weight:bold;padding:2px 10px"></div>
 <div id="nosignal" hidden style="width:max-content;background:#c22;color:#fff;font-weight:bold;padding:2px 10px">NO SIGNAL</div>
 <div id="summary">waiting for stats…</div>
@@ -135,7 +137,13 @@ function show(data) {{
   t.dataset.updates = String(Number(t.dataset.updates || 0) + 1);
 }}
 const es = new EventSource("/events");
-es.onmessage = (e) => show(JSON.parse(e.data));
+let ended = false;
+es.onmessage = (e) => {{ const d = JSON.parse(e.data); show(d); ended = d.running === false; }};
+es.onerror = () => {{
+  if (!ended) return;  // the run ended: keep its last frame and summary, stop reconnecting
+  es.close();
+  document.getElementById("summary").textContent += " · run ended";
+}};
 </script></body></html>
 """
 
@@ -164,6 +172,8 @@ class BrowserView:
         self._thread: threading.Thread | None = None
         self.frames_sent = 0
         self._sent_lock = threading.Lock()
+        self._header = ""
+        self._streaming = 0  # clients in /stream or /events: close() lets them send their last frame and stats
 
     @property
     def url(self) -> str:
@@ -179,6 +189,13 @@ class BrowserView:
     def set_stats(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Replace the stats callable (e.g. once the pipeline exists)."""
         self._stats = stats
+
+    def set_header(self, lines: list[str], warnings: list[str]) -> None:
+        """Lines shown under the page title (e.g. model name and version) and warnings in amber boxes
+        (e.g. a demo model, a calibration the app refused); plain text, escaped."""
+        items = [f'<div class="line">{html.escape(line)}</div>' for line in lines]
+        items += [f'<div class="warning">{html.escape(w)}</div>' for w in warnings]
+        self._header = f'<div id="header">{"".join(items)}</div>' if items else ""
 
     def publish(self, jpeg: bytes) -> None:
         """Show `jpeg` (bytes of one JPEG image) to every client; returns at once."""
@@ -222,8 +239,11 @@ class BrowserView:
         return self
 
     def close(self) -> None:
-        """Stop serving; client threads end at their next frame wait."""
+        """Stop serving; streaming clients get the last frame and the final stats first (up to 1 s)."""
         self.board.close()
+        deadline = time.monotonic() + 1.0
+        while self._streaming and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -305,12 +325,16 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 if not view._clients.acquire(blocking=False):
                     self._send(503, "text/plain", b"too many clients\n")
                     return
+                with view._sent_lock:
+                    view._streaming += 1
                 try:
                     self.connection.settimeout(view._send_timeout)
                     route()
                 except OSError:  # broken pipe, reset, send timeout: the client is gone
                     self.close_connection = True
                 finally:
+                    with view._sent_lock:
+                        view._streaming -= 1
                     view._clients.release()
                 return
             route()
@@ -330,7 +354,7 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
             self._send(200, "text/html; charset=utf-8", page.encode(), {"Content-Security-Policy": page_csp(page)})
 
         def _page(self) -> None:
-            self._html(PAGE.format(title=html.escape(view.title)))
+            self._html(PAGE.format(title=html.escape(view.title), header=view._header))
 
         def _session(self) -> None:
             self._send(204, "text/plain", b"", {"Set-Cookie": view.guard.session_cookie()})
@@ -366,6 +390,8 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 if not repeated:
                     view._count_sent()
+            self.wfile.write(f"--{BOUNDARY}--\r\n".encode())  # the end: the browser shows the last frame and keeps it
+            self.wfile.flush()
 
         def _events(self) -> None:
             self.send_response(200)
@@ -379,5 +405,7 @@ def _make_handler(view: BrowserView) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"data: " + view._stats_json() + b"\n\n")
                 self.wfile.flush()
                 time.sleep(view._interval)
+            self.wfile.write(b"data: " + view._stats_json() + b"\n\n")  # the final stats stay on the page
+            self.wfile.flush()
 
     return Handler
