@@ -212,7 +212,9 @@ class BrowserView:
         class Server(ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
-            allow_reuse_address = False
+            # A restarted app (systemd Restart=, a redeploy) rebinds while its old connections sit in
+            # TIME_WAIT; on POSIX SO_REUSEADDR still refuses a port another listener holds.
+            allow_reuse_address = os.name == "posix"
 
             def finish_request(self, request, client_address) -> None:  # in the client's own thread
                 if guard.ssl_context is not None:

@@ -130,7 +130,8 @@ def pidfile_start(spec: AppSpec, bundle: str) -> str:
     """Shell that starts the app in its own session, its pid in ``app.pid``, its output in ``app.log``."""
     q = shlex.quote
     command = " ".join(q(a) for a in spec.command(bundle))
-    return (f"install -d -m 0700 {q(spec.state_dir)} && cd {q(spec.state_dir)} && "
+    # Only the app is backgrounded (every fd away from ssh's pipes), so ssh returns at once.
+    return (f"install -d -m 0700 {q(spec.state_dir)} && cd {q(spec.state_dir)} || exit 1; "
             f"XDG_CACHE_HOME={q(spec.state_dir + '/.cache')} PYTHONUNBUFFERED=1 "
             f"setsid {command} >> {q(spec.root + '/app.log')} 2>&1 < /dev/null & "
             f"echo $! > {q(spec.root + '/app.pid.tmp')} && mv {q(spec.root + '/app.pid.tmp')} {q(spec.root + '/app.pid')}")
