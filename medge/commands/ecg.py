@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from medge.apps.view_security import ViewSecurity, add_view_security_arguments, view_security
 from medge.errors import DataError, MedgeError, UsageError
@@ -105,25 +104,14 @@ def _channel_map(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _simulate(args: argparse.Namespace) -> DictReport:
-    import numpy as np
-
-    from medge.apps.ecg.protocol import LEADS
     from medge.apps.ecg.simulator import open_output, simulate
-    from medge.apps.ecg.sources import SYNTHETIC, read_input, synthetic_record
-    from medge.calibration.preprocess import resample_signal
+    from medge.apps.ecg.sources import patch_samples
 
     rate = _device_rate(args)
     mapping = _channel_map(args)
     if args.seconds <= 0:
         raise UsageError("--seconds must be > 0")
-    rec = synthetic_record(args.seconds, args.seed) if args.source == SYNTHETIC else read_input(args.source)[0]
-    leads = rec.pick(LEADS)
-    if leads is None:
-        raise DataError(f"source {rec.name} has leads {', '.join(rec.leads)}; the patch sends II, V1, V5")
-    sig = resample_signal(np.nan_to_num(leads), rec.rate_hz, rate)
-    n = round(args.seconds * rate)
-    sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
-    samples_uv = np.round(sig.T * 1000.0).astype(np.int32)
+    name, samples_uv = patch_samples(args.source, args.seconds, args.seed, rate)
     faults = _faults(args)
     out = open_output(args.port, args.baud, args.realtime)
 
@@ -140,7 +128,7 @@ def _simulate(args: argparse.Namespace) -> DictReport:
     if args.ground_truth:
         truth.save(args.ground_truth)
     return DictReport(name="ecg simulate", data={
-        "port": args.port, "protocol": args.protocol, "source": rec.name, "rate_hz": rate, "samples": n,
+        "port": args.port, "protocol": args.protocol, "source": name, "rate_hz": rate, "samples": len(samples_uv),
         "frames": {"sent": truth.frames_sent, "dropped": truth.frames_dropped, "damaged": truth.frames_damaged,
                    "overflow": truth.frames_overflow, "silenced": truth.frames_silenced},
         "reopens": truth.reopens,
@@ -166,7 +154,10 @@ def _stream(args: argparse.Namespace) -> DictReport:
     from medge.apps.ecg.ecg_model import load_lead_model
     from medge.apps.ecg.filters import design_sos
     from medge.apps.ecg.plot import live_strip  # noqa: F401 - imported before the port opens
+    from medge.apps.ecg.provenance import Provenance
+    from medge.apps.ecg.recording import SessionRecord
     from medge.apps.ecg.serial_reader import Receiver, open_port
+    from medge.apps.ecg.session import plot_session, stream_report
     from medge.apps.ecg.stream import StreamConfig, run_stream
 
     rate = _device_rate(args)
@@ -177,7 +168,10 @@ def _stream(args: argparse.Namespace) -> DictReport:
         raise UsageError("--give-up-after must be > 0 s")
     view = _open_view(args.view, view_security(args))
     model, app = load_lead_model(args.model, threads=args.threads)
+    record = None
     try:
+        provenance = Provenance.of(model, app.ref.path, tool="medge ecg stream")
+        record = SessionRecord(args.record, rate, provenance) if args.record else None
         model_window = model.samples / model.rate_hz
         if abs(args.window - model_window) > 1e-6:
             raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window")
@@ -185,12 +179,24 @@ def _stream(args: argparse.Namespace) -> DictReport:
         ser = open_port(args.port, args.baud)  # last: from here on the device's bytes are buffered
         config = StreamConfig(rate, args.hop, args.mains, args.seconds, args.give_up_after)
         result = run_stream(ser, receiver, model, config, reopen=lambda: open_port(args.port, args.baud), view=view,
-                            log=lambda msg: print(f"medge ecg: {msg}", file=sys.stderr, flush=True))
+                            record=record, log=lambda msg: print(f"medge ecg: {msg}", file=sys.stderr, flush=True))
     finally:
         app.close()
         if view is not None:
             view.close()
-    return _finish_stream(args, rate, receiver, model, app.describe(), result, view)
+        if record is not None:
+            record.close()
+    if args.plot and result.twelve_mv.shape[1]:
+        plot_session(args.plot, result, rate, provenance)
+    report = stream_report(result, receiver.stats, port=args.port, protocol=args.protocol, rate_hz=rate,
+                           hop_s=args.hop, model_info=app.describe(), provenance=provenance,
+                           record=record.written() if record is not None else {}, plot=args.plot,
+                           view_url=view.url if view is not None else None)
+    if result.error is not None:
+        err = MedgeError(str(result.error))
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return report
 
 
 def _open_view(spec: str, security: ViewSecurity):
@@ -208,134 +214,32 @@ def _open_view(spec: str, security: ViewSecurity):
     return view
 
 
-def _finish_stream(args, rate, receiver, model, model_info, result, view) -> DictReport:
-    from medge.apps.ecg.io_wfdb import write_ecg
-    from medge.apps.ecg.plot import paper_plot
-    from medge.apps.ecg.protocol import LEADS
-    from medge.apps.ecg.reconstruct import STANDARD_LEADS
-
-    st, link = receiver.stats, result.link
-    written: dict[str, Any] = {}
-    if args.record and result.first_index is not None:
-        note = [f"medge ecg stream; first_sample_index {result.first_index}; gaps {len(st.gaps)}"]
-        write_ecg(args.record, LEADS, result.raw_uv / 1000.0, rate, comments=note)
-        write_ecg(f"{args.record}_12lead", STANDARD_LEADS, result.twelve_mv, rate,
-                  comments=note + [f"reconstructed by {model.name}"])
-        written = {"raw": str(args.record), "twelve_lead": f"{args.record}_12lead"}
-    if args.plot and result.twelve_mv.shape[1]:
-        start = max(0.0, result.twelve_mv.shape[1] / rate - 10.0)
-        paper_plot(args.plot, STANDARD_LEADS, result.twelve_mv, rate, title="medge ecg stream",
-                   reconstructed=tuple(lead for lead in STANDARD_LEADS if lead not in model.input_leads
-                                       and lead not in result.extra["derived_leads"]),
-                   derived=tuple(result.extra["derived_leads"]), start_s=start)
-    data = {
-        "port": args.port, "protocol": args.protocol, "rate_hz": rate, "model": model_info,
-        "frames": st.frames(),
-        "samples": {"received": st.received, "missing": st.missing, "first_sample_index": result.first_index},
-        "gaps": st.gaps, "lead_off": st.lead_off,
-        "link": {"losses": [loss.to_dict() for loss in link.losses], "reopens": link.reopens,
-                 "lost_s": round(sum(loss.seconds for loss in link.losses), 3)},
-        "signal_lost": [loss.describe() for loss in link.losses],
-        "device_flags": {"saturation_frames": st.saturation_frames, "low_battery_frames": st.low_battery_frames},
-        "latency_ms": result.latency_ms, "reconstruct_ms": result.reconstruct_ms, "windows": result.windows,
-        "hop_s": args.hop, "derived_leads": result.extra["derived_leads"], "record": written, "plot": args.plot,
-        "view": view.url if view is not None else None,
-        "pipeline": {k: result.pipeline.get(k) for k in ("frames", "drops", "fps", "elapsed_s")},
-        "stopped_by": (type(result.error).__name__ if result.error else "give_up" if link.gave_up
-                       else "signal" if result.pipeline.get("stopped_early") else "end"),
-    }
-    report = DictReport(name="ecg stream", data=data)
-    if result.error is not None:
-        err = MedgeError(str(result.error))
-        err.report = report  # type: ignore[attr-defined]
-        raise err
-    return report
-
-
 def _reconstruct(args: argparse.Namespace) -> DictReport:
     from medge.apps.ecg.ecg_model import load_lead_model
+    from medge.apps.ecg.offline import reconstruct_inputs
+    from medge.apps.ecg.provenance import Provenance
     from medge.apps.ecg.sources import input_paths
 
     paths = input_paths(args.input)
     folder = Path(args.input).is_dir()
     if folder and args.dicom:
         raise UsageError("--dicom writes one file; pass a single record, not a folder")
+
+    def progress(k: int, n: int) -> None:
+        print(f"\rreconstruct: {k}/{n}", end="", file=sys.stderr, flush=True)
+
     model, app = load_lead_model(args.model)
     try:
-        records = []
-        for k, path in enumerate(paths):
-            out = Path(args.output) / path.name if folder else Path(args.output)
-            records.append(_reconstruct_one(path, out, model, args, plot=args.plot if k == 0 else None))
-            print(f"\rreconstruct: {k + 1}/{len(paths)}", end="", file=sys.stderr, flush=True)
+        provenance = Provenance.of(model, app.ref.path)
+        data = reconstruct_inputs(paths, Path(args.output), folder, model, provenance, mains=args.mains,
+                                  dicom=args.dicom, plot=args.plot, progress=progress)
         print(file=sys.stderr)
     finally:
         app.close()
-    data: dict[str, Any] = {"input": args.input, "output": args.output, "model": app.describe()}
-    scored = [r for r in records if "per_lead" in r]
-    if folder:
-        data["records"] = records
-        if scored:
-            import numpy as np
-
-            data["per_lead"] = {lead: {m: float(np.nanmean([r["per_lead"][lead][m] for r in scored]))
-                                       for m in ("pearson_r", "rmse_uv")} for lead in scored[0]["per_lead"]}
-            data["mean_pearson_r"] = float(np.nanmean([r["mean_pearson_r"] for r in scored]))
-    else:
-        data.update(records[0])
-    return DictReport(name="ecg reconstruct", data=data)
-
-
-def _reconstruct_one(path: Path, out: Path, model, args, plot: str | None) -> dict[str, Any]:
-    import time
-
-    import numpy as np
-
-    from medge.apps.ecg.filters import filter_record
-    from medge.apps.ecg.io_dicom import write_dicom_ecg
-    from medge.apps.ecg.io_wfdb import write_ecg
-    from medge.apps.ecg.plot import paper_plot
-    from medge.apps.ecg.reconstruct import (
-        DERIVED_LEADS,
-        STANDARD_LEADS,
-        mean_r,
-        per_lead_metrics,
-        reconstruct_offline,
-    )
-    from medge.apps.ecg.sources import read_input
-    from medge.calibration.preprocess import resample_signal
-
-    rec, ds = read_input(path)
-    inputs = rec.pick(model.input_leads)
-    if inputs is None:
-        raise DataError(f"{path.name} has leads {', '.join(rec.leads)}; the model needs {', '.join(model.input_leads)}")
-    rate = model.rate_hz
-    x = filter_record(resample_signal(inputs, rec.rate_hz, rate), rate, args.mains)
-    t0 = time.perf_counter()
-    y = reconstruct_offline(model, x, rate)
-    seconds = time.perf_counter() - t0
-    derived = DERIVED_LEADS if model.derive_limb_leads else ()
-    recon = tuple(lead for lead in STANDARD_LEADS if lead not in model.input_leads and lead not in derived)
-    write_ecg(out, STANDARD_LEADS, y, rate, comments=[f"reconstructed by {model.name} from {', '.join(model.input_leads)}"])
-    result: dict[str, Any] = {"record": rec.name, "samples": int(y.shape[1]), "rate_hz": rate,
-                              "x_realtime": (y.shape[1] / rate) / seconds if seconds > 0 else None,
-                              "written": str(out)}
-    reference = rec.pick(STANDARD_LEADS)
-    if reference is not None:
-        ref = filter_record(resample_signal(reference, rec.rate_hz, rate), rate, args.mains)
-        per_lead = per_lead_metrics(y, ref)
-        result["per_lead"] = per_lead
-        result["mean_pearson_r"] = mean_r(per_lead, model.input_leads)
-    if args.dicom:
-        write_dicom_ecg(args.dicom, STANDARD_LEADS, y, rate, measured=model.input_leads, derived=derived,
-                        model_name=model.name, source=ds)
-        result["dicom"] = args.dicom
-    if plot:
-        paper_plot(plot, STANDARD_LEADS, y, rate, title=f"medge ecg reconstruct ({model.name})",
-                   reconstructed=recon, derived=derived)
-        result["plot"] = plot
-    if not np.isfinite(y).any():
-        raise DataError(f"{path.name}: every input sample is missing; nothing to reconstruct")
-    return result
+    for line in data["warnings"]:
+        print(f"medge ecg: warning: {line}", file=sys.stderr)
+    return DictReport(name="ecg reconstruct", data={"input": args.input, "output": args.output,
+                                                    "model": app.describe(), **data})
 
 
 def _fit(args: argparse.Namespace) -> DictReport:

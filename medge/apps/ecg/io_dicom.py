@@ -2,10 +2,14 @@
 
 `read_dicom_ecg` reads the rhythm multiplex group of an ECG waveform object into mV with lead
 names taken from the channel sources ("Lead I (Einthoven)" → I).  `write_dicom_ecg` writes twelve
-channels as signed 16-bit at 1 µV per count; every channel that was not measured is marked with a
-Channel Derivation Description (reconstructed by the model, or derived from I and II), and the
-group's Waveform Originality is DERIVED.  Missing samples get the Waveform Padding Value.  Patient
-and study attributes are copied from a DICOM source when there is one and are never logged.
+channels as signed 16-bit at 1 µV per count in a new series (new Series and SOP Instance UIDs; patient
+and study copied from a DICOM source when there is one, never logged).  What is computed is said
+where viewers look (`medge.apps.ecg.provenance`): the Series Description, a waveform annotation on
+the whole group ("COMPUTED ECG, NOT FOR DIAGNOSIS: ..."), and on every channel a Channel Label
+(``V2 computed`` / ``II measured``) and an annotation of its own with the model's full sha256; a
+computed channel's Channel Derivation Description names the model and its sha256 as far as the
+64 characters of an LO allow.  The group's Waveform Originality is DERIVED.  Missing samples get
+the Waveform Padding Value.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medge.apps.ecg.io_wfdb import EcgRecord
+from medge.apps.ecg.provenance import Provenance
 from medge.errors import DataError
 from medge.fileio import atomic_path
 from medge.registry import import_optional
@@ -89,8 +94,9 @@ def read_dicom_ecg(path: str | os.PathLike):
 
 
 def write_dicom_ecg(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.ndarray, rate_hz: float, *,
-                    measured: tuple[str, ...], derived: tuple[str, ...], model_name: str, source=None) -> None:
-    """Write (12, N) mV as a DICOM ECG waveform (12-lead IOD when N ≤ 16384, else General ECG)."""
+                    provenance: Provenance, source=None) -> None:
+    """Write (12, N) mV as a DICOM ECG waveform (12-lead IOD when N ≤ 16384, else General ECG), every
+    computed lead marked as computed by `provenance`'s model and every input lead as measured."""
     import_optional("pydicom", what="writing DICOM ECG waveforms")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -114,7 +120,8 @@ def write_dicom_ecg(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: 
     ds.StudyInstanceUID = ds.get("StudyInstanceUID", generate_uid())
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "ECG", 1, 1
-    ds.Manufacturer, ds.ManufacturerModelName = "medge", "medge ecg reconstruct"
+    ds.SeriesDescription = provenance.series_description()
+    ds.Manufacturer, ds.ManufacturerModelName = "medge", provenance.tool
     ds.ContentDate = ds.get("StudyDate", "")
     ds.AcquisitionDateTime = ""
     group = Dataset()
@@ -127,8 +134,8 @@ def write_dicom_ecg(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: 
     group.WaveformBitsAllocated = 16
     group.WaveformSampleInterpretation = "SS"
     group.WaveformPaddingValue = int(PADDING).to_bytes(2, "little", signed=True)
-    channels = []
-    for lead in leads:
+    channels, notes = [], [_annotation(provenance.statement(), 0)]
+    for number, lead in enumerate(leads, start=1):
         ch = Dataset()
         code = Dataset()
         code.CodeValue = f"5.6.3-9-{SCPECG_CODES[lead]}"
@@ -140,13 +147,25 @@ def write_dicom_ecg(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: 
         ch.ChannelSensitivity, ch.ChannelSensitivityUnitsSequence = "1", Sequence([unit])
         ch.ChannelSensitivityCorrectionFactor, ch.ChannelBaseline, ch.ChannelSampleSkew = "1", "0", "0"
         ch.WaveformBitsStored = 16
-        if lead in derived:
-            ch.ChannelDerivationDescription = "derived from I and II (Einthoven/Goldberger)"
-        elif lead not in measured:
-            ch.ChannelDerivationDescription = f"reconstructed from {', '.join(measured)} by {model_name}"[:64]
+        ch.ChannelLabel = provenance.label(lead)
+        if lead in provenance.computed:
+            ch.ChannelDerivationDescription = provenance.short_derivation(lead)
+        notes.append(_annotation(provenance.derivation(lead), number))
         channels.append(ch)
     group.ChannelDefinitionSequence = Sequence(channels)
     group.WaveformData = np.ascontiguousarray(counts.T).tobytes()
     ds.WaveformSequence = Sequence([group])
+    ds.WaveformAnnotationSequence = Sequence(notes)
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
+
+
+def _annotation(text: str, channel: int):
+    """A Waveform Annotation item on channel `channel` of group 1 (0: the whole group)."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.UnformattedTextValue = text
+    item.ReferencedWaveformChannels = [1, channel]
+    item.AnnotationGroupNumber = 0
+    return item

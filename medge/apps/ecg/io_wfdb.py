@@ -4,7 +4,10 @@
 `DataError`s.  `write_ecg` writes a record at 1 µV resolution (format 24: the full int24 range of
 the wire protocol); NaN samples are stored as WFDB's invalid value, so `wfdb.rdrecord` reads them
 back as NaN.  Files are written to a temporary folder and moved into place, header last, so a
-reader never sees a header without its data.
+reader never sees a header without its data.  `GrowingRecord` writes a record that stays valid
+while it grows (a live session's ``--record``): samples are appended to the ``.dat`` and fsynced,
+then the header with the new length is written atomically, so after a crash the record holds
+everything up to its last checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from medge.errors import DataError
 from medge.registry import import_optional
 
 UV_GAIN = 1000.0  # ADC units per mV: 1 µV resolution
+INVALID_24 = -(2 ** 23)  # WFDB's invalid sample in format 24 (rdrecord reads it as NaN)
 
 
 @dataclass
@@ -74,9 +78,7 @@ def write_ecg(path: str | os.PathLike, leads: list[str] | tuple[str, ...], signa
     if target.suffix in (".hea", ".dat"):
         target = target.with_suffix("")
     target.parent.mkdir(parents=True, exist_ok=True)
-    sig = np.asarray(signal_mv, dtype=np.float64)
-    limit = (2 ** 23 - 2) / UV_GAIN
-    sig = np.where(np.isfinite(sig), np.clip(sig, -limit, limit), np.nan)
+    sig = _clip(signal_mv)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         wfdb.wrsamp(target.name, fs=float(rate_hz), units=["mV"] * len(leads), sig_name=list(leads), p_signal=sig.T,
@@ -86,3 +88,76 @@ def write_ecg(path: str | os.PathLike, leads: list[str] | tuple[str, ...], signa
         os.replace(tmp / f"{target.name}.hea", target.with_name(f"{target.name}.hea"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _clip(signal_mv: np.ndarray) -> np.ndarray:
+    """mV clipped to what format 24 holds at 1 µV (NaN stays NaN)."""
+    sig = np.asarray(signal_mv, dtype=np.float64)
+    limit = (2 ** 23 - 2) / UV_GAIN
+    return np.where(np.isfinite(sig), np.clip(sig, -limit, limit), np.nan)
+
+
+def _counts(signal_mv: np.ndarray) -> np.ndarray:
+    """(leads, n) mV → (n, leads) int64 format-24 counts, NaN as the invalid value."""
+    sig = _clip(signal_mv)
+    return np.where(np.isfinite(sig), np.round(np.nan_to_num(sig) * UV_GAIN), INVALID_24).astype(np.int64).T
+
+
+class GrowingRecord:
+    """A WFDB record (format 24, 1 µV) that is valid on disk after every `append`.
+
+    The first `append` creates ``path.dat`` and ``path.hea``; each one appends its samples to the
+    ``.dat``, fsyncs it, and then replaces the header (sample count, checksums, comments) atomically.
+    A crash at any moment leaves a header that describes a prefix of the ``.dat``: `wfdb.rdrecord`
+    reads everything up to the last completed `append`.
+    """
+
+    def __init__(self, path: str | os.PathLike, leads: list[str] | tuple[str, ...], rate_hz: float) -> None:
+        import_optional("wfdb", what="writing WFDB records")
+        target = Path(path)
+        self.path = target.with_suffix("") if target.suffix in (".hea", ".dat") else target
+        self.leads, self.rate_hz = list(leads), float(rate_hz)
+        self.samples = 0
+        self._init: list[int] = []
+        self._sums = np.zeros(len(self.leads), dtype=np.int64)
+        self._fh = None
+
+    def append(self, signal_mv: np.ndarray, comments: list[str]) -> None:
+        """Append (leads, n) mV (NaN where missing) and commit the record with `comments`."""
+        counts = _counts(signal_mv)
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path.with_name(f"{self.path.name}.dat"), "wb")
+        if len(counts):
+            if not self._init:
+                self._init = [int(v) for v in counts[0]]
+            self._fh.write(np.ascontiguousarray(counts, dtype="<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes())
+            self._sums += counts.sum(axis=0)
+            self.samples += len(counts)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._write_header(comments)
+
+    def close(self) -> None:
+        """Close the data file (the record on disk is already complete)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _write_header(self, comments: list[str]) -> None:
+        wfdb = import_optional("wfdb", what="writing WFDB records")
+        n = len(self.leads)
+        checksum = [int((v + 32768) % 65536 - 32768) for v in self._sums]
+        record = wfdb.Record(record_name=self.path.name, n_sig=n, fs=self.rate_hz, sig_len=self.samples,
+                             file_name=[f"{self.path.name}.dat"] * n, fmt=["24"] * n, adc_gain=[UV_GAIN] * n,
+                             baseline=[0] * n, units=["mV"] * n, adc_res=[24] * n, adc_zero=[0] * n,
+                             init_value=self._init or [0] * n, checksum=checksum, block_size=[0] * n,
+                             sig_name=self.leads, comments=list(comments))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        try:
+            record.wrheader(write_dir=str(tmp))
+            with open(tmp / f"{self.path.name}.hea", "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp / f"{self.path.name}.hea", self.path.with_name(f"{self.path.name}.hea"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

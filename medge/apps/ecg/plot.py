@@ -3,7 +3,8 @@
 `paper_plot` draws ECG paper at 25 mm/s and 10 mm/mV (1 mm minor, 5 mm major grid), a 3×4 layout
 (I II III | aVR aVL aVF | V1 V2 V3 | V4 V5 V6, 2.5 s each) and a 10 s rhythm strip of lead II.
 Leads that were reconstructed are labelled with ``*``, derived ones with ``†``; missing samples
-are left blank and shaded.  `live_strip` renders the newest seconds of all twelve leads with
+are left blank and shaded.  With a `reference` (the recorded 12 leads, when the input has them)
+every computed lead is drawn over its recorded lead in blue, labelled with its Pearson r.  `live_strip` renders the newest seconds of all twelve leads with
 OpenCV, cheap enough to run every hop.
 """
 
@@ -13,6 +14,7 @@ import os
 
 import numpy as np
 
+from medge.apps.ecg.reconstruct import R_WARN
 from medge.fileio import atomic_path
 from medge.registry import import_optional
 
@@ -21,12 +23,18 @@ MM_PER_S, MM_PER_MV = 25.0, 10.0
 COLUMN_S = 2.5
 ROW_MM = 35.0
 RHYTHM_LEAD = "II"
+REFERENCE_COLOUR = "#1f5fd0"
 
 
 def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.ndarray, rate_hz: float, *,
                title: str = "", reconstructed: tuple[str, ...] = (), derived: tuple[str, ...] = (),
-               start_s: float = 0.0) -> None:
-    """Write a 12-lead paper plot of (12, N) mV (10 s from `start_s`) as a PNG, atomically."""
+               start_s: float = 0.0, reference: np.ndarray | None = None, scores: dict[str, float] | None = None
+               ) -> None:
+    """Write a 12-lead paper plot of (12, N) mV (10 s from `start_s`) as a PNG, atomically.
+
+    `reference` (12, N) mV is drawn under each computed (reconstructed or derived) lead; `scores`
+    (lead → Pearson r) are printed beside their labels.
+    """
     matplotlib = import_optional("matplotlib", what="plotting ECGs")
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -44,6 +52,8 @@ def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.nd
     for y in np.arange(0, ROW_MM * 4 + 0.01, 1.0):
         ax.axhline(y, xmax=1, color="#f4c7c7" if y % 5 else "#e08080", lw=0.3 if y % 5 else 0.6, zorder=0)
     first = round(start_s * rate_hz)
+    computed = set(reconstructed) | set(derived)
+    scores = scores or {}
 
     def trace(lead: str, t0: float, t1: float, x0_mm: float, base_mm: float) -> None:
         k = leads.index(lead)
@@ -52,13 +62,19 @@ def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.nd
         if seg.size == 0:
             return
         x = x0_mm + np.arange(seg.size) / rate_hz * MM_PER_S
+        if reference is not None and lead in computed:
+            ax.plot(x, base_mm + np.asarray(reference[k, a:b]) * MM_PER_MV, color=REFERENCE_COLOUR, lw=0.6,
+                    zorder=2)
         ax.plot(x, base_mm + seg * MM_PER_MV, color="black", lw=0.6, zorder=2)
         missing = ~np.isfinite(seg)
         if missing.any():
             ax.fill_between(x, base_mm - ROW_MM / 2, base_mm + ROW_MM / 2, where=missing, color="#9090ff",
                             alpha=0.35, zorder=1, step="mid")
         mark = "*" if lead in reconstructed else "†" if lead in derived else ""
-        ax.text(x0_mm + 1, base_mm + ROW_MM * 0.32, lead + mark, fontsize=7, zorder=3)
+        r = scores.get(lead)
+        known = r is not None and r == r  # NaN: no score to show
+        ax.text(x0_mm + 1, base_mm + ROW_MM * 0.32, lead + mark + (f"  r {r:.2f}" if known else ""), fontsize=7,
+                zorder=3, color="#c00000" if known and r < R_WARN else "black")
 
     for col, group in enumerate(LAYOUT):
         for row, lead in enumerate(group):
@@ -70,6 +86,8 @@ def paper_plot(path: str | os.PathLike, leads: tuple[str, ...], signal_mv: np.nd
         note += "   * reconstructed"
     if derived:
         note += "   † derived from I and II"
+    if reference is not None:
+        note += "   blue: recorded lead"
     ax.text(0, height_mm - 6, f"{title}   {note}".strip(), fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150)

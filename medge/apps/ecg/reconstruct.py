@@ -24,6 +24,7 @@ from medge.errors import DataError
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 DERIVED_LEADS: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
 FADE_S = 0.02
+R_WARN = 0.8  # a computed lead whose Pearson r against the recorded lead is below this is warned about
 
 
 def derive_limb_leads(leads: np.ndarray, names: tuple[str, ...] = STANDARD_LEADS) -> np.ndarray:

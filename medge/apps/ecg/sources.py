@@ -11,6 +11,7 @@ import numpy as np
 
 from medge.apps.ecg.io_dicom import is_dicom_file, read_dicom_ecg
 from medge.apps.ecg.io_wfdb import EcgRecord, read_ecg
+from medge.apps.ecg.protocol import LEADS
 from medge.calibration.wfdb_source import record_names
 from medge.errors import DataError
 
@@ -24,6 +25,21 @@ def synthetic_record(seconds: float, seed: int) -> EcgRecord:
     samples = max(1, round(seconds * FS_HZ))
     _, leads = generate_ecg(1, np.random.default_rng(seed), samples=samples)
     return EcgRecord(list(STANDARD_LEADS), leads[0].astype(np.float64), float(FS_HZ), f"synthetic-{seed}")
+
+
+def patch_samples(source: str, seconds: float, seed: int, rate_hz: float) -> tuple[str, np.ndarray]:
+    """(record name, (n, 3) int32 µV of II, V1, V5 at `rate_hz`): what a patch sends for `seconds`,
+    the source looped."""
+    from medge.calibration.preprocess import resample_signal
+
+    rec = synthetic_record(seconds, seed) if source == SYNTHETIC else read_input(source)[0]
+    leads = rec.pick(LEADS)
+    if leads is None:
+        raise DataError(f"source {rec.name} has leads {', '.join(rec.leads)}; the patch sends {', '.join(LEADS)}")
+    sig = resample_signal(np.nan_to_num(leads), rec.rate_hz, rate_hz)
+    n = round(seconds * rate_hz)
+    sig = np.tile(sig, (1, int(np.ceil(n / sig.shape[1]))))[:, :n]
+    return rec.name, np.round(sig.T * 1000.0).astype(np.int32)
 
 
 def read_npz(path: Path) -> EcgRecord:

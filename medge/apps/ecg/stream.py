@@ -7,7 +7,8 @@ link is lost it tells the view how long ("signal lost for N s"), and a session t
 loss records the missing tail as a gap, its length from the clock.  Every hop it hands a snapshot of the window to the
 ``reconstruct`` stage through a latest-wins slot (a late model skips a snapshot, never queues
 one; the next snapshot still covers every new sample).  A lossless ``record`` sink keeps every
-output chunk; a lossy ``view`` sink draws the live 12-lead strip for the browser view.
+output chunk and checkpoints ``--record`` to disk every few seconds (`medge.apps.ecg.recording`);
+a lossy ``view`` sink draws the live 12-lead strip for the browser view.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from medge.apps.ecg.reconstruct import (
     StreamingReconstructor,
 )
 from medge.apps.ecg.link import LinkReader
-from medge.apps.ecg.serial_reader import Receiver, SampleBlock
+from medge.apps.ecg.recording import OutputRecording, RawRecording, SessionRecord
+from medge.apps.ecg.serial_reader import Receiver
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
 from medge.errors import DataError
 
@@ -48,53 +50,6 @@ class StreamConfig:
     mains_hz: float | None = None
     seconds: float | None = None
     give_up_after_s: float | None = None
-
-
-class RawRecording:
-    """The three received leads, exactly as received (µV), NaN where missing."""
-
-    def __init__(self) -> None:
-        self.blocks: list[SampleBlock] = []
-
-    def add(self, block: SampleBlock) -> None:
-        """Keep one block."""
-        self.blocks.append(block)
-
-    def span(self) -> tuple[int, int] | None:
-        """(first index, one past the last index) or None when empty."""
-        return (self.blocks[0].start, self.blocks[-1].stop) if self.blocks else None
-
-    def array_uv(self, stop: int | None = None) -> np.ndarray:
-        """(3, N) µV from the first received sample to the last (or to `stop`), NaN in gaps."""
-        span = self.span()
-        if span is None:
-            return np.zeros((len(LEADS), 0))
-        out = np.full((len(LEADS), max(span[1], stop or 0) - span[0]), np.nan)
-        for b in self.blocks:
-            out[:, b.start - span[0]:b.stop - span[0]] = b.values_uv.T
-        return out
-
-
-class OutputRecording:
-    """Reconstructed chunks, assembled into (12, N) aligned with the raw recording."""
-
-    def __init__(self) -> None:
-        self.chunks: list[OutputChunk] = []
-        self.flagged = 0
-
-    def add(self, chunk: OutputChunk) -> None:
-        """Keep one chunk."""
-        self.chunks.append(chunk)
-        self.flagged += chunk.flagged
-
-    def array_mv(self, first: int, length: int) -> np.ndarray:
-        """(12, length) mV from absolute index `first`; NaN where nothing was reconstructed."""
-        out = np.full((len(STANDARD_LEADS), length), np.nan)
-        for c in self.chunks:
-            a, b = max(c.start, first), min(c.start + len(c.values_mv), first + length)
-            if b > a:
-                out[:, a - first:b - first] = c.values_mv[a - c.start:b - c.start].T
-        return out
 
 
 class Capture:
@@ -173,11 +128,13 @@ class StreamResult:
 
 
 def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, *, reopen: Callable[[], object],
-               view=None, log: Callable[[str], None] = lambda _msg: None) -> StreamResult:
+               view=None, record: SessionRecord | None = None,
+               log: Callable[[str], None] = lambda _msg: None) -> StreamResult:
     """Stream until --seconds of samples (the clock counts them while the link is lost), SIGINT/SIGTERM,
     --give-up-after of one continuous loss, or no valid frame since the start; return everything.
 
     `reopen()` opens the port again after it vanished (`DataError` while it is still gone).
+    `record` is checkpointed while the session runs and completed at its end.
     """
     from medge.apps.ecg.plot import live_strip
     from medge.apps.view import encode_jpeg
@@ -221,16 +178,21 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
         view.publish(encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz,
                                             banner=f"SIGNAL LOST FOR {seconds:.0f} s")))
 
-    sinks = [Sink("record", lambda item: output.add(item.data), lossless=True)]
-    if view is not None:
-        sinks.append(Sink("view", show))
     link = LinkReader(ser, receiver, config.rate_hz, reopen=reopen, give_up_after_s=config.give_up_after_s, log=log)
     capture = Capture(link, receiver, model, config, on_lost=lost if view is not None else None)
+
+    def keep(item) -> None:
+        output.add(item.data)
+        if record is not None and record.due():
+            record.checkpoint(capture.raw, output, len(receiver.stats.gaps))
+
+    sinks = [Sink("record", keep, lossless=True)]
+    if view is not None:
+        sinks.append(Sink("view", show))
     pipe = Pipeline(capture, [Stage("reconstruct", reconstruct)], sinks, warmup=WARMUP_HOPS, source_name="capture")
     link.stop = pipe.stop_event.is_set  # SIGINT/SIGTERM stop the port reader too
     if view is not None:
-        view.set_stats(lambda: {**link.status(time.perf_counter()), "frames": receiver.stats.frames(),
-                                "gaps": len(receiver.stats.gaps), "pipeline": pipe.stats()})
+        view.set_stats(lambda: live_stats(link, receiver, pipe.stats(), hops["n"], output.flagged))
     stats = pipe.run()
     window = capture.window
     if recon.end is not None and window.end > recon.end:
@@ -241,6 +203,8 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
     tail = recon.flush()
     if tail is not None:
         output.add(tail)
+    if record is not None:
+        record.checkpoint(capture.raw, output, len(receiver.stats.gaps), stop=capture.end_index)
     raw = capture.raw.array_uv(capture.end_index)
     first = capture.raw.span()[0] if capture.raw.span() else None
     twelve = output.array_mv(first, raw.shape[1]) if first is not None else np.zeros((12, 0))
@@ -248,6 +212,24 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
                "skipped": int(stats["drops"].get("capture->reconstruct", 0)), "skipped_samples": recon.skipped_samples}
     return StreamResult(raw, twelve, first, latency.summary(), rec_ms.summary(), windows, stats, capture.error,
                         {"derived_leads": list(DERIVED_LEADS) if model.derive_limb_leads else []}, link)
+
+
+def live_stats(link: LinkReader, receiver: Receiver, pipeline: dict[str, Any], windows: int,
+               flagged: int) -> dict[str, Any]:
+    """The browser view's stats, with the ECG page's own ``summary`` line."""
+    now = time.perf_counter()
+    status, st = link.status(now), receiver.stats
+    frames = st.frames()
+    missing_s = st.missing / link.rate_hz
+    state = f"SIGNAL LOST for {link.lost_for(now):.0f} s" if link.current is not None else "link ok"
+    summary = (f"{state} · frames ok {frames['ok']}, dropped {frames['dropped']} (CRC {frames['crc_error']}) · "
+               f"samples {st.received}, gaps {len(st.gaps)} ({missing_s:.1f} s missing) · "
+               f"12-lead windows {windows} ({flagged} touch a gap) · computed leads, not for diagnosis")
+    if pipeline.get("running") is False:
+        summary += " · stopped"
+    return {**status, "summary": summary, "frames": frames, "gaps": len(st.gaps),
+            "missing_s": round(missing_s, 3), "windows": {"reconstructed": windows, "flagged": flagged},
+            "pipeline": pipeline}
 
 
 def _scroll(buf: np.ndarray, shift: int) -> None:
