@@ -118,6 +118,7 @@ function rows(obj, prefix, out) {{
 }}
 function num(v, digits) {{ return typeof v === "number" ? v.toFixed(digits) : "n/a"; }}
 function summarize(d) {{
+  if (typeof d.summary === "string") return d.summary;  // an app's own summary line (the ECG page)
   const f = d.frames || {{}}, e = ((d.latency_ms || {{}}).end_to_end) || {{}};
   return "fps " + num(d.fps_recent, 1) + " · pipeline latency p50 " + num(e.p50, 1) + " ms, p99 " + num(e.p99, 1) +
     " ms · frames in " + f.in + ", out " + f.out + ", dropped " + f.dropped + ", corrupt " + f.corrupt +
