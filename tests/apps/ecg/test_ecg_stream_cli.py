@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ecg_checks import runs_of_false
 from fixtures.cli_checks import assert_one_line_error
+from fixtures.browser import CHROMEDRIVER, CHROMIUM, NO_BROWSER, headless_chromium
 
 
 @pytest.mark.parametrize("protocol", ["medge", pytest.param("openbci-cyton", marks=pytest.mark.slow)])
@@ -62,6 +63,14 @@ def test_corruption_every_sample_exact_or_missing_and_gaps_exact(run_cli, simula
     assert r["gaps"] == runs_of_false(delivered, first)
     assert r["samples"]["missing"] == int((~delivered).sum()) and r["samples"]["received"] == int(delivered.sum())
     assert r["frames"]["crc_error"] > 0 and r["windows"]["flagged"] > 0
+    # the printed table summarises the gaps (count, missing s, the 10 longest); the JSON keeps them all
+    summary = r["gap_summary"]
+    assert summary["count"] == len(r["gaps"]) > 10 and summary["missing_samples"] == r["samples"]["missing"]
+    assert summary["missing_s"] == round(r["samples"]["missing"] / 500, 3)
+    longest = sorted((g["length"] for g in r["gaps"]), reverse=True)[:10]
+    assert [g["length"] for g in summary["longest"]] == longest
+    assert "gaps[0]" not in res.stdout and f"{len(r['gaps'])} (every gap in the JSON report" in res.stdout
+    assert "gap_summary.longest[9].seconds" in res.stdout and "gap_summary.longest[10]" not in res.stdout
     print(f"corruption test: ok {r['frames']['ok']} dropped {r['frames']['dropped']} gaps {len(r['gaps'])} "
           f"missing {r['samples']['missing']} of {n}")
 
@@ -145,3 +154,43 @@ def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_pat
     assert img.shape[0] > 12 * 40 and (img < 100).mean() > 0.005  # twelve rows with dark traces
     assert stats["frames"]["ok"] > 0
     assert json.loads(report.read_text())["view"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason=NO_BROWSER)
+def test_the_ecg_page_shows_its_own_summary_line(simulator, ecg_onnx, tmp_path):
+    """Issue #22 item 5: the page's summary line is the ECG's own (it read 'frames in undefined, ...')."""
+    import socket
+    import subprocess
+
+    from fixtures.cli_checks import medge_command
+    from selenium.webdriver.common.by import By
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = simulator("--seconds", 30, "--realtime", "--drop-rate", 0.02)
+    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
+                                               "--view", f"browser:127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = headless_chromium(tmp_path / "chromium-profile")
+    text = ""
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                driver.get(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:  # noqa: BLE001 - the view is not listening yet
+                time.sleep(0.3)
+        while time.monotonic() < deadline and "12-lead windows" not in text:
+            text = driver.find_element(By.ID, "summary").text
+            if "12-lead windows" in text and " gaps 0 " in text:  # wait for a dropped frame to show
+                text = ""
+            time.sleep(0.2)
+    finally:
+        driver.quit()
+        proc.terminate()
+        err = proc.communicate(timeout=60)[1]
+    assert "undefined" not in text and "12-lead windows" in text, (text, err[-2000:])
+    assert text.startswith("link ok · frames ok ") and "s missing)" in text and "not for diagnosis" in text, text
+    print(f"ECG page summary line: {text}")
