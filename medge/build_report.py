@@ -9,6 +9,38 @@ from medge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 from medge.reports import details_row, human_bytes, verdict
 
 
+def _num(value: float) -> str:
+    """4 significant digits, more when those would round a value to exactly 1 (a cosine of 0.99999999)."""
+    text = f"{value:.4g}"
+    return f"{value:.10g}" if float(text) == 1.0 and value != 1.0 else text
+
+
+def _gate_and_metric_rows(report) -> list[tuple[str, str]]:
+    """The gate in its own terms (a task metric, or parity with FP32 on the inputs it used) and the task
+    metric (Dice, AUROC, …) that `compare` measured on the evaluation data, even when the gate is parity."""
+    rows: list[tuple[str, str]] = []
+    gate = report.compile.get("gate") or {}
+    metric = gate.get("metric") if isinstance(gate.get("metric"), dict) else gate
+    parity = gate.get("parity") if isinstance(gate.get("parity"), dict) else {}
+    if metric and metric.get("name") and metric.get("quantized") is not None:
+        rows.append(("gate", f"{metric['name']} fp32 {_num(metric.get('reference', float('nan')))} → {report.precision} "
+                             f"{_num(metric['quantized'])}, drop {metric.get('drop', float('nan')):.4g} "
+                             f"(max {metric.get('max_drop')}) {'PASS' if metric.get('passed') else 'FAIL'}"))
+    elif parity.get("min_cosine") is not None:
+        source = (parity.get("data") or {}).get("source") or "calibration"
+        pearson = f", min pearson {_num(parity['min_pearson'])}" if parity.get("min_pearson") is not None else ""
+        rows.append(("gate", f"parity with fp32 onnx on {parity.get('samples', '?')} {source} inputs (no task metric): "
+                             f"min cosine {_num(parity['min_cosine'])}{pearson} "
+                             f"{'PASS' if gate.get('passed', parity.get('passed')) else 'FAIL'}"))
+    compare = report.compare or {}
+    measured = [a for a in compare.get("artifacts", []) if a.get("metric") is not None]
+    if compare.get("metric_name") and compare.get("reference_metric") is not None and measured:
+        rows.append((compare["metric_name"], f"fp32 onnx {_num(compare['reference_metric'])} → bundle "
+                                             f"{_num(measured[0]['metric'])} on {compare.get('n_inputs', '?')} samples "
+                                             f"of {compare.get('inputs_source', 'the evaluation data')}"))
+    return rows
+
+
 def build_rows(report) -> list[tuple[str, str]]:
     """The printed summary of `medge build`: verdict first, about ten lines (the rest is in the JSON)."""
     failed = [s for s in report.steps if s["status"] == "failed"]
@@ -24,12 +56,7 @@ def build_rows(report) -> list[tuple[str, str]]:
     if skipped:
         rows.append(("skipped", f"{skipped[0]['step']}: {skipped[0]['note']}"))
     summary = report.summary
-    gate = report.compile.get("gate") or {}
-    metric = gate.get("metric") if isinstance(gate.get("metric"), dict) else gate
-    if metric and metric.get("name") and metric.get("quantized") is not None:
-        rows.append(("gate", f"{metric['name']} fp32 {metric.get('reference', float('nan')):.4g} → {report.precision} "
-                             f"{metric['quantized']:.4g}, drop {metric.get('drop', float('nan')):.4g} "
-                             f"(max {metric.get('max_drop')}) {'PASS' if metric.get('passed') else 'FAIL'}"))
+    rows += _gate_and_metric_rows(report)
     if "cosine vs fp32" in summary:
         rows.append(("parity vs fp32", f"max abs {summary['max abs error vs fp32']:.3g}, cosine {summary['cosine vs fp32']:.6f}"))
     if "p50 bundle (ms)" in summary:
@@ -58,7 +85,10 @@ def _markdown(report) -> str:
     lines += [f"| {s['step']} | {s['status']} | {s['seconds']:.1f} | {s.get('note', '')} |" for s in report.steps]
     if report.summary:
         lines += ["", "## Summary", "", "| quantity | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report.summary.items()]
+        lines += [f"| {k} | {_num(v)} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report.summary.items()]
+    accuracy = _gate_and_metric_rows(report)
+    if accuracy:
+        lines += ["", "## Gate and task metric", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in accuracy]
     if report.profiles:
         lines += ["", "## Latency (ms)", "", "| artifact | runtime | device | p50 | p90 | p99 | mean ± std | peak RSS MB | size MB |",
                   "|---|---|---|---|---|---|---|---|---|"]

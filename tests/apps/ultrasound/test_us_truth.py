@@ -159,3 +159,18 @@ def test_page_names_the_model_warns_and_keeps_the_last_frame(app_bundles, tmp_pa
         if app.proc.poll() is None:
             app.proc.kill()
     assert report["frames"]["in"] == 30 and not report["stopped_early"]
+
+
+@pytest.mark.slow
+def test_segmentation_build_reports_dice_and_the_gate_in_its_own_terms(run_cli, tmp_path):
+    out = tmp_path / "us"
+    res = run_cli("build", "us-lesion-unet", "--target", "intel-cpu", "-o", out, "--runs", "5", "--warmup", "1",
+                  report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (dice,) = [line for line in res.stdout.splitlines() if line.startswith("dice ")]
+    assert "fp32 onnx 0.8" in dice and "samples of synthetic:us-seg" in dice, dice  # the task metric, measured
+    (gate,) = [line for line in res.stdout.splitlines() if line.startswith("gate ")]
+    assert "parity with fp32 onnx" in gate and "min cosine 0.99" in gate and "PASS" in gate, gate  # not "min cosine 1"
+    md = Path(res.report["report_files"]["markdown"]).read_text()
+    assert "## Gate and task metric" in md and "| dice | fp32 onnx 0.8" in md
+    assert "| gate min cosine vs fp32 | 1 |" not in md
