@@ -63,8 +63,7 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
     from medge.build import BuildConfig, build
     from medge.calibration import load_data_for_onnx
     from medge.export import export_onnx
-    from medge.quantize.metrics import default_metric_for_task, targets_fit
-    from medge.quantize.prune_gate import FIDELITY, drop, score
+    from medge.evaluate.metrics import FIDELITY, default_metric_for_task, metric_drop, targets_fit, task_metric
     from medge.runtimes.artifacts import resolve_artifact
     from medge.zoo import get_card
 
@@ -119,10 +118,10 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
             # an encoder's embedding is no mask: scored as the build gated it, R² against dense FP32
             metric, targets = FIDELITY, outputs["dense_fp32"]
             row["metric"] = metric
-        scores = {name: float(score(metric, out, targets)) for name, out in outputs.items()}
+        scores = {name: float(task_metric(metric, out, targets)) for name, out in outputs.items()}
         row["metric_values"] = {k: round(v, 5) for k, v in scores.items()}
-        row["drop_peer"] = round(drop(metric, scores["dense_fp32"], scores["nncf_int8"]), 5)
-        row["drop_ours"] = round(drop(metric, scores["dense_fp32"], scores["pruned_int8"]), 5)
+        row["drop_peer"] = round(metric_drop(metric, scores["dense_fp32"], scores["nncf_int8"]), 5)
+        row["drop_ours"] = round(metric_drop(metric, scores["dense_fp32"], scores["pruned_int8"]), 5)
         feeds = next(iter(calib))
         # both artifacts through the same bare OpenVINO call (LATENCY hint, same threads and input), and
         # the bundle once more through medge's runtime wrapper, whose checks and copies cost extra per call

@@ -20,9 +20,7 @@ from medge.reports import Report
 
 DEFAULT_MODEL = "cxr-densenet-tiny"
 DEFAULT_TARGET = "intel-cpu"
-# Gate thresholds used when the user gives none (the clinical targets).
 DERIVED_SAMPLES = 300  # demo feeds made from another zoo model (the compile's default sample count)
-DEFAULT_MAX_DROP = {"auroc": 0.005, "sens@spec": 0.02, "dice": 0.01, "pearson": 0.005, "accuracy": 0.01}
 
 
 @dataclass
@@ -153,7 +151,7 @@ def _synthetic_targets_fit(meta, source: str) -> bool:
                        n=1, split="eval").samples[0]
     import numpy as np
 
-    from medge.quantize.metrics import targets_fit
+    from medge.evaluate.metrics import targets_fit
 
     return sample.target is not None and targets_fit(tuple(card.output_shape[1:]), np.shape(sample.target))
 
@@ -242,7 +240,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     from medge.export import export_onnx
     from medge.export.loading import source_reference
     from medge.metadata import read_metadata
-    from medge.quantize.metrics import default_metric_for_task
+    from medge.evaluate.metrics import default_metric_for_task
     from medge.compare import CompareConfig, compare_artifacts
 
     steps = _Steps(report)
@@ -280,6 +278,8 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     metric = default_metric_for_task(meta.task) if evaluation else None
     max_drop = config.max_drop
     if max_drop is None and evaluation and metric and precision == "int8":
+        from medge.evaluate.gate import DEFAULT_MAX_DROP  # the one budget table
+
         max_drop = DEFAULT_MAX_DROP.get(metric)
     if pruned is not None:  # --max-drop is the budget vs dense FP32: INT8 gets what pruning left
         max_drop = pruned.int8_budget if evaluation and precision == "int8" else None

@@ -72,7 +72,8 @@ def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedF
     """Prune, distil and gate `config.model`; the .pt2 goes to ``report_dir/model.pruned.pt2``."""
     from medge.export import load_model
     from medge.quantize.prune import PruneConfig, prune_model
-    from medge.quantize.prune_gate import DEFAULT_MAX_DROP, metric_for
+    from medge.evaluate.gate import DEFAULT_MAX_DROP
+    from medge.quantize.prune_gate import metric_for
 
     sparsity = parse_prune(config.prune)
     loaded = load_model(config.model, config.weights, config.model_kwargs, config.input_shape)
@@ -159,7 +160,7 @@ def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, prun
     }
     final = rows[f"pruned+{report.precision}"]["metric"]
     if final is not None and gate.get("reference") is not None:
-        from medge.quantize.metrics import metric_drop
+        from medge.evaluate.metrics import metric_drop
 
         out["drop_vs_dense"] = round(metric_drop(gate["name"], gate["reference"], final), 6)
         out["notes"].append("the pruning gate and the INT8 gate each score on their own synthetic/held-out "

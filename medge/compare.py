@@ -5,7 +5,8 @@ random normals).  Each artifact gets them by input position, transposed when its
 NCHW↔NHWC counterpart and quantized with its own (scale, zero_point) for int8 I/O; its outputs
 are dequantized and transposed back before comparison.  Errors are over all outputs and inputs:
 ``max_abs_error``; ``max_rel_error`` = max |a − r| / (|r| + 1e-6); cosine similarity of the
-flattened outputs; and, with targets, the task metric (medge.quantize.metrics).
+flattened outputs (all from `medge.evaluate.parity`); and, with targets, the task metric
+(medge.evaluate.metrics).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import DataError, MedgeError
+from medge.errors import MedgeError
+from medge.evaluate.parity import compare_output_lists
 from medge.reports import Report
 from medge.runtimes.artifacts import ArtifactRef, resolve_artifact
 from medge.runtimes.base import TensorInfo
-
-REL_EPS = 1e-6
 
 
 @dataclass
@@ -180,17 +180,8 @@ def _run_all(rt: Any, samples: list[list[np.ndarray]], label: str, ref_shapes: l
 
 
 def _errors(ref: list[np.ndarray], got: list[np.ndarray], label: str) -> tuple[float, float, float, float]:
-    if len(ref) != len(got):
-        raise DataError(f"{label} has {len(got)} outputs, the reference has {len(ref)}; compare the same model")
-    for i, (r, g) in enumerate(zip(ref, got)):
-        if r.shape != g.shape:
-            raise DataError(f"{label}: output {i} has shape {list(g.shape)}, the reference has {list(r.shape)}")
-    r = np.concatenate([x.astype(np.float64).ravel() for x in ref])
-    g = np.concatenate([x.astype(np.float64).ravel() for x in got])
-    diff = np.abs(g - r)
-    norm = float(np.linalg.norm(r) * np.linalg.norm(g))
-    cosine = float(np.dot(r, g) / norm) if norm > 0 else (1.0 if not diff.any() else 0.0)
-    return float(diff.max()), float((diff / (np.abs(r) + REL_EPS)).max()), float(diff.mean()), cosine
+    d = compare_output_lists(ref, got, label)
+    return d.max_abs, d.max_rel, d.mean_abs, d.cosine
 
 
 def _float_reference_inputs(infos: list[TensorInfo], n: int, seed: int) -> list[list[np.ndarray]]:
@@ -205,7 +196,7 @@ def _metric_setup(config: CompareConfig, ref: ArtifactRef, refs: list[ArtifactRe
         if config.metric:
             raise MedgeError("--metric needs --inputs with targets (labels/masks/signals); add --inputs SOURCE")
         return None
-    from medge.quantize.metrics import check_metric_name, default_metric_for_task
+    from medge.evaluate.metrics import check_metric_name, default_metric_for_task
 
     if config.metric:
         return check_metric_name(config.metric)
@@ -246,7 +237,7 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
     def score(outputs: list[np.ndarray]) -> float | None:
         if metric_name is None or targets is None:
             return None
-        from medge.quantize.metrics import task_metric
+        from medge.evaluate.metrics import task_metric
 
         return float(task_metric(metric_name, outputs[0], targets))
 

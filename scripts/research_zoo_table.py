@@ -63,7 +63,7 @@ def _data(name: str, work: Path, n_eval: int) -> tuple[str, str]:
 
 def run_model(name: str, out: Path, n_eval: int) -> dict:
     """Every step for one model; returns its table row (with errors where a step failed)."""
-    from medge.quantize.metrics import default_metric_for_task
+    from medge.evaluate.metrics import default_metric_for_task
     from medge.zoo import get_card
 
     card = get_card(name)

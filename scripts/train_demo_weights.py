@@ -119,7 +119,7 @@ def evaluate(card, model, x, y: np.ndarray, batch: int = 16) -> dict:
     and compute the card's task metric (+ details)."""
     import torch
 
-    from medge.quantize import metrics
+    from medge.evaluate import metrics
 
     model.eval()
     xs = x if isinstance(x, tuple) else (x,)

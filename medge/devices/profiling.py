@@ -145,22 +145,15 @@ def _peak_rss_mb() -> float:
 
 
 def latency_stats(samples_ms: list[float], seed: int = 0, n_boot: int = 1000) -> tuple[dict[str, float], list[float]]:
-    """Percentiles, mean, std, min and max of latencies, and a bootstrap 95% CI of the median."""
+    """The one latency summary (``p50 p90 p95 p99 max mean count``) plus ``std`` and ``min``, and a
+    bootstrap 95% CI of the median."""
     import numpy as np
 
+    from medge.evaluate.statistics import latency_summary, median_ci
+
     x = np.asarray(samples_ms, dtype=np.float64)
-    stats = {
-        "p50": float(np.percentile(x, 50)),
-        "p90": float(np.percentile(x, 90)),
-        "p99": float(np.percentile(x, 99)),
-        "mean": float(x.mean()),
-        "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-        "min": float(x.min()),
-        "max": float(x.max()),
-    }
-    rng = np.random.default_rng(seed)
-    medians = np.median(x[rng.integers(0, len(x), size=(n_boot, len(x)))], axis=1)
-    return stats, [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
+    stats = {**latency_summary(x), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "min": float(x.min())}
+    return stats, median_ci(x, n_boot=n_boot, seed=seed)
 
 
 def validate_config(config: ProfileConfig) -> None:

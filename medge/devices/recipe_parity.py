@@ -11,7 +11,8 @@ ONNX model computes?
   ≤ ``INT8_MAX_CHANNEL_ERROR`` of its RMS; without a metric gate (``--eval`` +
   ``--max-drop``) this parity decides, so a collapsed INT8 model is refused.
 * `metric_gate`: the clinical metric (AUROC, Dice, Pearson…) of both models on the evaluation
-  split, the drop with its bootstrap 95 % CI, and pass/fail against ``max_drop``.
+  split, the drop with its bootstrap 95 % CI, and pass/fail against ``max_drop``: the one
+  `medge.evaluate.gate.Gate`.
 
 Artifacts are run through `medge.runtimes.open_runtime`, with int8 I/O (de)quantized through the
 tensor's (scale, zero_point) and channel-last I/O transposed back to the ONNX layout.
@@ -27,6 +28,9 @@ from typing import Any
 import numpy as np
 
 from medge.errors import DataError
+from medge.evaluate.gate import Gate
+from medge.evaluate.metrics import default_metric_for_task
+from medge.evaluate.parity import compare_outputs, cosine
 
 # A runner takes one model-ready input (single-input models) or a feed dict {input name: array}
 # (models with several inputs, e.g. image + click prompt) and returns the outputs in ONNX order.
@@ -140,14 +144,6 @@ def artifact_runner(artifact: Path, runtime: str | None = None, *, channel_last:
     return run
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
-
-
 def _channel_rows(outputs: list[np.ndarray]) -> np.ndarray:
     """(channels, samples × positions) of one output over the samples; channels are axis 1."""
     stacked = np.stack(outputs).astype(np.float64)  # (samples, *output shape)
@@ -179,7 +175,7 @@ def _judged_cosines(refs: list[np.ndarray], gots: list[np.ndarray]) -> tuple[lis
     A near-zero output (an empty segmentation mask: sigmoid ≈ 0 everywhere) has no direction to
     compare, so its cosine measures only the int8 rounding noise; `channel_pearson` still covers it.
     """
-    cosines = [_cosine(r, g) for r, g in zip(refs, gots)]
+    cosines = [cosine(r, g) for r, g in zip(refs, gots)]
     norms = [float(np.linalg.norm(r)) for r in refs]
     floor = COSINE_MIN_NORM * float(np.median(norms))
     return [c for c, n in zip(cosines, norms) if n >= floor and n > 0], cosines
@@ -217,7 +213,7 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
     pearsons: list[tuple[float, float]] = []
     for refs, gots in per_output:
         for r, g in zip(refs, gots):
-            diff = float(np.abs(r - g).max())
+            diff = compare_outputs(r, g).max_abs
             span = max(float(r.max() - r.min()), float(np.abs(r).max()), 1e-6)
             max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / span)
         judged, every = _judged_cosines(refs, gots)
@@ -289,7 +285,6 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
     quantized, drop, ci95, n_eval, max_drop, passed, fp32_fallback_nodes).
     """
     from medge.calibration import load_data_for_onnx
-    from medge.quantize.metrics import bootstrap_drop_ci, default_metric_for_task, metric_drop, task_metric
 
     data = load_data_for_onnx(eval_source, onnx_path, n=n, split="eval")
     targets = data.targets()
@@ -300,13 +295,6 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
     ref_list = [reference(x)[0] for x in inputs]
     ref_out = np.concatenate(ref_list)
     q_out = np.concatenate([candidate(x)[0].reshape(r.shape) for x, r in zip(inputs, ref_list)])
-    metric = default_metric_for_task(task)
-    fp32_value, q_value = task_metric(metric, ref_out, targets), task_metric(metric, q_out, targets)
-    drop = metric_drop(metric, fp32_value, q_value)
-    ci = bootstrap_drop_ci(ref_out, q_out, targets, metric)
-    gate = {
-        "name": metric, "reference": fp32_value, "quantized": q_value, "drop": drop, "ci95": list(ci), "n_eval": len(data),
-        "max_drop": max_drop, "passed": None if max_drop is None else bool(drop <= max_drop),
-        "fp32_fallback_nodes": [],
-    }
+    result = Gate(default_metric_for_task(task), max_drop).check(ref_out, q_out, targets)
+    gate = {**result.to_dict("quantized"), "fp32_fallback_nodes": []}
     return gate, {"source": eval_source, "sha256": data.sha256, "n": len(data)}

@@ -1,4 +1,4 @@
-"""Clinical metrics for accuracy gates: AUROC, sensitivity at specificity, Dice/IoU, ECG errors.
+"""Clinical metrics for every gate and app: AUROC, sensitivity at specificity, Dice/IoU, ECG errors, fidelity.
 
 Conventions (all functions take numpy arrays, the first axis is the sample):
 
@@ -9,11 +9,16 @@ Conventions (all functions take numpy arrays, the first axis is the sample):
   sample, thresholded at 0.5, scored per sample and averaged (empty-empty scores 1).
 * ECG reconstruction: ``outputs`` and ``targets`` are ``(n, leads, samples)`` in mV; Pearson r is
   computed per sample and lead and averaged over samples; RMSE and MAE are reported in µV.
+  One NaN rule for the gate and the ECG app alike: every ECG metric is computed over the time
+  points where both signals are finite (a gap is left out, never filled); a lead with fewer than
+  two such points, or a flat one, has Pearson r NaN, and averages skip NaN leads.
+* fidelity (``FIDELITY``, not a user ``--metric``): R² of outputs against a reference model's
+  outputs given as the targets (the pruning gate on data without labels).
 
 `task_metric` names: ``auroc``, ``sens@spec`` (specificity 0.9; ``sens@spec:0.95`` picks
 another), ``dice``, ``iou``, ``pearson``, ``rmse_uv``, ``mae_uv``, ``accuracy``.  A "drop" is
-always signed so that positive means the quantized model is worse (reference − quantized for
-higher-is-better metrics, quantized − reference for errors).
+always signed so that positive means the candidate (quantized, pruned) model is worse (reference −
+candidate for higher-is-better metrics, candidate − reference for errors).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from medge.errors import DataError, UnknownNameError, did_you_mean
 
 DEFAULT_SPECIFICITY = 0.9
+FIDELITY = "fidelity"
 METRIC_NAMES = ("auroc", "sens@spec", "dice", "iou", "pearson", "rmse_uv", "mae_uv", "accuracy")
 LOWER_IS_BETTER = frozenset({"rmse_uv", "mae_uv"})
 _TASK_DEFAULTS = {
@@ -176,14 +182,23 @@ def _as_leads(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.
     return (out[None], tgt[None]) if out.ndim == 2 else (out, tgt)
 
 
+def _finite_pairs(out: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one NaN rule: (mask of time points where both are finite, out and tgt zeroed elsewhere)."""
+    ok = np.isfinite(out) & np.isfinite(tgt)
+    return ok, np.where(ok, out, 0.0), np.where(ok, tgt, 0.0)
+
+
 def pearson_per_sample_lead(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Pearson r of every (sample, lead) pair, shape ``(n, leads)``; NaN for a flat signal."""
-    out, tgt = _as_leads(outputs, targets)
-    a = out - out.mean(axis=-1, keepdims=True)
-    b = tgt - tgt.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+    """Pearson r of every (sample, lead) pair over its finite time points, shape ``(n, leads)``;
+    NaN for a flat lead or one with fewer than two finite points."""
+    ok, out, tgt = _finite_pairs(*_as_leads(outputs, targets))
+    count = ok.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (a * b).sum(axis=-1) / np.where(denom > 0, denom, 1.0), np.nan)
+        a = np.where(ok, out - out.sum(axis=-1, keepdims=True) / count, 0.0)
+        b = np.where(ok, tgt - tgt.sum(axis=-1, keepdims=True) / count, 0.0)
+        denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+        valid = (denom > 0) & (count[..., 0] >= 2)
+        return np.where(valid, (a * b).sum(axis=-1) / np.where(valid, denom, 1.0), np.nan)
 
 
 def pearson_per_lead(outputs: np.ndarray, targets: np.ndarray) -> list[float]:
@@ -197,16 +212,44 @@ def pearson(outputs: np.ndarray, targets: np.ndarray) -> float:
     return _macro(pearson_per_lead(outputs, targets), "Pearson r")
 
 
+def _error_uv(outputs: np.ndarray, targets: np.ndarray, power: int, axis: tuple[int, ...] | None) -> np.ndarray:
+    """Mean |error|^power over the finite time points (NaN where there are none), in µV^power."""
+    ok, out, tgt = _finite_pairs(*_as_leads(outputs, targets))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.abs(out - tgt) ** power).sum(axis=axis) / ok.sum(axis=axis) * 1000.0 ** power
+
+
 def rmse_uv(outputs: np.ndarray, targets: np.ndarray) -> float:
-    """Root-mean-square error in µV of signals given in mV."""
-    out, tgt = _as_leads(outputs, targets)
-    return float(np.sqrt(np.mean((out - tgt) ** 2)) * 1000.0)
+    """Root-mean-square error in µV of signals given in mV (finite time points only)."""
+    return float(np.sqrt(_error_uv(outputs, targets, 2, None)))
 
 
 def mae_uv(outputs: np.ndarray, targets: np.ndarray) -> float:
-    """Mean absolute error in µV of signals given in mV."""
-    out, tgt = _as_leads(outputs, targets)
-    return float(np.mean(np.abs(out - tgt)) * 1000.0)
+    """Mean absolute error in µV of signals given in mV (finite time points only)."""
+    return float(_error_uv(outputs, targets, 1, None))
+
+
+def ecg_per_lead(pred_mv: np.ndarray, ref_mv: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per-lead ``pearson_r``, ``rmse_uv`` and ``mae_uv`` of one ``(leads, samples)`` record in mV,
+    under the module's one NaN rule (gaps left out; NaN for a flat or empty lead)."""
+    r = pearson_per_sample_lead(pred_mv, ref_mv)[0]
+    rmse = np.sqrt(_error_uv(pred_mv, ref_mv, 2, (0, 2)))
+    mae = _error_uv(pred_mv, ref_mv, 1, (0, 2))
+    if len(names) != len(r):
+        raise DataError(f"{len(names)} lead names for {len(r)} leads; give one name per lead")
+    return {name: {"pearson_r": float(r[k]), "rmse_uv": float(rmse[k]), "mae_uv": float(mae[k])}
+            for k, name in enumerate(names)}
+
+
+def fidelity(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """R² of `outputs` against `reference` (1 is identical, 0 is no better than the mean)."""
+    ref = np.asarray(reference).reshape(len(reference), -1).astype(np.float64)
+    out = np.asarray(outputs).reshape(len(outputs), -1).astype(np.float64)
+    total = float(((ref - ref.mean(axis=0)) ** 2).sum())
+    if total <= 0:
+        raise DataError("the teacher's outputs are constant on the evaluation data, so fidelity is undefined; "
+                        "give more varied data or --task/--labels with labelled --eval data")
+    return 1.0 - float(((out - ref) ** 2).sum()) / total
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -244,7 +287,10 @@ def check_metric_name(name: str) -> str:
 
 
 def task_metric(name: str, outputs: np.ndarray, targets: np.ndarray) -> float:
-    """Compute metric `name` (see module docstring) of `outputs` against `targets`."""
+    """Compute metric `name` (see module docstring) of `outputs` against `targets` (for
+    ``fidelity`` the targets are the reference model's outputs)."""
+    if name == FIDELITY:
+        return fidelity(outputs, targets)
     base, kwargs = _parse_name(name)
     return _FUNCTIONS[base](outputs, targets, **kwargs)
 
@@ -259,14 +305,20 @@ def default_metric_for_task(task: str) -> str:
         ) from None
 
 
-def metric_drop(name: str, reference: float, quantized: float) -> float:
-    """Signed drop, positive when the quantized model is worse."""
-    base, _ = _parse_name(name)
-    return quantized - reference if base in LOWER_IS_BETTER else reference - quantized
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric `name` is better (fidelity included)."""
+    return name == FIDELITY or _parse_name(name)[0] not in LOWER_IS_BETTER
 
 
-def _per_sample_scores(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """For metrics that are means of per-sample scores, the per-sample function."""
+def metric_drop(name: str, reference: float, candidate: float) -> float:
+    """Signed drop, positive when the candidate (quantized, pruned) model is worse."""
+    return reference - candidate if higher_is_better(name) else candidate - reference
+
+
+def per_sample_scores(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """For metrics that are means of per-sample scores, the per-sample function (None otherwise)."""
+    if name == FIDELITY:
+        return None
     base, _ = _parse_name(name)
     if base == "dice":
         return dice_per_sample
@@ -275,41 +327,3 @@ def _per_sample_scores(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarr
     if base == "pearson":
         return lambda o, t: np.nanmean(pearson_per_sample_lead(o, t), axis=1)
     return None
-
-
-def bootstrap_drop_ci(ref_outputs: np.ndarray, q_outputs: np.ndarray, targets: np.ndarray,
-                      metric: str, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95 % paired-bootstrap CI of the drop (reference − quantized metric, sign per `metric_drop`).
-
-    The same resampled sample indices are scored for both models.  Resamples on which the metric
-    is undefined (e.g. no positives drawn) are skipped.
-    """
-    ref = np.asarray(ref_outputs)
-    q = np.asarray(q_outputs)
-    tgt = np.asarray(targets)
-    n = len(tgt)
-    if n == 0 or len(ref) != n or len(q) != n:
-        raise DataError("bootstrap needs the same non-zero number of reference outputs, "
-                        "quantized outputs and targets")
-    rng = np.random.default_rng(seed)
-    per_sample = _per_sample_scores(metric)
-    drops: list[float] = []
-    if per_sample is not None:
-        s_ref, s_q = per_sample(ref, tgt), per_sample(q, tgt)
-        idx = rng.integers(0, n, size=(n_boot, n))
-        with np.errstate(invalid="ignore"):
-            diffs = np.nanmean(s_ref[idx], axis=1) - np.nanmean(s_q[idx], axis=1)
-        drops = [float(d) for d in diffs if np.isfinite(d)]
-    else:
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, size=n)
-            try:
-                m_ref = task_metric(metric, ref[idx], tgt[idx])
-                m_q = task_metric(metric, q[idx], tgt[idx])
-            except DataError:
-                continue
-            drops.append(metric_drop(metric, m_ref, m_q))
-    if not drops:
-        return (math.nan, math.nan)
-    lo, hi = np.percentile(drops, [2.5, 97.5])
-    return float(lo), float(hi)

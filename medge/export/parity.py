@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from medge.errors import DataError, ExportError
+from medge.evaluate.parity import compare_outputs
 from medge.export.report import OutputParity, ParityResult
 
 MAX_SAMPLES = 16
@@ -97,14 +98,8 @@ def _torch_outputs(module, feed: dict[str, np.ndarray], what: str) -> list[np.nd
 def _errors(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
     if ref.shape != got.shape:
         return float("inf"), float("inf"), False
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-    nan_mismatch = np.isnan(ref64) != np.isnan(got64)
-    if nan_mismatch.any():
-        return float("inf"), float("inf"), False
-    diff = np.abs(np.nan_to_num(ref64 - got64, nan=0.0))
-    rel = diff / np.maximum(np.abs(np.nan_to_num(ref64)), max(atol, 1e-12))
-    passed = bool(np.isclose(got64, ref64, atol=atol, rtol=rtol, equal_nan=True).all())
-    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), passed
+    d = compare_outputs(ref, got, rel_floor=max(atol, 1e-12), atol=atol, rtol=rtol)
+    return d.max_abs, d.max_rel, bool(d.within_tolerance)
 
 
 def check_parity(

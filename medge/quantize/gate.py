@@ -28,15 +28,10 @@ import numpy as np
 
 from medge.errors import GateFailedError, MedgeError, UsageError
 from medge.fileio import atomic_path
+from medge.evaluate.gate import Gate
+from medge.evaluate.metrics import check_metric_name, default_metric_for_task, task_metric
 from medge.quantize.backends.base import QuantBackend, QuantOptions, output_head_nodes
 from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
-from medge.quantize.metrics import (
-    bootstrap_drop_ci,
-    check_metric_name,
-    default_metric_for_task,
-    metric_drop,
-    task_metric,
-)
 from medge.quantize.report import Attempt, QuantizeReport
 from medge.runtimes.model_file import ModelFile, load_onnx, open_onnx
 
@@ -143,7 +138,7 @@ def _outputs(artifact: Path, runtime: str, dataset: Any, options: dict[str, Any]
 
 
 # --------------------------------------------------------------------------- the algorithm
-class _Gate:
+class _LadderRun:
     """State of one `quantize_model` run."""
 
     def __init__(self, config: QuantizeConfig, backend: QuantBackend, workdir: Path) -> None:
@@ -175,14 +170,10 @@ class _Gate:
         attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []), scheme=self.scheme)
         if self.eval_data is not None:
             q_out = _outputs(out, self.backend.runtime, self.eval_data, self._eval_options())
-            value = task_metric(self.metric_name, q_out, self.targets)
-            attempt.metric = value
-            attempt.drop = metric_drop(self.metric_name, self.reference_metric, value)
-            lo, hi = bootstrap_drop_ci(self.reference, q_out, self.targets, self.metric_name,
-                                       n_boot=self.config.n_boot, seed=self.config.seed)
-            attempt.ci95 = [lo, hi]
-            if self.config.max_drop is not None:
-                attempt.passed = bool(attempt.drop <= self.config.max_drop)
+            rule = Gate(self.metric_name, self.config.max_drop, n_boot=self.config.n_boot, seed=self.config.seed)
+            result = rule.check(self.reference, q_out, self.targets, reference_value=self.reference_metric)
+            attempt.metric, attempt.drop, attempt.ci95, attempt.passed = \
+                result.value, result.drop, result.ci95, result.passed
         report.attempts.append(attempt)
         return out, attempt
 
@@ -249,7 +240,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
     if meta is not None and assumed_note(meta.preprocessing):
         report.notes.append(assumed_note(meta.preprocessing))
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
-        gate = _Gate(config, backend, Path(tmp))
+        gate = _LadderRun(config, backend, Path(tmp))
         _load_data(config, model, gate, report)
         prepared = backend.prepare(model, Path(tmp))
         if config.precision == "int8-dynamic" and _conv_heavy(prepared):
@@ -294,7 +285,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
     return report
 
 
-def _load_data(config: QuantizeConfig, model: Path, gate: _Gate, report: QuantizeReport) -> None:
+def _load_data(config: QuantizeConfig, model: Path, gate: _LadderRun, report: QuantizeReport) -> None:
     from medge.calibration import check_overlap, load_data_for_onnx
     from medge.metadata import read_metadata
 
@@ -328,7 +319,7 @@ def _conv_heavy(model_path: Path) -> bool:
     return convs > 0 and convs >= sum(op in ("MatMul", "Gemm") for op in ops)
 
 
-def _fall_back(gate: _Gate, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
+def _fall_back(gate: _LadderRun, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
     """Recover a failed gate from the most damaging quantization points first, step by step.
 
     Stage 0 (backends that have them): whole-model schemes such as NNCF's transformer mode; the

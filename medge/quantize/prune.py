@@ -104,7 +104,7 @@ class PruneReport(Report):
     zero_fraction: float | None = None  # unstructured: zeros among the pruned weights
     zero_fraction_all_params: float | None = None
     metric: dict[str, Any] | None = None  # name, before, after, [after_pruning_before_distillation], source, samples
-    gate: dict[str, Any] | None = None  # name, reference, pruned, drop, ci95, max_drop, passed, samples, labels_from
+    gate: dict[str, Any] | None = None  # GateResult.to_dict("pruned")
     distillation: dict[str, Any] | None = None  # data, runs (one per prune step), seconds
     probes: list[dict[str, Any]] = field(default_factory=list)  # --sparsity auto: every sparsity tried
     onnx_size_bytes: dict[str, int] | None = None
@@ -161,7 +161,7 @@ def validate_config(config: PruneConfig) -> None:
     if config.max_drop is not None and not (config.eval or config.finetune):
         raise UsageError("--max-drop needs --eval SOURCE (or --finetune SOURCE, whose held-out part is the gate set)")
     if config.metric and config.metric != "fidelity":
-        from medge.quantize.metrics import check_metric_name
+        from medge.evaluate.metrics import check_metric_name
 
         check_metric_name(config.metric)
 
@@ -169,8 +169,7 @@ def validate_config(config: PruneConfig) -> None:
 def _gate_sets(config: PruneConfig, report: PruneReport, loaded, teacher, metric: str):
     """The distillation, selection and gate sets; when the data's targets do not fit the model's output
     (an encoder's embedding is no mask) and no --metric was asked for, the gate is fidelity instead."""
-    from medge.quantize.metrics import targets_fit
-    from medge.quantize.prune_gate import FIDELITY
+    from medge.evaluate.metrics import FIDELITY, targets_fit
     from medge.quantize.prune_recover import as_fidelity, build_sets
 
     sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
@@ -384,7 +383,7 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
                 _prune(config, bare, example)
                 report.metric = {"after_pruning_before_distillation": gate(
                     sets.metric, sets.gate.teacher, predict(bare, sets.gate.inputs), sets.gate.targets, None,
-                    sets.gate.labels_from).pruned}
+                    sets.gate.labels_from).value}
             trial = prune_and_distil(teacher, config.sparsity, plan, sets, example, _task_loss(loaded.meta.task))
         report.sparsity = trial.sparsity
         if trial.structured is not None:
@@ -399,16 +398,16 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
     runs = []
     if sets is not None and sets.stream is not None:  # unstructured: the masks keep pruned weights at zero
         from medge.quantize.distill import distil
-        from medge.quantize.prune_gate import higher_is_better, score
+        from medge.evaluate.metrics import higher_is_better, task_metric
 
         def select(module):
-            return score(sets.metric, predict(module, sets.select.inputs), sets.select.targets)
+            return task_metric(sets.metric, predict(module, sets.select.inputs), sets.select.targets)
 
-        report.metric = {"after_pruning_before_distillation": score(
+        report.metric = {"after_pruning_before_distillation": task_metric(
             sets.metric, predict(student, sets.gate.inputs), sets.gate.targets)}
         runs.append(distil(student, teacher, sets.stream, _distill_config(config),
                            task_loss=_task_loss(loaded.meta.task) if sets.labelled_stream else None, select=select,
-                           teacher_score=score(sets.metric, sets.select.teacher, sets.select.targets),
+                           teacher_score=task_metric(sets.metric, sets.select.teacher, sets.select.targets),
                            higher_is_better=higher_is_better(sets.metric)))
     if masked:
         from medge.quantize.prune_methods import remove_unstructured_masks
@@ -425,10 +424,10 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
 def _fill_metric(config: PruneConfig, report: PruneReport, decision, sets) -> None:
     if decision is None:
         return
-    report.gate = dataclasses.asdict(decision)
-    report.metric = {"name": decision.name, "before": decision.reference, "after": decision.pruned,
+    report.gate = decision.to_dict("pruned")
+    report.metric = {"name": decision.metric, "before": decision.reference, "after": decision.value,
                      **(report.metric or {}), "source": config.eval or f"{config.finetune} (held out)",
-                     "samples": decision.samples, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
+                     "samples": decision.n, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
 
 
 def _eval_samples(config: PruneConfig) -> int:
@@ -468,7 +467,8 @@ def prune_model(config: PruneConfig) -> PruneReport:
     import torch
 
     from medge.export.loading import state_dict_sha256
-    from medge.quantize.prune_gate import DEFAULT_MAX_DROP, metric_for
+    from medge.evaluate.gate import DEFAULT_MAX_DROP
+    from medge.quantize.prune_gate import metric_for
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -500,7 +500,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
     _fill_metric(config, report, decision, sets)
     if decision is not None and decision.passed is False:
         raise GateFailedError(
-            f"the pruned model fails its gate: {decision.name} {decision.reference:.4f} -> {decision.pruned:.4f} "
+            f"the pruned model fails its gate: {decision.metric} {decision.reference:.4f} -> {decision.value:.4f} "
             f"(drop {decision.drop:.4g} > --max-drop {decision.max_drop:g}); nothing was written to {config.output} - "
             "lower --sparsity, use --sparsity auto, or distil longer (--distill-steps, --prune-steps)", report)
     _check_shapes(teacher, student, example, config.model)

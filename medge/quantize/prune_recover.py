@@ -27,14 +27,9 @@ from torch import nn
 from medge.errors import DataError, GateFailedError
 from medge.quantize.distill import DistillConfig, DistillResult, distil
 from medge.quantize.distill_data import DistillStream
-from medge.quantize.prune_gate import (
-    FIDELITY,
-    GateResult,
-    gate,
-    higher_is_better,
-    score,
-    teacher_targets,
-)
+from medge.evaluate.gate import GateResult
+from medge.evaluate.metrics import FIDELITY, higher_is_better, task_metric
+from medge.quantize.prune_gate import gate, teacher_targets
 
 GATE_SHARE, SELECT_SHARE = 0.2, 0.15
 
@@ -74,7 +69,7 @@ class Trial:
 
     def summary(self) -> dict[str, Any]:
         """JSON summary (no module)."""
-        return {"sparsity": self.sparsity, "gate": asdict(self.gate), "seconds": round(self.seconds, 3),
+        return {"sparsity": self.sparsity, "gate": self.gate.to_dict("pruned"), "seconds": round(self.seconds, 3),
                 "distill_steps": sum(d.steps for d in self.distillation)}
 
 
@@ -200,9 +195,9 @@ def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, 
     hib = higher_is_better(metric)
 
     def select(module: nn.Module) -> float:
-        return score(metric, predict(module, sets.select.inputs), sets.select.targets)
+        return task_metric(metric, predict(module, sets.select.inputs), sets.select.targets)
 
-    teacher_select = score(metric, sets.select.teacher, sets.select.targets)
+    teacher_select = task_metric(metric, sets.select.teacher, sets.select.targets)
     per_step = max(1, plan.distill.steps // plan.prune_steps)
     results: list[DistillResult] = []
     structured = None
@@ -245,7 +240,7 @@ def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Ten
     if not low.gate.passed:
         g = low.gate
         raise GateFailedError(
-            f"no sparsity passes the gate for '{model}': already at {plan.min_sparsity:g} the {g.name} drops by "
+            f"no sparsity passes the gate for '{model}': already at {plan.min_sparsity:g} the {g.metric} drops by "
             f"{g.drop:.4g} > --max-drop {g.max_drop:g} after distillation; nothing was written - allow a larger "
             "--max-drop, give more --distill-steps / --prune-steps, or lower --min-sparsity")
     best, lo, hi = low, plan.min_sparsity, plan.max_sparsity

@@ -52,7 +52,7 @@ def test_an_encoder_whose_output_is_no_mask_is_gated_on_parity_not_dice(run_cli,
 
 def test_dice_refuses_outputs_that_only_hold_as_many_values_as_the_masks():
     from medge.errors import DataError
-    from medge.quantize.metrics import dice
+    from medge.evaluate.metrics import dice
 
     masks = np.zeros((2, 1, 64, 64), dtype=np.float32)
     assert dice(np.zeros((2, 64, 64), dtype=np.float32), masks) == 1.0  # a squeezed channel axis still fits

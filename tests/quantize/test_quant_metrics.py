@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from medge.errors import DataError, UnknownNameError
-from medge.quantize import metrics as M
+from medge.evaluate import metrics as M
+from medge.evaluate.gate import drop_ci
 
 
 def test_auroc_hand_computed_with_ties():
@@ -91,20 +92,20 @@ def test_defaults_names_and_drop_sign():
     assert M.metric_drop("rmse_uv", 10.0, 12.0) == pytest.approx(2.0)
 
 
-def test_bootstrap_drop_ci_brackets_the_drop_and_is_zero_for_identical_outputs():
+def test_drop_ci_brackets_the_drop_and_is_zero_for_identical_outputs():
     rng = np.random.default_rng(1)
     tgt = rng.integers(0, 2, size=200)
     ref = np.clip(tgt * 0.6 + rng.normal(0.2, 0.2, 200), 0, 1)
-    lo, hi = M.bootstrap_drop_ci(ref, ref, tgt, "auroc", n_boot=200)
+    lo, hi = drop_ci(ref, ref, tgt, "auroc", n_boot=200)
     assert lo == hi == 0.0
     q = np.clip(ref + rng.normal(0, 0.3, 200), 0, 1)
     drop = M.metric_drop("auroc", M.auroc(ref, tgt), M.auroc(q, tgt))
-    lo, hi = M.bootstrap_drop_ci(ref, q, tgt, "auroc", n_boot=300, seed=3)
+    lo, hi = drop_ci(ref, q, tgt, "auroc", n_boot=300, seed=3)
     assert lo < drop < hi and lo > 0
     # per-sample fast path (dice) gives the same kind of bracket
     masks = rng.integers(0, 2, size=(50, 8, 8))
     p_ref = masks * 0.9 + 0.05
     p_q = np.where(rng.random((50, 8, 8)) < 0.1, 1 - p_ref, p_ref)
     d = M.dice(p_ref, masks) - M.dice(p_q, masks)
-    lo, hi = M.bootstrap_drop_ci(p_ref, p_q, masks, "dice", n_boot=300)
+    lo, hi = drop_ci(p_ref, p_q, masks, "dice", n_boot=300)
     assert lo < d < hi

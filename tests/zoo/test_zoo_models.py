@@ -152,7 +152,7 @@ def test_demo_weights_work_on_fresh_synthetic_data(built):
     if floor is None:
         pytest.skip(f"{name} ships without demo weights (nothing to evaluate)")
     from medge.calibration.synthetic import generate
-    from medge.quantize import metrics
+    from medge.evaluate import metrics
 
     n = {"us-lesion-unet": 24, "ecg-3to12": 24, "ecg-mamba-3to12": 24}.get(name, 96)
     pre = card.preprocessing

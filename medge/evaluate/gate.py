@@ -1,0 +1,106 @@
+"""The one clinical gate: a candidate model (quantized, pruned, compiled) against its reference.
+
+`Gate(metric, max_drop).check(reference_outputs, candidate_outputs, targets)` scores both models
+on the same samples with the task metric (`medge.evaluate.metrics`), takes the signed drop
+(positive is worse), its paired-bootstrap 95 % CI (`medge.evaluate.statistics.bootstrap_ci`) and
+the verdict ``drop <= max_drop`` (None without a budget), and returns one `GateResult`.  The INT8
+gate (`medge.quantize.gate`), the prune gate (`medge.quantize.prune_gate`) and the per-recipe
+metric gate (`medge.devices.recipe_parity`) all use it; `DEFAULT_MAX_DROP` is the one budget table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from medge.errors import DataError
+from medge.evaluate.metrics import FIDELITY, metric_drop, per_sample_scores, task_metric
+from medge.evaluate.statistics import bootstrap_ci
+
+# Largest allowed drop when the user gives none (the clinical targets; fidelity is R² for unlabelled data).
+DEFAULT_MAX_DROP: dict[str, float] = {"auroc": 0.005, "sens@spec": 0.02, "dice": 0.01, "iou": 0.01,
+                                      "pearson": 0.005, "accuracy": 0.01, FIDELITY: 0.01}
+
+
+@dataclass
+class GateResult:
+    """One gate decision: reference and candidate value of `metric`, the drop, its CI and the verdict."""
+
+    metric: str
+    reference: float
+    value: float
+    drop: float
+    ci95: list[float]
+    max_drop: float | None
+    passed: bool | None  # None: no budget, informative only
+    n: int  # evaluated samples
+    labels_from: str = "data"  # "data", or "teacher" when the reference model labelled the data
+
+    def rounded(self, digits: int) -> GateResult:
+        """The same result with its figures rounded to `digits` decimals."""
+        return replace(self, reference=round(self.reference, digits), value=round(self.value, digits),
+                       drop=round(self.drop, digits), ci95=[round(c, digits) for c in self.ci95])
+
+    def to_dict(self, candidate: str = "quantized") -> dict[str, Any]:
+        """Stable JSON: ``name reference <candidate> drop ci95 max_drop passed n_eval labels_from``;
+        `candidate` names what was gated (``quantized``, ``pruned``)."""
+        return {"name": self.metric, "reference": self.reference, candidate: self.value, "drop": self.drop,
+                "ci95": list(self.ci95), "max_drop": self.max_drop, "passed": self.passed, "n_eval": self.n,
+                "labels_from": self.labels_from}
+
+
+def drop_ci(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray, metric: str, *,
+            n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % paired-bootstrap CI of the drop of `metric` (sign per `metric_drop`).
+
+    The same resampled sample indices are scored for both models; resamples on which the metric is
+    undefined (e.g. no positives drawn) are skipped.
+    """
+    ref, cand, tgt = np.asarray(reference), np.asarray(candidate), np.asarray(targets)
+    n = len(tgt)
+    if n == 0 or len(ref) != n or len(cand) != n:
+        raise DataError("the gate needs the same non-zero number of reference outputs, candidate outputs and targets")
+    per_sample = per_sample_scores(metric)
+    if per_sample is not None:  # a mean of per-sample scores: score once, resample the scores
+        s_ref, s_cand = per_sample(ref, tgt), per_sample(cand, tgt)
+
+        def statistic(idx: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore"):
+                return np.nanmean(s_ref[idx], axis=-1) - np.nanmean(s_cand[idx], axis=-1)
+    else:
+        def statistic(idx: np.ndarray) -> np.ndarray:
+            return np.array([_resampled_drop(metric, ref[i], cand[i], tgt[i]) for i in idx])
+    return bootstrap_ci(statistic, n, n_boot=n_boot, seed=seed)
+
+
+def _resampled_drop(metric: str, ref: np.ndarray, cand: np.ndarray, tgt: np.ndarray) -> float:
+    try:
+        return metric_drop(metric, task_metric(metric, ref, tgt), task_metric(metric, cand, tgt))
+    except DataError:
+        return float("nan")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The rule: the drop of `metric` from the reference to the candidate is at most `max_drop`."""
+
+    metric: str
+    max_drop: float | None = None
+    n_boot: int = 1000
+    seed: int = 0
+
+    def check(self, reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray, *,
+              reference_value: float | None = None, labels_from: str = "data") -> GateResult:
+        """Score `reference` and `candidate` outputs against `targets` and decide.
+
+        `reference_value` skips re-scoring a reference already scored (the fallback ladder's steps).
+        """
+        ref_value = task_metric(self.metric, reference, targets) if reference_value is None else reference_value
+        value = task_metric(self.metric, candidate, targets)
+        lost = metric_drop(self.metric, ref_value, value)
+        ci = drop_ci(reference, candidate, targets, self.metric, n_boot=self.n_boot, seed=self.seed)
+        passed = None if self.max_drop is None else bool(lost <= self.max_drop)
+        return GateResult(self.metric, float(ref_value), float(value), float(lost), list(ci), self.max_drop,
+                          passed, len(targets), labels_from)
