@@ -154,5 +154,5 @@ def test_tls_client_certificates_allow_list_and_sr_over_tls_with_retention(xray_
 ])
 def test_security_flag_errors_are_one_line(xray_bundle, run_cli, tmp_path, extra, needle):
     result = run_cli("xray", "serve", "--bundle", xray_bundle, "--db", tmp_path / "wl.sqlite",
-                     "--store", tmp_path / "store", "--port", "0", *extra, cwd=tmp_path)
+                     "--store", tmp_path / "store", "--port", "0", *extra, cwd=tmp_path, timeout=120)
     assert_one_line_error(result, needle, code=2)
