@@ -81,7 +81,7 @@ def test_pixel_spacing_and_imager_pixel_spacing_right_wrong_or_missing():
 
     assert pixel_spacing_mm(ds(PixelSpacing=[0.3, 0.2])) == ([0.2, 0.3], None)  # row\\column → (dx, dy)
     assert pixel_spacing_mm(ds()) == (None, None)  # missing: px, nothing to warn about
-    for bad in ([0, 0.2], [-0.1, 0.1], [0.2], ["nan", 0.2]):
+    for bad in ([0, 0.2], [-0.1, 0.1], [0.2], ["-0", 0.2]):
         spacing, warning = pixel_spacing_mm(ds(PixelSpacing=bad))
         assert spacing is None and "Pixel Spacing" in warning and "not two positive numbers" in warning, bad
     # a radiograph (DX): Imager Pixel Spacing is at the detector; the magnification factor brings it to the patient
