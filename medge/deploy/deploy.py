@@ -53,7 +53,8 @@ class DeployReport(Report):
         """One row per step with its time; then state and health."""
         rows = [("action", f"{self.action} {self.app} on {self.device} ({self.supervisor})")]
         if self.bundle:
-            rows.append(("bundle", f"{self.bundle} (manifest {str(self.manifest_sha256)[:12]}) → {self.remote_bundle}"))
+            rows.append(("bundle", f"{self.bundle} (manifest {str(self.manifest_sha256)[:12]})"
+                                   + (f" → {self.remote_bundle}" if self.remote_bundle else "")))
         for step in self.steps:
             took = f"{step['seconds']:.2f} s" if step.get("seconds") is not None else "-"
             rows.append((f"step {step['name']}", f"{step['status']}, {took}: {step.get('detail', '')}".rstrip(": ")))
@@ -92,7 +93,8 @@ class Deployer:
             entry.update(status="failed", seconds=time.perf_counter() - t0, detail=str(exc))
             self.report.failed_step, self.report.error = name, str(exc)
             raise _StepFailed(f"step '{name}' failed: {exc}") from exc
-        entry.update(seconds=time.perf_counter() - t0, detail=detail or "")
+        text = detail.get("detail", "") if isinstance(detail, dict) else detail  # a health result
+        entry.update(seconds=time.perf_counter() - t0, detail=text or "")
         return detail
 
     def sh(self, command: str, *, timeout: float = 120, check: bool = True):
@@ -280,13 +282,15 @@ def run_deploy(config: DeployConfig, opts) -> DeployReport:
         spec = AppSpec(config.app, config.app_args, _root(config, "~"), opts.remote_command, config.supervisor)
         _plan(Deployer(spec, report), config, report)
         return report
+    t0 = time.perf_counter()
     with SshSession(target, opts) as session:
         home = session.run("printf %s \"$HOME\"").stdout.strip() or "/tmp"
+        connect_s = time.perf_counter() - t0
         spec = AppSpec(config.app, config.app_args, _root(config, home), opts.remote_command, config.supervisor)
         deployer = Deployer(spec, report, session)
         try:
             if config.action == "deploy":
-                _deploy(deployer, config, report)
+                _deploy(deployer, config, report, connect_s)
             elif config.action == "status":
                 _status(deployer, report, config)
             else:
@@ -324,12 +328,13 @@ def _plan(deployer: Deployer, config: DeployConfig, report: DeployReport) -> Non
     deployer.step("record", None, dry=f"{spec.root}/deployed.json")
 
 
-def _deploy(deployer: Deployer, config: DeployConfig, report: DeployReport) -> None:
+def _deploy(deployer: Deployer, config: DeployConfig, report: DeployReport, connect_s: float) -> None:
     spec, bundle = deployer.spec, Path(str(config.bundle))
     remote = f"{spec.root}/bundles/{str(report.manifest_sha256)[:12]}"
     report.remote_bundle = remote
     q = shlex.quote
-    deployer.step("connect", lambda: f"{deployer.session.target.label}, home {spec.root}")
+    deployer.step("connect", lambda: f"{deployer.session.target.label}, app folder {spec.root}")
+    report.steps[-1]["seconds"] = connect_s  # the SSH master connection was opened before the steps
     deployer.step("check", deployer.check)
     deployer.step("copy", lambda: deployer.copy(bundle, remote))
     deployer.step("verify", lambda: deployer.sh(f"{spec.medge} verify {q(remote)} --expect-sha256 {report.manifest_sha256}",

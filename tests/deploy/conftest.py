@@ -16,7 +16,6 @@ _profile = importlib.util.module_from_spec(_spec)
 sys.modules["profile_conftest"] = _profile  # dataclasses look their module up there
 _spec.loader.exec_module(_profile)
 sshd = _profile.sshd  # the same real OpenSSH server fixture as the remote-profiling tests
-SshServer = _profile.SshServer
 free_port = _profile.free_port
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 from conftest import ssh_args
 from fixtures.cli_checks import assert_one_line_error, medge_command
