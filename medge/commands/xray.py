@@ -53,6 +53,9 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    "(default: the model metadata's, else 0.5)")
     p.add_argument("--workers", type=int, default=2, help="analysis threads (default 2)")
     p.add_argument("--threads", type=int, help="runtime intra-op threads (default: the runtime's)")
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode every image at full resolution (default: at the model's input size, from the "
+                        "JPEG 2000 resolution level or JPEG DCT scale that is enough; slower, for checking)")
     p.add_argument("--max-wait", type=_durations, default=1800.0, metavar="DURATION",
                    help="flag a study not analysed after this long as overdue (default 30m)")
     p.add_argument("--min-free-mb", type=float, default=256.0,
@@ -140,7 +143,7 @@ def _config(args: argparse.Namespace):
         min_free_mb=args.min_free_mb, ae_title=getattr(args, "ae_title", "MEDGE"),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 11112),
         allow=getattr(args, "allow", []), max_associations=getattr(args, "max_associations", 10),
-        tls=_tls(args), keep_days=args.keep_days)
+        tls=_tls(args), keep_days=args.keep_days, full_decode=args.full_decode)
 
 
 def _serve(args: argparse.Namespace):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from medge.apps.xray.priority import PRIORITY_NAMES
+from medge.apps.xray.worker import STAGES, stage_summary
 from medge.apps.xray.worklist import Worklist
 from medge.reports import Report, _fmt
 
@@ -55,6 +56,7 @@ def study_entries(rows: list[dict[str, Any]], *, show_accession: bool = False, m
             "thresholds_version": row["thresholds_version"],
             "sr": "sent" if row["sr_sent"] and not row["sr_pending"] else
                   ("pending" if row["sr_pending"] else ("written" if row["sr_path"] else "")),
+            "timings_ms": json.loads(row["timings"] or "{}"),
         })
     return entries
 
@@ -66,6 +68,7 @@ class WorklistReport(Report):
     title: ClassVar[str] = "worklist"
     db: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     studies: list[dict[str, Any]] = field(default_factory=list)
 
     def to_table(self) -> str:
@@ -84,8 +87,9 @@ class WorklistReport(Report):
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
         line = lambda vals: "  ".join(_fmt(v).ljust(w) for v, w in zip(vals, widths)).rstrip()
         summary = ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        return "\n".join([f"worklist ({summary})", line(cols), line(["-" * w for w in widths]),
-                          *(line(r) for r in cells)])
+        stages = ", ".join(f"{k.removesuffix('_ms')} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in self.stages_ms.items())
+        return "\n".join([f"worklist ({summary})", *([f"ms p50/p95: {stages}"] if stages else []), line(cols),
+                          line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
 def worklist_report(worklist: Worklist, *, show_accession: bool = False, max_wait_s: float = 1800.0) -> WorklistReport:
@@ -94,4 +98,7 @@ def worklist_report(worklist: Worklist, *, show_accession: bool = False, max_wai
     counts: dict[str, int] = {}
     for s in studies:
         counts[s["state"]] = counts.get(s["state"], 0) + 1
-    return WorklistReport(db=str(worklist.path), counts=counts, studies=studies)
+    return WorklistReport(db=str(worklist.path), counts=counts, studies=studies, stages_ms=stage_summary(
+        {name: [s["timings_ms"][name] for s in studies if s["queue_state"] == "analysed" and name in s["timings_ms"]]
+         for name in STAGES}))
+

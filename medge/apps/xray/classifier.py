@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medge.apps.model import AppModel
+from medge.apps.xray.decode import decode_reduced
 from medge.apps.xray.source import cs_values, iod_of, missing_uids
 from medge.errors import DataError, MedgeError
 from medge.metadata import ModelMeta
@@ -157,22 +158,25 @@ def to_unit(frame: np.ndarray, ds: Any, pre: dict[str, Any]) -> np.ndarray:
     return lut[frame.astype(np.int64) - lo if lo else frame]
 
 
-def preprocess(ds: Any, model: AppModel) -> tuple[np.ndarray, dict[str, float]]:
-    """Decode one radiograph and prepare it for `model` (batch 1); returns (input, timings in ms)."""
+def preprocess(ds: Any, model: AppModel, *, reduced: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+    """Decode one radiograph and prepare it for `model` (batch 1); returns (input, timings in ms).
+
+    With `reduced` the frame is decoded at the smallest power-of-two reduction still at least the
+    model's input size (`medge.apps.xray.decode`); without it, at full resolution."""
     from medge.calibration.sampling import SkipSample
 
     t0 = time.perf_counter()
+    pre = model.preprocessing
+    height, width = (int(pre["height"]), int(pre["width"])) if reduced else (1 << 30, 1 << 30)
     try:
-        frame = ds.pixel_array
+        frame, _, _ = decode_reduced(ds, height, width, mask=lambda f: _mask_bits_stored(f, ds))
     except Exception as exc:
         raise NotAnalysable(f"cannot decode pixel data ({type(exc).__name__})") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        frame = frame[0]
     if frame.ndim != 2:
         raise NotAnalysable(f"pixel data has shape {frame.shape}; expected one grey image")
     t1 = time.perf_counter()
     try:
-        unit = to_unit(_mask_bits_stored(frame, ds), ds, model.preprocessing)
+        unit = to_unit(frame, ds, pre)
     except SkipSample as exc:
         raise NotAnalysable(str(exc)) from exc
     x = model.prepare(unit)

@@ -200,7 +200,7 @@ class Receiver:
                 return self._refuse(CANNOT_UNDERSTAND, str(exc).split(";")[0])
             sop_hash = self.store.worklist.hash(header.sop_instance_uid)
             try:
-                stored = self.store.put(data, header)
+                stored = self.store.put(data, header, receive_ms=(time.perf_counter() - t0) * 1e3)
             except sqlite3.Error as exc:
                 return self._refuse(OUT_OF_RESOURCES, f"worklist database unavailable ({type(exc).__name__})", sop_hash)
             except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from medge.apps.xray.priority import OperatingPoints, default_points, load_point
 from medge.apps.xray.receiver import Receiver, parse_address
 from medge.apps.xray.sender import Outbox
 from medge.apps.xray.store import DEFAULT_MIN_FREE_MB, Store, read_header_bytes
-from medge.apps.xray.worker import WorkerPool
+from medge.apps.xray.worker import WorkerPool, stage_summary
 from medge.apps.xray.worklist import Worklist
 from medge.console import warn
 from medge.errors import DataError, UsageError
@@ -53,6 +54,7 @@ class XrayConfig:
     max_associations: int = 10
     tls: TlsFiles = TlsFiles()
     keep_days: float | None = None
+    full_decode: bool = False  # decode at full resolution (default: at the model's, `medge.apps.xray.decode`)
 
     @property
     def audit_path(self) -> Path:
@@ -87,6 +89,8 @@ class XrayReport(Report):
     queued: int = 0
     busy_retries: int = 0
     time_to_flag_s: dict[str, float] = field(default_factory=dict)
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    decode: str = "reduced"
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -131,7 +135,7 @@ class XrayService:
         self.pool = WorkerPool(self.worklist, self.classifier, self.ops, self.audit,
                                sr_outbox_dir=self.store.sr_outbox, sr_dir=config.sr_dir,
                                destinations=config.sr_dest, workers=config.workers, max_wait_s=config.max_wait_s,
-                               on_result=self.outbox.wake)
+                               on_result=self.outbox.wake, reduced_decode=not config.full_decode)
         self.requeued = self.worklist.requeue_interrupted()
         self.audit.write("start", model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
                          thresholds=self.ops.to_dict()["points"], requeued=self.requeued)
@@ -145,7 +149,8 @@ class XrayService:
             errors=stats.errors, overdue=stats.overdue, sr_sent=self.outbox.sent,
             sr_send_failures=self.outbox.failures, sr_pending=self.worklist.outbox_pending(),
             queued=self.worklist.pending_count(), busy_retries=self.worklist.busy_retries,
-            time_to_flag_s=_percentiles(stats.time_to_flag_s))
+            time_to_flag_s=_percentiles(stats.time_to_flag_s), decode="full" if self.config.full_decode else "reduced",
+            stages_ms=stage_summary(stats.stages_ms))
 
     def _retention(self) -> None:
         if self.config.keep_days is None:
@@ -206,11 +211,12 @@ class XrayService:
         received = duplicates = 0
         for path in files:
             try:
+                t0 = time.perf_counter()
                 data = path.read_bytes()
                 header = read_header_bytes(data)
                 if not self.store.has_room(len(data)):
                     raise DataError("disk nearly full")
-                stored = self.store.put(data, header)
+                stored = self.store.put(data, header, receive_ms=(time.perf_counter() - t0) * 1e3)
             except (DataError, OSError) as exc:
                 LOG.warning("ingest refused %s: %s", path.name, exc)
                 outcomes.append({"file": path.name, "stored": False, "reason": str(exc).split(";")[0]})

@@ -109,16 +109,23 @@ class Store:
         """Whether `incoming` more bytes still leave the configured reserve free."""
         return self.free_bytes() - incoming >= self.min_free_bytes
 
-    def put(self, data: bytes, header: Header) -> Stored:
-        """Store one encoded instance (DICOM file format bytes) durably and queue it."""
+    def put(self, data: bytes, header: Header, receive_ms: float | None = None) -> Stored:
+        """Store one encoded instance (DICOM file format bytes) durably and queue it; the row's timings
+        get `receive_ms` (when given) and store_ms (the file write and its fsyncs)."""
+        t0 = time.perf_counter()
         sop_hash = self.worklist.hash(header.sop_instance_uid)
         path = self.instances / f"{sop_hash}.dcm"
         if self.worklist.has(header.sop_instance_uid):
             return Stored(sop_hash, path, False)
         fsync_write(path, data)
+        timings = {"store_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # file and fsyncs; not the commit
+        if receive_ms is not None:
+            timings["receive_ms"] = round(receive_ms, 3)
+        received_at = time.time()
         new = self.worklist.add_received(sop_instance_uid=header.sop_instance_uid,
                                          study_instance_uid=header.study_instance_uid, accession=header.accession,
-                                         modality=header.modality, path=path, received_at=time.time())
+                                         modality=header.modality, path=path, received_at=received_at,
+                                         timings=timings)
         return Stored(sop_hash, path, new)
 
     def delete_delivered(self, keep_days: float, audit: AuditLog) -> int:

@@ -41,6 +41,31 @@ class WorkerStats:
     errors: int = 0
     overdue: int = 0
     time_to_flag_s: list[float] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)  # per analysed study, by STAGES name
+
+    def add_stages(self, timings: dict[str, float]) -> None:
+        """Record one analysed study's per-stage timings (call under the pool's lock)."""
+        for name in STAGES:
+            if name in timings:
+                self.stages_ms.setdefault(name, []).append(float(timings[name]))
+
+
+# The stages of one study, in order: C-STORE handler (or file read) to bytes and header in hand,
+# file write + fsyncs, waiting in the queue, pixel decode (reduced), VOI/resize/normalise, the
+# model, the SR (built and fsynced).
+STAGES = ("receive_ms", "store_ms", "queue_ms", "decode_ms", "preprocess_ms", "infer_ms", "sr_ms")
+
+
+def stage_summary(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """p50/p95/max/mean (ms) and count per stage, in `STAGES` order (stages without values left out)."""
+    from medge.evaluate.statistics import latency_summary
+
+    out = {}
+    for name in STAGES:
+        if values.get(name):
+            summary = latency_summary(values[name])
+            out[name] = {k: round(summary[k], 3) for k in ("p50", "p95", "max", "mean")} | {"n": summary["count"]}
+    return out
 
 
 class WorkerPool:
@@ -48,7 +73,7 @@ class WorkerPool:
 
     def __init__(self, worklist: Worklist, classifier: Classifier, ops: OperatingPoints, audit: AuditLog, *,
                  sr_outbox_dir: Path, sr_dir: Path | None, destinations: list[str], workers: int = 2,
-                 max_wait_s: float = 1800.0, on_result=None) -> None:
+                 max_wait_s: float = 1800.0, on_result=None, reduced_decode: bool = True) -> None:
         self.worklist, self.classifier, self.ops, self.audit = worklist, classifier, ops, audit
         self.sr_outbox_dir, self.sr_dir = Path(sr_outbox_dir), Path(sr_dir) if sr_dir else None
         self.sr_outbox_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +83,7 @@ class WorkerPool:
         self.n_workers = max(1, int(workers))
         self.max_wait_s = max_wait_s
         self.on_result = on_result
+        self.reduced_decode = reduced_decode
         self.stats = WorkerStats()
         self.sr_writer = SRWriter(model_name=classifier.name, model_sha256=classifier.sha256, ops_version=ops.version)
         self._stop = threading.Event()
@@ -128,12 +154,14 @@ class WorkerPool:
         t0 = time.perf_counter()
         if job.attempts > 1:  # claimed before, by a process that was killed or crashed
             LOG.warning("study %s: retrying an interrupted analysis (attempt %d)", job.sop_hash, job.attempts)
-        timings: dict[str, float] = {"queue_s": round(max(0.0, time.time() - job.received_at), 4)}
+        timings: dict[str, float] = {**job.timings, "queue_ms": max(0.0, time.time() - job.received_at) * 1e3}
         try:
             ds = read_study(job.path)
+            read_ms = (time.perf_counter() - t0) * 1e3
             check_analysable(ds)
-            x, pre_times = preprocess(ds, self.classifier.app_model)
+            x, pre_times = preprocess(ds, self.classifier.app_model, reduced=self.reduced_decode)
             timings.update(pre_times)
+            timings["decode_ms"] += read_ms  # reading the file back is part of getting the pixels
             t1 = time.perf_counter()
             scores = self.classifier.scores(x)
             timings["infer_ms"] = (time.perf_counter() - t1) * 1e3
@@ -168,6 +196,7 @@ class WorkerPool:
         with self._lock:
             self.stats.analysed += 1
             self.stats.time_to_flag_s.append(time_to_flag)
+            self.stats.add_stages(timings)
         self.audit.write("analysed", sop_instance_uid_hash=job.sop_hash, study_hash=job.study_hash,
                          model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
                          scores={k: round(v, 4) for k, v in scores.items()}, flags=flags, priority=priority,

@@ -76,6 +76,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 T = TypeVar("T")
+ARRIVAL_STAGES = ("receive_ms", "store_ms")
+
+
+def _arrival_timings(text: str) -> dict[str, float]:
+    """The receive/store timings of a row (an interrupted analysis's own timings are dropped)."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {k: float(v) for k, v in data.items() if k in ARRIVAL_STAGES} if isinstance(data, dict) else {}
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -93,6 +103,7 @@ class Job:
     path: Path
     received_at: float
     attempts: int
+    timings: dict[str, float]  # receive_ms and store_ms, measured when the instance arrived
 
 
 @dataclass(frozen=True)
@@ -208,13 +219,16 @@ class Worklist:
         return row is not None
 
     def add_received(self, *, sop_instance_uid: str, study_instance_uid: str, accession: str, modality: str,
-                     path: Path, received_at: float | None = None) -> bool:
-        """``INSERT OR IGNORE`` a received instance; True when it is new (False: a resend, a no-op)."""
+                     path: Path, received_at: float | None = None, timings: dict[str, float] | None = None) -> bool:
+        """``INSERT OR IGNORE`` a received instance; True when it is new (False: a resend, a no-op).
+
+        `timings` (receive_ms, store_ms) start the row's per-stage timings; the analysis adds its own."""
         values = (sop_instance_uid, self.hash(sop_instance_uid), self.hash(study_instance_uid), study_instance_uid,
-                  accession, modality, str(path), time.time() if received_at is None else received_at)
+                  accession, modality, str(path), time.time() if received_at is None else received_at,
+                  json.dumps(timings or {}, sort_keys=True))
         cur = self._write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO studies (sop_instance_uid, sop_hash, study_hash, study_instance_uid, accession,"
-            " modality, path, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values))
+            " modality, path, received_at, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values))
         return cur.rowcount == 1
 
     # --- the queue -------------------------------------------------------------------------
@@ -235,11 +249,11 @@ class Worklist:
                 "UPDATE studies SET state='running', attempts=attempts+1 WHERE sop_instance_uid = ("
                 " SELECT sop_instance_uid FROM studies WHERE state='received'"
                 " ORDER BY priority DESC, attempts > 0 ASC, received_at ASC LIMIT 1)"
-                " RETURNING sop_instance_uid, sop_hash, study_hash, path, received_at, attempts").fetchone()
+                " RETURNING sop_instance_uid, sop_hash, study_hash, path, received_at, attempts, timings").fetchone()
             if row is None:
                 return None
             return Job(row["sop_instance_uid"], row["sop_hash"], row["study_hash"], Path(row["path"]),
-                       row["received_at"], row["attempts"])
+                       row["received_at"], row["attempts"], _arrival_timings(row["timings"]))
 
         return self._write(take)
 
