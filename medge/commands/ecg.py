@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from medge.apps.view_security import ViewSecurity, add_view_security_arguments, view_security
-from medge.errors import DataError, MedgeError, UsageError
+from medge.errors import MedgeError, UsageError
 from medge.reports import DictReport
 
 HELP = "wearable ECG app: simulate a patch, stream and reconstruct 12 leads live, reconstruct offline, fit"

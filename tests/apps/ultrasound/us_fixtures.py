@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fixtures.browser import CHROMEDRIVER, CHROMIUM, headless_chromium  # noqa: F401 - the ultrasound tests import them from here
 from fixtures.cli_checks import medge_command
 
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PHI-12345"  # must never show up in logs, reports or on screen
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def us_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:
@@ -244,18 +242,3 @@ class RunningApp:
                 raise AssertionError(f"stats never matched: {stats}\n" + "".join(self.stderr)[-2000:])
             time.sleep(0.05)
 
-
-def headless_chromium(profile: Path):
-    """Debian's Chromium, headless, driven by selenium through chromedriver (the caller quits it)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=800,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    return driver
