@@ -90,6 +90,8 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
         assert row[role]["state"] == "analysed", row[role]
         # Same phantom through rescale/VOI/MONOCHROME1/BitsStored/JPEG 2000 → the same scores as the raw image.
         np.testing.assert_allclose(got, expected, atol=0.03, err_msg=role)
+    for role in ("urgent_dx", "urgent_j2k", "plain_cr_mono1"):  # stage timings from the C-STORE on (#27)
+        assert row[role]["timings_ms"]["receive_ms"] >= 0 and row[role]["timings_ms"]["store_ms"] > 0, row[role]
     for role in ("urgent_dx", "urgent_j2k"):
         assert row[role]["priority"] == "urgent"
         assert {"effusion", "pneumothorax"} <= {f["finding"] for f in row[role]["flags"]}
