@@ -6,6 +6,8 @@ the peer, measured in the same run, are what to read):
 * studies/s end to end (C-STORE received → classified → SR stored) for N synthetic 2048×2048
   16-bit studies sent as fast as one association allows, uncompressed and JPEG 2000 lossless;
 * the peer: a naive loop per file (pydicom read → preprocess → infer → highdicom SR → write);
+* `serve --full-decode` (every image decoded at full resolution, as before issue #27) in the same
+  rounds, and the per-stage p50/p95 (receive, store, queue, decode, preprocess, infer, SR) of both;
 * time-to-flag p50/p95 (C-STORE start → result committed) at a steady 5 studies/s;
 * kill -9 trials: SIGKILL `serve` during a burst of C-STOREs, restart, count acknowledged studies
   that are not analysed with their SR delivered (the goal is 0).
@@ -90,7 +92,7 @@ class Serve:
     def rows(self) -> list[sqlite3.Row]:
         with sqlite3.connect(self.db, timeout=30) as conn:
             conn.row_factory = sqlite3.Row
-            return conn.execute("SELECT sop_instance_uid, state, received_at, analysed_at FROM studies").fetchall()
+            return conn.execute("SELECT sop_instance_uid, state, received_at, analysed_at, timings FROM studies").fetchall()
 
     def wait_done(self, n: int, timeout: float = 1800) -> list[sqlite3.Row]:
         deadline = time.monotonic() + timeout
@@ -106,10 +108,18 @@ class Serve:
         self.proc.wait(120)
 
 
-def serve_throughput(bundle: Path, files: list[Path], work: Path) -> dict:
+def stages(rows: list[sqlite3.Row]) -> dict:
+    """Per-stage p50/p95 (ms) over the analysed rows, as the worklist shows them."""
+    from medge.apps.xray.worker import STAGES, stage_summary
+
+    timings = [json.loads(r["timings"]) for r in rows if r["state"] == "analysed"]
+    return stage_summary({name: [t[name] for t in timings if name in t] for name in STAGES})
+
+
+def serve_throughput(bundle: Path, files: list[Path], work: Path, extra: list[str] = ()) -> dict:
     from medge.apps.xray.sender import send_files
 
-    server = Serve(bundle, work, ["--sr-dir", str(work / "sr")])
+    server = Serve(bundle, work, ["--sr-dir", str(work / "sr"), *extra])
     try:
         t0 = time.time()
         results = send_files(files, f"MEDGE@127.0.0.1:{server.port}", timeout=300)
@@ -122,7 +132,8 @@ def serve_throughput(bundle: Path, files: list[Path], work: Path) -> dict:
     finally:
         server.stop()
     analysed = sum(r["state"] == "analysed" for r in rows)
-    return {"studies": len(files), "analysed": analysed, "seconds": t1 - t0, "studies_per_s": len(files) / (t1 - t0)}
+    return {"studies": len(files), "analysed": analysed, "seconds": t1 - t0, "studies_per_s": len(files) / (t1 - t0),
+            "stages_ms": stages(rows)}
 
 
 def naive_loop(bundle: Path, files: list[Path], work: Path) -> dict:
@@ -260,6 +271,7 @@ def main() -> int:
     parser.add_argument("--paced", type=int, default=30, help="studies in the 5/s time-to-flag run (default 30)")
     parser.add_argument("--kill-trials", type=int, default=20, help="kill -9 trials (default 20; 0 skips)")
     parser.add_argument("--kill-only", action="store_true", help="run only the kill -9 trials")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved serve/full-decode/naive rounds (default 2)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -283,15 +295,19 @@ def main() -> int:
     for kind, compress in (("uncompressed", False), ("jpeg2000", True)):
         files = make_studies(work / kind, args.studies, compress, bases)
         # Interleave service and peer, twice, so that load from other tenants hits both alike.
-        serve_runs, naive_runs = [], []
-        for round_ in range(2):
+        serve_runs, full_runs, naive_runs = [], [], []
+        for round_ in range(args.rounds):
             log(f"{kind}: round {round_ + 1}: serve")
             serve_runs.append(serve_throughput(bundle, files, work / f"{kind}-serve{round_}"))
+            log(f"{kind}: round {round_ + 1}: serve --full-decode")
+            full_runs.append(serve_throughput(bundle, files, work / f"{kind}-full{round_}", ["--full-decode"]))
             log(f"{kind}: round {round_ + 1}: naive loop")
             naive_runs.append(naive_loop(bundle, files, work / f"{kind}-naive{round_}"))
         serve_rate = statistics.median(r["studies_per_s"] for r in serve_runs)
+        full_rate = statistics.median(r["studies_per_s"] for r in full_runs)
         naive_rate = statistics.median(r["studies_per_s"] for r in naive_runs)
-        results["runs"][kind] = {"serve": serve_runs, "naive": naive_runs, "serve_studies_per_s": serve_rate,
+        results["runs"][kind] = {"serve": serve_runs, "full_decode": full_runs, "naive": naive_runs,
+                                 "serve_studies_per_s": serve_rate, "full_decode_studies_per_s": full_rate,
                                  "naive_studies_per_s": naive_rate, "ratio_vs_naive": serve_rate / naive_rate}
     log("time-to-flag at 5 studies/s")
     paced = make_studies(work / "paced", args.paced, False, bases)
@@ -301,10 +317,17 @@ def main() -> int:
 
     un, j2k, ttf = results["runs"]["uncompressed"], results["runs"]["jpeg2000"], results["time_to_flag"]
     print(f"\nX-ray triage bench ({os.cpu_count()} CPUs, shared: noisy), bundle {bundle.name}")
-    print(f"{'':28}{'serve':>10}{'naive loop':>12}{'ratio':>8}")
+    print(f"{'':28}{'serve':>10}{'full decode':>12}{'naive loop':>12}{'ratio':>8}")
     for name, run in (("uncompressed studies/s", un), ("JPEG 2000 studies/s", j2k)):
-        print(f"{name:28}{run['serve_studies_per_s']:>10.2f}{run['naive_studies_per_s']:>12.2f}"
-              f"{run['ratio_vs_naive']:>8.2f}")
+        print(f"{name:28}{run['serve_studies_per_s']:>10.2f}{run['full_decode_studies_per_s']:>12.2f}"
+              f"{run['naive_studies_per_s']:>12.2f}{run['ratio_vs_naive']:>8.2f}")
+    for kind, run in (("uncompressed", un), ("JPEG 2000", j2k)):
+        print(f"{kind} stages, ms p50/p95 (serve --full-decode → serve, last round):")
+        after, before = run["serve"][-1]["stages_ms"], run["full_decode"][-1]["stages_ms"]
+        for name, s in after.items():
+            b = before.get(name, {})
+            print(f"  {name.removesuffix('_ms'):12}{b.get('p50', float('nan')):>9.1f}/{b.get('p95', float('nan')):<9.1f}"
+                  f" → {s['p50']:>8.1f}/{s['p95']:.1f}")
     print(f"time-to-flag at {ttf['achieved_rate']:.2f}/s: p50 {ttf['p50_s']:.3f} s, p95 {ttf['p95_s']:.3f} s, "
           f"max {ttf['max_s']:.3f} s")
     if "kill9" in results:
