@@ -257,6 +257,13 @@ class PipelineStats:
         with self._lock:
             self.sinks[sink].add((now - item.t_acquired) * 1e3)
 
+    def record_latency(self, name: str, t_acquired: float) -> None:
+        """Time an end point outside the pipeline's threads (e.g. a view that draws a frame when a
+        client asks for it): from acquisition to now, under ``latency_ms.sinks[name]``."""
+        now = clock()
+        with self._lock:
+            self.sinks[name].add((now - t_acquired) * 1e3)
+
     def snapshot(self, slots: list[Slot], running: bool) -> dict[str, Any]:
         """A consistent JSON-ready copy of the stats (safe to call from any thread at any time)."""
         with self._lock:
@@ -299,13 +306,14 @@ class Pipeline:
     come").  `lossless` makes the stage slots wait instead of overwrite: use it for unpaced replay
     only; a live or paced source must never wait.  `limit` stops after that many source items
     (frames and corrupt ones; events do not count).  `on_event` is called, in the source thread,
-    with every `SourceEvent` once it is counted.
+    with every `SourceEvent` once it is counted.  `timed` names end points timed from outside
+    (`PipelineStats.record_latency`), reported with the sinks.
     """
 
     def __init__(self, source: Iterable[Any], stages: list[Stage], sinks: list[Sink] | None = None, *,
                  lossless: bool = False, pace: float | Callable[[int], float] | None = None,
                  limit: int | None = None, warmup: int = 5, source_name: str = "source",
-                 on_event: Callable[[SourceEvent], None] | None = None) -> None:
+                 on_event: Callable[[SourceEvent], None] | None = None, timed: Iterable[str] = ()) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         names = [source_name, *(s.name for s in stages)]
@@ -317,7 +325,7 @@ class Pipeline:
         self._on_event = on_event
         self._slots = [Slot(f"{names[i]}->{names[i + 1]}", lossless) for i in range(len(stages))]
         self._sink_slots = [Slot(f"sink:{s.name}", s.lossless) for s in sinks]
-        self.stats_data = PipelineStats([s.name for s in stages], [s.name for s in sinks], warmup)
+        self.stats_data = PipelineStats([s.name for s in stages], [*(s.name for s in sinks), *timed], warmup)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None

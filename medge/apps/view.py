@@ -60,31 +60,52 @@ def parse_view(spec: str, default_port: int = 8080) -> tuple[str, str, int]:
     return kind, host or "127.0.0.1", port
 
 
+class LazyFrame:
+    """A frame made (e.g. drawn and JPEG-encoded) by the first reader that wants it, then shared."""
+
+    __slots__ = ("_make", "_data", "_lock")
+
+    def __init__(self, make: Callable[[], bytes]) -> None:
+        self._make: Callable[[], bytes] | None = make
+        self._data: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> bytes:
+        """The frame's bytes (made on the first call, in the caller's thread)."""
+        with self._lock:
+            if self._make is not None:
+                self._data, self._make = self._make(), None
+            return self._data  # type: ignore[return-value]
+
+
 class FrameBoard:
-    """The latest frame and its number; readers wait for a newer one (no queue)."""
+    """The latest frame and its number; readers wait for a newer one (no queue).  A frame published
+    as a function is made only when a reader wants it (`LazyFrame`): no reader, no encoding."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frame: bytes | None = None
+        self._frame: bytes | LazyFrame | None = None
         self._seq = 0
         self._closed = False
 
-    def publish(self, jpeg: bytes) -> None:
-        """Replace the latest frame (never blocks on readers)."""
+    def publish(self, jpeg: bytes | Callable[[], bytes]) -> None:
+        """Replace the latest frame (never blocks on readers); a function is called by the first reader."""
         with self._cond:
-            self._frame, self._seq = jpeg, self._seq + 1
+            self._frame, self._seq = jpeg if isinstance(jpeg, bytes) else LazyFrame(jpeg), self._seq + 1
             self._cond.notify_all()
 
     def latest(self) -> tuple[int, bytes | None]:
         """(number, bytes) of the latest frame (bytes None before the first)."""
         with self._cond:
-            return self._seq, self._frame
+            seq, frame = self._seq, self._frame
+        return seq, frame.get() if isinstance(frame, LazyFrame) else frame
 
     def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
         """Wait up to `timeout` s for a frame newer than number `seen`; returns the latest."""
         with self._cond:
             self._cond.wait_for(lambda: self._seq > seen or self._closed, timeout)
-            return self._seq, self._frame
+            seq, frame = self._seq, self._frame
+        return seq, frame.get() if isinstance(frame, LazyFrame) else frame
 
     def close(self) -> None:
         with self._cond:
@@ -198,8 +219,9 @@ class BrowserView:
         items += [f'<div class="warning">{html.escape(w)}</div>' for w in warnings]
         self._header = f'<div id="header">{"".join(items)}</div>' if items else ""
 
-    def publish(self, jpeg: bytes) -> None:
-        """Show `jpeg` (bytes of one JPEG image) to every client; returns at once."""
+    def publish(self, jpeg: bytes | Callable[[], bytes]) -> None:
+        """Show `jpeg` (bytes of one JPEG image, or a function making them, called only when a client
+        wants the frame) to every client; returns at once."""
         self.board.publish(jpeg)
 
     def start(self) -> "BrowserView":

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "/dev/videoN, camera:N or synthetic[:FPS[:WxH]]")
     parser.add_argument("--view", default="browser", metavar="browser[:HOST:PORT]|window|none",
                         help="where to show the overlay (default browser on 127.0.0.1:8080)")
+    parser.add_argument("--view-size", metavar="WxH",
+                        help="size of the overlay in the view, the recording and the window (default: the frame's, "
+                             "halved until it fits 1280x720, e.g. 960x540 for 1080p); the analysis keeps the frame's")
     add_view_security_arguments(parser)
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
@@ -30,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="no pacing, lossless: every frame is processed and the fps is the pipeline's throughput")
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N source frames")
     parser.add_argument("--record", metavar="OUT.mp4", help="write the overlaid video (atomically) to OUT.mp4 or .avi")
-    parser.add_argument("--threads", type=int, metavar="N", help="inference threads per model (default: the runtime's)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="inference threads per model (default: half the CPU cores, at least 1)")
     parser.add_argument("--device", help="runtime device (default: the bundle's)")
-    parser.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 30)")
+    parser.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 30), or the rate to ask a camera for")
     parser.add_argument("--mm-per-px", type=float, metavar="MM", help="pixel size for video/camera sources (DICOM files carry their own)")
     parser.add_argument("--camera-size", metavar="WxH", help="capture size to ask the camera for, e.g. 1920x1080")
-    parser.add_argument("--camera-format", metavar="FOURCC", help="camera pixel format, e.g. MJPG or YUYV")
+    parser.add_argument("--camera-format", metavar="MJPG|YUYV",
+                        help="camera pixel format: MJPG (1080p60 on most capture cards) or YUYV (uncompressed)")
     parser.add_argument("--input-size", metavar="HxW", help="model input size for artifacts with dynamic spatial dimensions")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is lesion (default 0.5)")
     parser.add_argument("--min-lesion-area", metavar="AREA",
@@ -61,6 +66,12 @@ def run(args: argparse.Namespace):
     if args.input_size:
         w, h = parse_size(args.input_size, "--input-size")
         input_size = (w, h)  # HxW as typed: first number is the height
+    if args.camera_format:
+        from medge.apps.ultrasound.sources import parse_camera_format
+
+        parse_camera_format(args.camera_format)  # before any device is opened
+    if args.fps is not None and not args.fps > 0:
+        raise UsageError(f"--fps must be > 0 (got {args.fps})")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     if args.warmup < 0:
@@ -77,7 +88,8 @@ def run(args: argparse.Namespace):
         view=args.view, realtime=args.realtime, frames=args.frames, record=args.record, threads=args.threads,
         device=args.device, fps=args.fps, mm_per_px=args.mm_per_px,
         camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
-        camera_format=args.camera_format, input_size=input_size, mask_threshold=args.mask_threshold,
+        camera_format=args.camera_format, input_size=input_size,
+        view_size=parse_size(args.view_size, "--view-size") if args.view_size else None, mask_threshold=args.mask_threshold,
         warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security(args),
         min_lesion_area=args.min_lesion_area, linger_s=args.linger,
     )

@@ -177,3 +177,15 @@ def test_source_events_are_counted_apart_from_frames_and_limit_stops_at_once():
     assert stats["source"]["signal"] is True and 2.0 <= stats["source"]["no_signal_s"] < 9
     _accounting_closes(stats)
     blocked.set()
+
+
+def test_an_end_point_outside_the_threads_is_timed_with_the_sinks():
+    acquired: list[float] = []
+    pipeline = Pipeline(_frames(10), [Stage("only", lambda item: (acquired.append(item.t_acquired), item.data)[1])],
+                        lossless=True, warmup=0, timed=["view"])
+    stats = pipeline.run()
+    assert stats["latency_ms"]["sinks"]["view"]["count"] == 0  # named before anything is drawn
+    time.sleep(0.01)
+    pipeline.stats_data.record_latency("view", acquired[-1])  # e.g. a frame drawn when a client asked
+    view = pipeline.stats()["latency_ms"]["sinks"]["view"]
+    assert view["count"] == 1 and view["p50"] >= 10

@@ -47,6 +47,7 @@ class UltrasoundConfig:
     input_size: tuple[int, int] | None = None
     mask_threshold: float = 0.5
     jpeg_quality: int = 80
+    view_size: tuple[int, int] | None = None  # the view's and recording's size (default: `render.default_view_size`)
     warmup: int = 5
     progress: bool = True
     stall_timeout: float = 1.0
@@ -105,7 +106,9 @@ class UltrasoundReport(Report):
         if self.lesion:
             rows.append(("lesion", ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.lesion.items())))
         if self.view.get("url"):
-            rows.append(("view", f"{self.view['url']} ({self.view.get('frames_sent', 0)} frames sent)"))
+            size = "×".join(map(str, self.view.get("size", [])))
+            rows.append(("view", f"{self.view['url']} at {size} ({self.view.get('frames_sent', 0)} frames sent, "
+                                 f"{self.view.get('frames_encoded', 0)} encoded)"))
         if self.record:
             rows.append(("record", f"{self.record['path']} ({self.record['frames']} frames)"))
         rows += [("warning", w) for w in self.warnings]
@@ -123,9 +126,8 @@ class UsFrame:
     x_screen: np.ndarray | None = None
     score: float | None = None
     prob: np.ndarray | None = None
-    bgr: np.ndarray | None = None
-    jpeg: bytes | None = None
     notice: str | None = None
+    snapshot: Any = None  # render.Snapshot: what the view, recorder and window draw
 
 
 class _LesionTally:
@@ -140,16 +142,21 @@ class _LesionTally:
         self.max_area_mm2: float | None = None
         self.dice: list[float] = []
 
-    def add(self, area_px: int, area_mm2: float | None, mask: np.ndarray, truth: np.ndarray | None) -> None:
+    def add(self, seg: Any, truth: np.ndarray | None) -> None:
+        """Count one segmented frame (`seg`: an `overlay.Segmentation`; `truth`: its true mask or None)."""
+        area_px = seg.area_px
         self.segmented += 1
         if area_px:
             self.with_lesion += 1
         self.max_area_px = max(self.max_area_px, area_px)
-        if area_mm2 is not None:
-            self.max_area_mm2 = max(self.max_area_mm2 or 0.0, area_mm2)
-        if truth is not None and truth.any():
-            inter = int(np.count_nonzero(mask & truth))
-            self.dice.append(2.0 * inter / (area_px + int(np.count_nonzero(truth))))
+        if seg.area_mm2 is not None:
+            self.max_area_mm2 = max(self.max_area_mm2 or 0.0, seg.area_mm2)
+        if truth is not None:
+            true_px = int(np.count_nonzero(truth))
+            if true_px:
+                (x, y), (h, w) = seg.origin, seg.roi.shape
+                inter = int(np.count_nonzero(seg.roi & truth[y:y + h, x:x + w])) if area_px else 0
+                self.dice.append(2.0 * inter / (area_px + true_px))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"segmented_frames": self.segmented, "frames_with_lesion": self.with_lesion,
@@ -242,13 +249,24 @@ def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
 
+def default_threads() -> int:
+    """Inference threads per model when --threads is not given: half the CPU cores (at least one), so
+    that the models leave room for the capture, resize and overlay threads beside them."""
+    import os
+
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def _run(config: UltrasoundConfig) -> UltrasoundReport:
+    import cv2
+
     from medge.apps.model import AppModel, classifier_threshold
     from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
     from medge.apps.ultrasound.feed import Feed
-    from medge.apps.ultrasound.overlay import draw_overlay, mask_at_frame, min_area_px, no_signal_card
+    from medge.apps.ultrasound.overlay import mask_at_frame, min_area_px, no_signal_card
+    from medge.apps.ultrasound.render import Renderer, Snapshot, downscale
     from medge.apps.ultrasound.sources import open_source
-    from medge.apps.view import BrowserView, encode_jpeg, parse_view
+    from medge.apps.view import BrowserView, parse_view
 
     kind, host, port = parse_view(config.view)
     if config.frames is not None and config.frames < 1:
@@ -275,13 +293,15 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
 
         source = Feed(reopen(), reopen, stall_s=config.stall_timeout)
         stack.callback(source.close)
+        threads = config.threads or default_threads()
+        cv2.setNumThreads(1)  # the stages already run side by side: OpenCV's own pool would only fight them
         seg = stack.enter_context(AppModel.open(config.segmenter, role="--segmenter", expect_task="segmentation",
-                                                device=config.device, threads=config.threads, input_size=config.input_size))
+                                                device=config.device, threads=threads, input_size=config.input_size))
         screen = None
         if config.screen:
             screen = stack.enter_context(AppModel.open(config.screen, role="--screen",
                                                        expect_task=("classification", "multilabel-classification"),
-                                                       device=config.device, threads=config.threads))
+                                                       device=config.device, threads=threads))
         threshold = config.screen_threshold if config.screen_threshold is not None else (
             classifier_threshold(screen.meta) if screen else None)
         info = source.info
@@ -293,6 +313,8 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             info.mm_per_px, info.mm_per_px_xy = config.mm_per_px, [config.mm_per_px, config.mm_per_px]
         min_area = _min_area(config, info)
         identities = {"segmenter": model_identity(seg), **({"screen": model_identity(screen)} if screen else {})}
+        for identity in identities.values():
+            identity["threads"] = threads
         if view is not None:
             demo = [f"{role} {m['model']}: {DEMO_NOTICE}" for role, m in identities.items() if m["demo"]]
             view.set_header([f"{role}: {m['model']}, version sha256 {m['sha256'][:12]}" for role, m in identities.items()],
@@ -307,12 +329,21 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         live = info.live
         lossless = not config.realtime and not live
         mode = "live" if live else ("realtime" if config.realtime else "as-fast-as-possible")
+        timing: list[Pipeline] = []  # the pipeline, once made: the view's encodes are timed in its stats
+        renderer = Renderer(config.view_size, config.jpeg_quality,
+                            on_encoded=lambda snap: timing[0].stats_data.record_latency("view", snap.t_acquired))
+        seg_h, seg_w = seg.input_hw
 
-        def prepare(item: Item) -> UsFrame:
+        def prepare(item: Item) -> UsFrame:  # the frame at each model's own size, from as few resizes as the sizes allow
             frame = item.data
-            unit = frame.image.astype(np.float32) * np.float32(1.0 / 255.0)
-            return UsFrame(frame.index, frame.image, frame.truth, seg.prepare(unit), screen.prepare(unit) if screen else None,
-                           notice=frame.notice)
+            small = downscale(frame.image, seg_w, seg_h)
+            x_screen = None
+            if screen is not None:
+                sh, sw = screen.input_hw
+                x_screen = screen.prepare(downscale(small if sh <= seg_h and sw <= seg_w else frame.image, sw, sh)
+                                          .astype(np.float32) * np.float32(1.0 / 255.0))
+            return UsFrame(frame.index, frame.image, frame.truth, seg.prepare(small.astype(np.float32) * np.float32(1.0 / 255.0)),
+                           x_screen, notice=frame.notice)
 
         def run_screen(item: Item) -> UsFrame:
             data: UsFrame = item.data
@@ -327,9 +358,9 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                 data.prob = _probability_plane(seg.run(data.x_seg))
             return data
 
-        last_bgr: list[np.ndarray] = []  # the newest overlay, dimmed under "NO SIGNAL" while the source is silent
+        last: list[Snapshot] = []  # the newest overlay, dimmed under "NO SIGNAL" while the source is silent
 
-        def overlay(item: Item) -> UsFrame:
+        def overlay(item: Item) -> UsFrame:  # the lesion at frame resolution; drawing waits for a consumer
             data: UsFrame = item.data
             result = None
             if data.prob is not None:
@@ -337,12 +368,12 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                 calibration = _calibration(info, w, h)
                 result = mask_at_frame(data.prob, h, w, calibration, config.mask_threshold,
                                        min_area_px(min_area, calibration))
-                tally.add(result.area_px, result.area_mm2, result.mask, data.truth)
-            data.bgr = draw_overlay(data.image, result, frame_number=data.index, latency_ms=item.latency_ms(),
-                                    screened_out="screened_out" in item.flags, notice=data.notice)
-            last_bgr[:] = [data.bgr]
+                tally.add(result, data.truth)
+            data.snapshot = Snapshot(data.image, result, data.index, item.t_acquired, "screened_out" in item.flags,
+                                     data.notice)
+            last[:] = [data.snapshot]
             if view is not None:
-                data.jpeg = encode_jpeg(data.bgr, config.jpeg_quality)
+                view.publish(renderer.lazy_jpeg(data.snapshot))
             return data
 
         def on_event(event: SourceEvent) -> None:
@@ -350,8 +381,10 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                 print(f"medge ultrasound: no signal from the source ({event.kind}); "
                       + ("reopening it" if event.kind == "lost" else "waiting for frames"), file=sys.stderr, flush=True)
                 if view is not None:
-                    view.publish(encode_jpeg(no_signal_card(next(iter(last_bgr), None), info.width, info.height),
-                                             config.jpeg_quality))
+                    previous = next(iter(last), None)
+                    size = renderer.view_size(info.width, info.height)
+                    view.publish(lambda: renderer.jpeg(no_signal_card(
+                        renderer.bgr(previous) if previous is not None else None, *size)))
             elif event.kind in ("restored", "resize"):
                 detail = f"after {event.detail['gap_s']:.1f} s" if event.kind == "restored" else \
                     "{}×{} → {}×{}".format(*event.detail["from"], *event.detail["to"])
@@ -362,18 +395,19 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             stages.append(Stage("screen", run_screen))
         stages += [Stage("segment", segment), Stage("overlay", overlay)]
         sinks = []
-        if view is not None:
-            sinks.append(Sink("view", lambda item: view.publish(item.data.jpeg)))
         if kind == "window":
             window = WindowView()
-            sinks.append(Sink("window", lambda item: window.show(item.data.bgr), close=window.close))
+            sinks.append(Sink("window", lambda item: window.show(renderer.bgr(item.data.snapshot)), close=window.close))
         recorder = None
         if config.record:
             recorder = VideoRecorder(config.record, info.fps or 30.0)
             stack.callback(recorder.discard)
-            sinks.append(Sink("record", lambda item: recorder.write(item.data.bgr), lossless=True, close=recorder.finish))
+            sinks.append(Sink("record", lambda item: recorder.write(renderer.bgr(item.data.snapshot)), lossless=True,
+                              close=recorder.finish))
         pipeline = Pipeline(source, stages, sinks, lossless=lossless, pace=None if (live or lossless) else source.interval,
-                            limit=config.frames, warmup=config.warmup, on_event=on_event)
+                            limit=config.frames, warmup=config.warmup, on_event=on_event,
+                            timed=["view"] if view is not None else [])
+        timing.append(pipeline)
         source.stop = pipeline.stop_event  # a stop ends a stall wait or a reopen backoff at once
         if view is not None:
             view.set_stats(pipeline.stats)
@@ -381,11 +415,13 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         stats = pipeline.run(progress=_progress_line if config.progress else None)
         if view is not None and config.linger_s > 0 and not stats["stopped_early"]:
             _linger(view, config.linger_s)
-        return _report(config, info, identities, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes)
+        return _report(config, info, identities, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes,
+                       renderer)
 
 
 def _report(config: UltrasoundConfig, info, identities: dict[str, dict[str, Any]], seg, screen, threshold, mode: str,
-            stats: dict[str, Any], tally: _LesionTally, view, recorder, sizes: list[tuple[int, int]]) -> UltrasoundReport:
+            stats: dict[str, Any], tally: _LesionTally, view, recorder, sizes: list[tuple[int, int]],
+            renderer: Any) -> UltrasoundReport:
     f = stats["frames"]
     screened = int(f["flags"].get("screened_out", 0))
     models = {"segmenter": {**seg.describe(), **identities["segmenter"]}}
@@ -402,7 +438,7 @@ def _report(config: UltrasoundConfig, info, identities: dict[str, dict[str, Any]
         source_events={"counts": stats["source"]["events"], "no_signal_s": stats["source"]["no_signal_s"],
                        "sizes": [f"{w}x{h}" for w, h in sizes]},
         view={"kind": parse_view_kind(config.view), "url": view.url if view else None,
-              "frames_sent": view.frames_sent if view else 0},
+              "frames_sent": view.frames_sent if view else 0, **renderer.describe(info.width, info.height)},
         record={"path": str(recorder.path), "frames": recorder.frames} if recorder and recorder.path.exists() else None,
         warnings=list(info.warnings), stopped_early=bool(stats["stopped_early"]), elapsed_s=stats["elapsed_s"],
     )

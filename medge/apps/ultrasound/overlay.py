@@ -21,11 +21,23 @@ TEXT_BOX_BGR = (0, 0, 0)  # behind every label
 
 @dataclass
 class Segmentation:
-    """A binary lesion mask at frame resolution and its area."""
+    """A binary lesion mask at frame resolution and its area.  Only the region that can hold lesion
+    pixels is stored (`roi`, its top-left corner at `origin` (x, y) in a frame of `shape` (H, W));
+    `mask` is the whole frame."""
 
-    mask: np.ndarray  # uint8 (H, W), 1 = lesion
+    roi: np.ndarray  # uint8 (h, w), 1 = lesion
+    origin: tuple[int, int]
+    shape: tuple[int, int]
     area_px: int
     area_mm2: float | None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """uint8 (H, W) mask of the whole frame, 1 = lesion."""
+        full = np.zeros(self.shape, np.uint8)
+        x, y = self.origin
+        full[y:y + self.roi.shape[0], x:x + self.roi.shape[1]] = self.roi
+        return full
 
 
 def parse_min_area(text: str) -> tuple[float, str]:
@@ -50,25 +62,51 @@ def min_area_px(min_area: tuple[float, str], mm_per_px_xy: list[float] | None) -
     return value / (mm_per_px_xy[0] * mm_per_px_xy[1])
 
 
+def _taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps (low index, high index, weight of the high one) of each output pixel, as
+    `cv2.resize(..., INTER_LINEAR)` computes them (pixel centres aligned, edges replicated)."""
+    f = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    low = np.floor(f).astype(np.int64)
+    frac = (f - low).astype(np.float32)
+    frac[low < 0], low[low < 0] = 0.0, 0
+    top = low >= size_in - 1
+    frac[top], low[top] = 0.0, size_in - 1
+    return low, np.minimum(low + 1, size_in - 1), frac
+
+
 def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[float] | None,
                   threshold: float = 0.5, min_px: float = 0.0) -> Segmentation:
-    """Upsample a model-resolution probability map to the frame and threshold it; connected regions
-    smaller than `min_px` pixels are not a lesion (they are removed from the mask)."""
+    """Upsample a model-resolution probability map to the frame (bilinear) and threshold it; connected
+    regions smaller than `min_px` pixels are not a lesion (they are removed from the mask).
+
+    Only the frame pixels whose bilinear taps touch a model pixel at or above the threshold can be
+    lesion, so only that region is upsampled (a 1080p frame costs what its lesion's box costs)."""
     import cv2
 
     plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1])
-    if plane.shape != (height, width):
-        plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
-    mask = (plane >= threshold).astype(np.uint8)
+    coarse = (plane >= threshold).astype(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(coarse)
+    if bw == 0 or bh == 0:
+        return Segmentation(np.zeros((0, 0), np.uint8), (0, 0), (height, width), 0, 0.0 if mm_per_px_xy else None)
+    regions = []
+    for size_out, size_in, lo, hi in ((height, plane.shape[0], by, by + bh - 1), (width, plane.shape[1], bx, bx + bw - 1)):
+        low, high, frac = _taps(size_out, size_in)
+        inside = np.flatnonzero((low <= hi) & (high >= lo))  # contiguous: the taps only grow
+        a, b = int(inside[0]), int(inside[-1]) + 1
+        regions.append((a, low[a:b], high[a:b], frac[a:b]))
+    (y0, ly, hy, fy), (x0, lx, hx, fx) = regions
+    rows = plane[ly] * (1.0 - fy)[:, None] + plane[hy] * fy[:, None]
+    values = rows[:, lx] * (1.0 - fx) + rows[:, hx] * fx
+    mask = (values >= threshold).astype(np.uint8)
     if min_px > 0 and mask.any():
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_px)
         small = small[small > 0]  # label 0 is the background
         if small.size:
             mask[np.isin(labels, small)] = 0
-    area_px = int(mask.sum())
+    area_px = int(np.count_nonzero(mask))
     area_mm2 = area_px * mm_per_px_xy[0] * mm_per_px_xy[1] if mm_per_px_xy else None
-    return Segmentation(mask, area_px, area_mm2)
+    return Segmentation(mask, (x0, y0), (height, width), area_px, area_mm2)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
@@ -112,21 +150,42 @@ def no_signal_card(last: np.ndarray | None, width: int, height: int, label: str 
     return img
 
 
-def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: int, latency_ms: float,
-                 screened_out: bool = False, notice: str | None = None, alpha: float = 0.35) -> np.ndarray:
-    """BGR uint8 image of grey `frame` with the overlay (see module docstring)."""
+def _mask_at_view(seg: Segmentation, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The lesion ROI of `seg` scaled to an image of `height`×`width` (nearest neighbour) and its origin."""
     import cv2
 
-    img = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    sy, sx = height / seg.shape[0], width / seg.shape[1]
+    x, y = seg.origin
+    x0, y0 = int(x * sx), int(y * sy)
+    x1 = max(x0 + 1, min(width, int(round((x + seg.roi.shape[1]) * sx))))
+    y1 = max(y0 + 1, min(height, int(round((y + seg.roi.shape[0]) * sy))))
+    if (y1 - y0, x1 - x0) == seg.roi.shape:
+        return seg.roi, (x0, y0)
+    return cv2.resize(seg.roi, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST), (x0, y0)
+
+
+def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: int, latency_ms: float,
+                 screened_out: bool = False, notice: str | None = None, alpha: float = 0.35,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """BGR uint8 image of grey `frame` with the overlay (see module docstring).
+
+    `frame` may be smaller than the frame `seg` was computed for (the view's size): the lesion is
+    scaled to it, the area stays the frame's.  `out` is a BGR buffer of `frame`'s size to draw into."""
+    import cv2
+
+    img = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR, dst=out if out is not None and out.shape[:2] == frame.shape else None)
     h, w = frame.shape
     scale = max(0.35, min(w, h) / 900.0)
     if seg is not None and seg.area_px:
-        x, y, bw, bh = cv2.boundingRect(seg.mask)
-        roi, sel = img[y:y + bh, x:x + bw], seg.mask[y:y + bh, x:x + bw].astype(bool)
-        tinted = cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, FILL_BGR), alpha, 0.0)
-        roi[sel] = tinted[sel]
-        contours, _ = cv2.findContours(seg.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, int(round(scale * 2))), cv2.LINE_AA)
+        view_mask, (ox, oy) = _mask_at_view(seg, h, w)
+        x, y, bw, bh = cv2.boundingRect(view_mask)
+        if bw and bh:
+            roi = img[oy + y:oy + y + bh, ox + x:ox + x + bw]
+            sel = view_mask[y:y + bh, x:x + bw].astype(bool)
+            tinted = cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, FILL_BGR), alpha, 0.0)
+            roi[sel] = tinted[sel]
+            contours, _ = cv2.findContours(view_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(ox, oy))
+            cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, int(round(scale * 2))), cv2.LINE_AA)
         area = f"lesion {seg.area_mm2:.1f} mm2" if seg.area_mm2 is not None else f"lesion {seg.area_px} px"
         _text(img, area, (6, h - 8), scale, (255, 255, 255))
     elif seg is not None:

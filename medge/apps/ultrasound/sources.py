@@ -160,10 +160,45 @@ class VideoSource(FrameSource):
         self._cap.release()
 
 
-class CameraSource(FrameSource):
-    """A V4L2 camera (HDMI capture card, USB camera): buffer size 1, optional size and pixel format."""
+CAMERA_FORMATS = {"MJPG": "Motion JPEG (decoded straight to grey)", "YUYV": "YUV 4:2:2 (its Y plane is the grey image)"}
 
-    def __init__(self, spec: str, size: tuple[int, int] | None = None, fourcc: str | None = None) -> None:
+
+def parse_camera_format(text: str) -> str:
+    """``--camera-format``: MJPG (also MJPEG) or YUYV (also YUY2), upper-cased."""
+    code = {"MJPEG": "MJPG", "YUY2": "YUYV"}.get(text.strip().upper(), text.strip().upper())
+    if code not in CAMERA_FORMATS:
+        raise UsageError(f"--camera-format {text!r}: expected MJPG or YUYV (what V4L2 capture cards and USB cameras "
+                         "deliver at 1080p)")
+    return code
+
+
+def fourcc_text(value: float) -> str:
+    """The four characters of an OpenCV ``CAP_PROP_FOURCC`` value ('' when unset)."""
+    code = int(value or 0)
+    return code.to_bytes(4, "little").decode("ascii", "replace").strip("\x00") if code > 0 else ""
+
+
+def raw_to_grey(frame: np.ndarray, fourcc: str, width: int, height: int) -> np.ndarray | None:
+    """uint8 grey (H, W) from what a V4L2 capture gives with ``CAP_PROP_CONVERT_RGB`` off: a Motion JPEG
+    buffer (decoded to grey only, no colour conversion), packed YUYV (its Y bytes, no decode at all),
+    or an image OpenCV already converted (BGR or grey).  None when a JPEG does not decode."""
+    import cv2
+
+    if fourcc == "MJPG" and (frame.ndim == 1 or frame.shape[0] == 1):
+        return cv2.imdecode(frame.reshape(-1), cv2.IMREAD_GRAYSCALE) if frame.size else None
+    if fourcc == "YUYV" and frame.size == width * height * 2 and (frame.ndim < 3 or frame.shape[-1] == 2):
+        return np.ascontiguousarray(frame.reshape(height, width * 2)[:, 0::2])
+    return to_grey_u8(frame)
+
+
+class CameraSource(FrameSource):
+    """A V4L2 camera (HDMI capture card, USB camera): buffer size 1; pixel format, size and rate asked for
+    in the order V4L2 drivers settle them (format, then size, then rate) and read back: what the device
+    agreed to is in the report, with a warning when it is not what was asked.  MJPG and YUYV frames are
+    taken raw and turned into grey without a colour conversion (`raw_to_grey`)."""
+
+    def __init__(self, spec: str, size: tuple[int, int] | None = None, fourcc: str | None = None,
+                 fps: float | None = None) -> None:
         import cv2
 
         if spec.startswith("camera:"):
@@ -173,6 +208,7 @@ class CameraSource(FrameSource):
             device, index = f"/dev/video{number}", int(number)
         else:
             device, index = spec, None
+        fourcc = parse_camera_format(fourcc) if fourcc else None
         if not Path(device).exists():
             raise DataError(f"camera {device} not found; check the cable/capture card and list cameras with "
                             "'v4l2-ctl --list-devices' (or 'ls /dev/video*')")
@@ -183,40 +219,76 @@ class CameraSource(FrameSource):
             cap.release()
             raise DataError(f"cannot open camera {device}: it is busy (another program holds it) or not a capture "
                             "device; close the other program or pick another /dev/videoN")
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        if fourcc:
-            if len(fourcc) != 4:
-                raise UsageError(f"--camera-format {fourcc!r}: expected a four-character code such as MJPG or YUYV")
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
-        if size:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
-        ok, first = cap.read()
-        if not ok or first is None:
+        warnings = negotiate_camera(cap, size, fourcc, fps)
+        self._format = fourcc_text(cap.get(cv2.CAP_PROP_FOURCC))
+        self._raw = self._format in CAMERA_FORMATS and bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
+        self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self._cap = cap
+        first = self._read()
+        if first is None or isinstance(first, Corrupt):
             cap.release()
             raise DataError(f"camera {device} opened but gives no frames (busy, no signal on the input, or an "
                             "unsupported --camera-format/--camera-size)")
-        self._cap, self._first = cap, first
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0) or None
-        self.info = SourceInfo("camera", fps, None, first.shape[1], first.shape[0], live=True, label=device)
+        self._first = first
+        rate = float(cap.get(cv2.CAP_PROP_FPS) or 0) or None
+        self.info = SourceInfo("camera", rate, None, first.shape[1], first.shape[0], live=True, label=device,
+                               warnings=warnings, details={"camera_format": self._format, "raw_frames": self._raw})
+
+    def _read(self) -> np.ndarray | Corrupt | None:
+        """The next frame as uint8 grey; `Corrupt` when it does not decode, None when none came."""
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        grey = raw_to_grey(frame, self._format if self._raw else "", *self._size)
+        return Corrupt("camera frame cannot be decoded") if grey is None else grey
 
     def __iter__(self) -> Iterator[Frame | Corrupt]:
-        yield Frame(0, to_grey_u8(self._first))
+        yield Frame(0, self._first)
         index, failures = 1, 0
         while True:
-            ok, frame = self._cap.read()  # always drain the device: the pipeline slot keeps only the latest
-            if not ok or frame is None:
+            frame = self._read()  # always drain the device: the pipeline slot keeps only the latest
+            if frame is None:
                 failures += 1
                 if failures > 30:
                     raise DataError(f"camera {self.info.label} stopped delivering frames (unplugged or no signal)")
                 yield Corrupt("camera frame not delivered")
                 continue
             failures = 0
-            yield Frame(index, to_grey_u8(frame))
+            if isinstance(frame, Corrupt):
+                yield frame
+                continue
+            yield Frame(index, frame)
             index += 1
 
     def close(self) -> None:
         self._cap.release()
+
+
+def negotiate_camera(cap: Any, size: tuple[int, int] | None, fourcc: str | None, fps: float | None) -> list[str]:
+    """Ask an opened `cv2.VideoCapture` for `fourcc`, then `size`, then `fps` (V4L2 settles a rate for a
+    size and a size for a format, so this order keeps each answer), with one buffer; read each back and
+    return a warning for every value the device did not take."""
+    import cv2
+
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    if fourcc:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+    if size:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+    if fps:
+        cap.set(cv2.CAP_PROP_FPS, float(fps))
+    warnings = []
+    got_format = fourcc_text(cap.get(cv2.CAP_PROP_FOURCC))
+    if fourcc and got_format != fourcc:
+        warnings.append(f"the camera gives {got_format or 'an unknown format'}, not the --camera-format {fourcc} asked for")
+    got_size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    if size and got_size != tuple(size):
+        warnings.append(f"the camera gives {got_size[0]}x{got_size[1]}, not the --camera-size {size[0]}x{size[1]} asked for")
+    got_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+    if fps and abs(got_fps - fps) > 0.5:
+        warnings.append(f"the camera gives {got_fps:g} fps, not the --fps {fps:g} asked for")
+    return warnings
 
 
 # --- image folders ----------------------------------------------------------------------------------
@@ -383,7 +455,11 @@ class DicomSource(FrameSource):
 # --- synthetic --------------------------------------------------------------------------------------
 class SyntheticSource(FrameSource):
     """B-mode speckle (from `medge.calibration.synthetic.ultrasound`) with a hypoechoic lesion moving
-    across it; the lesion leaves the image for part of each sweep, so a pre-screen has work to do."""
+    across it; the lesion leaves the image for part of each sweep, so a pre-screen has work to do.
+
+    Frames are made in uint8 at any size (1920×1080 at 60 fps included): the backgrounds are kept as
+    uint8, a cross-fade is one `cv2.addWeighted`, and on frames taller than 540 px the smooth lesion
+    shape is computed on a coarser grid and resized to its box (its true mask is that shape > 0.5)."""
 
     BANK = 3  # backgrounds the probe sweeps between
     HOLD = 60  # frames per background (plus a cross-fade)
@@ -395,9 +471,10 @@ class SyntheticSource(FrameSource):
         size = max(width, height)
         bank, _, _ = generate_us(self.BANK, rng, size=size, lesion_prob=0.0)
         top, left = (size - height) // 2, (size - width) // 2
-        self._bank = np.ascontiguousarray(bank[:, top:top + height, left:left + width])
+        self._bank = to_grey_u8(np.ascontiguousarray(bank[:, top:top + height, left:left + width]).reshape(-1, width)
+                                ).reshape(self.BANK, height, width)
         self._w, self._h = width, height
-        self._yy, self._xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        self._step = max(1, min(width, height) // 270)  # grid step of the lesion shape (1 up to 540 px)
         self._lobes = rng.uniform(0, 0.08, 4), rng.uniform(0, 2 * np.pi, 4)
         self.info = SourceInfo("synthetic", fps, None, width, height, label=f"synthetic:{fps:g}:{width}x{height}")
 
@@ -410,20 +487,26 @@ class SyntheticSource(FrameSource):
         cy = self._h * (0.55 + 0.12 * np.sin(2 * t))
         return cx, cy, 0.11 * self._w, 0.08 * self._h, t
 
-    def lesion(self, index: int, box: tuple[slice, slice] | None = None) -> np.ndarray | None:
-        """Soft lesion shape in [0, 1] at frame `index` (over the whole frame, or `box`), None when out of view."""
+    def _shape(self, geometry: tuple[float, float, float, float, float], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Soft lesion shape in [0, 1] at pixel columns `xs` × rows `ys`."""
         from medge.calibration.synthetic.noise import soft_step
 
-        geometry = self._lesion_geometry(index)
-        if geometry is None:
-            return None
         cx, cy, a, b, t = geometry
-        box = box or (slice(0, self._h), slice(0, self._w))
-        u, v = (self._xx[box] - cx) / a, (self._yy[box] - cy) / b
+        u, v = (xs[None, :] - cx) / a, (ys[:, None] - cy) / b
         rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
         amp, ph = self._lobes
         border = 1.0 + sum(amp[k] * np.cos((k + 2) * phi + ph[k] + 0.3 * t) for k in range(4))
         return soft_step(border - rho, 0.03)
+
+    def lesion(self, index: int, box: tuple[slice, slice] | None = None) -> np.ndarray | None:
+        """Soft lesion shape in [0, 1] at frame `index` (over the whole frame, or `box`), None when out of view."""
+        geometry = self._lesion_geometry(index)
+        if geometry is None:
+            return None
+        rows, cols = box or (slice(0, self._h), slice(0, self._w))
+        xs = np.arange(cols.start, cols.stop, dtype=np.float32)
+        ys = np.arange(rows.start, rows.stop, dtype=np.float32)
+        return self._shape(geometry, xs, ys)
 
     def _lesion_box(self, index: int) -> tuple[slice, slice] | None:
         geometry = self._lesion_geometry(index)
@@ -434,23 +517,38 @@ class SyntheticSource(FrameSource):
         x0, x1 = max(0, int(cx - 1.5 * a)), min(self._w, int(cx + 1.5 * a) + 1)
         return slice(y0, y1), slice(x0, x1)
 
+    def _box_shape(self, index: int, box: tuple[slice, slice]) -> np.ndarray:
+        """The lesion shape over `box`, on every `_step`-th pixel and resized to the box."""
+        import cv2
+
+        if self._step == 1:
+            return self.lesion(index, box)
+        rows, cols = box
+        step = self._step
+        xs = np.arange(cols.start, cols.stop, step, dtype=np.float32) + np.float32((step - 1) / 2)
+        ys = np.arange(rows.start, rows.stop, step, dtype=np.float32) + np.float32((step - 1) / 2)
+        coarse = self._shape(self._lesion_geometry(index), xs, ys)
+        return cv2.resize(coarse, (cols.stop - cols.start, rows.stop - rows.start), interpolation=cv2.INTER_LINEAR)
+
     def __iter__(self) -> Iterator[Frame | Corrupt]:
+        import cv2
+
         index = 0
         while True:
             k, step = divmod(index, self.HOLD)
-            image = self._bank[k % self.BANK]
             if step < 10:  # cross-fade from the previous background (the probe moves)
-                w = np.float32((step + 1) / 11.0)
-                image = w * image + (1 - w) * self._bank[(k - 1) % self.BANK]
+                w = (step + 1) / 11.0
+                image = cv2.addWeighted(self._bank[k % self.BANK], w, self._bank[(k - 1) % self.BANK], 1.0 - w, 0.0)
             else:
-                image = image.copy()
+                image = self._bank[k % self.BANK].copy()
             box = self._lesion_box(index)
             truth = np.zeros((self._h, self._w), np.uint8)
             if box is not None:
-                shape = self.lesion(index, box)
-                image[box] *= 1.0 - 0.75 * shape
+                shape = self._box_shape(index, box)
+                roi = image[box]
+                roi[...] = roi * (np.float32(1.0) - np.float32(0.75) * shape) + np.float32(0.5)
                 truth[box] = shape > 0.5
-            yield Frame(index, to_grey_u8(image), truth)
+            yield Frame(index, image, truth)
             index += 1
 
 
@@ -492,7 +590,7 @@ def open_source(spec: str, *, fps: float | None = None, camera_size: tuple[int, 
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return SyntheticSource(*parse_synthetic(spec))
     if spec.startswith("camera:") or re.fullmatch(r"/dev/video\d+", spec):
-        return CameraSource(spec, camera_size, camera_format)
+        return CameraSource(spec, camera_size, camera_format, fps)
     if spec.lower().startswith(STREAM_SCHEMES):
         return VideoSource(url=spec)
     path = Path(spec)
