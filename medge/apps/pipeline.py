@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from medge.evaluate.statistics import LATENCY_KEYS
+
 clock = time.perf_counter  # monotonic, high resolution; every timestamp in an Item uses it
 
 
@@ -160,6 +162,7 @@ class LatencyHistogram:
         self.counts = np.zeros(self._BINS, dtype=np.int64)
         self.n = 0
         self.max = 0.0
+        self.total = 0.0
 
     def add(self, ms: float) -> None:
         """Record one latency in milliseconds."""
@@ -168,6 +171,7 @@ class LatencyHistogram:
         self.counts[idx] += 1
         self.n += 1
         self.max = max(self.max, ms)
+        self.total += ms
 
     def percentile(self, q: float) -> float | None:
         """The `q`-th percentile (0–100) in ms, within half a bin (0.25 %); None when empty."""
@@ -181,9 +185,12 @@ class LatencyHistogram:
         return min(centre, self.max)
 
     def summary(self) -> dict[str, float | int | None]:
-        """``{"p50", "p95", "p99", "max", "count"}`` in ms."""
-        return {"p50": self.percentile(50), "p95": self.percentile(95), "p99": self.percentile(99),
-                "max": self.max if self.n else None, "count": self.n}
+        """The key set of `medge.evaluate.statistics.LATENCY_KEYS` in ms (values None when empty)."""
+        empty = self.n == 0
+        values = {"p50": self.percentile(50), "p90": self.percentile(90), "p95": self.percentile(95),
+                  "p99": self.percentile(99), "max": None if empty else self.max,
+                  "mean": None if empty else self.total / self.n, "count": self.n}
+        return {key: values[key] for key in LATENCY_KEYS}
 
 
 class PipelineStats:
