@@ -13,6 +13,7 @@ from medge.reports import DictReport
 HELP = "wearable ECG app: simulate a patch, stream and reconstruct 12 leads live, reconstruct offline, fit"
 EXAMPLE = "medge ecg stream --model ecg-3to12 --port /dev/ttyACM0 --record rec --plot ecg.png --view browser"
 PROTOCOL_CHOICES = ("medge", "openbci-cyton")
+SHORT_WINDOW_S = 2.0  # a zoo model's window for hops under 1 s: its receptive field plus the hop, with room
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -51,8 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="ECG reconstruction model (.onnx, bundle, or zoo name ecg-3to12)")
     p.add_argument("--port", required=True, help="serial device or URL (e.g. /dev/ttyACM0, socket://HOST:PORT)")
     _protocol(p)
-    p.add_argument("--window", type=float, default=10.0, help="window in s (must match the model, default 10)")
-    p.add_argument("--hop", type=float, default=1.0, help="seconds between reconstructions (default 1)")
+    p.add_argument("--window", type=float, help="seconds of input per reconstruction: a model file's own window "
+                   f"(it must match); a zoo model is exported at this window (default {SHORT_WINDOW_S:g} s for a "
+                   "hop under 1 s, else 10 s)")
+    p.add_argument("--hop", type=float, default=1.0, help="seconds between reconstructions (default 1; 0.25 "
+                   "redraws four times a second)")
     p.add_argument("--mains", type=float, choices=(50, 60), help="notch out 50 or 60 Hz mains")
     p.add_argument("--record", metavar="OUT", help="write WFDB records OUT (3 leads) and OUT_12lead")
     p.add_argument("--view", default="none", help="browser[:HOST:PORT] for the live strip, or none")
@@ -166,15 +170,19 @@ def _stream(args: argparse.Namespace) -> DictReport:
         raise UsageError("--seconds must be > 0")
     if args.give_up_after is not None and args.give_up_after <= 0:
         raise UsageError("--give-up-after must be > 0 s")
+    if args.hop <= 0 or (args.window is not None and args.window <= 0):
+        raise UsageError("--hop and --window must be > 0 s (e.g. --hop 0.25)")
     view = _open_view(args.view, view_security(args))
-    model, app = load_lead_model(args.model, threads=args.threads)
+    model, app = load_lead_model(args.model, threads=args.threads, samples=_zoo_window_samples(args))
     record = None
     try:
         provenance = Provenance.of(model, app.ref.path, tool="medge ecg stream")
         record = SessionRecord(args.record, rate, provenance) if args.record else None
         model_window = model.samples / model.rate_hz
-        if abs(args.window - model_window) > 1e-6:
-            raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window")
+        if args.window is not None and abs(args.window - model_window) > 1e-6:
+            raise UsageError(f"--window {args.window:g} s does not match the model's {model_window:g} s window; "
+                             "export the model at that window (medge export ecg-3to12 --input-shape 1x3xSAMPLES) "
+                             "or pass a zoo name")
         design_sos(rate, args.mains)  # imports scipy.signal and checks --mains before the port opens
         ser = open_port(args.port, args.baud)  # last: from here on the device's bytes are buffered
         config = StreamConfig(rate, args.hop, args.mains, args.seconds, args.give_up_after)
@@ -197,6 +205,18 @@ def _stream(args: argparse.Namespace) -> DictReport:
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
+
+
+def _zoo_window_samples(args: argparse.Namespace) -> int | None:
+    """The window (samples at the model's rate) to export a zoo --model at; None for a file or the card's own."""
+    from medge.apps.zoo_cache import is_zoo_name
+
+    if not is_zoo_name(args.model):
+        return None
+    from medge.zoo import get_card
+
+    window = args.window if args.window is not None else SHORT_WINDOW_S if args.hop < 1 else None
+    return None if window is None else round(window * float(get_card(args.model).preprocessing["sample_rate_hz"]))
 
 
 def _open_view(spec: str, security: ViewSecurity):

@@ -4,6 +4,11 @@
 ``.tflite`` with medge metadata) or a zoo name, which is exported once to ONNX into the user cache
 (``$XDG_CACHE_HOME/medge/apps``; on a device without torch the cached file is used).  The leads, sample rate, window length and scale all come
 from the metadata; nothing about the model is hard-coded here.
+
+A zoo model can also be opened at a shorter window (``samples``): it is a convolutional net, so
+it is exported once more at that length (``NAME-<samples>.onnx`` in the same cache).  The live
+stream uses this for hops under a second: a 2 s window costs a fifth of the 10 s one and, as long
+as the window spans the net's receptive field beyond the emitted samples, gives the same output.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from medge.errors import DataError, ModelLoadError
 DERIVE_KEY = "derive_limb_leads"
 
 
-def resolve_artifact(ref: str) -> Path:
-    """A model path, or the cached ONNX export of a zoo model (exported on first use, see `medge.apps.zoo_cache`)."""
-    from medge.apps.zoo_cache import is_zoo_name, zoo_onnx
+def resolve_artifact(ref: str, samples: int | None = None) -> Path:
+    """A model path, or the cached ONNX export of a zoo model (exported on first use, see `medge.apps.zoo_cache`),
+    at `samples` per window when given (zoo models only; a file keeps its own window)."""
+    from medge.apps.zoo_cache import cache_dir, is_zoo_name, zoo_onnx
 
     path = Path(ref)
     if path.exists() or path.suffix or "/" in ref:
@@ -31,14 +37,29 @@ def resolve_artifact(ref: str) -> Path:
 
         raise ModelLoadError(f"model '{ref}' is neither a file nor a zoo model;{did_you_mean(ref, MODELS.names())} "
                              "pass an .onnx file or a zoo name such as ecg-3to12")
-    return zoo_onnx(ref, "--model")
+    full = zoo_onnx(ref, "--model")  # also says in one line what is missing to export it
+    from medge.zoo import get_card
+
+    card = get_card(ref)
+    if samples is None or samples == int(card.preprocessing["samples"]):
+        return full
+    target = cache_dir() / f"{ref}-{samples}.onnx"
+    if not target.is_file():
+        from medge.export import export_onnx
+
+        export_onnx(ref, target, input_shape=(*card.input_shape[:2], samples))
+    return target
 
 
-def load_lead_model(ref: str, threads: int | None = None):
-    """(`LeadModel`, open `medge.apps.model.AppModel`) for `ref`; close the AppModel when done."""
+def load_lead_model(ref: str, threads: int | None = None, samples: int | None = None):
+    """(`LeadModel`, open `medge.apps.model.AppModel`) for `ref`; close the AppModel when done.
+
+    `samples`: the window length at the model's rate for a zoo model (default: the card's).
+    """
     from medge.apps.model import AppModel
 
-    app = AppModel.open(resolve_artifact(ref), role="--model", expect_task="ecg-reconstruction", threads=threads)
+    app = AppModel.open(resolve_artifact(ref, samples), role="--model", expect_task="ecg-reconstruction",
+                        threads=threads)
     pre, meta = app.preprocessing, app.meta
     for key in ("leads", "sample_rate_hz", "samples"):
         if not pre.get(key):
