@@ -44,6 +44,7 @@ class BuildConfig:
     compare_n: int = 32
     options: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # replace a bundle for another target or one holding device files
+    tolerances: dict[str, float | None] = field(default_factory=dict)  # INT8 parity tolerances (compile's)
     declaration: Any = None  # medge.export.declare.Declaration for non-zoo models
     # --prune auto|S: prune → distil → gate before export (medge/build_prune.py)
     prune: str | None = None
@@ -160,7 +161,7 @@ def _derived_feeds(model: str, use: str, folder: Path) -> str | None:
     """An .npz of demo feeds for a zoo model that takes another zoo model's tensors, else None.
 
     Evaluation needs targets: a model whose feeds have none is gated on parity only."""
-    from medge.zoo.derived_feeds import derived_feeds_have_targets, has_derived_feeds, write_derived_feeds
+    from medge.build_derived_feeds import derived_feeds_have_targets, has_derived_feeds, write_derived_feeds
 
     if not has_derived_feeds(model) or (use == "eval" and not derived_feeds_have_targets(model)):
         return None
@@ -289,7 +290,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         model=onnx_path, target=target.name, output=output, precision=precision, calib_source=calib,
         eval_source=evaluation if max_drop is not None else None, max_drop=max_drop, options=config.options,
         model_ref=None if pruned else source_reference(config.model, config.model_kwargs, config.weights),
-        command=command, force=config.force,
+        command=command, force=config.force, tolerances=config.tolerances,
     )))
     report.compile = compiled.to_dict()
 
@@ -375,6 +376,13 @@ def _pruning_summary(pruning: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if pruning.get("sparsity") is not None:
         out["pruned sparsity"] = pruning["sparsity"]
+    gate = pruning.get("gate") or {}
+    if gate.get("ci95"):
+        out["pruning gate"] = (f"{gate['name']} drop {gate['drop']:.4g} [95% CI {gate['ci95'][0]:.4g}, "
+                               f"{gate['ci95'][1]:.4g}] on {gate['n_eval']} samples, budget {gate['max_drop']}: "
+                               f"{gate.get('verdict', gate.get('passed'))}")
+    if pruning.get("settings"):
+        out["pruning settings"] = ", ".join(f"{k} {v}" for k, v in pruning["settings"].items())
     for name, row in (pruning.get("rows") or {}).items():
         cells = [f"{pruning.get('metric')} {row['metric']:.4f}" if row.get("metric") is not None else "metric -",
                  f"{row['macs'] / 1e6:.1f} MMACs" if row.get("macs") else "MACs -",

@@ -207,7 +207,7 @@ def _metric_setup(config: CompareConfig, ref: ArtifactRef, refs: list[ArtifactRe
 def compare_artifacts(config: CompareConfig) -> CompareReport:
     """Compare every artifact in `config.artifacts` against the first one (see module docstring)."""
     from medge.runtimes import open_runtime
-    from medge.runtimes.feeds import load_source_inputs
+    from medge.calibration.artifact_inputs import load_source_inputs
 
     if len(config.artifacts) < 2:
         raise MedgeError("compare needs at least two artifacts: the reference first, then the ones to check")

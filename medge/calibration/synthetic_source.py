@@ -3,7 +3,7 @@ preprocessing.
 
 The calibration and evaluation splits draw from disjoint seed streams (one `SeedSequence` spawn
 key per split), so the two sets never share a generated sample.  Plain ``synthetic`` picks the task
-from the model: its metadata's ``synthetic_task``, the zoo card of the same name, or its
+from the model: its metadata's ``synthetic_task`` (export writes a zoo card's there), or its
 task/modality.
 """
 
@@ -38,13 +38,6 @@ def infer_task(meta: ModelMeta | None) -> str:
         raise DataError("'synthetic' needs a model with medge metadata; write synthetic:<task> "
                         f"with task one of {', '.join(SYNTHETIC_TASKS)}")
     task = (meta.extra or {}).get("synthetic_task")
-    if not task:
-        try:
-            from medge.zoo import get_card
-
-            task = get_card(meta.model).synthetic_task
-        except Exception:  # noqa: BLE001 - not a zoo model (or zoo unavailable): fall back to task/modality
-            task = None
     if not task:
         task = TASK_BY_MODEL_KIND.get((meta.task, str(meta.preprocessing.get("modality", "")).upper()))
     if not task:

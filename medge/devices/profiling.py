@@ -170,7 +170,7 @@ def load_profile_samples(config: ProfileConfig) -> list[list[Any]]:
     """The input arrays of up to 32 samples from ``config.inputs`` (model input order)."""
     from medge.runtimes import open_runtime
     from medge.runtimes.artifacts import resolve_artifact
-    from medge.runtimes.feeds import load_source_inputs
+    from medge.calibration.artifact_inputs import load_source_inputs
 
     ref = resolve_artifact(config.artifact, config.runtime)
     infos: list = []

@@ -392,6 +392,8 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
     )
     specs[0] = dataclasses.replace(specs[0], shape=shape)
     meta.extra = {"inputs": [s.to_dict() for s in specs]} if len(specs) > 1 else {}
+    if card.synthetic_task:  # which demo data fits, for `synthetic` sources (calibration reads no zoo)
+        meta.extra["synthetic_task"] = card.synthetic_task
     extra: dict[str, Any] = {"weights": weights_kind}
     if not kwargs and shape == tuple(card.input_shape) and card.macs and len(specs) == 1:
         extra["macs"] = card.macs  # counted once into complexity.json; saves a FlopCounterMode pass

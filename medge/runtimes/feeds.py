@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from medge.errors import DataError
-from medge.runtimes.artifacts import ArtifactRef
 from medge.runtimes.base import TensorInfo, dequantize_output, quantize_input
 
 
-def _concrete(shape: Sequence[int | str | None], batch: int = 1) -> tuple[int, ...]:
+def concrete_shape(shape: Sequence[int | str | None], batch: int = 1) -> tuple[int, ...]:
+    """`shape` with every symbolic or unknown dimension fixed: the batch to `batch`, the others to 1."""
     return tuple(d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(shape))
 
 
@@ -77,7 +77,7 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, count: int = 1) ->
     for _ in range(count):
         feed = {}
         for info in infos:
-            shape = _concrete(info.shape)
+            shape = concrete_shape(info.shape)
             dtype = np.dtype(info.dtype)
             if dtype.kind == "f":
                 arr = rng.standard_normal(shape).astype(dtype)
@@ -90,43 +90,3 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, count: int = 1) ->
             feed[info.name] = arr
         feeds.append(feed)
     return feeds
-
-
-def load_source_inputs(
-    source: str, ref: ArtifactRef, infos: Sequence[TensorInfo], n: int, *, split: str = "eval", seed: int = 0
-) -> tuple[list[list[np.ndarray]], np.ndarray | None, dict]:
-    """Read `n` model-ready samples from a calibration/eval source (folder, DICOM, WFDB, .npz,
-    ``synthetic:<task>``) for the model behind `ref`.
-
-    Returns the input arrays of each sample (model input order), the stacked targets (or None)
-    and the data set's own report.
-    """
-    from medge.errors import MedgeError
-
-    try:
-        from medge.calibration import load_data, load_data_for_onnx
-    except ImportError as exc:
-        raise MedgeError("reading --inputs needs medge.calibration, which this installation lacks; drop --inputs") from exc
-    if ref.onnx is not None:
-        dataset = load_data_for_onnx(source, str(ref.onnx), n=n, split=split, seed=seed)
-    elif len(infos) == 1:  # without metadata only model-ready .npy/.npz arrays are accepted
-        dataset = load_data(source, ref.meta, input_name=infos[0].name, input_shape=_concrete(infos[0].shape), n=n, split=split, seed=seed)
-    elif ref.meta is not None and (ref.meta.extra or {}).get("inputs"):  # a multi-input bundle: names from its metadata
-        from medge.calibration.multi_input import GraphInput, load_multi_input
-
-        declared = ref.meta.extra["inputs"]
-        if len(declared) != len(infos):
-            raise MedgeError(f"{ref.label} has {len(infos)} inputs but its metadata declares {len(declared)}")
-        inputs = [GraphInput(d["name"], _concrete(info.shape), d.get("dtype", "float32")) for d, info in zip(declared, infos)]
-        dataset = load_multi_input(source, None, ref.meta, inputs, n=n, split=split, seed=seed)
-    else:
-        raise MedgeError(
-            f"{ref.label} has {len(infos)} inputs and no ONNX model beside it, so --inputs cannot be mapped onto it; "
-            "compare against the ONNX file or drop --inputs for random data"
-        )
-    samples = [list(feed.values()) for feed in dataset]
-    if not samples:
-        raise DataError(f"--inputs {source} gave no usable samples; check the source (see the data report)")
-    report = getattr(dataset, "report", None)
-    report_dict = report.to_dict() if hasattr(report, "to_dict") else (report if isinstance(report, dict) else {})
-    return samples, dataset.targets(), report_dict

@@ -26,7 +26,7 @@ def test_build_for_the_npu_calibrates_on_feeds_made_by_the_source_model(run_cli,
 
 
 def test_step_feeds_carry_the_scan_state_reached_at_each_step(tmp_path):
-    from medge.zoo.derived_feeds import write_derived_feeds
+    from medge.build_derived_feeds import write_derived_feeds
 
     path = write_derived_feeds("ecg-mamba-3to12-step", tmp_path / "f.npz", n=20, split="calib")
     with np.load(path) as npz:
