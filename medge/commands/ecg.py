@@ -76,11 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mains", type=float, choices=(50, 60))
     _common(p)
     p = sub.add_parser("fit", help="fit the reconstruction net to your own 12-lead WFDB records")
-    p.add_argument("records", nargs="+", help="WFDB records (with or without .hea) or folders")
+    p.add_argument("records", nargs="*", help="WFDB records (with or without .hea) or folders")
     p.add_argument("-o", "--output", required=True, help="output ONNX")
     p.add_argument("--init", default="ecg-3to12", choices=("ecg-3to12", "scratch"))
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40, help="at most this many epochs (default 40)")
+    p.add_argument("--patience", type=int, default=4,
+                   help="stop after this many epochs without a better validation loss (default 4)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train without amplitude / heart-rate / noise / wander augmentation")
     p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--test", nargs="+", metavar="RECORDS",
+                   help="held-out 12-lead records (another source) to report net and linear r on; never fitted on")
+    p.add_argument("--personalize", metavar="RECORD", help="instead: fine-tune on one patient's own 12-lead record "
+                   "(its first part) and report the gain on its held-out rest")
+    p.add_argument("--personal-train", type=float, default=0.5,
+                   help="--personalize: share of the record to fine-tune on (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
 
@@ -263,7 +273,19 @@ def _reconstruct(args: argparse.Namespace) -> DictReport:
 
 
 def _fit(args: argparse.Namespace) -> DictReport:
-    from medge.apps.ecg.fit import run_fit
+    from medge.apps.ecg.fit import Schedule, run_fit
 
-    return DictReport(name="ecg fit", data=run_fit(args.records, args.output, init=args.init, epochs=args.epochs,
-                                                   val_split=args.val_split, seed=args.seed))
+    if args.patience < 1:
+        raise UsageError("--patience must be ≥ 1")
+    schedule = Schedule(args.epochs, args.seed, patience=args.patience, augment=not args.no_augment)
+    if args.personalize:
+        from medge.apps.ecg.personalize import run_personalize
+
+        if args.records or args.test:
+            raise UsageError("--personalize RECORD fits one patient's record; drop the other records and --test")
+        return DictReport(name="ecg fit --personalize", data=run_personalize(
+            args.personalize, args.output, init=args.init, schedule=schedule, train_fraction=args.personal_train))
+    if not args.records:
+        raise UsageError("pass 12-lead WFDB records or folders to fit on (or --personalize RECORD)")
+    return DictReport(name="ecg fit", data=run_fit(args.records, args.output, init=args.init, schedule=schedule,
+                                                   val_split=args.val_split, test=args.test))

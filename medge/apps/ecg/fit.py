@@ -37,6 +37,7 @@ ZOO_MODEL = "ecg-3to12"
 EINTHOVEN_TOLERANCE = 0.05  # RMS(III − (II − I)) / RMS(II) below this: derive the limb leads
 CROP = 1024
 BATCH = 16
+PATIENCE = 4
 
 
 @dataclass
@@ -59,7 +60,9 @@ def collect_records(paths: list[str]) -> list[Path]:
     return sorted(dict.fromkeys(found))
 
 
-def _windows(rec: EcgRecord, input_leads: tuple[str, ...], rate: float, samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def record_windows(rec: EcgRecord, input_leads: tuple[str, ...], rate: float,
+                   samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Filtered, non-overlapping model-length (inputs, 12 leads) windows of one record, in time order."""
     targets = rec.pick(STANDARD_LEADS)
     inputs = rec.pick(input_leads)
     if targets is None or inputs is None:
@@ -80,7 +83,7 @@ def load_split(records: list[Path], val_split: float, seed: int, input_leads: tu
     skipped: list[dict[str, str]] = []
     for k, path in enumerate(records):
         try:
-            wins = _windows(read_ecg(path), input_leads, rate, samples)
+            wins = record_windows(read_ecg(path), input_leads, rate, samples)
         except DataError as exc:
             skipped.append({"record": path.name, "reason": str(exc)})
             continue
@@ -110,11 +113,11 @@ def load_split(records: list[Path], val_split: float, seed: int, input_leads: tu
     return train, val, skipped
 
 
-def _check_disjoint(train: FitData, val: FitData) -> None:
+def _check_disjoint(train: FitData, val: FitData, what: str = "validation") -> None:
     hashes = {hashlib.sha256(x.tobytes()).hexdigest() for x in train.inputs}
     dup = sum(hashlib.sha256(x.tobytes()).hexdigest() in hashes for x in val.inputs)
     if dup:
-        raise DataError(f"{dup} validation window(s) also occur in the training records (duplicate records); "
+        raise DataError(f"{dup} {what} window(s) also occur in the training records (duplicate records); "
                         "remove the duplicates")
 
 
@@ -141,18 +144,81 @@ def _progress_bar(epoch: int, epochs: int, loss: float, t0: float) -> None:
           f"{time.perf_counter() - t0:.0f}s", end="" if epoch < epochs else "\n", file=sys.stderr, flush=True)
 
 
-def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed: int, lr: float = 2e-3):
-    """Train the zoo architecture; returns the eval-mode module.
+@dataclass(frozen=True)
+class Schedule:
+    """How `train_net` trains: at most `epochs`, stopping after `patience` epochs without a better
+    validation loss (the best epoch's weights are kept)."""
+
+    epochs: int = 20
+    seed: int = 0
+    lr: float = 2e-3
+    patience: int = PATIENCE
+    augment: bool = True
+
+
+def lead_scales(train: FitData) -> np.ndarray:
+    """(12,) standard deviation of each target lead over the training windows (floored at 10 µV).
+
+    The loss divides each lead's error by its scale, so small leads (aVL, III) weigh as much as
+    large ones.
+    """
+    return np.maximum(train.targets.std(axis=(0, 2)), 0.01).astype(np.float32)
+
+
+def _augment(xb, yb, gen):
+    """Amplitude (×0.7–1.3, all leads), heart-rate stretch (×0.85–1.15, both sides), and on the
+    inputs only: electrode noise and a residual baseline wander."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, length = xb.shape
+    stretch = float(torch.empty(1).uniform_(0.85, 1.15, generator=gen))
+    src = min(length, max(8, round(length * stretch)))
+    if src != length:  # one crop of `src` samples resampled to `length`: the beats get slower or faster
+        xb = F.interpolate(xb[..., :src], size=length, mode="linear", align_corners=False)
+        yb = F.interpolate(yb[..., :src], size=length, mode="linear", align_corners=False)
+    amp = torch.empty(n, 1, 1).uniform_(0.7, 1.3, generator=gen)
+    noise = torch.randn(xb.shape, generator=gen) * torch.empty(n, 1, 1).uniform_(0.0, 0.02, generator=gen)
+    t = torch.arange(length, dtype=torch.float32)[None, None] / 500.0
+    freq = torch.empty(n, xb.shape[1], 1).uniform_(0.05, 0.5, generator=gen)
+    phase = torch.empty(n, xb.shape[1], 1).uniform_(0.0, 6.28, generator=gen)
+    wander = torch.empty(n, xb.shape[1], 1).uniform_(0.0, 0.03, generator=gen) * torch.sin(2 * np.pi * freq * t + phase)
+    return xb * amp + noise + wander, yb * amp
+
+
+def _scaled_loss(pred, target, scale):
+    import torch
+
+    return torch.nn.functional.smooth_l1_loss(pred / scale, target / scale, beta=0.2)
+
+
+def _val_loss(net, val: FitData, scale) -> float:
+    import torch
+
+    with torch.no_grad():
+        losses = [float(_scaled_loss(net(torch.from_numpy(val.inputs[i:i + BATCH])),
+                                     torch.from_numpy(val.targets[i:i + BATCH]), scale)) * len(val.inputs[i:i + BATCH])
+                  for i in range(0, len(val.inputs), BATCH)]
+    return sum(losses) / len(val.inputs)
+
+
+def train_net(train: FitData, coef: np.ndarray, *, init: str, schedule: Schedule, val: FitData | None = None,
+              log=None) -> tuple[Any, dict[str, Any]]:
+    """Train the zoo architecture; returns the eval-mode module (the best validation epoch's
+    weights when `val` is given) and the training facts.
 
     The linear lead transform starts from the least-squares `coef` and the TCN's output projection
     from zero, so training starts at the baseline; `init` chooses the TCN's other weights (the zoo
-    demo weights, or a seeded random initialisation).
+    demo weights, or a seeded random initialisation).  The loss weighs each lead by the inverse of
+    its spread (`lead_scales`); `schedule.augment` adds `_augment` to every batch.
     """
+    import copy
+
     import torch
 
     from medge.zoo import build_model
 
-    torch.manual_seed(seed)
+    torch.manual_seed(schedule.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     net = build_model(ZOO_MODEL, pretrained=init == ZOO_MODEL)
     with torch.no_grad():
@@ -160,30 +226,48 @@ def train_net(train: FitData, coef: np.ndarray, *, init: str, epochs: int, seed:
         net.linear.bias.copy_(torch.as_tensor(coef[:, 3], dtype=torch.float32))
         net.out.weight.zero_()  # the net starts exactly at the linear baseline and learns the correction
         net.out.bias.zero_()
+    scale = torch.from_numpy(lead_scales(train))[None, :, None]
     x_all, y_all = torch.from_numpy(train.inputs), torch.from_numpy(train.targets)
     n, length = x_all.shape[0], x_all.shape[2]
     crop = min(CROP, length)
     steps = max(1, int(np.ceil(n / BATCH)))  # an epoch: one random crop of every training window
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.2)
-    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=schedule.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=schedule.lr, total_steps=schedule.epochs * steps,
+                                                pct_start=0.2)
+    gen = torch.Generator().manual_seed(schedule.seed)
     t0 = time.perf_counter()
-    net.train()
-    for epoch in range(1, epochs + 1):
+    best = (_val_loss(net.eval(), val, scale), 0, copy.deepcopy(net.state_dict())) if val is not None else None
+    epoch = 0
+    for epoch in range(1, schedule.epochs + 1):
+        net.train()
         total = 0.0
         for _ in range(steps):
             idx = torch.randint(0, n, (BATCH,), generator=gen)
             start = torch.randint(0, length - crop + 1, (BATCH,), generator=gen)
             xb = torch.stack([x_all[i, :, s:s + crop] for i, s in zip(idx.tolist(), start.tolist())])
             yb = torch.stack([y_all[i, :, s:s + crop] for i, s in zip(idx.tolist(), start.tolist())])
-            loss = torch.nn.functional.smooth_l1_loss(net(xb), yb, beta=0.05)
+            if schedule.augment:
+                xb, yb = _augment(xb, yb, gen)
+            loss = _scaled_loss(net(xb), yb, scale)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach())
-        _progress_bar(epoch, epochs, total / steps, t0)
-    return net.eval()
+        (log or _progress_bar)(epoch, schedule.epochs, total / steps, t0)
+        if best is not None:
+            current = _val_loss(net.eval(), val, scale)
+            if current < best[0]:
+                best = (current, epoch, copy.deepcopy(net.state_dict()))
+            elif epoch - best[1] >= schedule.patience:
+                if log is None and epoch < schedule.epochs:
+                    print(f" (early stop: best epoch {best[1]})", file=sys.stderr, flush=True)
+                break
+    facts: dict[str, Any] = {"epochs_run": epoch, "seconds": round(time.perf_counter() - t0, 1)}
+    if best is not None:
+        net.load_state_dict(best[2])
+        facts.update(best_epoch=best[1], best_val_loss=round(best[0], 5))
+    return net.eval(), facts
 
 
 def torch_infer(net):
@@ -211,42 +295,80 @@ def derive_decision(train: FitData) -> tuple[bool, float]:
     return residual < EINTHOVEN_TOLERANCE, residual
 
 
-def run_fit(paths: list[str], output: str, *, init: str = ZOO_MODEL, epochs: int = 20, val_split: float = 0.2,
-            seed: int = 0) -> dict[str, Any]:
-    """Fit, validate (net and linear baseline) and export the ONNX; returns the report fields."""
+def export_fitted(net, output: str, derive: bool, fit_info: dict[str, Any]) -> str:
+    """Write `net` as the zoo architecture's ONNX with its fit facts in the metadata; returns its sha256."""
+    from medge.export import export_onnx, load_model
+    from medge.export.loading import state_dict_sha256
+
+    loaded = load_model(ZOO_MODEL)
+    loaded.module = net
+    loaded.sha256 = state_dict_sha256(net)
+    loaded.meta.extra = {**(loaded.meta.extra or {}), "derive_limb_leads": derive, "fit": fit_info}
+    return export_onnx(ZOO_MODEL, output, loaded=loaded).sha256
+
+
+def model_geometry() -> tuple[tuple[str, ...], float, int]:
+    """(input leads, rate Hz, window samples) of the zoo architecture that `fit` trains."""
+    from medge.zoo import get_card
+
+    pre = dict(get_card(ZOO_MODEL).preprocessing)
+    return tuple(pre["leads"]), float(pre["sample_rate_hz"]), int(pre["samples"])
+
+
+def check_fit_options(init: str, epochs: int) -> None:
+    """One-line errors for a bad --init or --epochs, before any work."""
     if init not in (ZOO_MODEL, "scratch"):
         raise UsageError(f"--init {init}: choose {ZOO_MODEL} or scratch")
     if epochs < 1:
         raise UsageError("--epochs must be ≥ 1")
-    from medge.export import export_onnx, load_model
-    from medge.export.loading import state_dict_sha256
-    from medge.zoo import get_card
 
-    pre = dict(get_card(ZOO_MODEL).preprocessing)
-    leads, rate, samples = tuple(pre["leads"]), float(pre["sample_rate_hz"]), int(pre["samples"])
+
+def _reading(k: int, total: int) -> None:
+    print(f"\rreading records {k}/{total}", end="" if k < total else "\n", file=sys.stderr, flush=True)
+
+
+def load_all(paths: list[str], input_leads: tuple[str, ...], rate: float, samples: int) -> FitData:
+    """Every window of every usable record under `paths` (a held-out test set)."""
+    wins = []
+    for path in collect_records(paths):
+        try:
+            wins += [(x, y, path.name) for x, y in record_windows(read_ecg(path), input_leads, rate, samples)]
+        except DataError:
+            continue
+    if not wins:
+        raise DataError(f"--test {' '.join(paths)}: no 12-lead record of ≥ {samples / rate:g} s")
+    return FitData(np.stack([w[0] for w in wins]), np.stack([w[1] for w in wins]), [w[2] for w in wins])
+
+
+def run_fit(paths: list[str], output: str, *, init: str = ZOO_MODEL, schedule: Schedule = Schedule(),
+            val_split: float = 0.2, test: list[str] | None = None) -> dict[str, Any]:
+    """Fit, validate (net and linear baseline), test on `test` records when given, and export the
+    ONNX; returns the report fields.  The validation split also picks the epoch (early stopping);
+    `test` is never seen while fitting."""
+    check_fit_options(init, schedule.epochs)
+    leads, rate, samples = model_geometry()
     t0 = time.perf_counter()
     records = collect_records(paths)
-
-    def reading(k: int, total: int) -> None:
-        print(f"\rreading records {k}/{total}", end="" if k < total else "\n", file=sys.stderr, flush=True)
-
-    train, val, skipped = load_split(records, val_split, seed, leads, rate, samples, progress=reading)
+    train, val, skipped = load_split(records, val_split, schedule.seed, leads, rate, samples, progress=_reading)
+    held_out = load_all(test, leads, rate, samples) if test else None
+    if held_out is not None:
+        _check_disjoint(train, held_out, "--test")
     derive, residual = derive_decision(train)
     coef = fit_linear(train)
-    net = train_net(train, coef, init=init, epochs=epochs, seed=seed)
+    net, facts = train_net(train, coef, init=init, schedule=schedule, val=val)
     baseline = LeadModel(linear_infer(coef), leads, STANDARD_LEADS, rate, samples, derive_limb_leads=derive,
                          name="baseline_linear")
     fitted = LeadModel(torch_infer(net), leads, STANDARD_LEADS, rate, samples, derive_limb_leads=derive, name="model")
     validation = {"model": evaluate(fitted, val, leads, rate), "baseline_linear": evaluate(baseline, val, leads, rate)}
-    loaded = load_model(ZOO_MODEL)
-    loaded.module = net
-    loaded.sha256 = state_dict_sha256(net)
-    fit_info = {"init": init, "epochs": epochs, "seed": seed, "train_records": len(set(train.records)),
-                "val_records": len(set(val.records)), "einthoven_residual": residual}
-    loaded.meta.extra = {**(loaded.meta.extra or {}), "derive_limb_leads": derive, "fit": fit_info}
-    export = export_onnx(ZOO_MODEL, output, loaded=loaded)
-    return {"onnx": str(output), "sha256": export.sha256, "records": len(records), "skipped": skipped,
-            "train": {"records": fit_info["train_records"], "windows": len(train.inputs)},
-            "validation_split": {"records": fit_info["val_records"], "windows": len(val.inputs)},
-            "derive_limb_leads": derive, "einthoven_residual": residual, "validation": validation,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    fit_info = {"init": init, "epochs": schedule.epochs, "seed": schedule.seed, "train_records": len(set(train.records)),
+                "val_records": len(set(val.records)), "einthoven_residual": residual, **facts}
+    sha = export_fitted(net, output, derive, fit_info)
+    report = {"onnx": str(output), "sha256": sha, "records": len(records), "skipped": skipped,
+              "train": {"records": fit_info["train_records"], "windows": len(train.inputs), **facts},
+              "validation_split": {"records": fit_info["val_records"], "windows": len(val.inputs)},
+              "derive_limb_leads": derive, "einthoven_residual": residual, "validation": validation}
+    if held_out is not None:
+        report["test"] = {"records": len(set(held_out.records)), "windows": len(held_out.inputs),
+                          "model": evaluate(fitted, held_out, leads, rate),
+                          "baseline_linear": evaluate(baseline, held_out, leads, rate)}
+    return {**report, "seconds": round(time.perf_counter() - t0, 1)}
