@@ -154,7 +154,8 @@ def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, prun
     out: dict[str, Any] = {
         "sparsity": r.get("sparsity"), "search": r.get("search"), "round_to": pruned.round_to,
         "metric": gate.get("name"), "max_drop": pruned.budget, "prune_share": PRUNE_SHARE,
-        "int8_max_drop": pruned.int8_budget, "rows": rows, "probes": r.get("probes"),
+        "int8_max_drop": pruned.int8_budget, "rows": rows, "probes": r.get("probes"), "gate": gate,
+        "settings": r.get("settings"),
         "distillation_seconds": (r.get("distillation") or {}).get("seconds"),
         "teacher_sha256": r.get("teacher_sha256"), "pruned_sha256": r.get("sha256"), "notes": [],
     }

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     parser.add_argument("--threads", type=int, help="inference threads (default: runtime's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="compile option override (repeatable)")
+    from medge.commands.compile import add_tolerance_arguments
+
+    add_tolerance_arguments(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace an existing bundle at -o made for another target or holding files built on the device")
     from medge.export.declare import add_declaration_arguments
@@ -50,10 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="distillation data for --prune (default: the model's synthetic data; a folder is augmented)")
     parser.add_argument("--round-to", type=int, metavar="N",
                         help="--prune: keep channel counts multiples of N (default: from the target's runtime, e.g. 16 on intel-cpu)")
-    parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 300)")
-    parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS", help="--prune auto: time budget of the search")
+    parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 600)")
+    parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS",
+                        help="--prune auto: time budget of the search (default 1300, raised to fit every probe)")
+    parser.add_argument("--min-sparsity", type=float, help="--prune auto: lowest sparsity tried (default 0.5)")
+    parser.add_argument("--max-sparsity", type=float, help="--prune auto: highest sparsity tried (default 0.7)")
     parser.add_argument("--distill-task-weight", type=float, metavar="W",
-                        help="--prune: weight of the label loss when the distillation data have labels (default 0.3; "
+                        help="--prune: weight of the label loss when the distillation data have labels (default 1.0; "
                              "1 trains on the labels alone, e.g. when they are better than a weak dense model)")
 
 
@@ -66,20 +72,21 @@ def run(args: argparse.Namespace):
     from medge.export.declare import Declaration
 
     kwargs = parse_model_kwargs(args.model_kwargs) or None
-    from medge.commands.compile import parse_options
+    from medge.commands.compile import parse_options, tolerances_from_args
 
     options = parse_options(args.option)
     from medge.build_prune import parse_prune
 
     parse_prune(args.prune)  # fail before any work
     prune_options = {k: v for k, v in (("distill_steps", args.distill_steps), ("time_budget", args.prune_time_budget),
-                                       ("task_weight", args.distill_task_weight))
+                                       ("task_weight", args.distill_task_weight),
+                                       ("min_sparsity", args.min_sparsity), ("max_sparsity", args.max_sparsity))
                      if v is not None}
     if args.round_to is not None and args.round_to < 1:
         raise UsageError(f"--round-to must be >= 1 (got {args.round_to})")
     if (args.prune_data or args.round_to or prune_options) and args.prune is None:
-        raise UsageError("--prune-data, --round-to, --distill-steps, --distill-task-weight and --prune-time-budget "
-                         "need --prune auto|S")
+        raise UsageError("--prune-data, --round-to, --distill-steps, --distill-task-weight, --prune-time-budget, "
+                         "--min-sparsity and --max-sparsity need --prune auto|S")
     name = args.model.rpartition(":")[2] if ":" in args.model else Path(args.model).stem  # pkg.mod:factory → factory
     output = args.output or f"build/{name}-{args.target}"
     return build(BuildConfig(
@@ -89,4 +96,5 @@ def run(args: argparse.Namespace):
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
         declaration=Declaration.from_args(args),
         prune=args.prune, prune_data=args.prune_data, round_to=args.round_to, prune_options=prune_options,
+        tolerances=tolerances_from_args(args),
     ))

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune", metavar="SOURCE",
                         help="distil the pruned model from the dense one on this data (synthetic:<task> is unlimited; "
                              "a folder of images, labelled or not, is augmented)")
-    parser.add_argument("--distill-steps", type=int, default=300, help="optimizer steps of distillation (default 300)")
+    parser.add_argument("--distill-steps", type=int, default=600, help="optimizer steps of distillation (default 600)")
     parser.add_argument("--prune-steps", type=int, default=1,
                         help="reach the sparsity in N equal steps, each followed by distillation (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, AdamW (default 1e-3)")
@@ -51,26 +51,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learning-rate schedule (default onecycle)")
     parser.add_argument("--batch-size", type=int, default=16, help="distillation batch size (default 16)")
     parser.add_argument("--eval-every", type=int, default=25, help="score the student for early stopping every N steps (default 25)")
-    parser.add_argument("--patience", type=int, default=4, help="stop after N scores without improvement (default 4)")
-    parser.add_argument("--task-weight", type=float, default=0.3,
-                        help="weight of the task loss when the distillation data have labels (default 0.3)")
+    parser.add_argument("--patience", type=int, default=1000,
+                        help="stop after N scores without improvement (default 1000: run every step, keep the best)")
+    parser.add_argument("--task-weight", type=float, default=1.0,
+                        help="weight of the task loss when the distillation data have labels (default 1.0; the "
+                             "teacher's outputs are the loss on unlabelled data)")
     parser.add_argument("--ema", type=float, default=0.99,
                         help="decay of the weight average that is scored and kept (default 0.99; 0 keeps the raw weights)")
     parser.add_argument("--eval", metavar="SOURCE", help="gate data (default: held out from --finetune)")
     parser.add_argument("--eval-samples", type=int, default=None,
-                        help="samples drawn for the gate (default 1000 from synthetic sources, which are unlimited, "
-                             "so that a drop of 0.005 is told from sampling noise; 200 otherwise)")
-    parser.add_argument("--select-samples", type=int, default=128, help="samples for early stopping (default 128)")
+                        help="samples first drawn for the gate (default 2000 from synthetic sources, which are "
+                             "unlimited and drawn further until the drop's CI half-width is at most a third of "
+                             "--max-drop; 200 otherwise)")
+    parser.add_argument("--select-samples", type=int, default=1000,
+                        help="synthetic samples that pick the best distillation state (default 1000)")
     parser.add_argument("--metric", help="metric name (default: the task's, e.g. auroc, dice, pearson; 'fidelity' is the R² "
                              "against the dense model's outputs, the default where the data's targets do not fit them)")
     parser.add_argument("--max-drop", type=float,
                         help="largest allowed metric drop vs the dense model; a failing model is not written "
                              "(default with --sparsity auto: 0.005 AUROC/Pearson, 0.01 Dice)")
-    parser.add_argument("--min-sparsity", type=float, default=0.1, help="--sparsity auto: lowest sparsity tried (default 0.1)")
-    parser.add_argument("--max-sparsity", type=float, default=0.8, help="--sparsity auto: highest sparsity tried (default 0.8)")
+    parser.add_argument("--min-sparsity", type=float, default=0.5, help="--sparsity auto: lowest sparsity tried (default 0.5)")
+    parser.add_argument("--max-sparsity", type=float, default=0.7, help="--sparsity auto: highest sparsity tried (default 0.7)")
     parser.add_argument("--resolution", type=float, default=0.05, help="--sparsity auto: bisection resolution (default 0.05)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
-                        help="--sparsity auto: stop the search after this many seconds and keep the best passing sparsity")
+                        help="--sparsity auto: stop the search after this many seconds and keep the best passing "
+                             "sparsity (default 1300, raised to fit every probe at the first probe's pace)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, pruning and distillation (default 0)")
     parser.add_argument("--threads", type=int,
                         help="torch threads for pruning and distillation (default: torch's; 1 is often fastest on a busy CPU)")

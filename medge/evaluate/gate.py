@@ -6,6 +6,13 @@ on the same samples with the task metric (`medge.evaluate.metrics`), takes the s
 the verdict ``drop <= max_drop`` (None without a budget), and returns one `GateResult`.  The INT8
 gate (`medge.quantize.gate`), the prune gate (`medge.quantize.prune_gate`) and the per-recipe
 metric gate (`medge.devices.recipe_parity`) all use it; `DEFAULT_MAX_DROP` is the one budget table.
+
+Deciding on signal, not noise (``Gate(..., ci_rule=True)``, the rule of ``--prune auto``): the
+candidate passes only when the whole CI of the drop is within the budget, fails with "drops by"
+when the whole CI is above it, and fails "within noise" when the CI straddles it.  Every result
+says whether its CI is precise enough to decide (`GateResult.precise`: half-width at most
+`medge.evaluate.statistics.NOISE_FRACTION` of the budget); callers with unlimited data draw more
+samples until it is (`medge.evaluate.statistics.samples_for_precision`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 
 from medge.errors import DataError
 from medge.evaluate.metrics import FIDELITY, metric_drop, per_sample_scores, task_metric
-from medge.evaluate.statistics import bootstrap_ci
+from medge.evaluate.statistics import bootstrap_ci, half_width, precise_enough
 
 # Largest allowed drop when the user gives none (the clinical targets; fidelity is R² for unlabelled data).
 DEFAULT_MAX_DROP: dict[str, float] = {"auroc": 0.005, "sens@spec": 0.02, "dice": 0.01, "iou": 0.01,
@@ -37,6 +44,29 @@ class GateResult:
     passed: bool | None  # None: no budget, informative only
     n: int  # evaluated samples
     labels_from: str = "data"  # "data", or "teacher" when the reference model labelled the data
+    within_noise: bool = False  # failed because the CI straddles the budget (Gate.ci_rule)
+
+    @property
+    def ci_half_width(self) -> float:
+        """Half the width of the drop's CI."""
+        return half_width(self.ci95)
+
+    @property
+    def precise(self) -> bool | None:
+        """Whether the CI is narrow enough to decide (half-width <= budget / 3); None without a budget."""
+        return None if self.max_drop is None else precise_enough(self.ci95, self.max_drop)
+
+    @property
+    def verdict(self) -> str:
+        """``passed``, ``within noise``, ``failed``, or ``informative`` (no budget)."""
+        if self.passed is None:
+            return "informative"
+        return "passed" if self.passed else ("within noise" if self.within_noise else "failed")
+
+    def describe(self) -> str:
+        """One phrase: ``auroc drop 0.0012 [95% CI -0.0003, 0.0027] on 2000 samples``."""
+        lo, hi = self.ci95
+        return f"{self.metric} drop {self.drop:.4g} [95% CI {lo:.4g}, {hi:.4g}] on {self.n} samples"
 
     def rounded(self, digits: int) -> GateResult:
         """The same result with its figures rounded to `digits` decimals."""
@@ -45,10 +75,13 @@ class GateResult:
 
     def to_dict(self, candidate: str = "quantized") -> dict[str, Any]:
         """Stable JSON: ``name reference <candidate> drop ci95 max_drop passed n_eval labels_from``;
-        `candidate` names what was gated (``quantized``, ``pruned``)."""
+        `candidate` names what was gated (``quantized``, ``pruned``); then ``verdict``,
+        ``ci_half_width`` and ``precise`` (CI half-width <= budget / 3)."""
+        width = self.ci_half_width
         return {"name": self.metric, "reference": self.reference, candidate: self.value, "drop": self.drop,
                 "ci95": list(self.ci95), "max_drop": self.max_drop, "passed": self.passed, "n_eval": self.n,
-                "labels_from": self.labels_from}
+                "labels_from": self.labels_from, "verdict": self.verdict,
+                "ci_half_width": round(width, 6) if np.isfinite(width) else None, "precise": self.precise}
 
 
 def drop_ci(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray, metric: str, *,
@@ -90,6 +123,7 @@ class Gate:
     max_drop: float | None = None
     n_boot: int = 1000
     seed: int = 0
+    ci_rule: bool = False  # pass only when the whole CI is within the budget (see the module docstring)
 
     def check(self, reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray, *,
               reference_value: float | None = None, labels_from: str = "data") -> GateResult:
@@ -101,6 +135,9 @@ class Gate:
         value = task_metric(self.metric, candidate, targets)
         lost = metric_drop(self.metric, ref_value, value)
         ci = drop_ci(reference, candidate, targets, self.metric, n_boot=self.n_boot, seed=self.seed)
-        passed = None if self.max_drop is None else bool(lost <= self.max_drop)
+        passed, noise = None if self.max_drop is None else bool(lost <= self.max_drop), False
+        if self.ci_rule and self.max_drop is not None and np.isfinite(ci[0]) and np.isfinite(ci[1]):
+            passed = bool(ci[1] <= self.max_drop)
+            noise = not passed and bool(ci[0] <= self.max_drop)
         return GateResult(self.metric, float(ref_value), float(value), float(lost), list(ci), self.max_drop,
-                          passed, len(targets), labels_from)
+                          passed, len(targets), labels_from, noise)

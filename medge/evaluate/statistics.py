@@ -5,6 +5,9 @@
   targets) is resampled with the same indices: the bootstrap is paired by construction.  Resamples
   on which the statistic is undefined (NaN, e.g. no positive drawn for an AUROC) are left out.
 * `latency_summary`: one key set for every latency report: ``p50 p90 p95 p99 max mean count`` (ms).
+* The precision rule of every gate (`NOISE_FRACTION`, `precise_enough`, `samples_for_precision`): a
+  drop is told from noise when its CI half-width is at most a third of the budget; the half-width of
+  a paired difference shrinks as 1/sqrt(n), which says how many samples reach that.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from medge.errors import DataError
 
 CONFIDENCE = 0.95
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max", "mean", "count")
+NOISE_FRACTION = 1.0 / 3.0  # a gate's CI half-width may be at most this share of its budget
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, n_boot: int = 1000, seed: int = 0,
@@ -63,3 +67,24 @@ def median_ci(samples: Sequence[float] | np.ndarray, *, n_boot: int = 1000, seed
     x = np.asarray(samples, dtype=np.float64).ravel()
     lo, hi = bootstrap_ci(lambda idx: np.median(x[idx], axis=-1), len(x), n_boot=n_boot, seed=seed)
     return [lo, hi]
+
+
+def half_width(ci: Sequence[float]) -> float:
+    """Half the width of a CI ``(lo, hi)`` (NaN when it is undefined)."""
+    lo, hi = float(ci[0]), float(ci[1])
+    return (hi - lo) / 2.0 if np.isfinite(lo) and np.isfinite(hi) else float("nan")
+
+
+def precise_enough(ci: Sequence[float], budget: float) -> bool:
+    """Whether the CI is narrow enough to decide against `budget`: half-width <= budget * `NOISE_FRACTION`."""
+    width = half_width(ci)
+    return bool(np.isfinite(width) and width <= budget * NOISE_FRACTION)
+
+
+def samples_for_precision(n: int, ci: Sequence[float], budget: float, *, margin: float = 1.15) -> int:
+    """Samples expected to bring the CI half-width of a paired mean-like difference measured on `n`
+    samples down to ``budget * NOISE_FRACTION`` (the half-width falls as 1/sqrt(n)); at least `n`."""
+    width, target = half_width(ci), budget * NOISE_FRACTION
+    if not np.isfinite(width) or target <= 0:
+        return 2 * n
+    return max(n, int(np.ceil(n * (width / target) ** 2 * margin)))

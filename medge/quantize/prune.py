@@ -43,7 +43,11 @@ MODES = ("structured", "unstructured")
 MAX_STRUCTURED_SPARSITY = 0.95
 ONNX_OPSET_FOR_SIZE = 17
 _PARITY_ATOL = 1e-4
-SYNTHETIC_EVAL_SAMPLES = 1000
+SYNTHETIC_EVAL_SAMPLES = 2000  # first draw of the gate set; grown until its CI can decide (prune_recover)
+DEFAULT_TIME_BUDGET = 1300.0  # --sparsity auto without --time-budget: grown to fit the probes (prune_search)
+# Defaults from what bench/bench_prune.py showed works on the zoo (issue 28): 600 steps run to the end
+# (patience 1000: the best EMA state on a 1000-sample selection set is kept), the label loss alone
+# when the data have labels, the search over [0.5, 0.7].
 
 
 class PruneError(MedgeError):
@@ -64,24 +68,24 @@ class PruneConfig:
     task: str | None = None  # non-zoo models: task/labels stored in the metadata
     labels: list[str] | None = None
     finetune: str | None = None  # distillation data
-    distill_steps: int = 300
+    distill_steps: int = 600
     lr: float = 1e-3
     lr_schedule: str = "onecycle"
     batch_size: int = 16
     eval_every: int = 25
-    patience: int = 4
-    task_weight: float = 0.3
+    patience: int = 1000
+    task_weight: float = 1.0
     ema: float = 0.99
     prune_steps: int = 1
     eval: str | None = None
     eval_samples: int | None = None  # None: SYNTHETIC_EVAL_SAMPLES from a synthetic source, else 200
-    select_samples: int = 128
+    select_samples: int = 1000
     metric: str | None = None
     max_drop: float | None = None
-    min_sparsity: float = 0.1
-    max_sparsity: float = 0.8
+    min_sparsity: float = 0.5
+    max_sparsity: float = 0.7
     resolution: float = 0.05
-    time_budget: float | None = None
+    time_budget: float | None = None  # --sparsity auto: None is DEFAULT_TIME_BUDGET, scaled with the model
     round_to: int | None = None
     seed: int = 0
     threads: int | None = None  # torch intra-op threads (None: torch's default)
@@ -107,6 +111,7 @@ class PruneReport(Report):
     gate: dict[str, Any] | None = None  # GateResult.to_dict("pruned")
     distillation: dict[str, Any] | None = None  # data, runs (one per prune step), seconds
     probes: list[dict[str, Any]] = field(default_factory=list)  # --sparsity auto: every sparsity tried
+    settings: dict[str, Any] = field(default_factory=dict)  # the distillation/search settings used
     onnx_size_bytes: dict[str, int] | None = None
     speedup_note: str = ""
     output: str = ""
@@ -363,17 +368,16 @@ def _distill_config(config: PruneConfig):
 def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example, sets):
     """Prune (and distil) a student from `teacher`; returns (student, gate result or None, distillation runs)."""
     from medge.quantize.prune_gate import gate
-    from medge.quantize.prune_recover import (
-        Plan,
-        predict,
-        prune_and_distil,
-        search_sparsity,
-    )
+    from medge.quantize.prune_recover import Plan, gate_student, predict, prune_and_distil
+    from medge.quantize.prune_search import search_sparsity
 
     if config.mode == "structured" and sets is not None and sets.stream is not None:
+        auto = config.sparsity is None
         plan = Plan(sparsity=config.sparsity, prune_steps=config.prune_steps, max_drop=config.max_drop,
                     min_sparsity=config.min_sparsity, max_sparsity=config.max_sparsity, resolution=config.resolution,
-                    time_budget=config.time_budget, round_to=config.round_to, distill=_distill_config(config))
+                    time_budget=config.time_budget or (DEFAULT_TIME_BUDGET if auto else None),
+                    round_to=config.round_to, distill=_distill_config(config), ci_rule=auto,
+                    scale_time_budget=auto and config.time_budget is None)
         if config.sparsity is None:
             trial, report.probes = search_sparsity(teacher, plan, sets, example, _task_loss(loaded.meta.task),
                                                    config.model)
@@ -416,8 +420,7 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
         report.zero_fraction, report.zero_fraction_all_params = zeros.zero_fraction, zeros.zero_fraction_all_params
     decision = None
     if sets is not None:
-        decision = gate(sets.metric, sets.gate.teacher, predict(student, sets.gate.inputs), sets.gate.targets,
-                        config.max_drop, sets.gate.labels_from)
+        decision = gate_student(student, sets, config.max_drop)
     return student, decision, runs
 
 
@@ -428,6 +431,21 @@ def _fill_metric(config: PruneConfig, report: PruneReport, decision, sets) -> No
     report.metric = {"name": decision.metric, "before": decision.reference, "after": decision.value,
                      **(report.metric or {}), "source": config.eval or f"{config.finetune} (held out)",
                      "samples": decision.n, "labels_from": decision.labels_from, "eval_sha256": sets.gate.sha256}
+
+
+def _settings(config: PruneConfig, sets) -> dict[str, Any]:
+    """The distillation and search settings this run used (defaults included), for the report."""
+    out: dict[str, Any] = {"distill_steps": config.distill_steps, "patience": config.patience,
+                           "eval_every": config.eval_every, "ema": config.ema, "task_weight": config.task_weight,
+                           "lr": config.lr, "batch_size": config.batch_size, "select_samples": config.select_samples,
+                           "eval_samples": _eval_samples(config), "max_drop": config.max_drop}
+    if sets is not None:
+        out.update(eval_samples_used=len(sets.gate.inputs), eval_samples_cap=sets.eval_cap or len(sets.gate.inputs))
+    if config.sparsity is None:
+        out.update(min_sparsity=config.min_sparsity, max_sparsity=config.max_sparsity, resolution=config.resolution,
+                   time_budget=config.time_budget if config.time_budget is not None else
+                   f"{DEFAULT_TIME_BUDGET:g} s or more (fits the probes at the first one's pace)")
+    return out
 
 
 def _eval_samples(config: PruneConfig) -> int:
@@ -498,10 +516,11 @@ def prune_model(config: PruneConfig) -> PruneReport:
                                "runs": [dataclasses.asdict(r) for r in runs],
                                "seconds": round(time.perf_counter() - t_distil, 3)}
     _fill_metric(config, report, decision, sets)
+    report.settings = _settings(config, sets)
     if decision is not None and decision.passed is False:
         raise GateFailedError(
-            f"the pruned model fails its gate: {decision.metric} {decision.reference:.4f} -> {decision.value:.4f} "
-            f"(drop {decision.drop:.4g} > --max-drop {decision.max_drop:g}); nothing was written to {config.output} - "
+            f"the pruned model fails its gate: {decision.metric} {decision.reference:.4f} -> {decision.value:.4f}, "
+            f"{decision.describe()} > --max-drop {decision.max_drop:g}; nothing was written to {config.output} - "
             "lower --sparsity, use --sparsity auto, or distil longer (--distill-steps, --prune-steps)", report)
     _check_shapes(teacher, student, example, config.model)
     _fill_complexity(report, teacher, student, example, loaded.input_shape, config.measure_onnx)
@@ -518,5 +537,10 @@ def prune_model(config: PruneConfig) -> PruneReport:
                             "(pass --task/--labels to store them)")
     if sets is not None and sets.stream is not None:
         report.notes.extend(sets.stream.summary.notes)
+    if sets is not None:
+        report.notes.extend(sets.notes)
+    if decision is not None and decision.precise is False:
+        report.notes.append(f"the gate's CI is wider than a third of the budget ({decision.describe()}, budget "
+                            f"{decision.max_drop:g}): the decision is within noise; give a larger --eval set")
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -34,8 +34,9 @@ def teacher_targets(task: str, metric: str, teacher_out: np.ndarray) -> np.ndarr
 
 
 def gate(metric: str, teacher_out: np.ndarray, student_out: np.ndarray, targets: np.ndarray,
-         max_drop: float | None, labels_from: str) -> GateResult:
-    """Score teacher and student on the same samples and decide (``passed`` None without `max_drop`);
-    figures rounded to 6 decimals (the report's JSON form: ``GateResult.to_dict("pruned")``)."""
-    rule = Gate(metric, max_drop, n_boot=PRUNE_BOOTSTRAP)
+         max_drop: float | None, labels_from: str, *, ci_rule: bool = False) -> GateResult:
+    """Score teacher and student on the same samples and decide (``passed`` None without `max_drop`;
+    `ci_rule`: the whole CI must be within the budget, see `medge.evaluate.gate`); figures rounded to
+    6 decimals (the report's JSON form: ``GateResult.to_dict("pruned")``)."""
+    rule = Gate(metric, max_drop, n_boot=PRUNE_BOOTSTRAP, ci_rule=ci_rule)
     return rule.check(teacher_out, student_out, targets, labels_from=labels_from).rounded(6)

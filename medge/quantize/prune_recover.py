@@ -8,9 +8,12 @@ rest trains.  Unlabelled sets are labelled by the dense teacher.
 Schedule (`prune_and_distil`): the sparsity is reached in ``prune_steps`` equal steps of the kept
 width; every step is followed by a distillation of ``steps / prune_steps`` optimizer steps.
 
-Search (`search_sparsity`): bisection over [min, max] sparsity to a resolution, each probe pruned
-from the dense model, distilled and gated; it stops when the interval is resolved or the time
-budget is spent, and fails explicitly when even the smallest sparsity does not pass.
+Gate (`gate_student`): the drop is measured with its paired-bootstrap CI; while the CI half-width
+is above a third of the budget and the gate data are unlimited (synthetic), more gate samples are
+drawn (up to `Sets.eval_cap`) and the gate set grows for every later probe; a fixed set that
+stays too small is reported as deciding within noise.
+
+Search (`search_sparsity`, `medge.quantize.prune_search`): bisection over [min, max] sparsity.
 """
 
 from __future__ import annotations
@@ -18,20 +21,24 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from medge.errors import DataError, GateFailedError
+from medge.errors import DataError
 from medge.quantize.distill import DistillConfig, DistillResult, distil
 from medge.quantize.distill_data import DistillStream
 from medge.evaluate.gate import GateResult
 from medge.evaluate.metrics import FIDELITY, higher_is_better, task_metric
+from medge.evaluate.statistics import samples_for_precision
 from medge.quantize.prune_gate import gate, teacher_targets
 
 GATE_SHARE, SELECT_SHARE = 0.2, 0.15
+MAX_EVAL_SAMPLES = 8000  # cap of a grown gate set
+MAX_EVAL_BYTES = 1 << 30  # ... and of its inputs in memory
 
 
 @dataclass
@@ -43,6 +50,7 @@ class EvalSet:
     teacher: np.ndarray
     labels_from: str
     sha256: str
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +62,9 @@ class Sets:
     gate: EvalSet
     metric: str
     labelled_stream: bool
+    grow: Callable[[int], EvalSet] | None = None  # draws more gate samples (unlimited synthetic data only)
+    eval_cap: int = 0  # most gate samples `grow` may reach
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,11 +77,14 @@ class Trial:
     distillation: list[DistillResult]
     gate: GateResult
     seconds: float
+    widths: list[int] = field(default_factory=list)  # output widths of the Conv/Linear layers reached
 
     def summary(self) -> dict[str, Any]:
         """JSON summary (no module)."""
-        return {"sparsity": self.sparsity, "gate": self.gate.to_dict("pruned"), "seconds": round(self.seconds, 3),
-                "distill_steps": sum(d.steps for d in self.distillation)}
+        return {"sparsity": self.sparsity, "widths": self.widths, "gate": self.gate.to_dict("pruned"),
+                "seconds": round(self.seconds, 3), "distill_steps": sum(d.steps for d in self.distillation),
+                "stopped": [d.stopped for d in self.distillation],
+                "best_step": [d.best_step for d in self.distillation]}
 
 
 @dataclass
@@ -86,6 +100,8 @@ class Plan:
     time_budget: float | None = None  # seconds for the whole search
     round_to: int | None = None
     distill: DistillConfig = field(default_factory=DistillConfig)
+    ci_rule: bool = False  # pass only when the drop's whole CI is within max_drop (--sparsity auto)
+    scale_time_budget: bool = False  # the default budget: grown to fit every probe at the first one's pace
 
 
 def predict(module: nn.Module, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -106,13 +122,43 @@ def _eval_set(dataset_inputs: np.ndarray, targets: np.ndarray | None, keys: list
 
     t_out = predict(teacher, dataset_inputs)
     if targets is None or metric == FIDELITY:
-        return EvalSet(dataset_inputs, teacher_targets(task, metric, t_out), t_out, "teacher", set_sha256(keys))
-    return EvalSet(dataset_inputs, np.asarray(targets, dtype=np.float32), t_out, "data", set_sha256(keys))
+        return EvalSet(dataset_inputs, teacher_targets(task, metric, t_out), t_out, "teacher", set_sha256(keys),
+                       list(keys))
+    return EvalSet(dataset_inputs, np.asarray(targets, dtype=np.float32), t_out, "data", set_sha256(keys),
+                   list(keys))
 
 
 def build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: str | None, metric: str,
                eval_samples: int, select_samples: int, seed: int) -> Sets:
     """Load the distillation stream and the disjoint selection and gate sets (see module docstring)."""
+    sets = _build_sets(loaded, teacher, source=source, eval_source=eval_source, metric=metric,
+                       eval_samples=eval_samples, select_samples=select_samples, seed=seed)
+    gate_source = eval_source or source
+    if gate_source and gate_source.split(":", 1)[0] == "synthetic":
+        per_sample = max(1, sets.gate.inputs[:1].nbytes)
+        sets.eval_cap = max(len(sets.gate.inputs), min(MAX_EVAL_SAMPLES, MAX_EVAL_BYTES // per_sample))
+        sets.grow = _grower(loaded, teacher, sets, gate_source, metric, seed)
+    return sets
+
+
+def _grower(loaded, teacher: nn.Module, sets: Sets, source: str, metric: str, seed: int) -> Callable[[int], EvalSet]:
+    """`grow(k)`: `k` more synthetic gate samples, disjoint from every set drawn so far."""
+    from medge.calibration import load_data
+
+    draws = iter(range(1, 1 << 20))
+
+    def grow(k: int) -> EvalSet:
+        data = load_data(source, loaded.meta, input_name=loaded.input_names[0], input_shape=loaded.input_shape,
+                         n=k, split="eval", seed=seed + 1000 * next(draws))
+        stream_exclude = sets.stream.exclude if sets.stream is not None else set()
+        samples = [x for x in data.samples if x.key not in stream_exclude]
+        stream_exclude.update(x.key for x in samples)  # never trained on from now on
+        return _from_samples(samples, loaded, teacher, loaded.meta.task, metric)
+    return grow
+
+
+def _build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: str | None, metric: str,
+                eval_samples: int, select_samples: int, seed: int) -> Sets:
     from medge.calibration import load_data
 
     def load(src: str, n: int, split: str, s: int):
@@ -214,46 +260,42 @@ def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, 
         tag = f"{label}s={sparsity:.2f} step {i}/{len(ratios)}" if len(ratios) > 1 else f"{label}s={sparsity:.2f}"
         results.append(distil(student, teacher, sets.stream, cfg, task_loss=task_loss if sets.labelled_stream else None,
                               select=select, teacher_score=teacher_select, higher_is_better=hib, label=tag))
-    decision = gate(metric, sets.gate.teacher, predict(student, sets.gate.inputs), sets.gate.targets,
-                    plan.max_drop, sets.gate.labels_from)
-    return Trial(sparsity, student, structured, results, decision, time.perf_counter() - started)
+    decision = gate_student(student, sets, plan.max_drop, ci_rule=plan.ci_rule)
+    return Trial(sparsity, student, structured, results, decision, time.perf_counter() - started,
+                 layer_widths(student))
 
 
-def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Tensor, task_loss,
-                    model: str) -> tuple[Trial, list[dict[str, Any]]]:
-    """Largest sparsity in [min, max] (to `plan.resolution`) whose pruned student passes the gate.
+def layer_widths(module: nn.Module) -> list[int]:
+    """Output widths (channels / features) of every Conv and Linear layer, in module order."""
+    return [int(m.weight.shape[0]) for m in module.modules()
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and getattr(m, "weight", None) is not None]
 
-    Raises `GateFailedError` when the smallest sparsity already fails (nothing is written then).
-    """
-    started = time.perf_counter()
-    probes: list[dict[str, Any]] = []
 
-    def probe(s: float) -> Trial:
-        trial = prune_and_distil(dense, round(s, 4), plan, sets, example, task_loss, label="auto ")
-        probes.append(trial.summary())
-        return trial
+def gate_student(student: nn.Module, sets: Sets, max_drop: float | None, *, ci_rule: bool = False) -> GateResult:
+    """Gate `student` on `sets.gate`; while the CI is too wide to decide against `max_drop` (half-width
+    above a third of it) and `sets.grow` can draw more, the gate set grows (it stays grown)."""
+    out = predict(student, sets.gate.inputs)
+    decision = gate(sets.metric, sets.gate.teacher, out, sets.gate.targets, max_drop, sets.gate.labels_from,
+                    ci_rule=ci_rule)
+    while max_drop is not None and not decision.precise and sets.grow is not None \
+            and len(sets.gate.inputs) < sets.eval_cap:
+        n = len(sets.gate.inputs)
+        want = min(sets.eval_cap, samples_for_precision(n, decision.ci95, max_drop))
+        if want <= n:
+            break
+        extra = sets.grow(want - n)
+        sets.notes.append(f"gate set grown from {n} to {n + len(extra.inputs)} samples: the CI half-width "
+                          f"{decision.ci_half_width:.4g} was above a third of the budget {max_drop:g}")
+        sets.gate = _concat(sets.gate, extra)
+        out = np.concatenate([out, predict(student, extra.inputs)])
+        decision = gate(sets.metric, sets.gate.teacher, out, sets.gate.targets, max_drop, sets.gate.labels_from,
+                        ci_rule=ci_rule)
+    return decision
 
-    def over_budget() -> bool:
-        return plan.time_budget is not None and time.perf_counter() - started > plan.time_budget
 
-    low = probe(plan.min_sparsity)
-    if not low.gate.passed:
-        g = low.gate
-        raise GateFailedError(
-            f"no sparsity passes the gate for '{model}': already at {plan.min_sparsity:g} the {g.metric} drops by "
-            f"{g.drop:.4g} > --max-drop {g.max_drop:g} after distillation; nothing was written - allow a larger "
-            "--max-drop, give more --distill-steps / --prune-steps, or lower --min-sparsity")
-    best, lo, hi = low, plan.min_sparsity, plan.max_sparsity
-    top = None if over_budget() else probe(hi)
-    if top is not None and top.gate.passed:
-        return top, probes
-    while hi - lo > plan.resolution + 1e-9 and not over_budget():
-        mid = round((lo + hi) / 2, 4)
-        trial = probe(mid)
-        if trial.gate.passed:
-            best, lo = trial, mid
-        else:
-            hi = mid
-    if over_budget():
-        probes.append({"note": f"time budget of {plan.time_budget:g} s spent; best passing sparsity kept"})
-    return best, probes
+def _concat(a: EvalSet, b: EvalSet) -> EvalSet:
+    from medge.calibration import set_sha256
+
+    keys = a.keys + b.keys
+    return EvalSet(np.concatenate([a.inputs, b.inputs]), np.concatenate([a.targets, b.targets]),
+                   np.concatenate([a.teacher, b.teacher]), a.labels_from, set_sha256(keys), keys)

@@ -12,7 +12,14 @@ from medge.errors import DataError
 from medge.evaluate import metrics as M
 from medge.evaluate.gate import DEFAULT_MAX_DROP, Gate, GateResult
 from medge.evaluate.parity import compare_output_lists, compare_outputs, cosine
-from medge.evaluate.statistics import LATENCY_KEYS, bootstrap_ci, latency_summary, median_ci
+from medge.evaluate.statistics import (
+    LATENCY_KEYS,
+    bootstrap_ci,
+    latency_summary,
+    median_ci,
+    precise_enough,
+    samples_for_precision,
+)
 from medge.quantize.prune_gate import gate as prune_gate
 
 
@@ -32,7 +39,7 @@ def test_gate_result_figures_and_stable_json():
     assert Gate("auroc", max_drop=res.drop - 1e-9).check(ref, cand, tgt).passed is False
     assert Gate("auroc").check(ref, cand, tgt).passed is None  # no budget: informative only
     assert list(res.to_dict("pruned")) == ["name", "reference", "pruned", "drop", "ci95", "max_drop", "passed",
-                                           "n_eval", "labels_from"]
+                                           "n_eval", "labels_from", "verdict", "ci_half_width", "precise"]
     # errors: a drop is positive when the candidate is worse
     ecg = np.random.default_rng(1).normal(size=(6, 3, 40))
     worse = Gate("rmse_uv").check(ecg + 0.01, ecg + 0.1, ecg)
@@ -127,3 +134,36 @@ def test_one_cosine_with_one_zero_norm_rule_and_one_comparison():
         compare_output_lists([a], [a[:2]], "the artifact")
     with pytest.raises(DataError, match="has 2 outputs"):
         compare_output_lists([a], [a, a], "the artifact")
+
+
+def test_ci_rule_passes_only_a_whole_ci_within_the_budget_and_calls_a_straddle_noise():
+    ref, cand, tgt = _classifier(n=400, seed=3)
+    point = Gate("auroc", n_boot=300).check(ref, cand, tgt)
+    lo, hi = point.ci95
+    assert lo < point.drop < hi
+    within = Gate("auroc", max_drop=hi + 1e-6, n_boot=300, ci_rule=True).check(ref, cand, tgt)
+    assert within.passed is True and within.verdict == "passed"
+    # the point drop is within this budget, but the CI reaches above it: failed, within noise
+    straddle = Gate("auroc", max_drop=(point.drop + hi) / 2, n_boot=300, ci_rule=True).check(ref, cand, tgt)
+    assert straddle.passed is False and straddle.within_noise and straddle.verdict == "within noise"
+    assert Gate("auroc", max_drop=(point.drop + hi) / 2, n_boot=300).check(ref, cand, tgt).passed is True
+    above = Gate("auroc", max_drop=lo - 1e-6, n_boot=300, ci_rule=True).check(ref, cand, tgt)
+    assert above.passed is False and not above.within_noise and above.verdict == "failed"
+    assert "on 400 samples" in above.describe() and "95% CI" in above.describe()
+    d = straddle.to_dict("pruned")
+    assert d["verdict"] == "within noise" and d["ci_half_width"] == pytest.approx((hi - lo) / 2, abs=1e-6)
+
+
+def test_precision_rule_is_a_third_of_the_budget_and_says_how_many_samples_reach_it():
+    assert precise_enough([0.0, 0.002], 0.003) is True  # half-width 0.001 = budget / 3
+    assert precise_enough([0.0, 0.0021], 0.003) is False
+    assert precise_enough([float("nan"), float("nan")], 0.003) is False
+    # half-width 0.002 on 500 samples: 1/sqrt(n) scaling needs (0.002/0.001)^2 = 4x the samples (+ margin)
+    assert 2000 <= samples_for_precision(500, [0.0, 0.004], 0.003) <= 2400
+    assert samples_for_precision(500, [0.0, 0.001], 0.003) == 500
+    # the measured half-width does shrink as 1/sqrt(n) for a paired AUROC difference
+    widths = []
+    for n in (300, 1200):
+        ref, cand, tgt = _classifier(n=n, seed=5)
+        widths.append(Gate("auroc", max_drop=0.01, n_boot=400).check(ref, cand, tgt).ci_half_width)
+    assert widths[1] == pytest.approx(widths[0] / 2, rel=0.35)

@@ -61,8 +61,13 @@ def test_sparsity_auto_finds_a_passing_sparsity_and_refuses_an_impossible_gate(r
     assert res.returncode == 0, res.stderr[-2000:]
     r = res.report
     assert r["search"] == "auto" and r["gate"]["passed"] is True and r["gate"]["drop"] <= 0.9
-    tried = [p for p in r["probes"] if "sparsity" in p]
+    tried = [p for p in r["probes"] if "gate" in p]
     assert tried[0]["sparsity"] == 0.2 and len(tried) >= 2
+    for p in tried:  # every probe explains itself: widths, steps, metric with CI and n, time
+        assert p["widths"] and p["distill_steps"] > 0 and p["seconds"] > 0
+        assert p["gate"]["ci95"][0] <= p["gate"]["drop"] <= p["gate"]["ci95"][1] and p["gate"]["n_eval"] > 0
+    assert "medge: prune auto: probe 1/3 at sparsity 0.20" in res.stderr and "ETA" in res.stderr
+    assert r["settings"]["min_sparsity"] == 0.2 and r["settings"]["distill_steps"] == 50
     passing = [p["sparsity"] for p in tried if p["gate"]["passed"]]
     assert r["sparsity"] == max(passing)
     assert all(p["sparsity"] <= r["sparsity"] for p in tried if p["gate"]["passed"])
@@ -70,7 +75,9 @@ def test_sparsity_auto_finds_a_passing_sparsity_and_refuses_an_impossible_gate(r
 
     never = tmp_path / "never.pt2"
     fail = run_cli("prune", *common, "--max-drop", "0", "-o", never)
-    assert_one_line_error(fail, "no sparsity passes the gate", "nothing was written")
+    assert_one_line_error(fail, "no sparsity passes the gate", "the best probe, sparsity 0.2 after 50 distillation",
+                          "95% CI", "nothing was written")
+    assert "--min-sparsity" in fail.stderr or "--distill-steps" in fail.stderr
     assert not never.exists() and not list(tmp_path.glob("never.pt2*"))
 
 
@@ -196,3 +203,18 @@ def test_weight_average_blends_weights_and_statistics_and_copies_counters():
     assert int(average.module[1].num_batches_tracked) == 5
     average.update(net, step=0)  # warm-up: the first steps mostly take the new weights
     assert float((average.module[0].weight - net[0].weight).abs().max()) < 0.1
+
+
+def test_auto_skips_a_sparsity_whose_widths_an_earlier_probe_reached(run_cli, tmp_path, user_model,
+                                                                     residual_models_on_path):
+    """With channels rounded to 8, sparsities 0.4 and 0.6 give tiny_resnet the same widths: one probe."""
+    images, weights = user_model
+    res = run_cli("prune", *_user(weights), "--sparsity", "auto", "--finetune", images, "--distill-steps", "20",
+                  "--min-sparsity", "0.4", "--max-sparsity", "0.6", "--round-to", "8", "--max-drop", "100",
+                  "-o", tmp_path / "s.pt2", report=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    probes = [p for p in res.report["probes"] if "sparsity" in p]
+    assert [p["sparsity"] for p in probes] == [0.4, 0.6]
+    assert "gate" in probes[0] and probes[1]["skipped"] == "same widths as sparsity 0.4"
+    assert probes[1]["widths"] == probes[0]["widths"] and probes[1]["passed"] is True
+    assert "sparsity 0.60 skipped: same widths as 0.40" in res.stderr
