@@ -12,7 +12,7 @@ For each model it:
 Goal per model: bundle latency ≤ 0.8× the peer's at a metric drop ≤ 0.005 (Dice ≤ 0.01) vs dense
 FP32; met on at least 3 of 4.  Timings on a shared machine are noisy: read the ratios.
 
-    python bench/bench_prune.py [--models ...] [--prune auto|0.5] [--distill-steps 120] [--time-budget 900] [--json out.json]
+    python bench/bench_prune.py [--models ...] [--prune auto|0.5] [--distill-steps 600] [--time-budget 1300] [--json out.json]
 """
 
 from __future__ import annotations
@@ -94,8 +94,10 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
     pruning = report.pruning
     row.update(build_seconds=round(time.perf_counter() - t0, 1), sparsity=pruning.get("sparsity"),
                macs_pruned=pruning["rows"]["pruned"]["macs"], distill_seconds=pruning.get("distillation_seconds"),
-               probes=[(p.get("sparsity"), (p.get("gate") or {}).get("drop"), (p.get("gate") or {}).get("passed"))
+               probes=[(p.get("sparsity"), (p.get("gate") or {}).get("drop"), (p.get("gate") or {}).get("ci95"),
+                        (p.get("gate") or {}).get("verdict", p.get("skipped")))
                        for p in pruning.get("probes") or [] if "sparsity" in p],
+               gate=pruning.get("gate"), settings=pruning.get("settings"),
                build_metrics={k: v.get("metric") for k, v in pruning["rows"].items()},
                build_fp32_latency_ms={k: pruning["rows"][k].get("latency_ms") for k in ("dense", "pruned")},
                round_to=pruning.get("round_to"), macs_notes=pruning.get("notes"),
@@ -146,20 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--threads", type=int, default=2, help="inference threads, both paths")
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads for distillation")
-    parser.add_argument("--distill-steps", type=int, default=150)
-    parser.add_argument("--patience", type=int, default=4,
+    # defaults: medge's own (PruneConfig), which are the settings this bench showed work (issue 28)
+    parser.add_argument("--distill-steps", type=int, default=600)
+    parser.add_argument("--patience", type=int, default=1000,
                         help="early-stopping evaluations (every 25 steps) without improvement; large = run all steps")
-    parser.add_argument("--task-weight", type=float, default=0.3,
+    parser.add_argument("--task-weight", type=float, default=1.0,
                         help="weight of the label loss in distillation (medge build --distill-task-weight)")
     parser.add_argument("--prune", default="auto",
                         help="'auto' (search the sparsity) or a fixed sparsity, distilled and gated all the same")
-    parser.add_argument("--time-budget", type=float, default=900.0, help="seconds for each model's sparsity search")
-    parser.add_argument("--min-sparsity", type=float, default=0.3)
-    parser.add_argument("--max-sparsity", type=float, default=0.6)
-    parser.add_argument("--resolution", type=float, default=0.1)
-    parser.add_argument("--eval-samples", type=int, default=1000,
+    parser.add_argument("--time-budget", type=float, default=1300.0, help="seconds for each model's sparsity search")
+    parser.add_argument("--min-sparsity", type=float, default=0.5)
+    parser.add_argument("--max-sparsity", type=float, default=0.7)
+    parser.add_argument("--resolution", type=float, default=0.05)
+    parser.add_argument("--eval-samples", type=int, default=2000,
                         help="synthetic samples for every gate and for the bench's own scoring (paired, same draw)")
-    parser.add_argument("--select-samples", type=int, default=128, help="samples for early stopping")
+    parser.add_argument("--select-samples", type=int, default=1000, help="samples that pick the best distilled state")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
