@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     parser.add_argument("--threads", type=int, help="inference threads (default: runtime's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="compile option override (repeatable)")
+    from medge.commands.compile import add_tolerance_arguments
+
+    add_tolerance_arguments(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace an existing bundle at -o made for another target or holding files built on the device")
     from medge.export.declare import add_declaration_arguments
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace):
     from medge.export.declare import Declaration
 
     kwargs = parse_model_kwargs(args.model_kwargs) or None
-    from medge.commands.compile import parse_options
+    from medge.commands.compile import parse_options, tolerances_from_args
 
     options = parse_options(args.option)
     from medge.build_prune import parse_prune
@@ -93,4 +96,5 @@ def run(args: argparse.Namespace):
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
         declaration=Declaration.from_args(args),
         prune=args.prune, prune_data=args.prune_data, round_to=args.round_to, prune_options=prune_options,
+        tolerances=tolerances_from_args(args),
     ))

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
                         help="bootstrap resamples for the 95%% confidence interval of the drop (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling the data and the bootstrap (default 0)")
+    from medge.commands.compile import add_tolerance_arguments
+
+    add_tolerance_arguments(parser)  # given without --max-drop: every INT8 rung is judged by parity with FP32
 
 
 def run(args: argparse.Namespace):
@@ -67,8 +70,13 @@ def run(args: argparse.Namespace):
     from medge.fileio import check_output_file
 
     check_output_file(args.output, "-o", suffix=".onnx")  # before any work
+    from medge.commands.compile import tolerances_from_args
+    from medge.devices.recipe_parity import int8_limits
     from medge.quantize import QuantizeConfig, quantize_model
 
+    tolerances = tolerances_from_args(args)
+    limits, warnings = int8_limits(tolerances)
+    judged = any(v is not None for v in tolerances.values()) and args.precision == "int8"
     config = QuantizeConfig(
         model=Path(args.model), output=Path(args.output), precision=args.precision, backend=args.backend,
         calib_source=args.calib, calib_size=args.calib_size, calib_method=args.calib_method,
@@ -76,5 +84,12 @@ def run(args: argparse.Namespace):
         allow_overlap=args.allow_overlap, keep_io_fp32=args.keep_io_fp32, trt_compatible=args.trt,
         keep_output_head_fp32=args.keep_output_head_fp32,
         max_fallback_steps=args.max_fallback_steps, int16_fallback=args.int16_fallback, n_boot=args.bootstrap, seed=args.seed,
+        parity_limits=limits if judged else None,
     )
-    return quantize_model(config)
+    from medge.console import warn
+
+    for line in warnings if judged else []:
+        warn(line)
+    report = quantize_model(config)
+    report.warnings[:0] = warnings if judged else []
+    return report

@@ -43,6 +43,8 @@ class CompileConfig:
     command: str | None = None  # the command line recorded in the manifest
     force: bool = False  # replace an existing bundle for another target or one holding device/ files
     progress: bool = False  # print step lines on stderr (the CLI sets it)
+    #: INT8 parity tolerances (min_cosine, max_channel_error, atol, rtol; None: the default)
+    tolerances: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +212,11 @@ def compile_model(config: CompileConfig) -> CompileReport:
         raise UsageError("--max-drop needs --eval SOURCE to measure the drop on")
     notes: list[str] = []
     warnings: list[str] = []
+    from medge.devices.recipe_parity import int8_limits
+
+    parity_limits, tolerance_warnings = int8_limits(config.tolerances)
+    if precision == "int8":
+        warnings.extend(tolerance_warnings)
     model_ref = _model_source(config, meta, notes)  # usage errors first
     calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
     from medge.metadata import assumed_note
@@ -229,6 +236,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
                 onnx_path=model, meta=meta, target=target, precision=precision, calib_source=calib,
                 eval_source=config.eval_source, max_drop=config.max_drop, out_dir=out_dir, work_dir=Path(work),
                 model_ref=model_ref, options=target.options(config.options), build_engine=config.build_engine,
+                parity_limits=parity_limits,
             )
             work_text = {"int8": f"calibrate on {calib}, quantize to int8 and check the gate", "fp16": "convert to fp16",
                          "fp32": "convert"}.get(precision, "convert")
@@ -259,6 +267,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
                 "gate": result.gate,
                 "preflight": result.preflight,
                 "options": ctx.options,
+                "tolerances": {k: v for k, v in config.tolerances.items() if v is not None},
                 "command": command,
                 "notes": notes,
                 "extra": result.manifest_extra,
@@ -280,6 +289,15 @@ def compile_model(config: CompileConfig) -> CompileReport:
         if quant is not None:
             report.gate = {**(getattr(quant, "metric", None) or {}), "max_drop": config.max_drop,
                            "fp32_fallback_nodes": list(getattr(quant, "fp32_fallback_nodes", []))}
+            if getattr(quant, "parity", None) is not None:  # the parity gate judged the ladder
+                report.gate.update(passed=False, parity=quant.parity, numerics=quant.numerics,
+                                   rungs=[asdict(a) for a in quant.attempts])
+                report.seconds = round(time.perf_counter() - t0, 3)
+                err = GateFailedError(
+                    f"the {precision} artifact fails its gate ({_gate_summary(report.gate)}) at every one of "
+                    f"{len(quant.attempts)} fallback rung(s); nothing was written to {output} - pass --eval SOURCE "
+                    "--max-drop X to judge by the task metric, or loosen --min-cosine/--max-channel-error", report)
+                raise err from None
             report.calibration, report.evaluation = getattr(quant, "calibration", None), getattr(quant, "evaluation", None)
         report.seconds = round(time.perf_counter() - t0, 3)
         exc.report = report

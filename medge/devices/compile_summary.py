@@ -30,6 +30,22 @@ def next_step(report: Any) -> str:
     return f"medge profile {report.bundle} (on the device: --device ssh://USER@HOST)"
 
 
+def _int8_rows(gate: dict[str, Any]) -> list[tuple[str, str]]:
+    """The INT8 gate's numerics, scheme and fallback rungs (when the ladder ran more than one)."""
+    from medge.quantize.report import Attempt, rung_text
+
+    rows = []
+    numerics, scheme = gate.get("numerics"), gate.get("int8_scheme")
+    if numerics:
+        rows.append(("numerics", f"{numerics['name']}: {numerics['detail']}"))
+    if scheme:
+        rows.append(("int8 scheme", f"{scheme['name']} ({scheme['reason']})"))
+    rungs = gate.get("rungs") or []
+    if len(rungs) > 1:
+        rows += [("rung", rung_text(i, Attempt(**r))) for i, r in enumerate(rungs)]
+    return rows
+
+
 def compile_rows(report: Any) -> list[tuple[str, str]]:
     """The summary rows of a `CompileReport`."""
     total = sum(report.files.values())
@@ -51,6 +67,7 @@ def compile_rows(report: Any) -> list[tuple[str, str]]:
         ("precision", f"{report.precision}: {artifact}"),
         ("calibration", data_text(report.calibration)),
         ("gate", gate_text(report.gate)),
+        *_int8_rows(report.gate or {}),
         ("preflight", preflight_text(report.preflight)),
         ("manifest sha256", report.manifest_sha256 or "-"),
         ("next", next_step(report)),

@@ -58,6 +58,38 @@ COSINE_MIN_NORM = 0.1  # per-sample cosine is judged on samples whose FP32 outpu
 INT8_MAX_CHANNEL_ERROR = 0.2
 INT8_LIMITS: dict[str, float | None] = {"rel_tol": None, "min_cosine": INT8_MIN_COSINE, "min_pearson": INT8_MIN_PEARSON,
                                         "max_channel_error": INT8_MAX_CHANNEL_ERROR}
+TOLERANCE_FLAGS = {"min_cosine": "--min-cosine", "max_channel_error": "--max-channel-error", "atol": "--atol",
+                   "rtol": "--rtol"}
+
+
+def int8_limits(tolerances: dict[str, float | None] | None) -> tuple[dict[str, float | None], list[str]]:
+    """The INT8 parity limits with the user's tolerances (``min_cosine``, ``max_channel_error``,
+    ``atol``, ``rtol``; None: the default) applied, and a WARNING line for each one looser than the default.
+
+    ``--atol/--rtol`` (Polygraphy's meaning: every element within ``atol + rtol·|FP32|``) replace the
+    statistical checks that were not set explicitly.
+    """
+    given = {k: v for k, v in (tolerances or {}).items() if v is not None}
+    unknown = set(given) - set(TOLERANCE_FLAGS)
+    if unknown:
+        raise ValueError(f"unknown parity tolerance(s) {sorted(unknown)}")
+    limits = dict(INT8_LIMITS)
+    warnings = []
+    if "atol" in given or "rtol" in given:
+        limits.update(min_cosine=None, min_pearson=None, max_channel_error=None)
+        limits.update(atol=given.get("atol", 0.0), rtol=given.get("rtol", 0.0))
+        replaced = [f"{TOLERANCE_FLAGS[k]} {INT8_LIMITS[k]}" for k in ("min_cosine", "max_channel_error") if k not in given]
+        if replaced:
+            warnings.append(f"--atol/--rtol replace the default INT8 parity checks ({', '.join(replaced)}, "
+                            f"channel Pearson r {INT8_MIN_PEARSON}): the artifact is judged element-wise only")
+    for key, default, looser in (("min_cosine", INT8_MIN_COSINE, lambda v, d: v < d),
+                                 ("max_channel_error", INT8_MAX_CHANNEL_ERROR, lambda v, d: v > d)):
+        if key in given:
+            limits[key] = given[key]
+            if looser(given[key], default):
+                warnings.append(f"{TOLERANCE_FLAGS[key]} {given[key]:g} is looser than the default {default:g}: "
+                                "an INT8 artifact that drifts that far from FP32 passes the parity gate")
+    return limits, warnings
 
 
 @dataclass
@@ -183,7 +215,8 @@ def _judged_cosines(refs: list[np.ndarray], gots: list[np.ndarray]) -> tuple[lis
 
 def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarray], *,
                  rel_tol: float | None, min_cosine: float | None = None,
-                 min_pearson: float | None = None, max_channel_error: float | None = None) -> dict[str, Any]:
+                 min_pearson: float | None = None, max_channel_error: float | None = None,
+                 atol: float | None = None, rtol: float | None = None) -> dict[str, Any]:
     """Compare `candidate` with `reference` on `inputs`.
 
     ``max_rel_diff`` is the max abs difference over the reference output's range (per sample);
@@ -192,7 +225,8 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
     ``min_cosine_all_samples`` includes them).  ``min_pearson`` is the lowest per-channel Pearson r
     across the samples (`channel_pearson`); a channel is off (fails) when r < ``min_pearson`` and its
     RMS error exceeds `PEARSON_MIN_ERROR` of its RMS; ``max_channel_error`` bounds every channel's
-    RMS error / RMS.  ``passed`` is None when no tolerance is given
+    RMS error / RMS; with ``atol``/``rtol`` every element must lie within ``atol + rtol·|reference|``.
+    ``passed`` is None when no tolerance is given
     (informative only); ``failed`` names every check that failed.
     """
     per_output: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
@@ -208,12 +242,16 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
             per_output[k][0].append(r)
             per_output[k][1].append(g.reshape(r.shape))
     max_abs, max_rel, vs_range = 0.0, 0.0, []
+    outside = 0  # samples with an element outside atol + rtol·|reference|
     cosines: list[float] = []
     all_cosines: list[float] = []
     pearsons: list[tuple[float, float]] = []
     for refs, gots in per_output:
         for r, g in zip(refs, gots):
-            diff = compare_outputs(r, g).max_abs
+            compared = compare_outputs(r, g, atol=None if atol is None and rtol is None else (atol or 0.0),
+                                       rtol=rtol or 0.0)
+            diff = compared.max_abs
+            outside += compared.within_tolerance is False
             span = max(float(r.max() - r.min()), float(np.abs(r).max()), 1e-6)
             max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / span)
         judged, every = _judged_cosines(refs, gots)
@@ -232,6 +270,8 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
         worst = min(off, default=(min(rs), 0.0))
         checks[f"min channel Pearson r across samples {worst[0]:.4f} < {min_pearson} "
                f"(RMS error {worst[1]:.0%} of the output)"] = not off
+    if atol is not None or rtol is not None:
+        checks[f"{outside} of {len(inputs)} sample(s) outside atol {atol or 0:g} + rtol {rtol or 0:g}·|FP32|"] = not outside
     worst_error = max((e for _, e in pearsons), default=None)
     if max_channel_error is not None and worst_error is not None:
         checks[f"max channel RMS error {worst_error:.0%} of the output > {max_channel_error:.0%}"] = \
@@ -254,16 +294,19 @@ def parity_check(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarr
         "min_cosine_required": min_cosine,
         "min_pearson_required": min_pearson,
         "max_channel_rms_error_allowed": max_channel_error,
+        "atol": atol,
+        "rtol": rtol,
         "failed": [text for text, ok in checks.items() if not ok],
         "passed": all(checks.values()) if checks else None,
     }
 
 
-def int8_parity(onnx_path: Path, calib_source: str | None, candidate: Runner, **info: Any) -> dict[str, Any]:
+def int8_parity(onnx_path: Path, calib_source: str | None, candidate: Runner,
+                limits: dict[str, float | None] | None = None, **info: Any) -> dict[str, Any]:
     """The INT8 parity of every recipe: `candidate` vs the FP32 ONNX on `PARITY_SAMPLES` calibration
-    samples, against `INT8_MIN_COSINE` and `INT8_MIN_PEARSON`; `info` is recorded with the result."""
+    samples, against `limits` (default `INT8_LIMITS`, see `int8_limits`); `info` is recorded with the result."""
     data = load_inputs(onnx_path, calib_source, n=PARITY_SAMPLES)
-    parity = parity_check(onnx_runner(onnx_path), candidate, data.inputs, **INT8_LIMITS)
+    parity = parity_check(onnx_runner(onnx_path), candidate, data.inputs, **(limits or INT8_LIMITS))
     parity.update(info, data=data.info)
     return parity
 

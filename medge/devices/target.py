@@ -51,6 +51,9 @@ class DeviceProfile:
     supported_ops: str | tuple[str, ...] | None = None
     compile_options: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    #: where the INT8 gate reproduces this target's numerics: "host-kernels" or "ideal-simulation"
+    #: (`medge.devices.int8_numerics`)
+    int8_numerics: str = "host-kernels"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the whole profile."""
@@ -89,6 +92,8 @@ def _profile_from_dict(raw: dict[str, Any]) -> DeviceProfile:
         problems.append(f"precisions {profile.precisions} must be a non-empty subset of {PRECISIONS}")
     if profile.default_precision not in profile.precisions:
         problems.append(f"default_precision {profile.default_precision!r} not in {profile.precisions}")
+    if profile.int8_numerics not in ("host-kernels", "ideal-simulation"):
+        problems.append(f"int8_numerics {profile.int8_numerics!r} not in ('host-kernels', 'ideal-simulation')")
     if problems:
         raise ValueError(f"bad device profile {profile.name!r}: " + "; ".join(problems))
     return profile

@@ -20,6 +20,10 @@ class QuantizeConfig:
     (INT8 only).  `max_fallback_steps` bounds the number of attempts of each fallback stage after
     the first try: with `int16_fallback` the most sensitive activations first go to 16 bits (weights
     stay int8), then nodes go back to FP32.
+    `parity_limits` (INT8 without a metric gate; see `medge.devices.recipe_parity.int8_limits`) judges
+    every attempt by its parity with FP32 on the calibration samples, so a parity failure runs the
+    same fallback ladder.  `runtime_options` run those checks on the target's numerics
+    (``emulate_qdq``: the ideal integer simulation), recorded as `numerics`.
     """
 
     model: Path
@@ -42,3 +46,6 @@ class QuantizeConfig:
     n_boot: int = 1000
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    parity_limits: dict[str, float | None] | None = None
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+    numerics: dict[str, Any] | None = None

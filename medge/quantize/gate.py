@@ -154,11 +154,32 @@ class _LadderRun:
         self.metric_name: str | None = None
         self.always_fp32: list[str] = []
         self.scheme: str | None = None  # the backend's recovery scheme in use (None: its default)
+        self.parity_inputs: list[Any] | None = None  # set when parity judges the attempts (no metric gate)
+        self.parity_reference: Any = None
+        self.last_parity: dict[str, Any] | None = None
 
     def _eval_options(self) -> dict[str, Any]:
         """Runtime options for scoring an attempt: a TensorRT-bound Q/DQ graph is emulated (see
         ``runtimes/ort.py``), since this host's int8 kernels are not the engine's."""
-        return {"emulate_qdq": True} if self.config.trt_compatible and self.backend.runtime == "onnxruntime" else {}
+        options = dict(self.config.runtime_options) if self.backend.runtime == "onnxruntime" else {}
+        if self.config.trt_compatible and self.backend.runtime == "onnxruntime":
+            options["emulate_qdq"] = True
+        return options
+
+    def judge_by_parity(self, model: Path) -> None:
+        """Judge every attempt by its INT8 parity with FP32 (no metric gate): the calibration samples
+        and limits of `medge.devices.recipe_parity.int8_parity`, so the recipe's check agrees."""
+        from medge.devices.recipe_parity import PARITY_SAMPLES, load_inputs, onnx_runner
+
+        self.parity_inputs = load_inputs(model, self.config.calib_source, n=PARITY_SAMPLES).inputs
+        self.parity_reference = onnx_runner(model)
+
+    def parity(self, artifact: Path) -> dict[str, Any]:
+        """Parity of `artifact` vs FP32 on the target's numerics, against `config.parity_limits`."""
+        from medge.devices.recipe_parity import artifact_runner, parity_check
+
+        runner = artifact_runner(artifact, self.backend.runtime, **{**self.backend.reference_options, **self._eval_options()})
+        return parity_check(self.parity_reference, runner, self.parity_inputs, **(self.config.parity_limits or {}))
 
     def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport,
                 int16: list[str] | None = None) -> tuple[Path, Attempt]:
@@ -174,6 +195,11 @@ class _LadderRun:
             result = rule.check(self.reference, q_out, self.targets, reference_value=self.reference_metric)
             attempt.metric, attempt.drop, attempt.ci95, attempt.passed = \
                 result.value, result.drop, result.ci95, result.passed
+        if self.parity_inputs is not None:
+            parity = self.parity(out)
+            attempt.passed = parity["passed"] is not False
+            attempt.parity = {k: parity[k] for k in ("min_cosine", "min_pearson", "max_channel_rms_error", "failed")}
+            self.last_parity = parity
         report.attempts.append(attempt)
         return out, attempt
 
@@ -233,7 +259,9 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                                      "trt_compatible": config.trt_compatible,
                                      "keep_output_head_fp32": config.keep_output_head_fp32,
                                      "max_fallback_steps": config.max_fallback_steps,
-                                     "int16_fallback": config.int16_fallback})
+                                     "int16_fallback": config.int16_fallback,
+                                     "parity_limits": config.parity_limits,
+                                     "reduce_range": bool(config.options.get("reduce_range"))})
     from medge.metadata import assumed_note
 
     meta = opened.meta
@@ -248,6 +276,9 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         if config.keep_output_head_fp32 and config.precision.startswith("int8"):
             gate.always_fp32 = output_head_nodes(load_onnx(prepared, check=False))
             report.output_head_fp32 = list(gate.always_fp32)
+        if config.max_drop is None and config.parity_limits is not None and config.precision == "int8":
+            gate.judge_by_parity(model)
+        report.numerics = config.numerics
         if gate.eval_data is not None:
             gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
             gate.reference_metric = task_metric(gate.metric_name, gate.reference, gate.targets)
@@ -266,6 +297,8 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                              "quantized": attempt.metric, "drop": attempt.drop, "ci95": attempt.ci95,
                              "max_drop": config.max_drop, "passed": attempt.passed,
                              "n_eval": len(gate.eval_data)}
+        if attempt.parity is not None:
+            report.parity = gate.last_parity
         if attempt.passed is not False:
             backend.finalize(artifact, _metadata_props(model, config, report))
         report.size_bytes = {"before": _model_bytes(model),
@@ -273,6 +306,12 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         report.weight_bytes = {"before": _weight_bytes(model), "after": _weight_bytes(artifact)}
         report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
         report.seconds = round(time.perf_counter() - t0, 2)
+        if attempt.passed is False and attempt.parity is not None:
+            raise GateFailedError(
+                f"{config.precision} parity vs FP32 failed ({'; '.join(attempt.parity['failed'])}) after "
+                f"{len(report.attempts)} attempt(s) (up to {len(attempt.fp32_nodes)} node(s) in FP32, "
+                f"{len(attempt.int16_tensors)} activation(s) at 16 bits); nothing written to {output} - pass --eval "
+                "SOURCE --max-drop X to judge by the task metric, or loosen --min-cosine/--max-channel-error", report)
         if attempt.passed is False:
             raise GateFailedError(
                 f"{config.precision} gate failed: {gate.metric_name} drop {attempt.drop:.4g} > max "

@@ -20,6 +20,8 @@ class Attempt:
     drop: float | None = None
     ci95: list[float] | None = None
     passed: bool | None = None
+    #: parity vs FP32 of this try when no metric gate judges it: min cosine, worst channel error, failed checks
+    parity: dict[str, Any] | None = None
 
 
 @dataclass
@@ -48,6 +50,10 @@ class QuantizeReport(Report):
     #: matmul/conv ops the toolkit itself kept in float (e.g. NNCF's transformer patterns)
     float_compute_ops: list[str] = field(default_factory=list)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    #: the parity gate (no --eval): the last attempt's parity vs FP32 and the limits it was judged by
+    parity: dict[str, Any] | None = None
+    #: whose INT8 numerics judged the attempts (`medge.devices.int8_numerics`)
+    numerics: dict[str, Any] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -55,11 +61,18 @@ class QuantizeReport(Report):
 
     @property
     def ok(self) -> bool:
+        if self.parity is not None and self.parity.get("passed") is False:
+            return False
         return self.metric is None or self.metric.get("passed") is not False
 
     def table_rows(self) -> list[tuple[str, str]]:
         m = self.metric
-        if m is None:
+        p = self.parity
+        if m is None and p is not None and p.get("passed") is False:
+            head = verdict(False, f"parity vs FP32: {'; '.join(p.get('failed', []))}; nothing written")
+        elif m is None and p is not None:
+            head = verdict(True, f"{self.precision} artifact written to {self.output} (parity gate vs FP32)")
+        elif m is None:
             head = verdict(True, f"{self.precision} artifact written to {self.output} (no accuracy gate: pass --eval)")
         elif m.get("passed") is False:
             head = verdict(False, f"{m.get('name')} drop {m.get('drop', float('nan')):.4g} > max {m.get('max_drop')}; "
@@ -74,7 +87,10 @@ class QuantizeReport(Report):
             ("model", f"{self.model} → {self.precision} with {self.backend}"),
             ("calibration", data_text(self.calibration)),
             ("evaluation", data_text(self.evaluation)),
-            ("gate", gate_text({**m, "max_drop": m.get("max_drop")}) if m else "none (no --eval)"),
+            ("gate", gate_text({**m, "max_drop": m.get("max_drop")}) if m else
+             _parity_text(p) if p else "none (no --eval)"),
+            *((("numerics", f"{self.numerics['name']}: {self.numerics['detail']}"),) if self.numerics else ()),
+            *(("rung", rung_text(i, a)) for i, a in enumerate(self.attempts) if len(self.attempts) > 1),
             ("fallback", f"{len(self.fp32_fallback_nodes)} node(s) fp32, {len(self.int16_activation_tensors)} "
                          f"activation(s) 16-bit, {len(self.attempts)} attempt(s)"
                          + (f", scheme {self.scheme}" if self.scheme else "") if fallback or self.attempts else "none"),
@@ -83,3 +99,26 @@ class QuantizeReport(Report):
             ("time", f"{self.seconds:.1f} s"),
         ]
         return rows + notes_rows(self.notes) + [details_row()]
+
+
+def _parity_text(parity: dict[str, Any]) -> str:
+    """One line of the parity gate: its figures and the limits they were judged by."""
+    cos, err = parity.get("min_cosine"), parity.get("max_channel_rms_error")
+    figures = ", ".join(x for x in (f"min cosine {cos:.4f}" if cos is not None else "",
+                                    f"max channel error {err:.0%}" if err is not None else "") if x)
+    limits = ", ".join(f"{k} {parity[k]:g}" for k in ("min_cosine_required", "max_channel_rms_error_allowed",
+                                                       "atol", "rtol") if parity.get(k) is not None)
+    return f"parity vs FP32 on {parity.get('samples')} samples: {figures} (limits: {limits})"
+
+
+def rung_text(index: int, attempt: Attempt) -> str:
+    """One fallback rung: what it moved and whether it passed."""
+    moved = f"{len(attempt.fp32_nodes)} node(s) fp32, {len(attempt.int16_tensors)} activation(s) 16-bit"
+    result = "passed" if attempt.passed else "failed" if attempt.passed is False else "not judged"
+    why = ""
+    if attempt.parity:
+        why = f" (min cosine {attempt.parity.get('min_cosine') or float('nan'):.4f}, max channel error " \
+              f"{attempt.parity.get('max_channel_rms_error') or float('nan'):.0%})"
+    elif attempt.drop is not None:
+        why = f" (drop {attempt.drop:.4g})"
+    return f"{index}: {moved}" + (f", scheme {attempt.scheme}" if attempt.scheme else "") + f": {result}{why}"

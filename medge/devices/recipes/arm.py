@@ -13,7 +13,9 @@ The thread count (``threads`` option) and provider go into the manifest (``extra
 
 from __future__ import annotations
 
-from medge.devices.recipes.base import CompileContext, Recipe, RecipeResult, copy_onnx, quantize_for_target
+from medge.devices.recipes.base import (
+    CompileContext, Recipe, RecipeResult, copy_onnx, int8_check, quantize_for_target,
+)
 from medge.errors import UsageError
 
 RUNTIMES = ("onnxruntime", "litert")
@@ -52,8 +54,6 @@ class ArmRecipe(Recipe):
         return result
 
     def _onnxruntime(self, ctx: CompileContext) -> RecipeResult:
-        from medge.devices.recipe_parity import artifact_runner, gate_with_parity, int8_parity
-
         result = RecipeResult(primary_artifact="", runtime="onnxruntime", runtime_device="CPU")
         extra = {"execution_provider": "CPUExecutionProvider", "graph_optimization_level": "ORT_ENABLE_ALL"}
         if ctx.precision == "int8":
@@ -67,9 +67,7 @@ class ArmRecipe(Recipe):
             name = "model.int8.onnx"
             outcome = quantize_for_target(ctx, ctx.out_dir / name, backend="ort")
             result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
-            parity = int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(ctx.out_dir / name, "onnxruntime"),
-                                 runtime="onnxruntime-cpu")
-            result.gate = gate_with_parity(outcome.gate, parity)
+            result.gate = outcome.int8_gate(int8_check(ctx, outcome))
             extra.update(quant_format="QDQ", activation_type="uint8", weight_type="int8-per-channel")
         else:
             name = "model.onnx"

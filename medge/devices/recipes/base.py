@@ -13,7 +13,7 @@ TensorRT, OpenVINO or LiteRT.  Each recipe module defines the class named below.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ class CompileContext:
     model_ref: str | None = None  # zoo name or module:factory when the PyTorch source is known
     options: dict[str, Any] = field(default_factory=dict)  # target compile options + user overrides
     build_engine: bool = False  # build the device artifact here when the toolkit imports (TensorRT)
+    #: INT8 parity limits with the user's tolerances (`recipe_parity.int8_limits`); None: the defaults
+    parity_limits: dict[str, float | None] | None = None
 
     def option(self, key: str, default: Any = None) -> Any:
         """A compile option (user override, else the target's default, else `default`)."""
@@ -117,6 +119,22 @@ class QuantizeOutcome:
     calibration: dict[str, Any] | None
     evaluation: dict[str, Any] | None
     report: Any  # medge.quantize.report.QuantizeReport
+    numerics: dict[str, Any] | None = None  # whose INT8 numerics judged it (`medge.devices.int8_numerics`)
+    scheme: dict[str, Any] | None = None  # the ORT scheme chosen so that the target's kernels cannot saturate
+
+    def int8_gate(self, parity: dict[str, Any] | None) -> dict[str, Any]:
+        """The manifest's INT8 gate: the metric gate (if any) with `parity` (default: the ladder's own),
+        the numerics, the scheme and every rung of the fallback ladder."""
+        from medge.devices.recipe_parity import gate_with_parity
+
+        gate = gate_with_parity(self.gate, parity if parity is not None else self.report.parity)
+        gate["numerics"] = self.numerics
+        if self.scheme is not None:
+            gate["int8_scheme"] = self.scheme
+        gate["rungs"] = [asdict(a) for a in self.report.attempts]
+        gate["fp32_fallback_nodes"] = list(self.report.fp32_fallback_nodes)
+        gate["int16_activation_tensors"] = list(self.report.int16_activation_tensors)
+        return gate
 
 
 def quantize_for_target(
@@ -129,13 +147,22 @@ def quantize_for_target(
 ) -> QuantizeOutcome:
     """INT8-quantize ``ctx.onnx_path`` to `output` with `medge.quantize.quantize_model`.
 
-    Uses the context's calibration/evaluation sources and gate (`max_drop`); the sample counts
+    Uses the context's calibration/evaluation sources and gate (`max_drop`; without one, the parity
+    limits judge every rung of the fallback ladder on the target's numerics, `int8_numerics`); the sample counts
     come from the ``calib_samples`` and ``eval_samples`` compile options (default 300).  A failed gate raises
     `GateFailedError` (from `quantize_model`), which aborts the compile with nothing written.
     """
+    from medge.devices.int8_numerics import int8_scheme, target_numerics
+    from medge.devices.recipe_parity import INT8_LIMITS
     from medge.quantize import quantize_model
     from medge.quantize.config import QuantizeConfig
 
+    numerics = target_numerics(ctx.target)
+    options = dict(options or {})
+    scheme = None
+    if backend == "ort" and not trt_compatible:
+        scheme = int8_scheme(ctx.target, numerics)
+        options["reduce_range"] = scheme["reduce_range"]
     config = QuantizeConfig(
         model=ctx.onnx_path,
         output=output,
@@ -147,13 +174,17 @@ def quantize_for_target(
         eval_size=int(ctx.option("eval_samples", 300)),
         max_drop=ctx.max_drop,
         trt_compatible=trt_compatible,
-        options=dict(options or {}),
+        options=options,
+        parity_limits=ctx.parity_limits or INT8_LIMITS,
+        runtime_options=dict(numerics.runtime_options),
+        numerics=numerics.to_dict(),
     )
     report = quantize_model(config)
     gate = None
     if report.metric is not None:
         gate = {**report.metric, "max_drop": ctx.max_drop, "fp32_fallback_nodes": list(report.fp32_fallback_nodes)}
-    return QuantizeOutcome(output, gate, _with_n(report.calibration), _with_n(report.evaluation), report)
+    return QuantizeOutcome(output, gate, _with_n(report.calibration), _with_n(report.evaluation), report,
+                           numerics.to_dict(), scheme)
 
 
 def _with_n(summary: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -161,3 +192,15 @@ def _with_n(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
     return {**summary, "n": summary.get("used", summary.get("samples"))}
+
+
+def int8_check(ctx: CompileContext, outcome: QuantizeOutcome) -> dict[str, Any]:
+    """The INT8 parity of an ORT artifact on the target's numerics: the ladder's own result when it
+    judged by parity (same samples, limits and numerics), else measured now (a metric gate ran)."""
+    if outcome.report.parity is not None:
+        return outcome.report.parity
+    from medge.devices.recipe_parity import INT8_LIMITS, artifact_runner, int8_parity
+
+    options = dict((outcome.numerics or {}).get("runtime_options") or {})
+    return int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(outcome.artifact, "onnxruntime", **options),
+                       limits=ctx.parity_limits or INT8_LIMITS, runtime="onnxruntime-cpu")

@@ -78,7 +78,7 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
         preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
         attempt.op_precisions, attempt.coverage, attempt.partitions = op_precisions(ops), preflight["coverage"], preflight["partitions"]
         runner = artifact_runner(path, "litert", channel_last=channel_last)
-        limits = INT8_LIMITS if ctx.precision == "int8" else {"rel_tol": PARITY_REL_TOL.get(ctx.precision)}
+        limits = (ctx.parity_limits or INT8_LIMITS) if ctx.precision == "int8" else {"rel_tol": PARITY_REL_TOL.get(ctx.precision)}
         parity = parity_check(reference, runner, parity_inputs, **limits)
         gate: dict[str, Any] = {"kind": "parity", "passed": parity["passed"], "parity": parity}
         summary = "; ".join(parity["failed"]) or ", ".join(

@@ -7,7 +7,9 @@ that no longer tracks the FP32 one is refused.
 
 from __future__ import annotations
 
-from medge.devices.recipes.base import CompileContext, Recipe, RecipeResult, copy_onnx, quantize_for_target
+from medge.devices.recipes.base import (
+    CompileContext, Recipe, RecipeResult, copy_onnx, int8_check, quantize_for_target,
+)
 
 
 class OnnxRuntimeRecipe(Recipe):
@@ -19,13 +21,9 @@ class OnnxRuntimeRecipe(Recipe):
         result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device=ctx.target.runtime_device)
         if ctx.precision == "int8":
             name = "model.int8.onnx"
-            from medge.devices.recipe_parity import artifact_runner, gate_with_parity, int8_parity
-
             outcome = quantize_for_target(ctx, ctx.out_dir / name, backend="ort")
             result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
-            parity = int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(ctx.out_dir / name, "onnxruntime"),
-                                 runtime="onnxruntime-cpu")
-            result.gate = gate_with_parity(outcome.gate, parity)
+            result.gate = outcome.int8_gate(int8_check(ctx, outcome))
         else:
             name = "model.onnx"
             copy_onnx(ctx.onnx_path, ctx.out_dir / name)

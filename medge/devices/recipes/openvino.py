@@ -96,7 +96,6 @@ class OpenVINORecipe(Recipe):
         from medge.devices.delegate_ops import openvino_preflight
         from medge.devices.recipe_parity import (
             artifact_runner,
-            gate_with_parity,
             int8_parity,
             load_inputs,
             onnx_runner,
@@ -111,7 +110,7 @@ class OpenVINORecipe(Recipe):
         input_shape = self._input_shape(ctx)
         if ctx.precision == "int8":
             outcome = quantize_for_target(ctx, xml, backend="openvino")
-            result.gate, result.calibration, result.evaluation = outcome.gate, outcome.calibration, outcome.evaluation
+            result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
             model = ov.Core().read_model(str(xml))
             if static and _static_shapes(ov, model, input_shape):
                 self._save(ov, model, xml, compress=False)
@@ -132,8 +131,9 @@ class OpenVINORecipe(Recipe):
 
         runner = artifact_runner(xml, "openvino", precision="f32")
         if ctx.precision == "int8":
-            parity = int8_parity(ctx.onnx_path, ctx.calib_source, runner, device="CPU", precision_hint="f32")
-            result.gate = gate_with_parity(result.gate, parity)
+            parity = int8_parity(ctx.onnx_path, ctx.calib_source, runner, limits=ctx.parity_limits, device="CPU",
+                                 precision_hint="f32")
+            result.gate = outcome.int8_gate(parity)
         else:
             data = load_inputs(ctx.onnx_path, ctx.calib_source, n=8)
             parity = parity_check(onnx_runner(ctx.onnx_path), runner, data.inputs, rel_tol=PARITY_REL_TOL.get(ctx.precision))

@@ -241,7 +241,7 @@ def _qdq_parity(ctx: CompileContext, qdq: Path) -> dict[str, Any]:
     from medge.devices.recipe_parity import artifact_runner, int8_parity
 
     return int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(qdq, "onnxruntime", emulate_qdq=True),
-                       runtime="onnxruntime-cpu, Q/DQ emulated (TensorRT runs the same Q/DQ graph)")
+                       limits=ctx.parity_limits, runtime="onnxruntime-cpu, Q/DQ emulated (TensorRT runs the same Q/DQ graph)")
 
 
 class TensorRTRecipe(Recipe):
@@ -267,11 +267,9 @@ class TensorRTRecipe(Recipe):
         cfg = engine_config(ctx, onnx_name)  # validates the build options before any quantization
         result = RecipeResult(primary_artifact="", runtime=ctx.target.runtime, runtime_device="cuda")
         if ctx.precision == "int8":
-            from medge.devices.recipe_parity import gate_with_parity
-
             outcome = quantize_for_target(ctx, ctx.out_dir / onnx_name, backend="ort", trt_compatible=True)
             result.calibration, result.evaluation = outcome.calibration, outcome.evaluation
-            result.gate = gate_with_parity(outcome.gate, _qdq_parity(ctx, ctx.out_dir / onnx_name))
+            result.gate = outcome.int8_gate(_qdq_parity(ctx, ctx.out_dir / onnx_name))
             pre = check_tensorrt_ops(ctx.out_dir / onnx_name, table, dla=dla)  # what TensorRT will parse
             if not pre.ok and not allow:
                 raise PreflightFailedError(

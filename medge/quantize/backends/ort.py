@@ -158,6 +158,8 @@ class OrtBackend(QuantBackend):
                 nodes_to_exclude=list(exclude_nodes),
                 calibrate_method=methods[options.calib_method],
                 extra_options=extra,
+                # 7-bit weights: u8s8 kernels without VNNI cannot saturate (medge.devices.int8_numerics)
+                reduce_range=bool(options.extra.get("reduce_range")),
             )
         except ValueError as exc:
             # ORT's histogram calibrators call np.histogram on every activation; a tensor that holds
