@@ -55,7 +55,10 @@ def study_entries(rows: list[dict[str, Any]], *, show_accession: bool = False, m
             "model_sha256": row["model_sha256"],
             "thresholds_version": row["thresholds_version"],
             "sr": "sent" if row["sr_sent"] and not row["sr_pending"] else
-                  ("pending" if row["sr_pending"] else ("written" if row["sr_path"] else "")),
+                  ("pending" if row["sr_pending"] else ("to write" if row["sr_state"] == "pending" else
+                                                        ("written" if row["sr_path"] else ""))),
+            "wait_s": round((now - row["received_at"]) if waiting else
+                            json.loads(row["timings"] or "{}").get("queue_ms", 0.0) / 1e3, 3),
             "timings_ms": json.loads(row["timings"] or "{}"),
         })
     return entries

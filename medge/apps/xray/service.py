@@ -86,6 +86,8 @@ class XrayReport(Report):
     sr_sent: int = 0
     sr_send_failures: int = 0
     sr_pending: int = 0
+    sr_unwritten: int = 0
+    sr_unwritten_on_start: int = 0
     queued: int = 0
     busy_retries: int = 0
     time_to_flag_s: dict[str, float] = field(default_factory=dict)
@@ -137,8 +139,10 @@ class XrayService:
                                destinations=config.sr_dest, workers=config.workers, max_wait_s=config.max_wait_s,
                                on_result=self.outbox.wake, reduced_decode=not config.full_decode)
         self.requeued = self.worklist.requeue_interrupted()
+        self.sr_unwritten_on_start = self.worklist.sr_unwritten()  # flagged before a kill: SRs written now
         self.audit.write("start", model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
-                         thresholds=self.ops.to_dict()["points"], requeued=self.requeued)
+                         thresholds=self.ops.to_dict()["points"], requeued=self.requeued,
+                         sr_unwritten=self.sr_unwritten_on_start)
 
     def _report(self, mode: str) -> XrayReport:
         stats = self.pool.stats
@@ -148,6 +152,7 @@ class XrayService:
             requeued_on_start=self.requeued, analysed=stats.analysed, not_analysed=stats.not_analysed,
             errors=stats.errors, overdue=stats.overdue, sr_sent=self.outbox.sent,
             sr_send_failures=self.outbox.failures, sr_pending=self.worklist.outbox_pending(),
+            sr_unwritten=self.worklist.sr_unwritten(), sr_unwritten_on_start=self.sr_unwritten_on_start,
             queued=self.worklist.pending_count(), busy_retries=self.worklist.busy_retries,
             time_to_flag_s=_percentiles(stats.time_to_flag_s), decode="full" if self.config.full_decode else "reduced",
             stages_ms=stage_summary(stats.stages_ms))
@@ -187,7 +192,7 @@ class XrayService:
                  "certificates)")
         print(f"medge xray: {self.config.ae_title} listening on {self.config.host}:{port} "
               f"(model {self.classifier.name} {self.classifier.sha256[:12]}, thresholds {self.ops.version}, "
-              f"{self.requeued} requeued)", file=sys.stderr, flush=True)
+              f"{self.requeued} requeued, {self.sr_unwritten_on_start} SRs to write)", file=sys.stderr, flush=True)
         self.audit.write("listening", port=port, ae_title=self.config.ae_title, tls=self.config.tls.enabled,
                          allow=self.config.allow)
         try:

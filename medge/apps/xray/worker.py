@@ -1,9 +1,11 @@
-"""Workers: take the most urgent, oldest study off the SQLite queue, classify it, write its SR.
+"""Workers: take the most urgent, oldest study off the SQLite queue, classify it, flag it.
 
 Each of N threads claims a job atomically (``UPDATE … RETURNING``), decodes and preprocesses the
-image in parallel with the others, and runs the single shared runtime under a lock.  The result
-and the SR's outbox rows are committed in one transaction, after the SR file is fsynced, so a crash
-at any point leaves the study ``running`` (requeued on the next start), never half done.
+image in parallel with the others (one decodes the next study while another runs the model), and
+runs the single shared runtime under a lock.  The flag and priority are committed as soon as the
+scores are known; the SR is written afterwards by the SR stage (`medge.apps.xray.sr_stage`), so
+time-to-flag does not include it.  A crash before the commit leaves the study ``running``
+(requeued on the next start); after it, the SR is ``pending`` (written on the next start).
 
 A study that is not analysable, or whose analysis raises, is finished as ``not_analysed`` with the
 reason and stays on the list at its priority; the error is one log line and one audit event.  A
@@ -26,9 +28,8 @@ from medge.apps.xray.classifier import (
     read_study,
 )
 from medge.apps.xray.priority import OVERDUE, OperatingPoints
-from medge.apps.xray.sr import Finding, sr_bytes
+from medge.apps.xray.sr_stage import SRStage
 from medge.apps.xray.sr_writer import SRWriter
-from medge.apps.xray.store import fsync_write
 from medge.apps.xray.worklist import Job, Worklist
 
 
@@ -52,7 +53,7 @@ class WorkerStats:
 
 # The stages of one study, in order: C-STORE handler (or file read) to bytes and header in hand,
 # file write + fsyncs, waiting in the queue, pixel decode (reduced), VOI/resize/normalise, the
-# model, the SR (built and fsynced).
+# model, then (after the flag is committed, by the SR stage) the SR, built and fsynced.
 STAGES = ("receive_ms", "store_ms", "queue_ms", "decode_ms", "preprocess_ms", "infer_ms", "sr_ms")
 
 
@@ -75,17 +76,18 @@ class WorkerPool:
                  sr_outbox_dir: Path, sr_dir: Path | None, destinations: list[str], workers: int = 2,
                  max_wait_s: float = 1800.0, on_result=None, reduced_decode: bool = True) -> None:
         self.worklist, self.classifier, self.ops, self.audit = worklist, classifier, ops, audit
-        self.sr_outbox_dir, self.sr_dir = Path(sr_outbox_dir), Path(sr_dir) if sr_dir else None
-        self.sr_outbox_dir.mkdir(parents=True, exist_ok=True)
-        if self.sr_dir is not None:
-            self.sr_dir.mkdir(parents=True, exist_ok=True)
-        self.destinations = list(destinations)
+        sr_outbox_dir, sr_dir = Path(sr_outbox_dir), Path(sr_dir) if sr_dir else None
+        for folder in (sr_outbox_dir, sr_dir):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
         self.n_workers = max(1, int(workers))
         self.max_wait_s = max_wait_s
         self.on_result = on_result
         self.reduced_decode = reduced_decode
         self.stats = WorkerStats()
         self.sr_writer = SRWriter(model_name=classifier.name, model_sha256=classifier.sha256, ops_version=ops.version)
+        self.sr_stage = SRStage(worklist, ops, audit, self.sr_writer, sr_outbox_dir=sr_outbox_dir, sr_dir=sr_dir,
+                                destinations=destinations, on_written=self._sr_written)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -93,7 +95,8 @@ class WorkerPool:
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker threads and the overdue sweep."""
+        """Start the worker threads, the SR stage and the overdue sweep."""
+        self.sr_stage.start()
         for i in range(self.n_workers):
             t = threading.Thread(target=self._loop, name=f"xray-worker-{i}", daemon=True)
             t.start()
@@ -113,14 +116,17 @@ class WorkerPool:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        self.sr_stage.stop()
+        self.sr_stage.drain()  # the SRs of the last flags (one try each; a failed one is written next start)
 
     def drain(self) -> None:
-        """Offline: analyse everything queued with `n_workers` threads, then return."""
+        """Offline: analyse everything queued with `n_workers` threads, then write the SRs."""
         threads = [threading.Thread(target=self._drain_loop, daemon=True) for _ in range(self.n_workers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        self.sr_stage.drain()
 
     # --- loops -----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -177,21 +183,17 @@ class WorkerPool:
 
     def _analysed(self, job: Job, ds, scores: dict[str, float], timings: dict[str, float], t0: float) -> None:
         flags, priority = self.ops.evaluate(scores)
-        findings = [Finding(name, scores[name], point.threshold, name in flags) for name, point in self.ops.points.items()]
-        t1 = time.perf_counter()
-        sr = self.sr_writer.build(ds, findings)
-        data = sr_bytes(sr)
-        sr_path = self.sr_outbox_dir / f"{job.sop_hash}.dcm"
-        fsync_write(sr_path, data)
-        if self.sr_dir is not None:
-            fsync_write(self.sr_dir / f"{job.sop_hash}.dcm", data)
-        timings["sr_ms"] = (time.perf_counter() - t1) * 1e3
         timings["analysis_ms"] = (time.perf_counter() - t0) * 1e3
         timings = {k: round(v, 3) for k, v in timings.items()}
-        self.worklist.finish_analysed(
-            job.sop_instance_uid, scores=scores, flags=flags, priority=priority, model_sha256=self.classifier.sha256,
-            thresholds_version=self.ops.version, timings=timings, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-            sr_path=sr_path, destinations=self.destinations)
+        self.sr_stage.hand_over(job.sop_instance_uid, ds)
+        try:
+            self.worklist.commit_flag(
+                job.sop_instance_uid, scores=scores, flags=flags, priority=priority,
+                model_sha256=self.classifier.sha256, thresholds_version=self.ops.version, timings=timings)
+        except BaseException:
+            self.sr_stage.take_back(job.sop_instance_uid)
+            raise
+        self.sr_stage.wake()
         time_to_flag = time.time() - job.received_at
         with self._lock:
             self.stats.analysed += 1
@@ -201,6 +203,10 @@ class WorkerPool:
                          model_sha256=self.classifier.sha256, thresholds_version=self.ops.version,
                          scores={k: round(v, 4) for k, v in scores.items()}, flags=flags, priority=priority,
                          time_to_flag_s=round(time_to_flag, 4), timings=timings)
+
+    def _sr_written(self, sr_ms: float) -> None:
+        with self._lock:
+            self.stats.add_stages({"sr_ms": sr_ms})
         if self.on_result is not None:
             self.on_result()
 

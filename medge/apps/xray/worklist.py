@@ -9,6 +9,9 @@ Tables:
   retried until it goes through, across restarts.
 
 States: ``received`` (queued) → ``running`` → ``analysed`` | ``not_analysed`` (with a reason).
+An ``analysed`` row's flag and priority are committed before its SR is built: ``sr_state`` is
+``pending`` until the SR stage has written the SR and queued its deliveries (one transaction), then
+``done``; a kill in between leaves it ``pending`` and the next start writes it (same SR UID).
 ``overdue`` is shown for a queued/running study older than ``--max-wait``.  Priority only goes up
 (``MAX(priority, new)`` in SQL), and no row is ever deleted (``--keep-days`` deletes files only and
 blanks their paths).
@@ -57,7 +60,8 @@ CREATE TABLE IF NOT EXISTS studies (
     model_sha256 TEXT NOT NULL DEFAULT '',
     thresholds_version TEXT NOT NULL DEFAULT '',
     sr_sop_instance_uid TEXT NOT NULL DEFAULT '',
-    sr_path TEXT NOT NULL DEFAULT ''
+    sr_path TEXT NOT NULL DEFAULT '',
+    sr_state TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS studies_queue ON studies (state, priority DESC, received_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -107,6 +111,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class SRJob:
+    """An analysed study whose SR is still to be written."""
+
+    sop_instance_uid: str
+    sop_hash: str
+    study_hash: str
+    path: Path
+    scores: dict[str, float]
+    received_at: float
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     """One SR still to deliver to one destination."""
 
@@ -137,6 +153,7 @@ class Worklist:
                             "pass a --db path you can write") from exc
         try:
             self._retry(lambda: self._conn().executescript(SCHEMA))
+            self._retry(self._migrate)
             self.salt = self._retry(self._ensure_salt)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} is not a usable worklist database ({exc}); "
@@ -194,6 +211,13 @@ class Worklist:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    def _migrate(self) -> None:
+        """Add ``sr_state`` to a database made before it existed (its rows' SRs were all written)."""
+        conn = self._conn()
+        if not any(row["name"] == "sr_state" for row in conn.execute("PRAGMA table_info(studies)")):
+            conn.execute("ALTER TABLE studies ADD COLUMN sr_state TEXT NOT NULL DEFAULT ''")
+        conn.execute("CREATE INDEX IF NOT EXISTS studies_sr ON studies (sr_state)")
 
     def _ensure_salt(self) -> str:
         def create(conn: sqlite3.Connection) -> str:
@@ -263,24 +287,52 @@ class Worklist:
             "UPDATE studies SET state='received', attempts=MAX(attempts-1, 0)"
             " WHERE sop_instance_uid=? AND state='running'", (sop_instance_uid,)))
 
-    def finish_analysed(self, sop_instance_uid: str, *, scores: dict[str, float], flags: list[str], priority: int,
-                        model_sha256: str, thresholds_version: str, timings: dict[str, float],
-                        sr_sop_instance_uid: str, sr_path: Path, destinations: list[str]) -> None:
-        """Record a result and queue its SR for every destination, in one transaction."""
+    def commit_flag(self, sop_instance_uid: str, *, scores: dict[str, float], flags: list[str], priority: int,
+                    model_sha256: str, thresholds_version: str, timings: dict[str, float]) -> None:
+        """Record a result (flags, priority raised, never lowered) with its SR still to write (``sr_state``
+        ``pending``): the flag reaches the worklist without waiting for the SR."""
+        self._write(lambda conn: conn.execute(
+            "UPDATE studies SET state='analysed', reason='', scores=?, flags=?, priority=MAX(priority, ?),"
+            " analysed_at=?, timings=?, model_sha256=?, thresholds_version=?, sr_state='pending'"
+            " WHERE sop_instance_uid=?",
+            (json.dumps(scores, sort_keys=True), json.dumps(flags), priority, time.time(),
+             json.dumps(timings, sort_keys=True), model_sha256, thresholds_version, sop_instance_uid)))
+
+    def sr_to_write(self, limit: int = 16) -> list[SRJob]:
+        """Analysed studies whose SR is not written yet, most urgent first, then oldest result first."""
+        rows = self._retry(lambda: self._conn().execute(
+            "SELECT sop_instance_uid, sop_hash, study_hash, path, scores, received_at FROM studies"
+            " WHERE sr_state='pending' AND state='analysed' ORDER BY priority DESC, analysed_at ASC LIMIT ?",
+            (limit,)).fetchall())
+        return [SRJob(r["sop_instance_uid"], r["sop_hash"], r["study_hash"], Path(r["path"]),
+                      {k: float(v) for k, v in json.loads(r["scores"]).items()}, r["received_at"]) for r in rows]
+
+    def finish_sr(self, sop_instance_uid: str, *, sr_sop_instance_uid: str, sr_path: Path, sr_ms: float,
+                  destinations: list[str]) -> None:
+        """The SR is written (fsynced): record it, add its time (and the time from the flag's commit to
+        now) to the row's timings and queue it for every destination, in one transaction."""
         def apply(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT timings, analysed_at FROM studies WHERE sop_instance_uid=?",
+                               (sop_instance_uid,)).fetchone()
+            timings = json.loads(row["timings"] or "{}") if row is not None else {}
+            timings["sr_ms"] = round(sr_ms, 3)
+            if row is not None and row["analysed_at"] is not None:  # how long after the flag the SR was ready
+                timings["sr_after_flag_ms"] = round((time.time() - row["analysed_at"]) * 1e3, 3)
             conn.execute(
-                "UPDATE studies SET state='analysed', reason='', scores=?, flags=?, priority=MAX(priority, ?),"
-                " analysed_at=?, timings=?, model_sha256=?, thresholds_version=?, sr_sop_instance_uid=?, sr_path=?"
+                "UPDATE studies SET sr_state='done', sr_sop_instance_uid=?, sr_path=?, timings=?"
                 " WHERE sop_instance_uid=?",
-                (json.dumps(scores, sort_keys=True), json.dumps(flags), priority, time.time(),
-                 json.dumps(timings, sort_keys=True), model_sha256, thresholds_version, sr_sop_instance_uid,
-                 str(sr_path), sop_instance_uid))
+                (sr_sop_instance_uid, str(sr_path), json.dumps(timings, sort_keys=True), sop_instance_uid))
             for dest in destinations:
                 conn.execute(
                     "INSERT OR IGNORE INTO outbox (sr_sop_instance_uid, study_sop_instance_uid, path, dest)"
                     " VALUES (?, ?, ?, ?)", (sr_sop_instance_uid, sop_instance_uid, str(sr_path), dest))
 
         self._write(apply)
+
+    def sr_unwritten(self) -> int:
+        """Analysed studies whose SR is not written yet."""
+        return int(self._retry(lambda: self._conn().execute(
+            "SELECT COUNT(*) FROM studies WHERE sr_state='pending' AND state='analysed'").fetchone()[0]))
 
     def finish_not_analysed(self, sop_instance_uid: str, reason: str, timings: dict[str, float] | None = None) -> None:
         """A study that cannot be analysed stays on the list at its priority, with the reason."""

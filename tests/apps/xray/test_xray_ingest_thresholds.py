@@ -89,15 +89,20 @@ def test_priority_only_goes_up_and_urgent_first(tmp_path):
     assert wl.claim().sop_instance_uid == "1.1"  # all standard: oldest first
     assert wl.mark_overdue(50, OVERDUE, now=now) == [wl.hash("1.1"), wl.hash("1.2"), wl.hash("1.3")]
     assert wl.mark_overdue(50, OVERDUE, now=now) == []  # flagged once
-    wl.finish_analysed("1.1", scores={"effusion": 0.1}, flags=[], priority=STANDARD, model_sha256="m",
-                       thresholds_version="v", timings={}, sr_sop_instance_uid="2.1", sr_path=tmp_path / "sr",
-                       destinations=["A@h:1"])
+    wl.commit_flag("1.1", scores={"effusion": 0.1}, flags=[], priority=STANDARD, model_sha256="m",
+                   thresholds_version="v", timings={"infer_ms": 1.0})
     rows = {r["sop_instance_uid"]: r for r in wl.rows()}
     assert rows["1.1"]["priority"] == OVERDUE  # a standard result never lowers an overdue study
+    assert [j.sop_instance_uid for j in wl.sr_to_write()] == ["1.1"] and wl.outbox_pending() == 0
+    wl.finish_sr("1.1", sr_sop_instance_uid="2.1", sr_path=tmp_path / "sr", sr_ms=5.0, destinations=["A@h:1"])
+    rows = {r["sop_instance_uid"]: r for r in wl.rows()}
+    assert rows["1.1"]["sr_state"] == "done" and json.loads(rows["1.1"]["timings"])["sr_ms"] == 5.0
+    assert wl.sr_to_write() == [] and rows["1.1"]["priority"] == OVERDUE
     job = wl.claim()
-    wl.finish_analysed(job.sop_instance_uid, scores={"effusion": 0.9}, flags=["effusion"], priority=URGENT,
-                       model_sha256="m", thresholds_version="v", timings={}, sr_sop_instance_uid="2.2",
-                       sr_path=tmp_path / "sr2", destinations=[])
+    wl.commit_flag(job.sop_instance_uid, scores={"effusion": 0.9}, flags=["effusion"], priority=URGENT,
+                   model_sha256="m", thresholds_version="v", timings={})
+    wl.finish_sr(job.sop_instance_uid, sr_sop_instance_uid="2.2", sr_path=tmp_path / "sr2", sr_ms=1.0,
+                 destinations=[])
     ranked = [r["sop_instance_uid"] for r in wl.rows()]
     assert ranked[0] == job.sop_instance_uid  # urgent above everything else
     wl.finish_not_analysed("1.3", "lateral view")

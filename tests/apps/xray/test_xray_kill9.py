@@ -71,3 +71,45 @@ def test_kill9_during_burst_loses_no_acknowledged_study(xray_bundle, start_serve
         assert len({str(ds.SOPInstanceUID) for ds in sink.by_source[uid]}) == 1
     assert final.stop() == 0
     print(f"kill -9 trials (acknowledged/sent per trial): {trials}; lost: 0 of {len(acknowledged)}")
+
+
+def test_kill9_between_flag_and_sr_writes_and_sends_each_sr_once(xray_bundle, start_server, sink, run_cli, tmp_path):
+    """The flag is committed before the SR is written (time-to-flag leaves the SR out).  With the SR
+    folder gone, studies are flagged while their SRs stay "to write"; after a kill -9 and a restart
+    (folder back) every SR is written and reaches the destination exactly once, with no row lost
+    and no flag or priority lowered."""
+    (tmp_path / "burst").mkdir()
+    (batch,) = _burst_files(tmp_path / "burst", 1, 3)
+    db, store = tmp_path / "wl.sqlite", tmp_path / "store"
+    args = ["--bundle", xray_bundle, "--db", db, "--store", store, "--sr-dest", sink.address]
+    server = start_server(args)
+    sr_folder, away = store / "sr", tmp_path / "sr-away"
+    sr_folder.rename(away)
+    sr_folder.write_bytes(b"")  # a file where the SR folder was: every SR write fails
+    statuses: dict[str, int] = {}
+    send_one_by_one(batch, server.port, statuses, threading.Event())
+    assert len(statuses) == len(batch) and set(statuses.values()) == {0x0000}
+    wanted = {uid_hash(db, uid) for uid in statuses}
+    wait_for(lambda: all(db_states(db).get(h, ("",))[0] == "analysed" for h in wanted), 180, "the flags")
+    audit = db.with_name(db.name + ".audit.jsonl")
+    wait_for(lambda: '"sr_write_retry"' in audit.read_text(), 60, "a failed SR write")
+    flagged = {s["sop_instance_uid_hash"]: s for s in worklist_json(run_cli, db)}
+    assert all(flagged[h]["sr"] == "to write" and "sr_ms" not in flagged[h]["timings_ms"] for h in wanted)
+    assert any(flagged[h]["priority"] == "urgent" for h in wanted)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    assert server.proc.wait(30) == -signal.SIGKILL
+    assert not sink.by_source
+    sr_folder.unlink()
+    away.rename(sr_folder)
+
+    final = start_server(args)
+    assert f"{len(wanted)} SRs to write" in final.log
+    wait_for(lambda: all(db_states(db)[h][2] == 1 for h in wanted), 180, "the SRs written after the restart to be sent")
+    assert final.stop() == 0
+    rows = {s["sop_instance_uid_hash"]: s for s in worklist_json(run_cli, db)}
+    for h in wanted:
+        assert rows[h]["state"] == "analysed" and rows[h]["sr"] == "sent", rows[h]
+        assert (rows[h]["priority"], rows[h]["flags"]) == (flagged[h]["priority"], flagged[h]["flags"])
+        assert rows[h]["timings_ms"]["sr_after_flag_ms"] >= rows[h]["timings_ms"]["sr_ms"] > 0
+    assert set(sink.by_source) == set(statuses)
+    assert all(len(sink.by_source[uid]) == 1 for uid in statuses), "an SR reached the destination twice"

@@ -107,7 +107,9 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
     assert max(row["urgent_dx"]["rank"], row["urgent_j2k"]["rank"]) < row["plain_cr_mono1"]["rank"]
     assert row["plain_cr_mono1"]["rank"] < row["lateral"]["rank"] < row["ct"]["rank"]
 
-    # The SRs: one per analysed study, joining its study and referencing the source image.
+    # The SRs: one per analysed study (written just after its flag), joining its study and referencing
+    # the source image.
+    wait_for(lambda: len(list(sr_dir.glob("*.dcm"))) >= 3, 120, "the SRs of the 3 analysed studies")
     sr_files = sorted(sr_dir.glob("*.dcm"))
     assert len(sr_files) == 3
     model_sha = row["urgent_dx"]["model_sha256"]
