@@ -115,6 +115,29 @@ def test_priority_only_goes_up_and_urgent_first(tmp_path):
     wl.close()
 
 
+def test_overload_overdue_first_and_every_wait_visible(tmp_path):
+    """Under overload the overdue study is analysed next (not the newest, not dropped), and every row
+    shows its wait: so far while queued, the time it spent queued once analysed."""
+    from medge.apps.xray.board import study_entries
+    from medge.apps.xray.priority import OVERDUE, STANDARD
+    from medge.apps.xray.worklist import Worklist
+
+    wl = Worklist(tmp_path / "wl.sqlite")
+    now = time.time()
+    for i, uid in enumerate(["2.1", "2.2", "2.3", "2.4"]):
+        _add(wl, uid, now - 40 + 10 * i, tmp_path)  # 40, 30, 20, 10 s ago
+    assert wl.mark_overdue(25, OVERDUE, now=now) == [wl.hash("2.1"), wl.hash("2.2")]
+    first = wl.claim()
+    wl.commit_flag(first.sop_instance_uid, scores={}, flags=[], priority=STANDARD, model_sha256="m",
+                   thresholds_version="v", timings={"queue_ms": 4000.0})
+    assert first.sop_instance_uid == "2.1" and wl.claim().sop_instance_uid == "2.2"  # overdue, oldest first
+    entries = {e["sop_instance_uid_hash"]: e for e in study_entries(wl.rows(), max_wait_s=25, now=now)}
+    assert len(entries) == 4 and entries[wl.hash("2.1")]["wait_s"] == 4.0
+    assert [entries[wl.hash(u)]["wait_s"] for u in ("2.2", "2.3", "2.4")] == pytest.approx([30, 20, 10], abs=0.01)
+    assert entries[wl.hash("2.1")]["sr"] == "to write"
+    wl.close()
+
+
 def test_requeue_on_start(tmp_path):
     from medge.apps.xray.worklist import Worklist
 
