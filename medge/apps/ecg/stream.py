@@ -8,7 +8,8 @@ loss records the missing tail as a gap, its length from the clock.  Every hop it
 ``reconstruct`` stage through a latest-wins slot (a late model skips a snapshot, never queues
 one; the next snapshot still covers every new sample).  A lossless ``record`` sink keeps every
 output chunk and checkpoints ``--record`` to disk every few seconds (`medge.apps.ecg.recording`);
-a lossy ``view`` sink draws the live 12-lead strip for the browser view.
+a lossy ``view`` sink hands chunks to the live strip, which a ticker draws 25 times a second,
+sweeping at the sample rate (`medge.apps.ecg.sweep`), for the browser view.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from medge.apps.ecg.reconstruct import (
 from medge.apps.ecg.link import LinkReader
 from medge.apps.ecg.recording import OutputRecording, RawRecording, SessionRecord
 from medge.apps.ecg.serial_reader import Receiver
+from medge.apps.ecg.sweep import StripSweep, run_ticker
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
 from medge.errors import DataError
 
@@ -143,8 +145,8 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
     output = OutputRecording()
     latency, rec_ms = LatencyHistogram(), LatencyHistogram()
     hops = {"n": 0}
-    display = {"values": np.full((len(STANDARD_LEADS), int(VIEW_SECONDS * config.rate_hz)), np.nan), "end": None}
-    display_lock = threading.Lock()  # the view sink draws chunks, the capture thread draws a lost link
+    sweep = StripSweep(len(STANDARD_LEADS), config.rate_hz, recon.hop_n, VIEW_SECONDS)
+    paused_until = [0.0]  # the sweep pauses while the capture thread draws a lost link
 
     def reconstruct(item) -> OutputChunk:
         chunk = recon.step(item.data)
@@ -159,20 +161,16 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
 
     def show(item) -> None:
         chunk: OutputChunk = item.data
-        n = len(chunk.values_mv)
-        end = chunk.start + n
-        with display_lock:
-            buf = display["values"]
-            _scroll(buf, n if display["end"] is None else end - display["end"])
-            take = min(n, buf.shape[1])
-            buf[:, -take:] = chunk.values_mv[-take:].T
-            display["end"] = end
-            image = buf.copy()
-        view.publish(encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz, flagged=chunk.flagged)))
+        sweep.add(chunk.start, chunk.values_mv, chunk.flagged, time.perf_counter())
+
+    def draw(image: np.ndarray, flagged: bool) -> None:
+        view.publish(lambda: encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz, flagged=flagged)))
 
     def lost(seconds: float, expected_end: int) -> None:
-        with display_lock:
-            image, end = display["values"].copy(), display["end"]
+        paused_until[0] = time.perf_counter() + 1.0
+        image, end = sweep.window(time.perf_counter()), sweep.end
+        if image is None:
+            image = np.full((len(STANDARD_LEADS), sweep.view_n), np.nan)
         if end is not None:
             _scroll(image, expected_end - end)  # the strip moves on with the clock, blank
         view.publish(encode_jpeg(live_strip(STANDARD_LEADS, image, config.rate_hz,
@@ -191,9 +189,14 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
         sinks.append(Sink("view", show))
     pipe = Pipeline(capture, [Stage("reconstruct", reconstruct)], sinks, warmup=WARMUP_HOPS, source_name="capture")
     link.stop = pipe.stop_event.is_set  # SIGINT/SIGTERM stop the port reader too
+    ticker_stop = threading.Event()
     if view is not None:
         view.set_stats(lambda: live_stats(link, receiver, pipe.stats(), hops["n"], output.flagged))
-    stats = pipe.run()
+        run_ticker(sweep, draw, ticker_stop, paused_until)
+    try:
+        stats = pipe.run()
+    finally:
+        ticker_stop.set()
     window = capture.window
     if recon.end is not None and window.end > recon.end:
         # the samples after the last reconstructed window (a partial hop at the stop, or a last

@@ -63,3 +63,24 @@ def test_stream_quarter_hop_zoo_model_runs_a_short_window(run_cli, simulator, tm
     np.testing.assert_allclose(got, truth["samples_uv"][first:first + len(got)], atol=1.0)  # samples exact (1 µV units)
     twelve = wfdb.rdrecord(f"{rec}_12lead").p_signal
     assert twelve.shape[0] == len(got) and np.isfinite(twelve).all()
+
+
+def test_strip_sweeps_at_the_sample_rate_between_hops():
+    """Frames at 25 fps move the strip's right edge by rate/25 samples each, not a hop at a time."""
+    from medge.apps.ecg.sweep import FPS, StripSweep
+
+    hop = round(HOP_S * RATE)
+    signal = np.arange(20 * hop, dtype=np.float64)  # sample k has value k: the strip shows which samples
+    sweep = StripSweep(12, RATE, hop, 5.0)
+    edges, k = [], 0
+    for j in range(int(19 * HOP_S * FPS)):  # frames at 25 fps; a chunk arrives every hop
+        now = j / FPS
+        while k * HOP_S <= now:
+            sweep.add(k * hop, np.repeat(signal[k * hop:(k + 1) * hop, None], 12, axis=1), False, k * HOP_S)
+            k += 1
+        if now >= 2 * HOP_S:  # (the display settles one hop behind after the first chunk)
+            edges.append(np.nanmax(sweep.window(now)[0]) + 1)  # index one past the newest sample shown
+            assert abs(edges[-1] - sweep.shown(now)) <= 1
+    steps = np.diff(edges)
+    assert steps.max() <= RATE / FPS + 1 and steps.min() >= RATE / FPS - 1  # ~20 samples per frame, no jump
+    assert k * hop - edges[-1] <= 2 * hop  # about a hop behind the newest sample
