@@ -8,7 +8,8 @@ the peer, measured in the same run, are what to read):
 * the peer: a naive loop per file (pydicom read → preprocess → infer → highdicom SR → write);
 * `serve --full-decode` (every image decoded at full resolution, as before issue #27) in the same
   rounds, and the per-stage p50/p95 (receive, store, queue, decode, preprocess, infer, SR) of both;
-* time-to-flag p50/p95 (C-STORE start → result committed) at a steady 5 studies/s;
+* time-to-flag p50/p95 (C-STORE start → flag committed; the SR is written after it, also shown) at a
+  steady 5 studies/s;
 * kill -9 trials: SIGKILL `serve` during a burst of C-STOREs, restart, count acknowledged studies
   that are not analysed with their SR delivered (the goal is 0).
 
@@ -92,13 +93,14 @@ class Serve:
     def rows(self) -> list[sqlite3.Row]:
         with sqlite3.connect(self.db, timeout=30) as conn:
             conn.row_factory = sqlite3.Row
-            return conn.execute("SELECT sop_instance_uid, state, received_at, analysed_at, timings FROM studies").fetchall()
+            return conn.execute("SELECT sop_instance_uid, state, received_at, analysed_at, timings, sr_state"
+                                " FROM studies").fetchall()
 
     def wait_done(self, n: int, timeout: float = 1800) -> list[sqlite3.Row]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = self.rows()
-            if len(rows) >= n and all(r["state"] in ("analysed", "not_analysed") for r in rows):
+            if len(rows) >= n and all(r["state"] == "not_analysed" or r["sr_state"] == "done" for r in rows):
                 return rows
             time.sleep(0.05)
         raise RuntimeError("studies not analysed in time")
@@ -106,6 +108,11 @@ class Serve:
     def stop(self, sig=signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
         self.proc.wait(120)
+
+
+def sr_ready(row: sqlite3.Row) -> float:
+    """When a study was done: its SR written (the flag is committed before, at ``analysed_at``)."""
+    return row["analysed_at"] + json.loads(row["timings"]).get("sr_after_flag_ms", 0.0) / 1e3
 
 
 def stages(rows: list[sqlite3.Row]) -> dict:
@@ -128,7 +135,7 @@ def serve_throughput(bundle: Path, files: list[Path], work: Path, extra: list[st
             log(f"resending {len(failed)} studies")
             assert all(r.ok for r in send_files(failed, f"MEDGE@127.0.0.1:{server.port}", timeout=300))
         rows = server.wait_done(len(files))
-        t1 = max(r["analysed_at"] for r in rows)
+        t1 = max(sr_ready(r) for r in rows)
     finally:
         server.stop()
     analysed = sum(r["state"] == "analysed" for r in rows)
@@ -184,9 +191,11 @@ def time_to_flag(bundle: Path, files: list[Path], work: Path, rate: float) -> di
         rows = server.wait_done(len(files))
     finally:
         server.stop()
-    ttf = [r["analysed_at"] - started[r["sop_instance_uid"]] for r in rows]
+    ttf = [r["analysed_at"] - started[r["sop_instance_uid"]] for r in rows]  # to the flag's commit
+    tts = [sr_ready(r) - started[r["sop_instance_uid"]] for r in rows]  # to the SR written
     return {"studies": len(files), "target_rate": rate, "achieved_rate": achieved,
-            "p50_s": float(np.percentile(ttf, 50)), "p95_s": float(np.percentile(ttf, 95)), "max_s": max(ttf)}
+            "p50_s": float(np.percentile(ttf, 50)), "p95_s": float(np.percentile(ttf, 95)), "max_s": max(ttf),
+            "sr_p50_s": float(np.percentile(tts, 50)), "sr_p95_s": float(np.percentile(tts, 95))}
 
 
 class Sink:
@@ -329,7 +338,7 @@ def main() -> int:
             print(f"  {name.removesuffix('_ms'):12}{b.get('p50', float('nan')):>9.1f}/{b.get('p95', float('nan')):<9.1f}"
                   f" → {s['p50']:>8.1f}/{s['p95']:.1f}")
     print(f"time-to-flag at {ttf['achieved_rate']:.2f}/s: p50 {ttf['p50_s']:.3f} s, p95 {ttf['p95_s']:.3f} s, "
-          f"max {ttf['max_s']:.3f} s")
+          f"max {ttf['max_s']:.3f} s; to the SR written: p50 {ttf['sr_p50_s']:.3f} s, p95 {ttf['sr_p95_s']:.3f} s")
     if "kill9" in results:
         k = results["kill9"]
         print(f"kill -9: {k['trials']} trials, {k['acknowledged']} acknowledged studies, {k['lost']} lost")
