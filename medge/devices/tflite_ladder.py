@@ -9,6 +9,10 @@ calibrated once; every attempt is a per-op AEQ recipe over the same calibration 
    ... tensors, then all of them (the whole model in int16x8, int16 I/O included);
 3. then the worst go to float (FP16 on the NPU; on the CPU if the delegate has no FP16).
 
+For a CPU target (``prefer_float``: XNNPACK, which runs int16x8 ops slowly, slower than the float
+model), the float rungs of step 3 (int8 everywhere else) come first; steps 2 and 3 follow only when
+none of them passes (a tensor written by an input op cannot go to float without float I/O).
+
 A .tflite that LiteRT rejects at allocation or invoke (a kernel refusing its quantized inputs: an
 int8 DIV whose divisor rounds to the zero point) is a failed rung of its own, reported with the
 kernel's message; the op it names goes to int16 (with the ops writing its inputs), and if refused
@@ -413,8 +417,11 @@ def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
 
 def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                judge: Callable[[Path, Attempt], Attempt], *, progress: Callable[[str], None] = lambda _m: None,
-               int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS) -> list[Attempt]:
+               int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS,
+               prefer_float: bool = False) -> list[Attempt]:
     """Quantize `float_path` to `output`, climbing the ladder until `judge` passes an attempt.
+
+    `prefer_float` (CPU targets) tries int8 with float fallbacks before any int16 rung.
 
     `judge(path, attempt)` fills in the attempt's gate, coverage and ``passed``.  A .tflite that
     LiteRT rejects while the judge loads or runs it (a kernel refusing its quantized inputs) is a
@@ -490,7 +497,18 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
     if attempt("all int8", [], []).passed:
         return attempts
     ranked = [name for name, _ in ladder.rank(output)]
+    movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
 
+    def float_rungs(int16: list[str], label: str = "") -> bool:
+        """The worst 1, 4 … movable tensors to float (with their readers); whether one passed."""
+        for k in _steps(len(movable), float_steps):
+            floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
+            if attempt(f"worst {k} tensor(s) to float{label}", [n for n in int16 if n not in floats], floats).passed:
+                return True
+        return False
+
+    if prefer_float and float_rungs([], " (CPU target: float before int16)"):
+        return attempts
     int16: list[str] = []
     for k in _steps(len(ranked), int16_steps):
         int16 = in_int16(ranked[:k])
@@ -504,11 +522,8 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
         some16 = [n for n in in_int16(ranked[:4]) if n not in outputs]
         if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
             return attempts
-    movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
-    for k in _steps(len(movable), float_steps):
-        floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
-        if attempt(f"worst {k} tensor(s) to float", [n for n in int16 if n not in floats], floats).passed:
-            return attempts
+    if float_rungs(int16):
+        return attempts
     if outputs:  # last rung: everything that may move in float, outputs included
         last = with_readers(movable, lambda op: op not in ladder.input_ops) + outputs
         attempt("output ops to float (float outputs), all movable ops to float", [n for n in int16 if n not in last], last)

@@ -134,7 +134,8 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     path = ctx.out_dir / ARTIFACT
     judge = _judge(ctx, parity_inputs, delegate, channel_last, float_as_fp16)
     if ctx.precision == "int8" and quantizer == "aeq":
-        attempts = _aeq_ladder(ctx, source.module, calib.inputs, path, channel_last, judge)
+        attempts = _aeq_ladder(ctx, source.module, calib.inputs, path, channel_last, judge,
+                               prefer_float=bool(ctx.option("prefer_float_fallback", delegate == "xnnpack")))
     else:
         convert_tflite(source.module, parity_inputs[0], path, precision=ctx.precision,
                        calibration=calib.inputs if calib is not None else (), channel_last=channel_last)
@@ -208,8 +209,10 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     return TfliteOutcome(ARTIFACT, preflight, gate, calibration, evaluation, extra, notes)
 
 
-def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path, channel_last: bool, judge: Any) -> list:
-    """The float .tflite (in a scratch folder, not the bundle) quantized by the AEQ ladder into `path`."""
+def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path, channel_last: bool, judge: Any,
+                prefer_float: bool = False) -> list:
+    """The float .tflite (in a scratch folder, not the bundle) quantized by the AEQ ladder into `path`;
+    `prefer_float` (a CPU target: XNNPACK runs int16x8 slowly) tries float fallbacks before int16."""
     import sys
 
     from medge.devices.tflite_convert import convert_tflite, model_layout
@@ -220,7 +223,8 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
         convert_tflite(module, calibration[0], float_path, precision="fp32", channel_last=channel_last)
         samples = [model_layout(c, channel_last) for c in calibration]
         return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
-                          int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)))
+                          int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)),
+                          prefer_float=prefer_float)
 
 
 def coverage_blockers(preflight: dict[str, Any], quantizer: str | None) -> list[dict[str, str]]:
