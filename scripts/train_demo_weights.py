@@ -27,6 +27,8 @@ import numpy as np
 TRAIN_SEED, TEST_SEED, TORCH_SEED, EASY_SEED = 1, 2, 0, 3
 EASY_DIFFICULTY = 0.6
 MAX_WEIGHTS_BYTES = 5 * 1024 * 1024
+FIT_TRAINED = ("ecg-3to12",)  # trained with `medge ecg fit`'s trainer (see _train_like_fit)
+VAL_SHARE, PATIENCE = 0.1, 3
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ RECIPES: dict[str, Recipe] = {
     "cxr-densenet-tiny": Recipe(n_train=1600, n_test=300, epochs=8, batch=16, lr=3e-3, loss="bce", easy_share=0.4),
     "cxr-hybrid-vit": Recipe(n_train=1600, n_test=300, epochs=8, batch=16, lr=2e-3, loss="bce", easy_share=0.4),
     "us-lesion-unet": Recipe(n_train=480, n_test=100, epochs=40, batch=8, lr=3e-3, loss="dice_bce", crop=128),
-    "ecg-3to12": Recipe(n_train=800, n_test=200, epochs=4, batch=16, lr=3e-3, loss="l1", crop=512),
+    # ecg-3to12 trains with `medge ecg fit`'s trainer (FIT_TRAINED): its batch, crop and loss; at most `epochs`
+    "ecg-3to12": Recipe(n_train=400, n_test=200, epochs=4, batch=16, lr=2e-3, loss="l1", crop=1024),
     # research architectures at 64x64 (CPU minutes each)
     "cxr-medvit-kan": Recipe(n_train=1600, n_test=300, epochs=8, batch=16, lr=2e-3, loss="bce", easy_share=0.4),
     "us-dct-vit": Recipe(n_train=1200, n_test=200, epochs=10, batch=32, lr=3e-3, loss="bce"),
@@ -147,35 +150,11 @@ def scaled(recipe: Recipe, scale: float) -> Recipe:
                      "n_test": max(8, int(recipe.n_test * scale)), "epochs": max(1, int(recipe.epochs * scale))})
 
 
-def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
-    """Train, save and evaluate one demo model; returns its metrics.json entry."""
+def _train_generic(name: str, recipe: Recipe, x_train, y_train, p_train, log, started: float):
+    """The generic recipe: AdamW + one-cycle over `recipe.epochs`, the recipe's loss and crops."""
     import torch
-    from safetensors.torch import save_file
 
-    from medge.fileio import atomic_path
-    from medge.zoo import build_model, get_card
-
-    card = get_card(name)
-    recipe = scaled(RECIPES[name], scale)
-    started = time.time()
-    n_easy = int(recipe.n_train * recipe.easy_share)
-    x_raw, y_raw = _generate(card, recipe.n_train - n_easy, TRAIN_SEED)
-    if n_easy:  # same task, findings drawn ~1.7x more conspicuous (a separate seed stream)
-        x_easy, y_easy = _generate(card, n_easy, EASY_SEED, difficulty=EASY_DIFFICULTY)
-        x_raw, y_raw = np.concatenate([x_raw, x_easy]), np.concatenate([y_raw, y_easy])
-    x_train, y_train = model_ready(card, x_raw), targets_for(card, y_raw)
-    x_raw, y_raw = _generate(card, recipe.n_test, TEST_SEED)
-    x_test, y_test = model_ready(card, x_raw), targets_for(card, y_raw)
-    del x_raw, y_raw
-    p_train = p_test = None
-    if recipe.prompt:  # frames with a lesion only, each with one click inside it
-        keep, keep_test = y_train.reshape(len(y_train), -1).any(1), y_test.reshape(len(y_test), -1).any(1)
-        x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_test[keep_test], y_test[keep_test]
-        from medge.zoo.promptable import lesion_clicks as clicks
-
-        p_train = clicks(y_train, np.random.default_rng(TRAIN_SEED))
-        p_test = clicks(y_test, np.random.default_rng(TEST_SEED))
-    log(f"{name}: data ready in {time.time() - started:.0f}s (train {x_train.shape}, test {x_test.shape})")
+    from medge.zoo import build_model
 
     torch.manual_seed(TORCH_SEED)
     gen = torch.Generator().manual_seed(TORCH_SEED)
@@ -209,6 +188,71 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
             total += float(loss.detach()) * len(idx)
         log(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {total / len(xt):.4f} ({time.time() - started:.0f}s)")
 
+    return model
+
+
+def _stream_filtered(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets through the live stream's filter chain (`medge.apps.ecg.filters`), record by record."""
+    from medge.apps.ecg.filters import filter_record
+    from medge.calibration.synthetic.ecg import FS_HZ
+
+    both = np.stack([filter_record(np.concatenate([a, b]), FS_HZ) for a, b in zip(x, y)]).astype(np.float32)
+    return both[:, :x.shape[1]], both[:, x.shape[1]:]
+
+
+def _train_like_fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, log):
+    """`medge.apps.ecg.fit.train_net` from scratch: least-squares start, per-lead variance-weighted
+    loss, augmentation, early stopping on the last `VAL_SHARE` of the training records."""
+    from medge.apps.ecg.fit import FitData, Schedule, fit_linear, train_net
+
+    n_val = max(1, int(len(x) * VAL_SHARE))
+    train = FitData(x[:-n_val], y[:-n_val], [str(k) for k in range(len(x) - n_val)])
+    val = FitData(x[-n_val:], y[-n_val:], [str(k) for k in range(n_val)])
+
+    def progress(epoch: int, epochs: int, loss: float, t0: float) -> None:
+        log(f"ecg fit: epoch {epoch}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)")
+
+    net, facts = train_net(train, fit_linear(train), init="scratch", log=progress, val=val,
+                           schedule=Schedule(recipe.epochs, TORCH_SEED, lr=recipe.lr, patience=PATIENCE))
+    return net, {"trainer": "medge.apps.ecg.fit.train_net", "val_records": n_val, "filtered": True, **facts}
+
+
+def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
+    """Train, save and evaluate one demo model; returns its metrics.json entry."""
+    from safetensors.torch import save_file
+
+    from medge.fileio import atomic_path
+    from medge.zoo import get_card
+
+    card = get_card(name)
+    recipe = scaled(RECIPES[name], scale)
+    started = time.time()
+    n_easy = int(recipe.n_train * recipe.easy_share)
+    x_raw, y_raw = _generate(card, recipe.n_train - n_easy, TRAIN_SEED)
+    if n_easy:  # same task, findings drawn ~1.7x more conspicuous (a separate seed stream)
+        x_easy, y_easy = _generate(card, n_easy, EASY_SEED, difficulty=EASY_DIFFICULTY)
+        x_raw, y_raw = np.concatenate([x_raw, x_easy]), np.concatenate([y_raw, y_easy])
+    x_train, y_train = model_ready(card, x_raw), targets_for(card, y_raw)
+    x_raw, y_raw = _generate(card, recipe.n_test, TEST_SEED)
+    x_test, y_test = model_ready(card, x_raw), targets_for(card, y_raw)
+    del x_raw, y_raw
+    p_train = p_test = None
+    if recipe.prompt:  # frames with a lesion only, each with one click inside it
+        keep, keep_test = y_train.reshape(len(y_train), -1).any(1), y_test.reshape(len(y_test), -1).any(1)
+        x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_test[keep_test], y_test[keep_test]
+        from medge.zoo.promptable import lesion_clicks as clicks
+
+        p_train = clicks(y_train, np.random.default_rng(TRAIN_SEED))
+        p_test = clicks(y_test, np.random.default_rng(TEST_SEED))
+    log(f"{name}: data ready in {time.time() - started:.0f}s (train {x_train.shape}, test {x_test.shape})")
+
+    if name in FIT_TRAINED:  # trained the way `medge ecg fit` trains, on what the app feeds it
+        x_train, y_train = _stream_filtered(x_train, y_train)
+        x_test, y_test = _stream_filtered(x_test, y_test)
+        model, fit_facts = _train_like_fit(x_train, y_train, recipe, log)
+    else:
+        model, fit_facts = _train_generic(name, recipe, x_train, y_train, p_train, log, started), {}
+
     result = evaluate(card, model, (x_test, p_test) if p_test is not None else x_test, y_test)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / f"{name}.safetensors"
@@ -222,8 +266,10 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
         "n": recipe.n_test,
         "data": f"synthetic:{card.synthetic_task}",
         "test_seed": TEST_SEED,
+        **({"test_data": "inputs and targets through the live stream's filters, as the app feeds the model"}
+           if fit_facts.get("filtered") else {}),
         "train": {**asdict(recipe), "seed": TRAIN_SEED, "torch_seed": TORCH_SEED,
-                  "seconds": round(time.time() - started, 1)},
+                  "seconds": round(time.time() - started, 1), **fit_facts},
         "note": "DEMO weights trained on synthetic data - not for clinical use.",
     }
     log(f"{name}: {entry['name']} = {entry['value']:.4f} on {recipe.n_test} test samples; wrote {weights}")
