@@ -63,7 +63,7 @@ def _judge(float_path, calib):
     return judge
 
 
-@pytest.mark.parametrize("prefer_float", [True, False])
+@pytest.mark.parametrize("prefer_float", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_target_ladder_moves_ops_to_float_not_int16(sensitive_tflite, tmp_path, prefer_float):
     from medge.devices.tflite_convert import tflite_ops
     from medge.devices.tflite_ladder import op_precisions, run_ladder
