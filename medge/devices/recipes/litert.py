@@ -152,6 +152,11 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     evaluation = final.gate.get("evaluation")
     if ctx.precision == "int8":
         gate["ladder"] = ladder
+        from medge.devices.int8_numerics import Int8Numerics
+
+        # LiteRT's CPU kernels (XNNPACK / built-ins) on this host; the NPU's are confirmed on the device
+        gate["numerics"] = Int8Numerics("host-kernels", f"this host's LiteRT CPU kernels (delegate {delegate} "
+                                                        "not run here)").to_dict()
     if not final.passed and gate["kind"] == "metric":
         tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
         first = attempts[0].preflight.get("fallback_op_types") or []
