@@ -3,7 +3,10 @@
 1. Calibrate and quantize everything the backend can quantize.
 2. With ``--eval``: score FP32 and quantized models with the task metric (ORT for ONNX, OpenVINO
    for IR, FP32 reference at f32 precision) and a paired-bootstrap 95 % CI of the drop.
-3. If the drop exceeds ``max_drop``: first try the backend's whole-model schemes (NNCF's
+   Without a metric gate but with ``parity_limits`` (every compile; quantize with a tolerance flag),
+   each attempt is judged by its parity with FP32 on 8 calibration samples instead, on the target's
+   numerics (``runtime_options``), and a parity failure climbs the same ladder.
+3. If the drop exceeds ``max_drop`` (or the parity fails): first try the backend's whole-model schemes (NNCF's
    transformer mode for attention graphs), then rank quantization points by the error each adds (FP32 vs
    quantized intermediate activations).  Where the backend can, widen the worst 1, 2, 4 …
    activations to 16 bits (weights stay int8, so the file stays INT8-sized); if that is not enough,
@@ -159,8 +162,9 @@ class _LadderRun:
         self.last_parity: dict[str, Any] | None = None
 
     def _eval_options(self) -> dict[str, Any]:
-        """Runtime options for scoring an attempt: a TensorRT-bound Q/DQ graph is emulated (see
-        ``runtimes/ort.py``), since this host's int8 kernels are not the engine's."""
+        """Runtime options for scoring an attempt: the target's numerics (`config.runtime_options`,
+        e.g. ``emulate_qdq`` for the ideal integer simulation), and a TensorRT-bound Q/DQ graph is always
+        emulated (see ``runtimes/ort.py``), since this host's int8 kernels are not the engine's."""
         options = dict(self.config.runtime_options) if self.backend.runtime == "onnxruntime" else {}
         if self.config.trt_compatible and self.backend.runtime == "onnxruntime":
             options["emulate_qdq"] = True
