@@ -295,6 +295,11 @@ def derive_decision(train: FitData) -> tuple[bool, float]:
     return residual < EINTHOVEN_TOLERANCE, residual
 
 
+def stable(facts: dict[str, Any]) -> dict[str, Any]:
+    """The training facts that a rerun with the same seed repeats (not the seconds): what the ONNX metadata keeps."""
+    return {k: v for k, v in facts.items() if k != "seconds"}
+
+
 def export_fitted(net, output: str, derive: bool, fit_info: dict[str, Any]) -> str:
     """Write `net` as the zoo architecture's ONNX with its fit facts in the metadata; returns its sha256."""
     from medge.export import export_onnx, load_model
@@ -361,7 +366,7 @@ def run_fit(paths: list[str], output: str, *, init: str = ZOO_MODEL, schedule: S
     fitted = LeadModel(torch_infer(net), leads, STANDARD_LEADS, rate, samples, derive_limb_leads=derive, name="model")
     validation = {"model": evaluate(fitted, val, leads, rate), "baseline_linear": evaluate(baseline, val, leads, rate)}
     fit_info = {"init": init, "epochs": schedule.epochs, "seed": schedule.seed, "train_records": len(set(train.records)),
-                "val_records": len(set(val.records)), "einthoven_residual": residual, **facts}
+                "val_records": len(set(val.records)), "einthoven_residual": residual, **stable(facts)}
     sha = export_fitted(net, output, derive, fit_info)
     report = {"onnx": str(output), "sha256": sha, "records": len(records), "skipped": skipped,
               "train": {"records": fit_info["train_records"], "windows": len(train.inputs), **facts},

@@ -26,6 +26,7 @@ from medge.apps.ecg.fit import (
     fit_linear,
     linear_infer,
     model_geometry,
+    stable,
     torch_infer,
     train_net,
 )
@@ -84,7 +85,7 @@ def run_personalize(record: str, output: str, *, init: str = ZOO_MODEL, schedule
     before, after = evaluate(start, held_out, leads, rate), evaluate(fitted, held_out, leads, rate)
     minutes = {"fine_tune_s": (len(train.inputs) + len(val.inputs)) * samples / rate,
                "held_out_s": len(held_out.inputs) * samples / rate}
-    fit_info = {"personalized_on": path.name, "init": init, "seed": schedule.seed, **minutes, **facts}
+    fit_info = {"personalized_on": path.name, "init": init, "seed": schedule.seed, **minutes, **stable(facts)}
     sha = export_fitted(net, output, derive, fit_info)
     return {"onnx": str(output), "sha256": sha, "record": path.name, **minutes,
             "derive_limb_leads": derive, "einthoven_residual": residual, "train": facts,
