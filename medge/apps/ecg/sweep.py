@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -65,7 +66,8 @@ class StripSweep:
             return self.values[:, max(0, right - self.view_n):right].copy()
 
 
-def run_ticker(sweep: StripSweep, publish, stop: threading.Event, paused_until: list[float]) -> threading.Thread:
+def run_ticker(sweep: StripSweep, publish: Callable[[np.ndarray, bool], None], stop: threading.Event,
+               paused_until: list[float]) -> threading.Thread:
     """Start a daemon thread calling `publish(window, flagged)` `FPS` times a second until `stop`
     (skipped while `time.perf_counter() < paused_until[0]`, e.g. while a lost link is drawn)."""
     def loop() -> None:
