@@ -59,7 +59,7 @@ def _cosine(text: str) -> float:
 def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
     """``--min-cosine``, ``--max-channel-error``, ``--atol``, ``--rtol``: the INT8 parity tolerances
     (quantize, compile, build); looser than the defaults is allowed, with a WARNING."""
-    from medge.devices.recipe_parity import INT8_MAX_CHANNEL_ERROR, INT8_MIN_COSINE
+    from medge.quantize.parity_gate import INT8_MAX_CHANNEL_ERROR, INT8_MIN_COSINE
 
     group = parser.add_argument_group("INT8 parity tolerances (without --eval/--max-drop)")
     group.add_argument("--min-cosine", type=_cosine, metavar="C",

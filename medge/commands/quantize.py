@@ -71,7 +71,7 @@ def run(args: argparse.Namespace):
 
     check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.commands.compile import tolerances_from_args
-    from medge.devices.recipe_parity import int8_limits
+    from medge.quantize.parity_gate import int8_limits
     from medge.quantize import QuantizeConfig, quantize_model
 
     tolerances = tolerances_from_args(args)

@@ -212,7 +212,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
         raise UsageError("--max-drop needs --eval SOURCE to measure the drop on")
     notes: list[str] = []
     warnings: list[str] = []
-    from medge.devices.recipe_parity import int8_limits
+    from medge.quantize.parity_gate import int8_limits
 
     parity_limits, tolerance_warnings = int8_limits(config.tolerances)
     if precision == "int8":

@@ -22,7 +22,7 @@ def write_reference(out_dir: Path, onnx_path: Path, source: str | None, n: int =
     """Write the reference inputs/outputs of the FP32 `onnx_path` into `out_dir`; returns their summary."""
     import onnxruntime as ort
 
-    from medge.devices.recipe_parity import load_inputs
+    from medge.quantize.parity_gate import load_inputs
     from medge.runtimes import open_runtime
 
     data = load_inputs(onnx_path, source, n=n)

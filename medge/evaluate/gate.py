@@ -5,7 +5,7 @@ on the same samples with the task metric (`medge.evaluate.metrics`), takes the s
 (positive is worse), its paired-bootstrap 95 % CI (`medge.evaluate.statistics.bootstrap_ci`) and
 the verdict ``drop <= max_drop`` (None without a budget), and returns one `GateResult`.  The INT8
 gate (`medge.quantize.gate`), the prune gate (`medge.quantize.prune_gate`) and the per-recipe
-metric gate (`medge.devices.recipe_parity`) all use it; `DEFAULT_MAX_DROP` is the one budget table.
+metric gate (`medge.quantize.parity_gate`) all use it; `DEFAULT_MAX_DROP` is the one budget table.
 
 Deciding on signal, not noise (``Gate(..., ci_rule=True)``, the rule of ``--prune auto``): the
 candidate passes only when the whole CI of the drop is within the budget, fails with "drops by"

@@ -20,7 +20,7 @@ class QuantizeConfig:
     (INT8 only).  `max_fallback_steps` bounds the number of attempts of each fallback stage after
     the first try: with `int16_fallback` the most sensitive activations first go to 16 bits (weights
     stay int8), then nodes go back to FP32.
-    `parity_limits` (INT8 without a metric gate; see `medge.devices.recipe_parity.int8_limits`) judges
+    `parity_limits` (INT8 without a metric gate; see `medge.quantize.parity_gate.int8_limits`) judges
     every attempt by its parity with FP32 on the calibration samples, so a parity failure runs the
     same fallback ladder.  `runtime_options` run those checks on the target's numerics
     (``emulate_qdq``: the ideal integer simulation), recorded as `numerics`.

@@ -172,15 +172,15 @@ class _LadderRun:
 
     def judge_by_parity(self, model: Path) -> None:
         """Judge every attempt by its INT8 parity with FP32 (no metric gate): the calibration samples
-        and limits of `medge.devices.recipe_parity.int8_parity`, so the recipe's check agrees."""
-        from medge.devices.recipe_parity import PARITY_SAMPLES, load_inputs, onnx_runner
+        and limits of `medge.quantize.parity_gate.int8_parity`, so the recipe's check agrees."""
+        from medge.quantize.parity_gate import PARITY_SAMPLES, load_inputs, onnx_runner
 
         self.parity_inputs = load_inputs(model, self.config.calib_source, n=PARITY_SAMPLES).inputs
         self.parity_reference = onnx_runner(model)
 
     def parity(self, artifact: Path) -> dict[str, Any]:
         """Parity of `artifact` vs FP32 on the target's numerics, against `config.parity_limits`."""
-        from medge.devices.recipe_parity import artifact_runner, parity_check
+        from medge.quantize.parity_gate import artifact_runner, parity_check
 
         runner = artifact_runner(artifact, self.backend.runtime, **{**self.backend.reference_options, **self._eval_options()})
         return parity_check(self.parity_reference, runner, self.parity_inputs, **(self.config.parity_limits or {}))

@@ -92,7 +92,7 @@ def test_saturating_model_compiles_for_local_with_the_scheme_named(run_cli, satu
 
 
 def test_arm_target_is_gated_on_the_ideal_simulation(run_cli, saturating, tmp_path):
-    from medge.devices.recipe_parity import artifact_runner, int8_parity
+    from medge.quantize.parity_gate import artifact_runner, int8_parity
 
     model, calib = saturating
     out = tmp_path / "bundle"
@@ -111,7 +111,7 @@ def test_arm_target_is_gated_on_the_ideal_simulation(run_cli, saturating, tmp_pa
 
 def test_ideal_simulation_equals_the_qdq_math(tmp_path):
     """The unfused session computes dq(q(x)) @ dq(W): a numpy reference of the Q/DQ math."""
-    from medge.devices.recipe_parity import artifact_runner
+    from medge.quantize.parity_gate import artifact_runner
 
     rng = np.random.default_rng(1)
     w_q = rng.integers(-127, 128, size=(16, 8), dtype=np.int8)

@@ -96,7 +96,7 @@ def test_fold_turns_every_batchnorm_into_conv_weights_or_a_depthwise_conv():
 
 
 def test_int8_tflite_is_byte_identical_and_both_routes_agree(tmp_path):
-    from medge.devices.recipe_parity import load_inputs, onnx_runner
+    from medge.quantize.parity_gate import load_inputs, onnx_runner
     from medge.devices.tflite_convert import convert_tflite
     from medge.devices.tflite_ladder import AeqLadder
     from medge.devices.tflite_onnx_to_torch import onnx_to_torch
@@ -140,7 +140,7 @@ def test_calibration_keeps_the_whole_range_of_a_small_output(tmp_path):
     sample (us-frame-screen's logit got ±0.22 for values in [-3.3, 5.4])."""
     import torch
 
-    from medge.devices.recipe_parity import load_inputs
+    from medge.quantize.parity_gate import load_inputs
     from medge.devices.tflite_convert import convert_tflite
     from medge.devices.tflite_ladder import AeqLadder
     from medge.runtimes import open_runtime

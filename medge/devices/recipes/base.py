@@ -40,7 +40,7 @@ class CompileContext:
     model_ref: str | None = None  # zoo name or module:factory when the PyTorch source is known
     options: dict[str, Any] = field(default_factory=dict)  # target compile options + user overrides
     build_engine: bool = False  # build the device artifact here when the toolkit imports (TensorRT)
-    #: INT8 parity limits with the user's tolerances (`recipe_parity.int8_limits`); None: the defaults
+    #: INT8 parity limits with the user's tolerances (`medge.quantize.parity_gate.int8_limits`); None: the defaults
     parity_limits: dict[str, float | None] | None = None
 
     def option(self, key: str, default: Any = None) -> Any:
@@ -125,7 +125,7 @@ class QuantizeOutcome:
     def int8_gate(self, parity: dict[str, Any] | None) -> dict[str, Any]:
         """The manifest's INT8 gate: the metric gate (if any) with `parity` (default: the ladder's own),
         the numerics, the scheme and every rung of the fallback ladder."""
-        from medge.devices.recipe_parity import gate_with_parity
+        from medge.quantize.parity_gate import gate_with_parity
 
         gate = gate_with_parity(self.gate, parity if parity is not None else self.report.parity)
         gate["numerics"] = self.numerics
@@ -153,7 +153,7 @@ def quantize_for_target(
     `GateFailedError` (from `quantize_model`), which aborts the compile with nothing written.
     """
     from medge.devices.int8_numerics import int8_scheme, target_numerics
-    from medge.devices.recipe_parity import INT8_LIMITS
+    from medge.quantize.parity_gate import INT8_LIMITS
     from medge.quantize import quantize_model
     from medge.quantize.config import QuantizeConfig
 
@@ -199,7 +199,7 @@ def int8_check(ctx: CompileContext, outcome: QuantizeOutcome) -> dict[str, Any]:
     judged by parity (same samples, limits and numerics), else measured now (a metric gate ran)."""
     if outcome.report.parity is not None:
         return outcome.report.parity
-    from medge.devices.recipe_parity import INT8_LIMITS, artifact_runner, int8_parity
+    from medge.quantize.parity_gate import INT8_LIMITS, artifact_runner, int8_parity
 
     options = dict((outcome.numerics or {}).get("runtime_options") or {})
     return int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(outcome.artifact, "onnxruntime", **options),

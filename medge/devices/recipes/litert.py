@@ -30,7 +30,7 @@ ARTIFACT = "model.tflite"
 README = "README.txt"
 PARITY_SAMPLES = 8
 # Parity of the .tflite against the FP32 ONNX: max |diff| / output range; int8 uses the shared
-# INT8 limits of medge.devices.recipe_parity (cosine per sample, Pearson r per channel).
+# INT8 limits of medge.quantize.parity_gate (cosine per sample, Pearson r per channel).
 PARITY_REL_TOL = {"fp32": 1e-4, "fp16": 2e-2}
 QUANTIZERS = ("aeq", "pt2e")
 COVERAGE_GOAL = 0.9  # share of ops on the delegate below which the report says what blocks the rest
@@ -67,7 +67,7 @@ class TfliteOutcome:
 def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last: bool, float_as_fp16: bool) -> Any:
     """The gate of one .tflite: full-integer I/O, delegate coverage, parity and the metric."""
     from medge.devices.delegate_ops import litert_preflight
-    from medge.devices.recipe_parity import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
+    from medge.quantize.parity_gate import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
     from medge.devices.tflite_convert import tflite_ops
     from medge.devices.tflite_ladder import op_precisions
 
@@ -114,7 +114,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     `GateFailedError` is raised (nothing is written); a failed preflight raises
     `PreflightFailedError` unless the ``allow_unsupported`` option is set.
     """
-    from medge.devices.recipe_parity import load_inputs
+    from medge.quantize.parity_gate import load_inputs
     from medge.devices.tflite_convert import convert_tflite, torch_source
 
     notes: list[str] = []

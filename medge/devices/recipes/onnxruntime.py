@@ -1,7 +1,7 @@
 """Host recipe (target ``local``): an ONNX Runtime CPU bundle to check a model here before shipping.
 
 INT8 is ORT static QDQ from `medge.quantize.quantize_model` with its accuracy gate, then the shared
-INT8 parity rule (`medge.devices.recipe_parity.int8_parity`): without a metric gate a QDQ model
+INT8 parity rule (`medge.quantize.parity_gate.int8_parity`): without a metric gate a QDQ model
 that no longer tracks the FP32 one is refused.
 """
 

@@ -9,7 +9,7 @@
   ``NUM_STREAMS``, ``CACHE_DIR``) go into the manifest (``extra.openvino``) for the app to use.
 * Preflight: ``Core.query_model`` for devices whose plugin is present here (CPU), a static table
   otherwise.  Parity: the IR against the FP32 ONNX on the CPU with the f32 precision hint; INT8
-  follows the shared rule of `medge.devices.recipe_parity` (without a metric gate, parity decides).
+  follows the shared rule of `medge.quantize.parity_gate` (without a metric gate, parity decides).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class OpenVINORecipe(Recipe):
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
         from medge.devices.delegate_ops import openvino_preflight
-        from medge.devices.recipe_parity import (
+        from medge.quantize.parity_gate import (
             artifact_runner,
             int8_parity,
             load_inputs,

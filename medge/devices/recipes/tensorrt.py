@@ -238,7 +238,7 @@ def _readme(cfg: dict[str, Any], preflight: dict[str, Any], ctx: CompileContext,
 def _qdq_parity(ctx: CompileContext, qdq: Path) -> dict[str, Any]:
     """The explicit-Q/DQ ONNX against the FP32 model (the shared INT8 rule), run by ONNX Runtime as
     written (Q/DQ emulated in float), as TensorRT computes it whatever int8 kernels this CPU has."""
-    from medge.devices.recipe_parity import artifact_runner, int8_parity
+    from medge.quantize.parity_gate import artifact_runner, int8_parity
 
     return int8_parity(ctx.onnx_path, ctx.calib_source, artifact_runner(qdq, "onnxruntime", emulate_qdq=True),
                        limits=ctx.parity_limits, runtime="onnxruntime-cpu, Q/DQ emulated (TensorRT runs the same Q/DQ graph)")

@@ -1,5 +1,5 @@
-"""Checks shared by every compile recipe: does the compiled artifact still compute what the FP32
-ONNX model computes?
+"""The INT8 parity and metric gates shared by `medge quantize`'s ladder and every compile recipe:
+does the quantized or compiled artifact still compute what the FP32 ONNX model computes?
 
 * `parity_check`: the artifact against ONNX Runtime FP32 on the calibration samples (or seeded
   random inputs when there are none): max abs/rel difference, cosine similarity per sample and
