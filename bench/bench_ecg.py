@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/bench_ecg.py [--seconds 60] [--hop 1] [--model ecg-3to12]
     PYTHONPATH=. python bench/bench_ecg.py --hop 0.25 --seconds 600   # the quarter-second goals
 
-1. Live: `medge ecg simulate --realtime` on a pty, `medge ecg stream --hop H` reading it (2 threads):
+1. Live: `medge ecg simulate --realtime` on a pty, `medge ecg stream --hop H` reading it (`--threads`, default 2):
    reconstruct_ms p99 per window (goal ≤ 20 ms for the 10 s window of a 1 s hop, ≤ 10 ms for the
    2 s window of a hop under 1 s), sample-to-output latency p99 (goal ≤ hop + 50 ms), and drops
    (frames dropped, samples missing, windows skipped: goal 0).
@@ -182,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--hop", type=float, default=1.0, help="seconds between reconstructions (0.25: the quarter-second goals)")
+    parser.add_argument("--threads", type=int, default=2, help="inference threads of the live stream and the peers")
     parser.add_argument("--peer-seconds", type=float, default=60.0, help="seconds of buffer for the peers")
     parser.add_argument("--model", default="ecg-3to12")
     parser.add_argument("--fit-table", action="store_true", help="only the cross-generator fit table")
@@ -201,9 +202,9 @@ def main() -> None:
 
     short = round(SHORT_WINDOW_S * 500) if args.hop < 1 else None  # what `medge ecg stream` picks for a zoo model
     with tempfile.TemporaryDirectory() as tmp:
-        full, full_app = load_lead_model(args.model, threads=2)  # exports the zoo model to the cache first
-        model, app = load_lead_model(args.model, threads=2, samples=short)
-        r = live(args.seconds, args.model, Path(tmp), args.hop)
+        full, full_app = load_lead_model(args.model, threads=args.threads)  # exports the zoo model to the cache first
+        model, app = load_lead_model(args.model, threads=args.threads, samples=short)
+        r = live(args.seconds, args.model, Path(tmp), args.hop, args.threads)
         peer = peer_vs_ours(model, full, args.peer_seconds, args.hop)
         xrt = offline(full)
         app.close()
@@ -222,7 +223,7 @@ def main() -> None:
                  "windows": r["windows"], "frames": r["frames"]},
         "peer": peer, "peer_ratio_naive_over_ours": peer["naive_ms_per_hop_at_end"] / peer["ours_ms_per_hop_p50"],
         "peer_ratio_full_window_over_ours": peer["full_window_ms_per_hop_p50"] / peer["ours_ms_per_hop_p50"],
-        "offline_x_realtime": xrt, "cpu_count": os.cpu_count(),
+        "offline_x_realtime": xrt, "cpu_count": os.cpu_count(), "threads": args.threads,
     }
     ok = lambda good: "met" if good else "MISSED"  # noqa: E731
     lv = out["live"]
