@@ -26,6 +26,7 @@ from medge.apps.xray.store import DEFAULT_MIN_FREE_MB, Store, read_header_bytes
 from medge.apps.xray.worker import WorkerPool, stage_summary
 from medge.apps.xray.worklist import Worklist
 from medge.console import warn
+from medge.evaluate.statistics import latency_summary
 from medge.errors import DataError, UsageError
 from medge.reports import Report
 
@@ -97,13 +98,9 @@ class XrayReport(Report):
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    if not values:
-        return {}
-    arr = np.asarray(values)
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "max": float(arr.max()),
-            "n": len(values)}
+    """Time-to-flag p50/p95/max (s) and its count `n`: `evaluate.statistics.latency_summary`'s figures."""
+    summary = latency_summary(values)
+    return {k: summary[k] for k in ("p50", "p95", "max")} | {"n": summary["count"]} if summary else {}
 
 
 def operating_points(classifier: Classifier, thresholds: Path | None) -> OperatingPoints:
