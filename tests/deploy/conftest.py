@@ -16,7 +16,6 @@ _profile = importlib.util.module_from_spec(_spec)
 sys.modules["profile_conftest"] = _profile  # dataclasses look their module up there
 _spec.loader.exec_module(_profile)
 sshd = _profile.sshd  # the same real OpenSSH server fixture as the remote-profiling tests
-free_port = _profile.free_port
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +29,3 @@ def seg_bundle(tmp_path_factory) -> Path:
                           capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root / "unet"
-
-
-def ssh_args(server) -> list[str]:
-    """--device and the SSH options for the test server (the remote medge is this installation's)."""
-    return ["--device", server.url, "--ssh-key", str(server.key), "--ssh-option", f"UserKnownHostsFile={server.known_hosts}",
-            "--remote-medge", server.medge]

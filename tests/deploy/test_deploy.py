@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import free_port, ssh_args
+from deploy_checks import ssh_args
+from fixtures.net import free_port
 from fixtures.cli_checks import assert_one_line_error, medge_command
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from conftest import ssh_args
+from deploy_checks import ssh_args
 from fixtures.cli_checks import assert_one_line_error, medge_command
 
 # Makes torch and the toolchain unimportable in a child process, as on a device that never installed them.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures.net import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "runtimes"))
 
@@ -25,13 +26,6 @@ SSHD = Path(shutil.which("sshd") or "/usr/sbin/sshd")  # /usr/sbin is often not 
 def tiny(tmp_path_factory) -> TinyArtifacts:
     """ONNX, OpenVINO IR, tflite (NCHW and NHWC) made from one tiny torch model."""
     return cached_build(tmp_path_factory.getbasetemp().parent)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

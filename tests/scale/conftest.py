@@ -1,10 +1,8 @@
-"""Shared helpers for the scale-out tests: run the real CLI, write matrix files, read results.jsonl."""
+"""Fixtures for the scale-out tests (their helpers are in scale_checks.py: a test module named
+`conftest` would be whichever test folder's conftest was imported first)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,27 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from fixtures.cli_checks import medge_command  # noqa: E402
 
 # us-dct-vit is the quickest zoo build (16 k params, 64x64 input); few runs keep each cell short.
 FAST = {"runs": 3, "warmup": 1, "threads": 1}
-
-
-def medge(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `medge` CLI in `cwd`."""
-    return subprocess.run([*medge_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def write_matrix(path: Path, text: str) -> Path:
-    """Write a matrix/farm YAML file and return its path."""
-    path.write_text(text)
-    return path
-
-
-def rows(out: Path) -> list[dict]:
-    """Every row of OUT/results.jsonl."""
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture

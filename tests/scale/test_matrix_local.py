@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import medge, rows, write_matrix
+from scale_checks import medge, rows, write_matrix
 
 from fixtures.cli_checks import assert_one_line_error, medge_command
 

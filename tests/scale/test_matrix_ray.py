@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import medge, rows, write_matrix
+from scale_checks import medge, rows, write_matrix
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -52,19 +51,13 @@ class Stream:
         return "".join(self.lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_link_loss_silence_reopen_and_corruption_every_sample_exact(simulator, ecg_onnx, tmp_path):
     import wfdb
 
     truth_path, rec, report = tmp_path / "truth.npz", tmp_path / "rec", tmp_path / "stream.json"
     sim = simulator("--seconds", 30, "--corrupt-rate", 0.01, "--drop-rate", 0.01, "--silence-at", 6,
                     "--silence-for", 8, "--reopen-at", 20, "--seed", 3, "--ground-truth", truth_path)
-    port = _free_port()
+    port = free_port()
     stream = Stream("--model", ecg_onnx, "--port", sim.link, "--seconds", 26, "--record", rec,
                     "--view", f"browser:127.0.0.1:{port}", "--report", report)
     alert = None

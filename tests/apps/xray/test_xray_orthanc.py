@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
+from fixtures.net import free_port
 from xray_helpers import db_states, uid_hash, wait_for, worklist_json
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(http_port: int, path: str):
@@ -65,7 +59,7 @@ def _text_values(items, out: dict) -> dict:
 def test_sr_reaches_orthanc_after_it_comes_up(xray_bundle, studies, start_server, run_cli, tmp_path):
     import pydicom
 
-    dicom_port, http_port = _free_port(), _free_port()
+    dicom_port, http_port = free_port(), free_port()
     db = tmp_path / "wl.sqlite"
     server = start_server(["--bundle", xray_bundle, "--db", db, "--store", tmp_path / "store",
                            "--sr-dest", f"ORTHANC@127.0.0.1:{dicom_port}"])
