@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 from ecg_checks import runs_of_false
 from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.net import free_port
 
 from medge.apps.ecg import cyton
 from medge.apps.ecg.protocol import encode_frame
