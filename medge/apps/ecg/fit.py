@@ -27,11 +27,11 @@ from medge.apps.ecg.reconstruct import (
     LeadModel,
     einthoven_residual,
     mean_r,
-    per_lead_metrics,
 )
 from medge.calibration.preprocess import resample_signal
 from medge.calibration.wfdb_source import record_names
 from medge.errors import DataError, UsageError
+from medge.evaluate.metrics import ecg_per_lead
 
 ZOO_MODEL = "ecg-3to12"
 EINTHOVEN_TOLERANCE = 0.05  # RMS(III − (II − I)) / RMS(II) below this: derive the limb leads
@@ -132,7 +132,7 @@ def fit_linear(train: FitData) -> np.ndarray:
 
 def evaluate(model: LeadModel, data: FitData, input_leads: tuple[str, ...], rate: float) -> dict[str, Any]:
     """Mean over validation windows of per-lead r / RMSE, and the mean r over the non-input leads."""
-    per_window = [per_lead_metrics(model.window(x, rate), y) for x, y in zip(data.inputs, data.targets)]
+    per_window = [ecg_per_lead(model.window(x, rate), y, STANDARD_LEADS) for x, y in zip(data.inputs, data.targets)]
     per_lead = {lead: {m: float(np.nanmean([w[lead][m] for w in per_window])) for m in ("pearson_r", "rmse_uv")}
                 for lead in STANDARD_LEADS}
     return {"per_lead": per_lead, "mean_pearson_r": mean_r(per_lead, input_leads), "windows": len(per_window)}

@@ -21,10 +21,10 @@ from medge.apps.ecg.reconstruct import (
     STANDARD_LEADS,
     LeadModel,
     mean_r,
-    per_lead_metrics,
     reconstruct_offline,
 )
 from medge.errors import DataError
+from medge.evaluate.metrics import ecg_per_lead
 from medge.fileio import atomic_path
 
 
@@ -82,7 +82,7 @@ def reconstruct_record(path: Path, out: Path, model: LeadModel, provenance: Prov
     ref = None
     if reference is not None:
         ref = filter_record(resample_signal(reference, rec.rate_hz, rate), rate, mains)
-        per_lead = per_lead_metrics(y, ref)
+        per_lead = ecg_per_lead(y, ref, STANDARD_LEADS)
         result["per_lead"] = per_lead
         result["mean_pearson_r"] = mean_r(per_lead, model.input_leads)
         result["warnings"] = low_r_warnings(per_lead, provenance, rec.name)

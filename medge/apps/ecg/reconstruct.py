@@ -243,26 +243,6 @@ class StreamingReconstructor:
         return chunk
 
 
-def per_lead_metrics(pred_mv: np.ndarray, ref_mv: np.ndarray, names: tuple[str, ...] = STANDARD_LEADS
-                     ) -> dict[str, dict[str, float]]:
-    """Per-lead Pearson r and RMSE (µV) over the samples where both are finite.
-
-    (A small local version of medge.quantize.metrics: apps do not import quantize.)
-    """
-    out: dict[str, dict[str, float]] = {}
-    for k, name in enumerate(names):
-        p, r = np.asarray(pred_mv[k], dtype=np.float64), np.asarray(ref_mv[k], dtype=np.float64)
-        ok = np.isfinite(p) & np.isfinite(r)
-        p, r = p[ok], r[ok]
-        if p.size < 2 or p.std() == 0 or r.std() == 0:
-            corr = float("nan")
-        else:
-            corr = float(np.corrcoef(p, r)[0, 1])
-        rmse = float(np.sqrt(np.mean((p - r) ** 2)) * 1e3) if p.size else float("nan")
-        out[name] = {"pearson_r": corr, "rmse_uv": rmse}
-    return out
-
-
 def mean_r(per_lead: dict[str, dict[str, float]], exclude: tuple[str, ...]) -> float:
     """Mean Pearson r over the leads not in `exclude` (the model's input leads)."""
     vals = [v["pearson_r"] for k, v in per_lead.items() if k not in exclude and v["pearson_r"] == v["pearson_r"]]
