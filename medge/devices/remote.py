@@ -154,22 +154,17 @@ class SshSession:
 
     def copy_to(self, local: Path, remote_dir: str) -> None:
         """Copy a file or folder into `remote_dir` on the device (``scp -r``)."""
-        args = ["scp", "-q", "-r", *self._common()]
-        if self.target.port:
-            args += ["-P", str(self.target.port)]
-        args += [str(local), f"{self.target.destination}:{remote_dir}/"]
-        proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode == 255 or (proc.returncode != 0 and "lost connection" in proc.stderr.lower()):
-            self._raise_for_ssh(proc)
-        if proc.returncode != 0:
-            raise MedgeError(f"copying {local.name} to {self.target.label} failed: {proc.stderr.strip()}")
+        self._scp(local, f"{remote_dir}/", recursive=True)
 
     def copy_file(self, local: Path, remote_path: str) -> None:
         """Copy one file to exactly `remote_path` on the device (``scp``)."""
-        args = ["scp", "-q", *self._common()]
+        self._scp(local, shlex.quote(remote_path))
+
+    def _scp(self, local: Path, remote: str, recursive: bool = False) -> None:
+        args = ["scp", "-q", *(["-r"] if recursive else []), *self._common()]
         if self.target.port:
             args += ["-P", str(self.target.port)]
-        args += [str(local), f"{self.target.destination}:{shlex.quote(remote_path)}"]
+        args += [str(local), f"{self.target.destination}:{remote}"]
         proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode == 255 or (proc.returncode != 0 and "lost connection" in proc.stderr.lower()):
             self._raise_for_ssh(proc)
