@@ -136,13 +136,13 @@ class SRStage:
         except Exception as exc:  # noqa: BLE001 - retried with backoff; the study keeps its flag
             self._failed(job, source, exc)
             return False
-        sr_ms = (time.perf_counter() - t0) * 1e3
+        sr_ms = round((time.perf_counter() - t0) * 1e3, 3)  # as the row stores it, so report and worklist agree
         self.worklist.finish_sr(job.sop_instance_uid, sr_sop_instance_uid=str(sr.SOPInstanceUID), sr_path=sr_path,
                                 sr_ms=sr_ms, destinations=self.destinations)
         self._retry_at.pop(job.sop_instance_uid, None)
         self.written += 1
         self.audit.write("sr_written", sop_instance_uid_hash=job.sop_hash, study_hash=job.study_hash,
-                         sr_ms=round(sr_ms, 3), time_to_sr_s=round(time.time() - job.received_at, 4))
+                         sr_ms=sr_ms, time_to_sr_s=round(time.time() - job.received_at, 4))
         if self.on_written is not None:
             self.on_written(sr_ms)
         return True
