@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.build import BuildConfig, build
-    from medge.export.loading import parse_input_shapes
+    from medge.export.input_specs import parse_input_shapes
 
     from medge.commands.common_args import parse_model_kwargs
     from medge.export.declare import Declaration

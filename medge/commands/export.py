@@ -37,7 +37,7 @@ def run(args: argparse.Namespace):
 
     check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.export import export_onnx, load_model
-    from medge.export.loading import parse_input_shapes, with_input_defaults
+    from medge.export.input_specs import parse_input_shapes, with_input_defaults
     from medge.export.exporter import plan_exporters
 
     plan_exporters(args.opset)  # reject an impossible --opset before loading anything

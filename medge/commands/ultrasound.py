@@ -67,7 +67,7 @@ def run(args: argparse.Namespace):
         w, h = parse_size(args.input_size, "--input-size")
         input_size = (w, h)  # HxW as typed: first number is the height
     if args.camera_format:
-        from medge.apps.ultrasound.sources import parse_camera_format
+        from medge.apps.ultrasound.camera import parse_camera_format
 
         parse_camera_format(args.camera_format)  # before any device is opened
     if args.fps is not None and not args.fps > 0:

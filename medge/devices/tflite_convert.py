@@ -83,7 +83,7 @@ def _input_shapes(sample: Any) -> Any:
     feed dict (a factory of several inputs cannot be probed with the first one alone)."""
     if not isinstance(sample, dict):
         return tuple(sample.shape)
-    from medge.export.loading import InputSpec
+    from medge.export.input_specs import InputSpec
 
     return [InputSpec(name, tuple(a.shape), np.asarray(a).dtype.name) for name, a in sample.items()]
 

@@ -16,7 +16,7 @@ from typing import Any
 _LAZY = {
     "LoadedModel": "medge.export.loading",
     "load_model": "medge.export.loading",
-    "parse_shape": "medge.export.loading",
+    "parse_shape": "medge.export.input_specs",
     "export_onnx": "medge.export.exporter",
     "ExportReport": "medge.export.report",
     "ParityResult": "medge.export.report",

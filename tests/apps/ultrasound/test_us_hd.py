@@ -101,7 +101,7 @@ def test_view_size_and_camera_format_errors(run_cli, app_bundles):
 def test_v4l2_raw_frames_become_grey_without_colour_conversion():
     import cv2
 
-    from medge.apps.ultrasound.sources import fourcc_text, parse_camera_format, raw_to_grey
+    from medge.apps.ultrasound.camera import fourcc_text, parse_camera_format, raw_to_grey
 
     grey = us_frames(1, 64, 48)[0]
     yuyv = np.empty((48, 64, 2), np.uint8)  # what V4L2 gives for YUYV with CONVERT_RGB off: Y U Y V …

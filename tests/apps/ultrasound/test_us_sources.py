@@ -108,7 +108,7 @@ def test_synthetic_source_moves_a_lesion_and_leaves_the_view():
 
 
 def test_device_that_is_not_a_camera_is_a_clear_error(capfd):
-    from medge.apps.ultrasound.sources import CameraSource
+    from medge.apps.ultrasound.camera import CameraSource
 
     with pytest.raises(DataError, match="cannot open camera /dev/null: it is busy .* or not a capture device"):
         CameraSource("/dev/null")
