@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from medge.errors import DataError
 
@@ -38,6 +37,8 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, n_boo
     if n == 1:  # scipy needs two observations; every resample of one is that one
         values = np.asarray(statistic(np.zeros((1, 1), dtype=np.intp)), dtype=np.float64)
     else:
+        from scipy import stats  # imported here: scipy.stats costs ~1 s, and the CLI's --help reaches this module
+
         with warnings.catch_warnings():  # NaN rows make scipy's own interval degenerate; ours skips them
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             result = stats.bootstrap((np.arange(n),), lambda idx, axis=-1: statistic(idx), vectorized=True,
