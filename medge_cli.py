@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from medge import __version__
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 
 COMMANDS = (
     "zoo",
@@ -103,7 +103,7 @@ def _json_targets(argv: list[str]) -> tuple[bool, str | None]:
 def _write(data: dict, as_json: bool, report_path: str | None) -> None:
     import json
 
-    from medge.fileio import write_json_atomic
+    from medge.common.fileio import write_json_atomic
 
     if report_path:
         try:
@@ -136,7 +136,7 @@ def _fail(message: str, code: int, argv: list[str]) -> int:
 def _check_report_path(path: str | None) -> None:
     from pathlib import Path
 
-    from medge.errors import UsageError
+    from medge.common.errors import UsageError
 
     if path and Path(path).is_dir():
         raise UsageError(f"--report {path} is a folder; give a file path such as {Path(path) / 'report.json'}")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     if not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        from medge.errors import did_you_mean
+        from medge.common.errors import did_you_mean
 
         return _fail(f"unknown command '{argv[0]}';{did_you_mean(argv[0], COMMANDS)} "
                      f"commands: {', '.join(COMMANDS)} (see 'medge --help')", 2, argv)

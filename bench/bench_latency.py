@@ -190,7 +190,7 @@ def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path, models: li
 
     from medge.devices.compile import CompileConfig, compile_model
     from medge.devices.delegate_ops import litert_preflight
-    from medge.devices.tflite_convert import tflite_ops
+    from medge.devices.recipes.litert.convert import tflite_ops
     from medge.export import export_onnx
     from medge.runtimes.artifacts import resolve_artifact
     from medge.zoo import MODELS, weights_path
@@ -241,7 +241,7 @@ def litert_zoo_rows(threads: int, warmup: int, runs: int, work: Path, models: li
 
 def _task(onnx_path: Path) -> str:
     """The task recorded in the ONNX file's medge metadata."""
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     return read_metadata(onnx_path).task
 

@@ -2,7 +2,7 @@
 INT8 of the dense model, latency and clinical metric measured in one run on one machine.
 
 For each model it:
-  * runs `medge.build.build` with ``prune="auto"`` (prune → distil → gate → export → INT8 under the
+  * runs `medge.build.chain.build` with ``prune="auto"`` (prune → distil → gate → export → INT8 under the
     remaining budget → compile for intel-cpu);
   * builds the peer: NNCF default PTQ of the dense ONNX, OpenVINO CPU, LATENCY hint
     (`bench_latency.nncf_openvino_int8`);
@@ -60,7 +60,7 @@ def _openvino(onnx_or_model, threads: int, f32: bool = False):
 
 
 def bench_model(model: str, args, work: Path) -> dict[str, Any]:
-    from medge.build import BuildConfig, build
+    from medge.build.chain import BuildConfig, build
     from medge.calibration import load_data_for_onnx
     from medge.export import export_onnx
     from medge.evaluate.metrics import FIDELITY, default_metric_for_task, metric_drop, targets_fit, task_metric

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 from medge.evaluate.parity import compare_output_lists
-from medge.reports import Report
+from medge.common.reports import Report
 from medge.runtimes.artifacts import ArtifactRef, resolve_artifact
 from medge.runtimes.base import TensorInfo
 
@@ -269,7 +269,7 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
 
 def compare_to_reference_data(config: CompareConfig) -> CompareReport:
     """``medge compare BUNDLE --reference``: the bundle's artifact against the inputs/outputs stored at compile."""
-    from medge.manifest import REFERENCE_INPUTS, REFERENCE_OUTPUTS
+    from medge.common.bundle import REFERENCE_INPUTS, REFERENCE_OUTPUTS
     from medge.runtimes import open_runtime
 
     if len(config.artifacts) != 1:

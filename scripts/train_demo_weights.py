@@ -221,7 +221,7 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
     """Train, save and evaluate one demo model; returns its metrics.json entry."""
     from safetensors.torch import save_file
 
-    from medge.fileio import atomic_path
+    from medge.common.fileio import atomic_path
     from medge.zoo import get_card
 
     card = get_card(name)
@@ -278,8 +278,8 @@ def train_one(name: str, out_dir: Path, log=print, scale: float = 1.0) -> dict:
 
 def update_metrics(out_dir: Path, name: str, entry: dict) -> None:
     """Merge one model's entry into ``<out_dir>/metrics.json`` atomically."""
-    from medge.fileio import write_json_atomic
-    from medge.reports import _plain
+    from medge.common.fileio import write_json_atomic
+    from medge.common.reports import _plain
 
     path = out_dir / "metrics.json"
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.update_complexity:
-        from medge.fileio import write_json_atomic
+        from medge.common.fileio import write_json_atomic
         from medge.zoo import MODELS, measure_complexity
         from medge.zoo.catalog import COMPLEXITY_FILE
 

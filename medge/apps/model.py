@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError, MedgeError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError, MedgeError
+from medge.common.metadata import ModelMeta
 from medge.runtimes.artifacts import ArtifactRef, resolve_artifact
 from medge.runtimes.base import Runtime, TensorInfo
 
@@ -103,7 +103,7 @@ class AppModel:
     # --- running --------------------------------------------------------------------------------
     @property
     def preprocessing(self) -> dict[str, Any]:
-        """The model's preprocessing block (schema in `medge.metadata`)."""
+        """The model's preprocessing block (schema in `medge.common.metadata`)."""
         return self.meta.preprocessing
 
     @property

@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HANDSHAKE_TIMEOUT_S = 10.0
 

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from medge.apps.view_security import BASE_HEADERS, DATA_CSP, LOGIN_PAGE, Guard, ViewSecurity, page_csp
-from medge.errors import MedgeError, UsageError
+from medge.common.errors import MedgeError, UsageError
 
 BOUNDARY = "medgeframe"
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     """JPEG bytes of a uint8 grey (H, W) or BGR (H, W, 3) image (OpenCV channel order)."""
-    from medge.registry import import_optional
+    from medge.common.registry import import_optional
 
     cv2 = import_optional("cv2", what="the browser view")
 

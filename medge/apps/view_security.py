@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medge.apps.tls import TlsFiles, is_loopback
-from medge.console import warn
-from medge.errors import UsageError
+from medge.common.console import warn
+from medge.common.errors import UsageError
 
 COOKIE = "medge_view"
 MIN_TOKEN_CHARS = 16

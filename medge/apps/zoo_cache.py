@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 
 # What `medge export` of a zoo model imports beyond the core.
 _EXPORT_NEEDS = ("torch", "onnxscript", "safetensors")

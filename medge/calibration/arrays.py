@@ -19,8 +19,8 @@ import numpy as np
 from medge.calibration.labels import class_names, stratum_of
 from medge.calibration.preprocess import image_to_model, raw_to_unit, signal_to_model
 from medge.calibration.sampling import Candidate, error_detail
-from medge.errors import DataError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
 
 INPUT_KEYS = ("inputs", "x")
 TARGET_KEYS = ("targets", "y", "labels", "masks")

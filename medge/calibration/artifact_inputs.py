@@ -9,7 +9,7 @@ import numpy as np
 
 from medge.calibration.dataset import load_data, load_data_for_onnx
 from medge.calibration.multi_input import GraphInput, load_multi_input
-from medge.errors import DataError, MedgeError
+from medge.common.errors import DataError, MedgeError
 from medge.runtimes.artifacts import ArtifactRef
 from medge.runtimes.base import TensorInfo
 from medge.runtimes.feeds import concrete_shape

@@ -22,9 +22,9 @@ import numpy as np
 from medge.calibration.labels import class_names
 from medge.calibration.preprocess import model_input_kind
 from medge.calibration.sampling import Candidate, draw
-from medge.errors import DataError
-from medge.metadata import ModelMeta
-from medge.reports import Report
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
+from medge.common.reports import Report
 
 DEFAULT_SAMPLES = 300
 MAX_LISTED_SKIPS = 50
@@ -311,7 +311,7 @@ def _shape_from_preprocessing(pre: dict[str, Any]) -> tuple[int, ...] | None:
 def load_data_for_onnx(source: str, onnx_path: str | Path, n: int = DEFAULT_SAMPLES, split: str = "calib",
                        seed: int = 0) -> DataSet:
     """`load_data` with the metadata, input name and input shape read from an ONNX file."""
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     if not Path(onnx_path).is_file():
         raise DataError(f"ONNX model '{onnx_path}' does not exist; export it first with medge export")

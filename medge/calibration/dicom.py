@@ -16,7 +16,7 @@ import numpy as np
 
 from medge.calibration.preprocess import image_to_model, minmax_to_unit, raw_to_unit, window_to_unit
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
-from medge.registry import import_optional
+from medge.common.registry import import_optional
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 COLOR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"})

@@ -19,9 +19,9 @@ from medge.calibration.dicom import dicom_candidates, looks_like_dicom
 from medge.calibration.labels import class_names, encode_names, labels_usable, name_is_known, stratum_of
 from medge.calibration.preprocess import image_to_model, raw_to_unit
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
-from medge.errors import DataError
-from medge.metadata import ModelMeta
-from medge.registry import import_optional
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
+from medge.common.registry import import_optional
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 LABELS_CSV = "labels.csv"

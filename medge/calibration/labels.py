@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 
-from medge.errors import DataError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
 
 NEGATIVE_NAMES = frozenset({"none", "normal", "negative", "nofinding", "no", "0", "healthy", "absent", "false"})
 POSITIVE_NAMES = frozenset({"positive", "1", "present", "yes", "abnormal", "true"})

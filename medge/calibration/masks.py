@@ -17,8 +17,8 @@ import numpy as np
 from medge.calibration.images import IMAGE_SUFFIXES, folder_candidates
 from medge.calibration.labels import stratum_of
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
-from medge.metadata import ModelMeta
-from medge.registry import import_optional
+from medge.common.metadata import ModelMeta
+from medge.common.registry import import_optional
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
 

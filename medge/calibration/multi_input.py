@@ -17,8 +17,8 @@ import numpy as np
 
 from medge.calibration.arrays import TARGET_KEYS
 from medge.calibration.dataset import DataReport, DataSet, Sample, load_data
-from medge.errors import DataError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64"}
 

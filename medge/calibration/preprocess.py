@@ -1,6 +1,6 @@
 """The model's own preprocessing, applied to decoded images and signals.
 
-The schema lives in `medge.metadata` (``ModelMeta.preprocessing``).  Images go
+The schema lives in `medge.common.metadata` (``ModelMeta.preprocessing``).  Images go
 raw → intensity in [0, 1] → channels → resize to H×W → ``(x - mean) / std`` → layout; signals go
 leads in mV → resampled to the model's rate → windowed to the model's sample count → ``× scale``.
 Every source (folders, DICOM, WFDB, arrays, synthetic) ends up here, so the same data works for
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 
 class SkipSample(Exception):

@@ -16,8 +16,8 @@ import numpy as np
 from medge.calibration.labels import class_names, stratum_of
 from medge.calibration.preprocess import image_to_model, signal_to_model
 from medge.calibration.sampling import Candidate
-from medge.errors import DataError, did_you_mean
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError, did_you_mean
+from medge.common.metadata import ModelMeta
 
 SYNTHETIC_TASKS = ("cxr", "us-frame", "us-seg", "ecg")
 TASK_KINDS = {"cxr": "image", "us-frame": "image", "us-seg": "image", "ecg": "signal"}

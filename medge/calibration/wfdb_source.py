@@ -17,9 +17,9 @@ import numpy as np
 
 from medge.calibration.preprocess import resample_signal, signal_to_model, to_millivolts
 from medge.calibration.sampling import Candidate, SkipSample, error_detail
-from medge.errors import DataError
-from medge.metadata import ModelMeta
-from medge.registry import import_optional
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
+from medge.common.registry import import_optional
 
 
 def _lead_key(name: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from medge.commands.common_args import PRECISION_HELP, non_negative_float
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 
 HELP = "the whole chain for one model and target: export, quantize with gate, compile, compare, profile"
@@ -16,7 +16,7 @@ EXAMPLE = ["medge build cxr-densenet-tiny --target intel-cpu -o build/cxr-intel"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's arguments."""
-    from medge.build import DEFAULT_MODEL, DEFAULT_TARGET
+    from medge.build.chain import DEFAULT_MODEL, DEFAULT_TARGET
 
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                         help=f"zoo name, package.module:factory or .pt2/.pt file (default {DEFAULT_MODEL})")
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.build import BuildConfig, build
+    from medge.build.chain import BuildConfig, build
     from medge.export.input_specs import parse_input_shapes
 
     from medge.commands.common_args import parse_model_kwargs
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace):
     from medge.commands.compile import parse_options, tolerances_from_args
 
     options = parse_options(args.option)
-    from medge.build_prune import parse_prune
+    from medge.build.prune_step import parse_prune
 
     parse_prune(args.prune)  # fail before any work
     prune_options = {k: v for k, v in (("distill_steps", args.distill_steps), ("time_budget", args.prune_time_budget),

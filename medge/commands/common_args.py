@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 
 def parse_model_kwargs(text: str | None) -> dict:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from medge.commands.common_args import PRECISION_HELP, non_negative_float, parse_model_kwargs
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = "compile an exported ONNX model into a bundle for a target device"
 EXAMPLE = ["medge compile cxr.onnx -t jetson-orin-nano -o build/cxr-jetson",

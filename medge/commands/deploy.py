@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.deploy.deploy import DeployConfig, run_deploy
-    from medge.errors import MedgeError, UsageError
+    from medge.common.errors import MedgeError, UsageError
 
     app_args = list(getattr(args, "app_args", []))
     if args.health_timeout <= 0:

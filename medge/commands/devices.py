@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = "list the compile targets or show one target's profile"
 EXAMPLE = ["medge devices list", "medge devices show jetson-orin-nano"]
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.devices import TARGETS, get_target
-    from medge.reports import DictReport, ListReport
+    from medge.common.reports import DictReport, ListReport
 
     if args.action == "show":
         if not args.name:

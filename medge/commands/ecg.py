@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from medge.apps.view_security import ViewSecurity, add_view_security_arguments, view_security
-from medge.errors import MedgeError, UsageError
-from medge.reports import DictReport
+from medge.common.errors import MedgeError, UsageError
+from medge.common.reports import DictReport
 
 HELP = "wearable ECG app: simulate a patch, stream and reconstruct 12 leads live, reconstruct offline, fit"
 EXAMPLE = "medge ecg stream --model ecg-3to12 --port /dev/ttyACM0 --record rec --plot ecg.png --view browser"

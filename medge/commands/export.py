@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.console import Steps
-    from medge.fileio import check_output_file
+    from medge.common.console import Steps
+    from medge.common.fileio import check_output_file
 
     check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.export import export_onnx, load_model

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.errors import UsageError
+    from medge.common.errors import UsageError
     from medge.scale.farm import farm_ls, load_farm
 
     if args.timeout <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = "build a models × targets × precisions matrix (local processes or Ray), resumable, with one result table"
 EXAMPLE = ["medge matrix run release.yaml -o build/release --jobs 2",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = "measure load time, latency percentiles, throughput, peak memory and per-layer times"
 EXAMPLE = ["medge profile build/cxr-intel", "medge profile build/cxr-jetson --device ssh://nvidia@jetson.local"]

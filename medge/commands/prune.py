@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medge.commands.common_args import parse_model_kwargs
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = ("prune a PyTorch model, distil it from the dense model and gate its clinical metric; "
         "saves a .pt2 for 'medge export'")
@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Run the command."""
     from medge.export import parse_shape
-    from medge.quantize.prune import PruneConfig, prune_model
+    from medge.prune.pruner import PruneConfig, prune_model
 
     for flag, value in (("--eval-samples", args.eval_samples), ("--select-samples", args.select_samples)):
         if value is not None and value < 1:

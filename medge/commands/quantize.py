@@ -67,7 +67,7 @@ def run(args: argparse.Namespace):
     """Run the command."""
     from pathlib import Path
 
-    from medge.fileio import check_output_file
+    from medge.common.fileio import check_output_file
 
     check_output_file(args.output, "-o", suffix=".onnx")  # before any work
     from medge.commands.compile import tolerances_from_args
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace):
         max_fallback_steps=args.max_fallback_steps, int16_fallback=args.int16_fallback, n_boot=args.bootstrap, seed=args.seed,
         parity_limits=limits if judged else None,
     )
-    from medge.console import warn
+    from medge.common.console import warn
 
     for line in warnings if judged else []:
         warn(line)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace):
     """Run the command."""
     from medge.apps.ultrasound.app import UltrasoundConfig, run_ultrasound
     from medge.apps.ultrasound.sources import parse_size
-    from medge.errors import UsageError
+    from medge.common.errors import UsageError
 
     input_size = None
     if args.input_size:
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace):
         raise UsageError(f"--linger must be ≥ 0 seconds (got {args.linger})")
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must be in (0, 1) (got {args.mask_threshold})")
-    from medge.registry import import_optional
+    from medge.common.registry import import_optional
 
     import_optional("cv2", what="the ultrasound app")  # one line before anything starts, not a thread's traceback
     config = UltrasoundConfig(

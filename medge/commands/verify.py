@@ -24,10 +24,11 @@ def _sha256(text: str) -> str:
 
 def run(args: argparse.Namespace):
     """Run the command."""
-    from medge.devices.bundle import verify_bundle
-    from medge.errors import BundleError
+    from medge.common.bundle import verify_bundle
+    from medge.common.errors import BundleError
+    from medge.runtimes.model_file import artifact_problems
 
-    report = verify_bundle(args.bundle, expect_sha256=args.expect_sha256)
+    report = verify_bundle(args.bundle, expect_sha256=args.expect_sha256, artifact_problems=artifact_problems)
     if not report.ok:  # the table lists every problem; the error line says the first
         problems = report.problems()
         error = BundleError(f"bundle {args.bundle} fails verification ({len(problems)} problem(s)): {problems[0]}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HELP = "chest X-ray triage: DICOM receiver, prioritised worklist, DICOM SR out"
 
@@ -182,7 +182,7 @@ def _worklist(args: argparse.Namespace):
 
     from medge.apps.xray.board import worklist_report
     from medge.apps.xray.worklist import Worklist
-    from medge.errors import DataError
+    from medge.common.errors import DataError
 
     if not args.db.is_file():
         raise DataError(f"no worklist database at {args.db}; start 'medge xray serve --db {args.db} …' first")

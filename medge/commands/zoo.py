@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from medge.errors import UsageError
-from medge.reports import DictReport, ListReport
+from medge.common.errors import UsageError
+from medge.common.reports import DictReport, ListReport
 
 HELP = "list the built-in medical models or show one model card"
 EXAMPLE = ["medge zoo list", "medge zoo show cxr-densenet-tiny"]

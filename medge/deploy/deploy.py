@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from medge.deploy.service import AppSpec, pidfile_start, pidfile_status, pidfile_stop, systemd_unit
-from medge.errors import MedgeError, UsageError
-from medge.fileio import sha256_file
-from medge.reports import Report, human_bytes
+from medge.common.errors import MedgeError, UsageError
+from medge.common.fileio import sha256_file
+from medge.common.reports import Report, human_bytes
 
 
 @dataclass

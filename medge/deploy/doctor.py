@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medge.reports import Report, human_bytes
+from medge.common.reports import Report, human_bytes
 
 # CPU flags that matter for int8/bf16 kernels, by /proc/cpuinfo name.
 _X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
@@ -179,7 +179,7 @@ def hardware_facts() -> dict[str, Any]:
 
 def app_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each app: ready or not, and what is missing (with the pip extra or JetPack package)."""
-    from medge.errors import MissingDependencyError
+    from medge.common.errors import MissingDependencyError
 
     any_runtime = any(r["installed"] for k, r in runtimes.items() if k != "torch")
     result = {}
@@ -194,7 +194,7 @@ def app_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 def target_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each compile target: can its bundle run on this machine, and if not, what is missing."""
     from medge.devices import TARGETS
-    from medge.errors import MissingDependencyError
+    from medge.common.errors import MissingDependencyError
 
     arch = platform.machine()
     result = {}

@@ -33,7 +33,7 @@ def _http(port: int, spec: AppSpec, timeout_s: float) -> tuple[bool, str]:
 
 
 def _echo(port: int, spec: AppSpec, timeout_s: float) -> tuple[bool, str]:
-    from medge.registry import import_optional
+    from medge.common.registry import import_optional
 
     pynetdicom = import_optional("pynetdicom", what="the X-ray health check (C-ECHO)")
     called = option_value(list(spec.app_args), "--ae-title") or "MEDGE"

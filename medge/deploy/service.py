@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 APPS = ("ultrasound", "ecg", "xray")
 SUPERVISORS = ("systemd", "none")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from medge.devices.target import DeviceProfile, Toolkit, get_target, load_profiles, validate_request
-from medge.registry import Registry
+from medge.common.registry import Registry
 
 if TYPE_CHECKING:
     from medge.devices.compile import CompileConfig, CompileReport, compile_model

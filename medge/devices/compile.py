@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.console import Steps, warn
+from medge.common.console import Steps, warn
 from medge.devices.target import DeviceProfile, get_target, validate_request
-from medge.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
-from medge.reports import Report
+from medge.common.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
+from medge.common.reports import Report
 
 # Options every recipe understands, on top of the keys of the target's compile_options.
 COMMON_OPTIONS = ("allow_unsupported", "eval_samples")
@@ -130,7 +130,7 @@ def _gate_summary(gate: dict[str, Any]) -> str:
 
 
 def _source_model(path: Path, meta) -> dict[str, Any]:
-    from medge.fileio import sha256_file
+    from medge.common.fileio import sha256_file
 
     return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
 
@@ -139,7 +139,7 @@ def _model_source(config: CompileConfig, meta, notes: list[str]) -> str | None:
     """The PyTorch source for recipes that convert from PyTorch: --model-ref (with its kwargs and
     weights), else the source recorded in the ONNX metadata at export when it is still there."""
     from medge.export.loading import source_reference
-    from medge.fileio import sha256_file
+    from medge.common.fileio import sha256_file
 
     if config.model_ref:
         if config.weights and not Path(config.weights).is_file():
@@ -165,7 +165,7 @@ def _model_source(config: CompileConfig, meta, notes: list[str]) -> str | None:
 
 def check_bundle_output(output: Path, target: str, force: bool) -> None:
     """Refuse an -o that is not a bundle, and (without --force) a bundle for another target or with device files."""
-    from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST
+    from medge.common.bundle import DEVICE_OUTPUT_DIR, MANIFEST
 
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists())):
         raise UsageError(f"output '{output}' exists and is not a medge bundle; choose a new -o path or remove it")
@@ -189,10 +189,10 @@ def check_bundle_output(output: Path, target: str, force: bool) -> None:
 
 def compile_model(config: CompileConfig) -> CompileReport:
     """Compile an FP32 ONNX model for `config.target` into a verified bundle at `config.output`."""
-    from medge.devices.bundle import MANIFEST, write_manifest
+    from medge.common.bundle import MANIFEST, write_manifest
     from medge.devices.recipes import RECIPES, CompileContext
     from medge.devices.recipes.base import PreflightFailedError
-    from medge.fileio import atomic_dir, sha256_file
+    from medge.common.fileio import atomic_dir, sha256_file
     from medge.runtimes.model_file import open_onnx
 
     t0 = time.perf_counter()
@@ -219,7 +219,7 @@ def compile_model(config: CompileConfig) -> CompileReport:
         warnings.extend(tolerance_warnings)
     model_ref = _model_source(config, meta, notes)  # usage errors first
     calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
-    from medge.metadata import assumed_note
+    from medge.common.metadata import assumed_note
 
     if assumed_note(meta.preprocessing):
         notes.append(assumed_note(meta.preprocessing))

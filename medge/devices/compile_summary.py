@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medge.reports import data_text, details_row, gate_text, human_bytes, notes_rows, verdict
+from medge.common.reports import data_text, details_row, gate_text, human_bytes, notes_rows, verdict
 
 
 def preflight_text(pre: dict[str, Any]) -> str:

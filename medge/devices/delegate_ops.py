@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UnknownNameError, did_you_mean
+from medge.common.errors import UnknownNameError, did_you_mean
 
 TABLES_FILE = Path(__file__).with_name("delegate_ops.json")
 
@@ -54,7 +54,7 @@ def _fallback_reason(op: dict[str, Any], table: dict[str, Any], float_as_fp16: b
 
 
 def litert_preflight(ops: list[dict[str, Any]], delegate: str, *, float_as_fp16: bool = False) -> dict[str, Any]:
-    """Split a .tflite's ops (from `medge.devices.tflite_convert.tflite_ops`) into delegate and CPU ops.
+    """Split a .tflite's ops (from `medge.devices.recipes.litert.convert.tflite_ops`) into delegate and CPU ops.
 
     `float_as_fp16` says the delegate runs float32 tensors relaxed to FP16 (its fp16 precision mode).
     Returns ``{"checker", "delegate", "device", "accelerated_ops", "cpu_ops", "coverage",

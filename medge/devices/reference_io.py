@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.manifest import REFERENCE_INPUTS, REFERENCE_OUTPUTS
+from medge.common.bundle import REFERENCE_INPUTS, REFERENCE_OUTPUTS
 
 REFERENCE_SAMPLES = 4
 

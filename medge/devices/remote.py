@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medge.devices.profiling import ProfileConfig, ProfileReport, report_from_dict
-from medge.errors import MedgeError, UsageError
+from medge.common.errors import MedgeError, UsageError
 
 _URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
 _UNREACHABLE = ("connection refused", "timed out", "no route to host", "could not resolve", "network is unreachable",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medge.errors import TargetError, UnknownNameError, did_you_mean
+from medge.common.errors import TargetError, UnknownNameError, did_you_mean
 
 PROFILES_FILE = Path(__file__).with_name("profiles.json")
 

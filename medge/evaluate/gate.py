@@ -4,7 +4,7 @@
 on the same samples with the task metric (`medge.evaluate.metrics`), takes the signed drop
 (positive is worse), its paired-bootstrap 95 % CI (`medge.evaluate.statistics.bootstrap_ci`) and
 the verdict ``drop <= max_drop`` (None without a budget), and returns one `GateResult`.  The INT8
-gate (`medge.quantize.gate`), the prune gate (`medge.quantize.prune_gate`) and the per-recipe
+gate (`medge.quantize.gate`), the prune gate (`medge.prune.gate`) and the per-recipe
 metric gate (`medge.quantize.parity_gate`) all use it; `DEFAULT_MAX_DROP` is the one budget table.
 
 Deciding on signal, not noise (``Gate(..., ci_rule=True)``, the rule of ``--prune auto``): the
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 from medge.evaluate.metrics import FIDELITY, metric_drop, per_sample_scores, task_metric
 from medge.evaluate.statistics import bootstrap_ci, half_width, precise_enough
 

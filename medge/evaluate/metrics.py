@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from medge.errors import DataError, UnknownNameError, did_you_mean
+from medge.common.errors import DataError, UnknownNameError, did_you_mean
 
 DEFAULT_SPECIFICITY = 0.9
 FIDELITY = "fidelity"

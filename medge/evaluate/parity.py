@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

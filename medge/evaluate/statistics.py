@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 CONFIDENCE = 0.95
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max", "mean", "count")

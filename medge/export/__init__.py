@@ -1,6 +1,6 @@
 """PyTorch → ONNX export with parity checks and embedded medical metadata.
 
-Public API (imported lazily so that ``import medge.metadata`` stays light):
+Public API (imported lazily so that ``import medge.common.metadata`` stays light):
 
 * ``load_model(model, weights=None, model_kwargs=None, input_shape=None) -> LoadedModel``
 * ``export_onnx(model, output, *, weights=None, model_kwargs=None, input_shape=None, opset=None,

@@ -2,7 +2,7 @@
 
 A user's own network carries no card, so `medge export` (and `medge build`) take its description:
 
-* ``--preprocess FILE|JSON``: the preprocessing block of the metadata schema (`medge.metadata`);
+* ``--preprocess FILE|JSON``: the preprocessing block of the metadata schema (`medge.common.metadata`);
 * shorthand flags that override it: ``--modality``, ``--intensity unit|uint8|minmax|window``,
   ``--window C,W``, ``--mean``, ``--std``, ``--channels``, ``--layout``, and for signals
   ``--leads``, ``--sample-rate``, ``--units``;
@@ -25,8 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UsageError, did_you_mean
-from medge.metadata import TASKS, assumed_note
+from medge.common.errors import UsageError, did_you_mean
+from medge.common.metadata import TASKS, assumed_note
 
 INTENSITIES = ("unit", "uint8", "minmax", "window")
 IMAGE_LAYOUTS = ("NCHW", "NHWC")

@@ -19,13 +19,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from medge.errors import ExportError, ParityError, UsageError
-from medge.console import warn
+from medge.common.errors import ExportError, ParityError, UsageError
+from medge.common.console import warn
 from medge.export.loading import RANDOM_WEIGHTS, LoadedModel, load_model
-from medge.metadata import embed_metadata
+from medge.common.metadata import embed_metadata
 from medge.export.parity import check_parity, load_samples
 from medge.export.report import ExportReport
-from medge.fileio import check_output_file, sha256_bytes, write_bytes_atomic
+from medge.common.fileio import check_output_file, sha256_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from medge.fileio import sha256_file
-from medge.reports import DictReport
+from medge.common.fileio import sha256_file
+from medge.common.reports import DictReport
 
 
 def _preprocessing_status(meta) -> str:
     """'declared', 'assumed: <fields>' (medge's documented default filled them) or 'none'."""
-    from medge.metadata import assumed_note
+    from medge.common.metadata import assumed_note
 
     pre = meta.preprocessing if meta is not None else None
     if not pre:
@@ -76,7 +76,7 @@ def inspect_ir(path: str | Path) -> DictReport:
 
 def inspect_bundle(path: str | Path) -> DictReport:
     """Summarise a bundle: target, precision, primary artifact, manifest sha256, and its model's ONNX summary."""
-    from medge.manifest import MANIFEST, load_manifest
+    from medge.common.bundle import MANIFEST, load_manifest
 
     path = Path(path)
     manifest = load_manifest(path)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medge.errors import DataError, ModelLoadError, UnknownNameError, UsageError, did_you_mean
-from medge.metadata import ModelMeta, read_sidecar
+from medge.common.errors import DataError, ModelLoadError, UnknownNameError, UsageError, did_you_mean
+from medge.common.metadata import ModelMeta, read_sidecar
 from medge.export.input_specs import InputSpec, example_tensors
-from medge.fileio import sha256_file
+from medge.common.fileio import sha256_file
 
 if TYPE_CHECKING:
     import torch

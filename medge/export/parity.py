@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError, ExportError
+from medge.common.errors import DataError, ExportError
 from medge.evaluate.parity import compare_outputs
 from medge.export.report import OutputParity, ParityResult
 

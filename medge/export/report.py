@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report, details_row, human_bytes, human_count, notes_rows, tensors_text, verdict
+from medge.common.reports import Report, details_row, human_bytes, human_count, notes_rows, tensors_text, verdict
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
-from medge.registry import Registry
+from medge.common.registry import Registry
 
 if TYPE_CHECKING:
     from medge.quantize.backends.base import QuantBackend

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import GateFailedError, MedgeError, UsageError
-from medge.fileio import atomic_path
+from medge.common.errors import GateFailedError, MedgeError, UsageError
+from medge.common.fileio import atomic_path
 from medge.evaluate.gate import Gate
 from medge.evaluate.metrics import check_metric_name, default_metric_for_task, task_metric
 from medge.quantize.backends.base import QuantBackend, QuantOptions, output_head_nodes
@@ -218,7 +218,7 @@ def _fallback_sizes(n_candidates: int, budget: int) -> list[int]:
 
 
 def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport) -> dict[str, str]:
-    from medge.metadata import PREFIX, read_metadata
+    from medge.common.metadata import PREFIX, read_metadata
 
     info = {"precision": config.precision, "backend": config.backend,
             "calibration_sha256": (report.calibration or {}).get("sha256"),
@@ -266,7 +266,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                                      "int16_fallback": config.int16_fallback,
                                      "parity_limits": config.parity_limits,
                                      "reduce_range": bool(config.options.get("reduce_range"))})
-    from medge.metadata import assumed_note
+    from medge.common.metadata import assumed_note
 
     meta = opened.meta
     if meta is not None and assumed_note(meta.preprocessing):
@@ -330,7 +330,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
 
 def _load_data(config: QuantizeConfig, model: Path, gate: _LadderRun, report: QuantizeReport) -> None:
     from medge.calibration import check_overlap, load_data_for_onnx
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     calib = None
     if config.calib_source:

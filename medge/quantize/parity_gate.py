@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 from medge.evaluate.gate import Gate
 from medge.evaluate.metrics import default_metric_for_task
 from medge.evaluate.parity import compare_outputs, cosine
@@ -120,7 +120,7 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
         return ReferenceData(inputs, {"source": source, "sha256": data.sha256, "n": len(data), "split": split})
     from medge.calibration import onnx_input
     from medge.calibration.multi_input import default_feed, graph_inputs
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     meta = read_metadata(onnx_path)
     _, shape = onnx_input(onnx_path, meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from medge.reports import Report, data_text, details_row, gate_text, human_bytes, notes_rows, verdict
+from medge.common.reports import Report, data_text, details_row, gate_text, human_bytes, notes_rows, verdict
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medge.registry import Registry
+from medge.common.registry import Registry
 from medge.runtimes.base import Runtime, TensorInfo
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
@@ -19,7 +19,7 @@ def open_runtime(artifact, runtime: str | None = None, device: str = "cpu", thre
     """Load `artifact` with `runtime` (guessed from the suffix when None) and return the Runtime."""
     from pathlib import Path
 
-    from medge.errors import MedgeError
+    from medge.common.errors import MedgeError
 
     path = Path(artifact)
     if runtime is None:

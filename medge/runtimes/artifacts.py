@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medge.errors import BundleError, MedgeError
-from medge.manifest import MANIFEST, load_manifest
-from medge.metadata import ModelMeta
+from medge.common.errors import BundleError, MedgeError
+from medge.common.bundle import MANIFEST, load_manifest
+from medge.common.metadata import ModelMeta
 from medge.runtimes.model_file import FORMATS, open_model
 
 

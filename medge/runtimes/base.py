@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import DataError, MedgeError
+from medge.common.errors import DataError, MedgeError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 from medge.runtimes.base import TensorInfo, dequantize_output, quantize_input
 
 

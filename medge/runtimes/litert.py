@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import MedgeError
-from medge.registry import import_optional
+from medge.common.errors import MedgeError
+from medge.common.registry import import_optional
 from medge.runtimes.base import Runtime, TensorInfo
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medge.errors import ModelLoadError
-from medge.metadata import ModelMeta
+from medge.common.errors import ModelLoadError
+from medge.common.metadata import ModelMeta
 
 # File suffix → format name.
 FORMATS = {".onnx": "onnx", ".xml": "openvino-ir", ".tflite": "tflite", ".pt2": "exported-program"}
@@ -195,6 +195,21 @@ def open_model(path: str | Path, *, external_data: bool = False, check: bool = T
     if fmt == "tflite":
         return _open_tflite(path)
     return _open_pt2(path)
+
+
+def artifact_problems(path: str | Path) -> list[str]:
+    """[] when `open_model` opens `path` (or its format is not a model format), else its one-line error.
+
+    `medge verify` passes this to `common.bundle.verify_bundle`: a manifest may record the hash of a
+    corrupt file."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        return []
+    try:
+        open_model(path)
+    except ModelLoadError as exc:
+        return [str(exc)]
+    return []
 
 
 def open_onnx(path: str | Path, *, external_data: bool = False, check: bool = True) -> ModelFile:

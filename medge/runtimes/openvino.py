@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import MedgeError
-from medge.registry import import_optional
+from medge.common.errors import MedgeError
+from medge.common.registry import import_optional
 from medge.runtimes.base import Runtime, TensorInfo
 
 PRECISIONS = ("f32", "bf16", "f16")

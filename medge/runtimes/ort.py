@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.errors import MedgeError, ModelLoadError
-from medge.registry import import_optional
+from medge.common.errors import MedgeError, ModelLoadError
+from medge.common.registry import import_optional
 from medge.runtimes.base import Runtime, TensorInfo
 
 # medge device name → ONNX Runtime execution providers, most preferred first.

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medge.fileio import write_json_atomic
+from medge.common.fileio import write_json_atomic
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medge.errors import MedgeError, MissingDependencyError
+from medge.common.errors import MedgeError, MissingDependencyError
 from medge.scale.cell import end_group, finished_result, run_cell_blocking, start_cell
 
 RAY_GRACE_S = 30.0  # a Ray task ends its own cell at the timeout; the driver cancels it after this much more

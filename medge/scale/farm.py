@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import UsageError
-from medge.reports import ListReport
+from medge.common.errors import UsageError
+from medge.common.reports import ListReport
 from medge.scale.yamlfile import as_list, check_choice, check_keys, load_yaml, positive_number
 
 TOP_KEYS = ("devices", "ssh_key", "ssh_options", "remote_medge", "remote_python", "timeout")
@@ -228,7 +228,7 @@ def _last_seen(farm: Farm) -> dict[str, str]:
 
 
 def _save_last_seen(farm: Farm, seen: dict[str, str]) -> None:
-    from medge.fileio import write_json_atomic
+    from medge.common.fileio import write_json_atomic
 
     farm.lease_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(farm.lease_dir / "last_seen.json", seen)

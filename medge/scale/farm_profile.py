@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import UsageError
-from medge.fileio import atomic_path, write_json_atomic
-from medge.reports import Report
+from medge.common.errors import UsageError
+from medge.common.fileio import atomic_path, write_json_atomic
+from medge.common.reports import Report
 from medge.scale.cell import end_group, medge_cli
 from medge.scale.farm import Farm, FarmDevice, Lease, note_seen
 

@@ -15,8 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UsageError
-from medge.fileio import sha256_file
+from medge.common.errors import UsageError
+from medge.common.fileio import sha256_file
 from medge.scale.spec import Cell
 
 TOOLKITS = ("torch", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "ai-edge-litert", "ai-edge-quantizer",

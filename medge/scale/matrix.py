@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import MedgeError, UsageError
-from medge.reports import Report
+from medge.common.errors import MedgeError, UsageError
+from medge.common.reports import Report
 from medge.scale.engines import LocalEngine, RayEngine, Running
 from medge.scale.key import cell_key
 from medge.scale.results import append_row, last_rows, read_rows, render, write_tables

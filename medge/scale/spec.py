@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 from medge.scale.yamlfile import as_list, check_choice, check_keys, load_yaml, positive_number
 
 TOP_KEYS = ("models", "targets", "precisions", "prune", "exclude", "timeout", "retries", "threads", "runs", "warmup",
@@ -123,7 +123,7 @@ def _check_source(source: str, where: str) -> None:
             raise UsageError(f"{where}: model file not found: {source}")
         return
     if source not in MODELS:
-        from medge.errors import did_you_mean
+        from medge.common.errors import did_you_mean
 
         raise UsageError(f"{where}: unknown zoo model '{source}';{did_you_mean(source, MODELS.names())} see 'medge zoo list'"
                          " (or give module:factory, .pt2 or .onnx)")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UsageError, did_you_mean
+from medge.common.errors import UsageError, did_you_mean
 
 
 def load_yaml(path: str | Path, what: str) -> dict[str, Any]:

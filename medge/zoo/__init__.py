@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medge.errors import ModelLoadError
-from medge.registry import Registry, resolve_reference
+from medge.common.errors import ModelLoadError
+from medge.common.registry import Registry, resolve_reference
 from medge.zoo.card import ModelCard
 from medge.zoo.catalog import WEIGHTS_DIR, load_cards
 

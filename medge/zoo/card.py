@@ -12,7 +12,7 @@ class ModelCard:
 
     name: str
     family: str  # e.g. "DenseNet", "U-Net", "hybrid ViT"
-    task: str  # one of medge.metadata.TASKS
+    task: str  # one of medge.common.metadata.TASKS
     modality: str  # DICOM modality code: CR, US, ECG
     description: str
     input_name: str
@@ -21,7 +21,7 @@ class ModelCard:
     output_names: tuple[str, ...]
     output_shape: tuple[int, ...]  # batch 1
     labels: tuple[str, ...]
-    preprocessing: dict[str, Any]  # schema in medge.metadata
+    preprocessing: dict[str, Any]  # schema in medge.common.metadata
     factory: str  # "package.module:callable" returning an nn.Module
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # file name under medge/zoo/weights/, None: random init only

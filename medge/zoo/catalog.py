@@ -33,7 +33,7 @@ INPUT_LEADS: tuple[str, ...] = ("II", "V1", "V5")
 
 
 def image_preprocessing(modality: str, size: int, mean: float, std: float) -> dict[str, Any]:
-    """Image preprocessing block (schema in medge.metadata) for raw inputs in [0, 1]."""
+    """Image preprocessing block (schema in medge.common.metadata) for raw inputs in [0, 1]."""
     return {
         "kind": "image",
         "modality": modality,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medge.apps.model import AppModel, classifier_threshold
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 
 
 def test_segmenter_bundle_runs_on_any_frame_size(app_bundles):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medge.apps.view import BOUNDARY, BrowserView, encode_jpeg, parse_view
-from medge.errors import MedgeError, UsageError
+from medge.common.errors import MedgeError, UsageError
 
 
 def _jpeg(value: int, size: int = 64) -> bytes:

@@ -26,7 +26,7 @@ def test_build_for_the_npu_calibrates_on_feeds_made_by_the_source_model(run_cli,
 
 
 def test_step_feeds_carry_the_scan_state_reached_at_each_step(tmp_path):
-    from medge.build_derived_feeds import write_derived_feeds
+    from medge.build.derived_feeds import write_derived_feeds
 
     path = write_derived_feeds("ecg-mamba-3to12-step", tmp_path / "f.npz", n=20, split="calib")
     with np.load(path) as npz:
@@ -51,7 +51,7 @@ def test_an_encoder_whose_output_is_no_mask_is_gated_on_parity_not_dice(run_cli,
 
 
 def test_dice_refuses_outputs_that_only_hold_as_many_values_as_the_masks():
-    from medge.errors import DataError
+    from medge.common.errors import DataError
     from medge.evaluate.metrics import dice
 
     masks = np.zeros((2, 1, 64, 64), dtype=np.float32)

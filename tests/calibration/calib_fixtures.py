@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.metadata import ModelMeta
+from medge.common.metadata import ModelMeta
 
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "SECRET-PID-4711"

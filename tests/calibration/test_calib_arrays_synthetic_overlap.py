@@ -8,8 +8,8 @@ from calib_fixtures import ecg_meta, image_meta, image_shape, write_png
 
 from medge.calibration import check_overlap, load_data, load_data_for_onnx
 from medge.calibration.synthetic_source import split_seed
-from medge.errors import DataError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError
+from medge.common.metadata import ModelMeta
 
 
 def _load(source, meta, **kw):
@@ -151,7 +151,7 @@ def _tiny_onnx(path, meta: ModelMeta | None, size: int = 8) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     graph = helper.make_graph(
         [helper.make_node("Sigmoid", ["image"], ["probabilities"])], "tiny",

@@ -10,7 +10,7 @@ def _identity_onnx(path, meta) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["image"], ["probabilities"], axes=[2, 3], keepdims=0)], "tiny",

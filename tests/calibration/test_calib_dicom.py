@@ -9,7 +9,7 @@ import pytest
 from calib_fixtures import PATIENT_ID, PATIENT_NAME, image_meta, image_shape, write_dicom
 
 from medge.calibration import load_data
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 RAW = {"mean": (0.0,), "std": (1.0,)}  # identity normalisation: outputs are the [0, 1] intensities
 

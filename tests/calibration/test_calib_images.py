@@ -9,7 +9,7 @@ import pytest
 from calib_fixtures import image_meta, image_shape, write_png
 
 from medge.calibration import load_data
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 
 def _load(path, meta, **kw):

@@ -9,7 +9,7 @@ from calib_fixtures import image_meta, image_shape, write_dicom
 from medge.calibration import load_data
 from medge.calibration.preprocess import resample_signal, to_millivolts, window_to_unit
 from medge.calibration.sampling import _quotas
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 
 def test_voi_functions_follow_ps3_3():

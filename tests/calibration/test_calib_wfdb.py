@@ -7,7 +7,7 @@ import pytest
 from calib_fixtures import ecg_meta
 
 from medge.calibration import load_data
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 FS, SECONDS = 250, 10
@@ -88,7 +88,7 @@ def test_image_folder_for_an_ecg_model_is_a_data_error(tmp_path):
 def test_zoo_ecg_model_reads_a_record_like_its_synthetic_data(tmp_path):
     """A 12-lead record written from synthetic data gives the generator's own 3-lead input."""
     from medge.calibration.synthetic import generate
-    from medge.metadata import ModelMeta
+    from medge.common.metadata import ModelMeta
     from medge.zoo import get_card
 
     card = get_card("ecg-3to12")

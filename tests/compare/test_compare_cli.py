@@ -13,7 +13,7 @@ from fixtures.cli_checks import assert_one_line_error
 
 def make_bundle(folder, tiny):
     """A minimal medge bundle holding the tflite (NHWC) artifact and the ONNX it came from."""
-    from medge.devices.bundle import write_manifest
+    from medge.common.bundle import write_manifest
 
     folder.mkdir()
     shutil.copy(tiny.tflite_nhwc, folder / "model.tflite")
@@ -56,7 +56,7 @@ def test_a_different_model_fails_the_thresholds(run_cli, tiny):
 def test_metric_on_npz_targets_with_layout_change(run_cli, tiny, tmp_path):
     import onnx
 
-    from medge.metadata import ModelMeta, embed_metadata
+    from medge.common.metadata import ModelMeta, embed_metadata
 
     model = onnx.load(str(tiny.onnx))
     embed_metadata(model, ModelMeta(model="tiny", task="segmentation", labels=["a", "b"], input_layout="NCHW", preprocessing={}))

@@ -68,7 +68,7 @@ def models(tmp_path_factory):
     """Folder with good.onnx, <bad>.onnx, <bad>.pt2 (from a real ExportedProgram) and bundle-<bad>/."""
     import torch
 
-    from medge.devices.bundle import write_manifest
+    from medge.common.bundle import write_manifest
 
     root = tmp_path_factory.mktemp("bad_models")
     good, dangling = _tiny_onnx(), _tiny_onnx(dangling=True)

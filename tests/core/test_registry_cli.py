@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medge.errors import MissingDependencyError, UnknownNameError
-from medge.registry import Registry, import_optional
+from medge.common.errors import MissingDependencyError, UnknownNameError
+from medge.common.registry import Registry, import_optional
 
 
 def test_registry_rejects_duplicates_and_suggests():

@@ -15,7 +15,7 @@ def export_tiny_cnn(path: Path, *, dynamic_batch: bool = False, opset: int = 13)
     import torch
     from torch import nn
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     torch.manual_seed(0)
     net = nn.Sequential(

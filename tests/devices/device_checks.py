@@ -55,7 +55,7 @@ LABELS = ["atelectasis", "cardiomegaly", "effusion", "pneumothorax"]
 
 def tiny_meta(model: str = "tiny-cxr"):
     """ModelMeta of the tiny 4-label chest X-ray CNNs built by these tests."""
-    from medge.metadata import ModelMeta
+    from medge.common.metadata import ModelMeta
 
     return ModelMeta(
         model=model, task="multilabel-classification", labels=LABELS, input_layout="NCHW",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from medge.devices.bundle import load_manifest, verify_bundle
-from medge.errors import BundleError
+from medge.common.bundle import load_manifest, verify_bundle
+from medge.common.errors import BundleError
 
 
 @pytest.fixture

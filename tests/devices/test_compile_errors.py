@@ -15,7 +15,7 @@ def _unsupported_model(path, meta):
     nodes = [helper.make_node("Relu", ["image"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
              helper.make_node("Unique", ["f"], ["probs"])]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     embed_metadata(model, meta)
     onnx.save(model, str(path))

@@ -190,7 +190,7 @@ def test_failed_gate_writes_nothing(tiny_onnx, tmp_path):
     # An impossible gate (max drop -1) can no longer be typed (the CLI rejects a negative --max-drop),
     # so it is set through the API that the CLI calls.
     from medge.devices.compile import CompileConfig, compile_model
-    from medge.errors import GateFailedError
+    from medge.common.errors import GateFailedError
 
     out = tmp_path / "gated"
     config = CompileConfig(model=tiny_onnx, target="jetson-orin-nano", output=out, precision="int8",
@@ -215,7 +215,7 @@ def test_int8_engine_flags_per_toolkit(tiny_onnx_dynamic, tmp_path):
     """Precision flags by TensorRT version and device, and the strongly_typed override (no quantization run)."""
     from medge.devices.recipes import CompileContext
     from medge.devices.recipes.tensorrt import engine_config, trtexec_args
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     def flags(target, precision="int8", **overrides):
         profile = get_target(target)

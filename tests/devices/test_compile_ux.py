@@ -92,7 +92,7 @@ def test_compile_refuses_to_drop_device_files(run_cli, tiny_onnx, tmp_path):
 
 
 def test_int8_on_synthetic_data_warns(run_cli, tiny_onnx, tmp_path):
-    from medge.metadata import read_metadata, embed_metadata
+    from medge.common.metadata import read_metadata, embed_metadata
 
     meta = read_metadata(tiny_onnx)
     meta.model = "cxr-densenet-tiny"  # a zoo name: compile falls back to its synthetic data
@@ -114,7 +114,7 @@ def test_int8_on_synthetic_data_warns(run_cli, tiny_onnx, tmp_path):
 def test_failed_compile_summary_is_short(run_cli, tmp_path, medge_meta):
     from onnx import TensorProto, helper
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 64, 64])
     y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)

@@ -85,7 +85,7 @@ def test_rewrite_matches_onnx_runtime(name, tmp_path):
     import onnxruntime as ort
     import torch
 
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
 
     nodes, inits = CASES[name]
     path = _graph(tmp_path, name.replace("-", "_"), nodes, inits)
@@ -98,7 +98,7 @@ def test_rewrite_matches_onnx_runtime(name, tmp_path):
 
 
 def test_every_new_building_block_op_is_covered():
-    from medge.devices.tflite_onnx_to_torch import SUPPORTED_OPS
+    from medge.devices.recipes.litert.onnx_to_torch import SUPPORTED_OPS
 
     wanted = {"ReduceSum", "CumSum", "Exp", "Log", "Max", "Where", "HardSwish", "Softplus", "Resize", "Slice",
               "InstanceNormalization", "Pad", "LeakyRelu"}
@@ -110,8 +110,8 @@ def test_every_new_building_block_op_is_covered():
 def test_unconvertible_model_names_the_op_and_its_node(tmp_path):
     from onnx import helper
 
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
-    from medge.errors import ExportError
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
+    from medge.common.errors import ExportError
 
     path = _graph(tmp_path, "nms", [helper.make_node("Relu", ["x"], ["r"], name="act"),
                                     helper.make_node("GridSample", ["r", "r"], ["y"], name="warp")])
@@ -139,7 +139,7 @@ def test_zoo_onnx_converts_exactly(model, tmp_path):
     import onnxruntime as ort
     import torch
 
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
     from medge.export import export_onnx
 
     path = tmp_path / f"{model}.onnx"

@@ -79,8 +79,8 @@ def test_onnx_to_torch_names_unsupported_ops(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
-    from medge.errors import ExportError
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
+    from medge.common.errors import ExportError
 
     graph = helper.make_graph(
         [helper.make_node("Round", ["x"], ["y"])], "g",
@@ -133,7 +133,7 @@ def test_failed_metric_gate_writes_nothing(tiny_onnx, tmp_path):
     # An impossible gate (max drop -1) can no longer be typed (the CLI rejects a negative --max-drop),
     # so it is set through the API that the CLI calls.
     from medge.devices.compile import CompileConfig, compile_model
-    from medge.errors import GateFailedError
+    from medge.common.errors import GateFailedError
 
     out = tmp_path / "fail"
     config = CompileConfig(model=tiny_onnx, target="android-qualcomm-npu", output=out, calib_source="synthetic:cxr",

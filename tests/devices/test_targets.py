@@ -8,7 +8,7 @@ import pytest
 
 from medge.devices import TARGETS, get_target, load_profiles
 from medge.devices.target import PROFILES_FILE, validate_request
-from medge.errors import TargetError, UnknownNameError
+from medge.common.errors import TargetError, UnknownNameError
 
 # One row per target: (family, recipe, runtime, precisions).  Adding a profile without adding it
 # here fails test_every_target_has_a_test.

@@ -100,7 +100,7 @@ def test_int8_engine_config_is_not_contradictory(tiny_onnx, tmp_path):
     from medge.devices.recipes import CompileContext
     from medge.devices.recipes.tensorrt import engine_config
     from medge.devices.target import get_target
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
 
     for target in ("jetson-orin-nano", "jetson-xavier-nx"):
         profile = get_target(target)

@@ -33,7 +33,7 @@ def _sensitive_net():
 @pytest.fixture(scope="module")
 def sensitive_tflite(tmp_path_factory):
     """(float .tflite of the int8-sensitive net, calibration samples)."""
-    from medge.devices.tflite_convert import convert_tflite
+    from medge.devices.recipes.litert.convert import convert_tflite
 
     rng = np.random.default_rng(0)
     calib = [rng.random((1, 1, 64, 64), dtype=np.float32) for _ in range(8)]
@@ -65,8 +65,8 @@ def _judge(float_path, calib):
 
 @pytest.mark.parametrize("prefer_float", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_target_ladder_moves_ops_to_float_not_int16(sensitive_tflite, tmp_path, prefer_float):
-    from medge.devices.tflite_convert import tflite_ops
-    from medge.devices.tflite_ladder import op_precisions, run_ladder
+    from medge.devices.recipes.litert.convert import tflite_ops
+    from medge.devices.recipes.litert.ladder import op_precisions, run_ladder
 
     float_path, calib = sensitive_tflite
     out = tmp_path / "q.tflite"

@@ -47,7 +47,7 @@ def _export(net, path: Path) -> Path:
     import onnx
     import torch
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     tmp = path.with_suffix(".raw.onnx")
     torch.onnx.export(net, (torch.zeros(1, 1, 64, 64),), str(tmp), input_names=["image"], output_names=["probs"],
@@ -81,7 +81,7 @@ def _sensitive_net():
 def test_fold_turns_every_batchnorm_into_conv_weights_or_a_depthwise_conv():
     import torch
 
-    from medge.devices.tflite_fold import fold_for_npu
+    from medge.devices.recipes.litert.fold import fold_for_npu
 
     net = _tiny_net().eval()
     _randomise_bn(net)
@@ -97,9 +97,9 @@ def test_fold_turns_every_batchnorm_into_conv_weights_or_a_depthwise_conv():
 
 def test_int8_tflite_is_byte_identical_and_both_routes_agree(tmp_path):
     from medge.quantize.parity_gate import load_inputs, onnx_runner
-    from medge.devices.tflite_convert import convert_tflite
-    from medge.devices.tflite_ladder import AeqLadder
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+    from medge.devices.recipes.litert.convert import convert_tflite
+    from medge.devices.recipes.litert.ladder import AeqLadder
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
     from medge.runtimes import open_runtime
     from medge.runtimes.base import dequantize_output, quantize_input
 
@@ -141,8 +141,8 @@ def test_calibration_keeps_the_whole_range_of_a_small_output(tmp_path):
     import torch
 
     from medge.quantize.parity_gate import load_inputs
-    from medge.devices.tflite_convert import convert_tflite
-    from medge.devices.tflite_ladder import AeqLadder
+    from medge.devices.recipes.litert.convert import convert_tflite
+    from medge.devices.recipes.litert.ladder import AeqLadder
     from medge.runtimes import open_runtime
 
     net = _tiny_net().eval()
@@ -181,8 +181,8 @@ def _shared_basis_net():
 
 
 def test_a_constant_shared_by_matmul_and_linear_quantizes_to_a_loadable_tflite(tmp_path):
-    from medge.devices.tflite_convert import convert_tflite, tflite_ops
-    from medge.devices.tflite_ladder import AeqLadder, shared_constant_ops
+    from medge.devices.recipes.litert.convert import convert_tflite, tflite_ops
+    from medge.devices.recipes.litert.ladder import AeqLadder, shared_constant_ops
     from medge.runtimes import open_runtime
     from medge.runtimes.base import dequantize_output, quantize_input
 
@@ -221,8 +221,8 @@ def _two_input_net():
 
 
 def test_a_two_input_model_gets_both_inputs_quantized_and_fed(tmp_path):
-    from medge.devices.tflite_convert import convert_tflite, model_layout
-    from medge.devices.tflite_ladder import AeqLadder
+    from medge.devices.recipes.litert.convert import convert_tflite, model_layout
+    from medge.devices.recipes.litert.ladder import AeqLadder
     from medge.runtimes import open_runtime
     from medge.runtimes.feeds import adapt_inputs, restore_outputs
 
@@ -252,8 +252,8 @@ def test_an_op_whose_kernel_refuses_to_run_goes_to_int16_then_float(tmp_path):
     import torch
     from torch import nn
 
-    from medge.devices.tflite_convert import convert_tflite, tflite_ops
-    from medge.devices.tflite_ladder import run_ladder
+    from medge.devices.recipes.litert.convert import convert_tflite, tflite_ops
+    from medge.devices.recipes.litert.ladder import run_ladder
     from medge.runtimes import open_runtime
     from medge.runtimes.base import quantize_input
 
@@ -291,9 +291,9 @@ def test_a_kernel_refusal_at_allocation_names_the_op_in_the_float_model(tmp_path
     """A .tflite LiteRT refuses to load (per-channel FULLY_CONNECTED weights on axis 1, as AEQ made
     for a constant shared with a matmul before `shared_constant_ops`) is read as a refusal of
     that op at prepare, mapped to its scope in the float model."""
-    from medge.devices.tflite_convert import convert_tflite
-    from medge.devices.tflite_ladder import AeqLadder, find_refusal, ladder_candidates
-    from medge.errors import MedgeError
+    from medge.devices.recipes.litert.convert import convert_tflite
+    from medge.devices.recipes.litert.ladder import AeqLadder, find_refusal, ladder_candidates
+    from medge.common.errors import MedgeError
     from medge.runtimes import open_runtime
 
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medge.devices.tflite_rewrites import conv_transpose2d_as_conv, replace_conv_transpose
+from medge.devices.recipes.litert.rewrites import conv_transpose2d_as_conv, replace_conv_transpose
 
 
 @pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (2, 2, 0, 0), (4, 2, 1, 0), (3, 1, 1, 0), (5, 3, 2, 2)])
@@ -42,7 +42,7 @@ def test_modules_are_swapped():
 
 
 def test_prelu_rewrite_matches():
-    from medge.devices.tflite_rewrites import replace_prelu
+    from medge.devices.recipes.litert.rewrites import replace_prelu
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Conv2d(3, 2, 1), nn.PReLU())
@@ -55,7 +55,7 @@ def test_prelu_rewrite_matches():
 
 
 def test_leaky_relu_rewrite_matches():
-    from medge.devices.tflite_rewrites import LeakyReLUAsMaximum, replace_leaky_relu
+    from medge.devices.recipes.litert.rewrites import LeakyReLUAsMaximum, replace_leaky_relu
 
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.LeakyReLU(0.01), nn.Sequential(nn.Conv2d(3, 2, 1), nn.LeakyReLU(0.2)),
                         nn.LeakyReLU(1.5))

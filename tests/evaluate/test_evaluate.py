@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 from medge.evaluate import metrics as M
 from medge.evaluate.gate import DEFAULT_MAX_DROP, Gate, GateResult
 from medge.evaluate.parity import compare_output_lists, compare_outputs, cosine
@@ -20,7 +20,7 @@ from medge.evaluate.statistics import (
     precise_enough,
     samples_for_precision,
 )
-from medge.quantize.prune_gate import gate as prune_gate
+from medge.prune.gate import gate as prune_gate
 
 
 def _classifier(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,10 +71,10 @@ def test_bootstrap_ci_edges():
 def test_one_budget_table_covers_every_gate_metric():
     # build's table lacked iou and fidelity; the prune gate's had them: one table now
     assert {"auroc", "sens@spec", "dice", "iou", "pearson", "accuracy", M.FIDELITY} <= set(DEFAULT_MAX_DROP)
-    import medge.build
-    import medge.quantize.prune_gate
+    import medge.build.chain
+    import medge.prune.gate
 
-    assert not hasattr(medge.build, "DEFAULT_MAX_DROP") and not hasattr(medge.quantize.prune_gate, "DEFAULT_MAX_DROP")
+    assert not hasattr(medge.build.chain, "DEFAULT_MAX_DROP") and not hasattr(medge.prune.gate, "DEFAULT_MAX_DROP")
 
 
 def test_prune_gate_is_the_one_gate_on_fidelity():

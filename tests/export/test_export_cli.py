@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from fixtures.cli_checks import assert_one_line_error
-from medge.metadata import read_metadata
+from medge.common.metadata import read_metadata
 
 TINY = "fixtures.tiny_models:tiny_conv"
 

@@ -15,7 +15,7 @@ import pytest
 
 from calibration.calib_fixtures import write_dicom, write_png
 from fixtures.cli_checks import assert_one_line_error
-from medge.metadata import read_metadata
+from medge.common.metadata import read_metadata
 
 TINY = "fixtures.tiny_models:tiny_conv"
 DENSENET = "monai.networks.nets:DenseNet121"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medge.metadata import read_metadata
+from medge.common.metadata import read_metadata
 
 CASES = {
     "UNet-1d": ("UNet", {"spatial_dims": 1, "in_channels": 3, "out_channels": 12, "channels": [8, 16, 32],

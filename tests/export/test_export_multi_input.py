@@ -11,7 +11,7 @@ import pytest
 
 from calibration.calib_fixtures import write_png
 from fixtures.cli_checks import assert_one_line_error
-from medge.metadata import read_metadata
+from medge.common.metadata import read_metadata
 
 SAM = "us-lesion-sam"
 

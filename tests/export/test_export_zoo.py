@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medge.metadata import read_metadata
-from medge.fileio import sha256_file
+from medge.common.metadata import read_metadata
+from medge.common.fileio import sha256_file
 from medge.zoo import MODELS, get_card
 
 # > 20 s each on this shared machine; the two small models keep the default run quick.

@@ -73,8 +73,8 @@ def test_profile_onnx_with_openvino_runtime_in_process(run_cli, tiny):
 
 
 def make_bundle(folder, tiny):
-    """A minimal medge bundle holding the IR, with a manifest written by medge.devices.bundle."""
-    from medge.devices.bundle import write_manifest
+    """A minimal medge bundle holding the IR, with a manifest written by medge.common.bundle."""
+    from medge.common.bundle import write_manifest
 
     folder.mkdir()
     shutil.copy(tiny.ir, folder / "model.xml")

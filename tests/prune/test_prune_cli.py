@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medge.metadata import ModelMeta
-from medge.metadata import read_sidecar
+from medge.common.metadata import ModelMeta
+from medge.common.metadata import read_sidecar
 from medge.zoo import get_card
 
 

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from fixtures.cli_checks import assert_one_line_error
-from medge.metadata import read_sidecar
+from medge.common.metadata import read_sidecar
 
 USER = ("residual_models:tiny_resnet", "--input-shape", "1x1x32x32", "--threads", "1", "--no-onnx-size",
         "--no-progress")
@@ -188,7 +188,7 @@ def test_weight_average_blends_weights_and_statistics_and_copies_counters():
     import torch
     from torch import nn
 
-    from medge.quantize.distill import WeightAverage
+    from medge.prune.distill import WeightAverage
 
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     average = WeightAverage(net, decay=0.9)

@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import UNet
 from residual_models import residual_skip_1d, tiny_resnet
 
-from medge.quantize.prune_methods import (
+from medge.prune.methods import (
     apply_unstructured_masks,
     kept_channels,
     output_layers,

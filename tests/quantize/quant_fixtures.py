@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medge.metadata import ModelMeta, embed_metadata
+from medge.common.metadata import ModelMeta, embed_metadata
 
 SIZE = 64
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medge.errors import DataError, UnknownNameError
+from medge.common.errors import DataError, UnknownNameError
 from medge.evaluate import metrics as M
 from medge.evaluate.gate import drop_ci
 

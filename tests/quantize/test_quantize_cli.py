@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from medge.metadata import read_metadata
+from medge.common.metadata import read_metadata
 
 from quant_fixtures import export_tiny, write_npz
 
@@ -239,7 +239,7 @@ def test_bad_requests_are_one_line_errors(run_cli, models, tmp_path, args, code,
 
 def test_inc_pt2e_int8_from_the_pytorch_model(run_cli, models, tmp_path, monkeypatch):
     pytest.importorskip("neural_compressor", reason="neural-compressor-pt (medge[inc]) is not installed")
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     model = onnx.load(str(models["plain"]))
     meta = read_metadata(model)

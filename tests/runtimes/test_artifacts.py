@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from medge.errors import BundleError, MedgeError, UnknownNameError
-from medge.metadata import ModelMeta
+from medge.common.errors import BundleError, MedgeError, UnknownNameError
+from medge.common.metadata import ModelMeta
 from medge.runtimes.artifacts import artifact_size, resolve_artifact
 from medge.compare import split_runtime_suffix
 
@@ -19,7 +19,7 @@ META = ModelMeta(model="tiny", task="segmentation", labels=["a", "b"], input_lay
 def onnx_with_meta(tiny, tmp_path):
     import onnx
 
-    from medge.metadata import embed_metadata
+    from medge.common.metadata import embed_metadata
 
     model = onnx.load(str(tiny.onnx))
     embed_metadata(model, META)
@@ -45,7 +45,7 @@ def test_openvino_ir_keeps_the_onnx_metadata(onnx_with_meta, tmp_path):
 
 
 def test_bundle_uses_manifest_and_finds_onnx_metadata(tiny, onnx_with_meta, tmp_path):
-    from medge.devices.bundle import write_manifest
+    from medge.common.bundle import write_manifest
 
     bundle = tmp_path / "bundle"
     (bundle / "fp32").mkdir(parents=True)

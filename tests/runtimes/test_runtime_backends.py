@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny_artifacts import INPUT_SHAPE, OUTPUT_SHAPE, reference_output
 
-from medge.errors import DataError, MedgeError, MissingDependencyError
+from medge.common.errors import DataError, MedgeError, MissingDependencyError
 from medge.runtimes import Runtime, open_runtime
 from medge.runtimes.base import TensorInfo, dequantize_output, quantize_input
 from medge.runtimes.feeds import adapt_inputs, layout_permutation, random_inputs, restore_outputs

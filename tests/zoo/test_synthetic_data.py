@@ -7,7 +7,7 @@ import pytest
 
 from medge.calibration.synthetic import TASKS, generate
 from medge.calibration.synthetic.ecg import FS_HZ, INPUT_INDEX, STANDARD_LEADS
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 SHAPES = {
     "cxr": ((224, 224), (4,), np.float32),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medge.errors import ModelLoadError
+from medge.common.errors import ModelLoadError
 from medge.zoo import build_model, load_safetensors_weights
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 PACKET_BYTES = 33
 HEADER_BYTE = 0xA0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medge.apps.ecg.reconstruct import LeadModel
-from medge.errors import DataError, ModelLoadError
+from medge.common.errors import DataError, ModelLoadError
 
 DERIVE_KEY = "derive_limb_leads"
 
@@ -32,7 +32,7 @@ def resolve_artifact(ref: str, samples: int | None = None) -> Path:
     if path.exists() or path.suffix or "/" in ref:
         return path  # AppModel names a missing or unreadable file in its own one-line error
     if not is_zoo_name(ref):
-        from medge.errors import did_you_mean
+        from medge.common.errors import did_you_mean
         from medge.zoo import MODELS
 
         raise ModelLoadError(f"model '{ref}' is neither a file nor a zoo model;{did_you_mean(ref, MODELS.names())} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 HIGHPASS_HZ = 0.05
 NOTCH_Q = 30.0

@@ -30,7 +30,7 @@ from medge.apps.ecg.reconstruct import (
 )
 from medge.calibration.preprocess import resample_signal
 from medge.calibration.wfdb_source import record_names
-from medge.errors import DataError, UsageError
+from medge.common.errors import DataError, UsageError
 from medge.evaluate.metrics import ecg_per_lead
 
 ZOO_MODEL = "ecg-3to12"

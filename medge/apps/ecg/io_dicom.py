@@ -22,9 +22,9 @@ import numpy as np
 
 from medge.apps.ecg.io_wfdb import EcgRecord
 from medge.apps.ecg.provenance import Provenance
-from medge.errors import DataError
-from medge.fileio import atomic_path
-from medge.registry import import_optional
+from medge.common.errors import DataError
+from medge.common.fileio import atomic_path
+from medge.common.registry import import_optional
 
 TWELVE_LEAD_ECG = "1.2.840.10008.5.1.4.1.1.9.1.1"
 GENERAL_ECG = "1.2.840.10008.5.1.4.1.1.9.1.2"

@@ -22,8 +22,8 @@ import numpy as np
 
 from medge.calibration.preprocess import to_millivolts
 from medge.calibration.wfdb_source import record_names
-from medge.errors import DataError
-from medge.registry import import_optional
+from medge.common.errors import DataError
+from medge.common.registry import import_optional
 
 UV_GAIN = 1000.0  # ADC units per mV: 1 µV resolution
 INVALID_24 = -(2 ** 23)  # WFDB's invalid sample in format 24 (rdrecord reads it as NaN)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from medge.apps.ecg.serial_reader import NoValidFramesError, PortClosedError, Receiver, SampleBlock
-from medge.errors import DataError
-from medge.registry import import_optional
+from medge.common.errors import DataError
+from medge.common.registry import import_optional
 
 SILENCE_LIMIT_S = 5.0  # no valid frame since the start: wrong --baud/--protocol
 LOSS_AFTER_S = 1.0  # no valid frame for this long after valid ones: the link is lost

@@ -23,9 +23,9 @@ from medge.apps.ecg.reconstruct import (
     mean_r,
     reconstruct_offline,
 )
-from medge.errors import DataError
+from medge.common.errors import DataError
 from medge.evaluate.metrics import ecg_per_lead
-from medge.fileio import atomic_path
+from medge.common.fileio import atomic_path
 
 
 def write_output(out: Path, signal_mv: np.ndarray, rate_hz: float, provenance: Provenance) -> None:

@@ -32,7 +32,7 @@ from medge.apps.ecg.fit import (
 )
 from medge.apps.ecg.io_wfdb import read_ecg
 from medge.apps.ecg.reconstruct import STANDARD_LEADS, LeadModel
-from medge.errors import DataError, UsageError
+from medge.common.errors import DataError, UsageError
 
 MIN_WINDOWS = 4  # 2 to fine-tune (one of them picks the epoch), 2 held out
 

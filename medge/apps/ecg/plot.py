@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from medge.apps.ecg.reconstruct import R_WARN
-from medge.fileio import atomic_path
-from medge.registry import import_optional
+from medge.common.fileio import atomic_path
+from medge.common.registry import import_optional
 
 LAYOUT = (("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"))
 MM_PER_S, MM_PER_MV = 25.0, 10.0

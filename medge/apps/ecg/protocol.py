@@ -34,7 +34,7 @@ def crc16(data: bytes) -> int:
 
 
 def _cobs():
-    from medge.registry import import_optional
+    from medge.common.registry import import_optional
 
     return import_optional("cobs.cobs", what="the medge ECG wire protocol")
 

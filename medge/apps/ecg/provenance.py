@@ -33,7 +33,7 @@ class Provenance:
     @classmethod
     def of(cls, model: LeadModel, artifact: str | Path, tool: str = "medge ecg reconstruct") -> "Provenance":
         """Provenance of `model`'s output; `artifact` is the file that ran (hashed here)."""
-        from medge.fileio import sha256_file
+        from medge.common.fileio import sha256_file
 
         measured = tuple(lead for lead in STANDARD_LEADS if lead in model.input_leads)
         derived = DERIVED_LEADS if model.derive_limb_leads else ()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 DERIVED_LEADS: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")

@@ -24,8 +24,8 @@ from medge.apps.ecg.protocol import (
     LEADS,
     FrameDecoder,
 )
-from medge.errors import DataError, UsageError
-from medge.registry import import_optional
+from medge.common.errors import DataError, UsageError
+from medge.common.registry import import_optional
 
 PROTOCOLS = ("medge", "openbci-cyton")
 MEDGE_RATE_HZ = 500

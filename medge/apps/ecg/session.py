@@ -12,7 +12,7 @@ from typing import Any
 from medge.apps.ecg.provenance import Provenance
 from medge.apps.ecg.reconstruct import STANDARD_LEADS
 from medge.apps.ecg.stream import StreamResult
-from medge.reports import DictReport
+from medge.common.reports import DictReport
 
 LONGEST_GAPS = 10
 PLOT_SECONDS = 10.0

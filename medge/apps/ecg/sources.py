@@ -13,7 +13,7 @@ from medge.apps.ecg.io_dicom import is_dicom_file, read_dicom_ecg
 from medge.apps.ecg.io_wfdb import EcgRecord, read_ecg
 from medge.apps.ecg.protocol import LEADS
 from medge.calibration.wfdb_source import record_names
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 SYNTHETIC = "synthetic"
 

@@ -37,7 +37,7 @@ from medge.apps.ecg.recording import OutputRecording, RawRecording, SessionRecor
 from medge.apps.ecg.serial_reader import Receiver
 from medge.apps.ecg.sweep import StripSweep, run_ticker
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 WARMUP_HOPS = 2
 VIEW_SECONDS = 5.0

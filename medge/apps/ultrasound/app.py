@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage
-from medge.errors import UsageError
-from medge.reports import Report
+from medge.common.errors import UsageError
+from medge.common.reports import Report
 
 
 DEFAULT_MIN_AREA_MM2, DEFAULT_MIN_AREA_PX = 7.0, 25.0  # a 3 mm disc; 5×5 px
@@ -201,7 +201,7 @@ def _calibration(info: Any, width: int, height: int) -> list[float] | None:
 def model_identity(model: Any) -> dict[str, Any]:
     """Name, version (the artifact's sha256) and whether a model carries medge's demo weights (a zoo
     model exported without --weights)."""
-    from medge.fileio import sha256_file
+    from medge.common.fileio import sha256_file
 
     source = (model.meta.extra or {}).get("source") or {}
     return {"model": model.meta.model, "sha256": sha256_file(model.ref.path),

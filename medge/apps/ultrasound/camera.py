@@ -12,7 +12,7 @@ import numpy as np
 
 from medge.apps.pipeline import Corrupt
 from medge.apps.ultrasound.sources import Frame, FrameSource, SourceInfo, to_grey_u8
-from medge.errors import DataError, UsageError
+from medge.common.errors import DataError, UsageError
 
 
 CAMERA_FORMATS = {"MJPG": "Motion JPEG (decoded straight to grey)", "YUYV": "YUV 4:2:2 (its Y plane is the grey image)"}

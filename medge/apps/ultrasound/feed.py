@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from medge.apps.pipeline import Closed, Corrupt, Item, Slot, SourceEvent, clock
 from medge.apps.ultrasound.sources import Frame, FrameSource
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.errors import MedgeError, UsageError
+from medge.common.errors import MedgeError, UsageError
 
 FOURCC_FOR_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 

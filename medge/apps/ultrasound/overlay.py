@@ -44,7 +44,7 @@ def parse_min_area(text: str) -> tuple[float, str]:
     """``"25px"`` / ``"7mm2"`` (also ``mm²``, spaces allowed) → (value, ``"px"`` | ``"mm2"``)."""
     import re
 
-    from medge.errors import UsageError
+    from medge.common.errors import UsageError
 
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(px|mm2|mm²)\s*", text or "", flags=re.I)
     if not m:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from medge.apps.pipeline import Corrupt
-from medge.errors import DataError, MedgeError, UsageError
+from medge.common.errors import DataError, MedgeError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class DicomSource(FrameSource):
     (`region_calibration`)."""
 
     def __init__(self, path: Path) -> None:
-        from medge.registry import import_optional
+        from medge.common.registry import import_optional
 
         pydicom = import_optional("pydicom", what="reading DICOM cine files")
         try:

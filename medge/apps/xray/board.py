@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from medge.apps.xray.priority import PRIORITY_NAMES
 from medge.apps.xray.worker import STAGES, stage_summary
 from medge.apps.xray.worklist import Worklist
-from medge.reports import Report, _fmt
+from medge.common.reports import Report, _fmt
 
 
 def _age(seconds: float) -> str:

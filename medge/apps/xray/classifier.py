@@ -22,8 +22,8 @@ import numpy as np
 from medge.apps.model import AppModel
 from medge.apps.xray.decode import decode_reduced
 from medge.apps.xray.source import cs_values, iod_of, missing_uids
-from medge.errors import DataError, MedgeError
-from medge.metadata import ModelMeta
+from medge.common.errors import DataError, MedgeError
+from medge.common.metadata import ModelMeta
 
 ANALYSED_MODALITIES = frozenset({"CR", "DX"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
@@ -69,8 +69,8 @@ class Classifier:
 
 def _artifact_sha256(model: AppModel) -> str:
     """sha256 of the artifact, checked against the bundle manifest when there is one."""
-    from medge.fileio import sha256_file
-    from medge.manifest import load_manifest
+    from medge.common.fileio import sha256_file
+    from medge.common.bundle import load_manifest
 
     ref = model.ref
     sha = sha256_file(ref.path)

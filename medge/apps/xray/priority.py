@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 STANDARD, FLAGGED, OVERDUE, URGENT = 0, 1, 2, 3
 PRIORITY_NAMES = {STANDARD: "standard", FLAGGED: "flagged", OVERDUE: "overdue", URGENT: "urgent"}

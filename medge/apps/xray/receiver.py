@@ -33,7 +33,7 @@ from typing import Any
 from medge.apps.tls import TlsFiles
 from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.store import Store, read_header_bytes
-from medge.errors import DataError, UsageError
+from medge.common.errors import DataError, UsageError
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 

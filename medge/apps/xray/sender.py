@@ -22,8 +22,8 @@ from medge.apps.tls import TlsFiles
 from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.receiver import parse_address
 from medge.apps.xray.worklist import OutboxItem, Worklist
-from medge.errors import DataError
-from medge.reports import ListReport
+from medge.common.errors import DataError
+from medge.common.reports import ListReport
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 60.0
 

@@ -25,10 +25,10 @@ from medge.apps.xray.sender import Outbox
 from medge.apps.xray.store import DEFAULT_MIN_FREE_MB, Store, read_header_bytes
 from medge.apps.xray.worker import WorkerPool, stage_summary
 from medge.apps.xray.worklist import Worklist
-from medge.console import warn
+from medge.common.console import warn
 from medge.evaluate.statistics import latency_summary
-from medge.errors import DataError, UsageError
-from medge.reports import Report
+from medge.common.errors import DataError, UsageError
+from medge.common.reports import Report
 
 
 RETENTION_POLL_S = 5.0

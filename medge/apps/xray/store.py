@@ -27,7 +27,7 @@ from typing import Any
 
 from medge.apps.xray.audit import AuditLog, private_dir
 from medge.apps.xray.worklist import Worklist
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 DEFAULT_MIN_FREE_MB = 256.0
 

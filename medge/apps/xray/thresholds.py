@@ -23,9 +23,9 @@ from medge.apps.xray.priority import (
     default_points,
     threshold_at_sensitivity,
 )
-from medge.errors import DataError
-from medge.fileio import write_json_atomic
-from medge.reports import Report
+from medge.common.errors import DataError
+from medge.common.fileio import write_json_atomic
+from medge.common.reports import Report
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medge.apps.xray.audit import hash_id, new_salt, private_file
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 SCHEMA_VERSION = "1"
 BUSY_RETRY_S = 60.0

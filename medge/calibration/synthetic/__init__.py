@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from medge.errors import DataError, did_you_mean
+from medge.common.errors import DataError, did_you_mean
 
 TASKS: tuple[str, ...] = ("cxr", "us-frame", "us-seg", "ecg")
 CHUNK = 64  # images generated per vectorised batch (bounds peak memory)

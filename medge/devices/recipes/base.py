@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medge.registry import Registry
+from medge.common.registry import Registry
 
 if TYPE_CHECKING:
     from medge.devices.target import DeviceProfile
-    from medge.metadata import ModelMeta
+    from medge.common.metadata import ModelMeta
 
 
 @dataclass
@@ -29,7 +29,7 @@ class CompileContext:
     """Everything a recipe needs; built and validated by `compile_model`."""
 
     onnx_path: Path  # FP32 ONNX with medge metadata (exported by medge.export)
-    meta: "ModelMeta"  # medge.metadata.read_metadata(onnx_path)
+    meta: "ModelMeta"  # medge.common.metadata.read_metadata(onnx_path)
     target: "DeviceProfile"
     precision: str  # "fp32" | "fp16" | "int8" (already validated against the target)
     calib_source: str | None  # e.g. "synthetic:cxr" or a folder; load it via medge.calibration
@@ -80,7 +80,7 @@ class Recipe(abc.ABC):
 RECIPES: Registry[type[Recipe]] = Registry("compile recipe")
 RECIPES.register("tensorrt", "medge.devices.recipes.tensorrt:TensorRTRecipe")
 RECIPES.register("openvino", "medge.devices.recipes.openvino:OpenVINORecipe")
-RECIPES.register("litert", "medge.devices.recipes.litert:LiteRTRecipe")
+RECIPES.register("litert", "medge.devices.recipes.litert.recipe:LiteRTRecipe")
 RECIPES.register("arm", "medge.devices.recipes.arm:ArmRecipe")
 RECIPES.register("onnxruntime", "medge.devices.recipes.onnxruntime:OnnxRuntimeRecipe")
 

@@ -24,8 +24,8 @@ from medge.devices.recipes.base import (
     RecipeResult,
     quantize_for_target,
 )
-from medge.errors import TargetError
-from medge.registry import import_optional
+from medge.common.errors import TargetError
+from medge.common.registry import import_optional
 
 ARTIFACT = "model.xml"
 # Max |IR - ONNX| / output range on the CPU with the f32 hint.

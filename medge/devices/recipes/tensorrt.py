@@ -26,8 +26,8 @@ from medge.devices.recipes.base import (
     copy_onnx,
     quantize_for_target,
 )
-from medge.errors import MedgeError, TargetError
-from medge.registry import import_optional
+from medge.common.errors import MedgeError, TargetError
+from medge.common.registry import import_optional
 
 ENGINE = "device/model.engine"
 TIMING_CACHE_DIR = "device"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.errors import MedgeError, ModelLoadError, UsageError
+from medge.common.errors import MedgeError, ModelLoadError, UsageError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
-from medge.registry import import_optional
+from medge.common.registry import import_optional
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class IncBackend(QuantBackend):
     def _torch_model(self, onnx_in: Path):
         from medge.calibration import onnx_input
         from medge.export import load_model
-        from medge.metadata import read_metadata
+        from medge.common.metadata import read_metadata
 
         meta = read_metadata(onnx_in)
         if meta is None or not meta.model:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
 from medge.quantize.backends.ort import OrtBackend
-from medge.registry import import_optional
+from medge.common.registry import import_optional
 
 
 _COMPUTE_OPS = frozenset({"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"})

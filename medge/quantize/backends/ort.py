@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.errors import MedgeError
+from medge.common.errors import MedgeError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
 from medge.quantize.backends.onnx_compact import compact_qdq_model
 

@@ -63,7 +63,7 @@ def test_reconstructed_dicom_says_which_leads_are_computed_by_which_model(run_cl
     import wfdb
     from pydicom.data import get_testdata_file
 
-    from medge.fileio import sha256_file
+    from medge.common.fileio import sha256_file
 
     sha = sha256_file(ecg_onnx)
     src_path = get_testdata_file("waveform_ecg.dcm")

@@ -10,7 +10,7 @@ import pytest
 from medge.apps.pipeline import Corrupt
 from medge.apps.ultrasound.sources import (DicomSource, FolderSource, SyntheticSource, VideoSource, open_source,
                                            parse_synthetic)
-from medge.errors import DataError, UsageError
+from medge.common.errors import DataError, UsageError
 from us_fixtures import PATIENT_ID, PATIENT_NAME, us_frames, write_cine, write_mp4, write_png_folder
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 PRUNE_SHARE = 0.6
 # (runtime, runtime_device) -> channel multiple the target's kernels block by.
@@ -71,9 +71,9 @@ class PrunedForBuild:
 def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedForBuild:
     """Prune, distil and gate `config.model`; the .pt2 goes to ``report_dir/model.pruned.pt2``."""
     from medge.export import load_model
-    from medge.quantize.prune import PruneConfig, prune_model
+    from medge.prune.pruner import PruneConfig, prune_model
     from medge.evaluate.gate import DEFAULT_MAX_DROP
-    from medge.quantize.prune_gate import metric_for
+    from medge.prune.gate import metric_for
 
     sparsity = parse_prune(config.prune)
     loaded = load_model(config.model, config.weights, config.model_kwargs, config.input_shape)
@@ -103,7 +103,7 @@ def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedF
 
 def _synthetic_source(meta) -> str | None:
     from medge.calibration.synthetic_source import infer_task
-    from medge.errors import MedgeError
+    from medge.common.errors import MedgeError
 
     try:
         return f"synthetic:{infer_task(meta)}"

@@ -1,6 +1,6 @@
 """Full-integer .tflite with a gate-driven fallback ladder, on ai-edge-quantizer (AEQ).
 
-The float .tflite (BatchNorms folded or turned into depthwise convs by `tflite_fold`) is
+The float .tflite (BatchNorms folded or turned into depthwise convs by `fold`) is
 calibrated once; every attempt is a per-op AEQ recipe over the same calibration statistics:
 
 1. every op static int8 (a8w8, per-channel weights, int8 inputs and outputs);
@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import MedgeError, TargetError
-from medge.fileio import atomic_path
-from medge.registry import import_optional
+from medge.common.errors import MedgeError, TargetError
+from medge.common.fileio import atomic_path
+from medge.common.registry import import_optional
 
 RANK_SAMPLES = 8
 INT16_STEPS = 3

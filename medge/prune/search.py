@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from medge.errors import GateFailedError
-from medge.quantize.prune_recover import Plan, Sets, Trial, layer_widths, prune_and_distil
+from medge.common.errors import GateFailedError
+from medge.prune.recover import Plan, Sets, Trial, layer_widths, prune_and_distil
 
 
 def max_probes(plan: Plan) -> int:
@@ -39,7 +39,7 @@ def _say(text: str) -> None:
 
 
 def _widths_at(dense: nn.Module, sparsity: float, plan: Plan, example: torch.Tensor) -> list[int]:
-    from medge.quantize.prune_methods import prune_structured_checked
+    from medge.prune.methods import prune_structured_checked
 
     probe = copy.deepcopy(dense)
     prune_structured_checked(probe, example, sparsity, plan.round_to, "the model")

@@ -1,4 +1,5 @@
-"""Bundles: a folder with the target's artifact(s), build/run scripts and ``manifest.json``.
+"""The bundle format, read and written in one place: a folder with the target's artifact(s),
+build/run scripts and ``manifest.json``.
 
 The manifest records the sha256 of every file, the source model, calibration/evaluation data,
 toolchain versions, gate results, op-coverage preflight and the command that made the bundle.
@@ -8,17 +9,44 @@ a timing cache) go to the folder named by the manifest's ``device_output_dir`` a
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import BundleError
-from medge.fileio import sha256_file, write_json_atomic
-from medge.reports import Report
+from medge.common.errors import BundleError
+from medge.common.fileio import sha256_file, write_json_atomic
+from medge.common.reports import Report
 
-from medge.manifest import DEVICE_OUTPUT_DIR, MANIFEST, load_manifest
+MANIFEST = "manifest.json"
+DEVICE_OUTPUT_DIR = "device"
+
+
+def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
+    """Read and parse ``manifest.json`` of a bundle (or a path to the manifest itself)."""
+    path = Path(bundle)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.exists():
+        raise BundleError(f"no {MANIFEST} in {path.parent}; is this a medge bundle? (make one with 'medge compile')")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} does not parse as JSON ({exc}); recompile the bundle") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != "medge-bundle":
+        raise BundleError(f"{path} is not a medge bundle manifest; recompile the bundle")
+    if not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{path} has no 'files' table; recompile the bundle")
+    return manifest
+
+
+# Inputs and the FP32 model's outputs on them, stored in every bundle so the artifact can be checked
+# on the device (`medge compare BUNDLE --reference`), as Polygraphy's --load-inputs/--load-outputs do.
+REFERENCE_INPUTS = "reference/inputs.npz"
+REFERENCE_OUTPUTS = "reference/outputs.npz"
 
 FORMAT_VERSION = 1
 
@@ -132,7 +160,7 @@ class VerifyReport(Report):
                 + [f"extra {r}" for r in self.extra] + self.errors)
 
     def table_rows(self) -> list[tuple[str, str]]:
-        from medge.reports import details_row, verdict
+        from medge.common.reports import details_row, verdict
 
         problems = self.problems()
         rows = [
@@ -155,26 +183,15 @@ def _safe_relpath(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
-def _unloadable(primary: Path) -> list[str]:
-    """[] when the one model loader opens `primary` (hashes match a corrupt file too), else its error."""
-    from medge.errors import ModelLoadError
-    from medge.runtimes.model_file import FORMATS, open_model
-
-    if primary.suffix.lower() not in FORMATS:
-        return []
-    try:
-        open_model(primary)
-    except ModelLoadError as exc:
-        return [f"primary artifact: {exc}"]
-    return []
-
-
-def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None) -> VerifyReport:
+def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None,
+                  artifact_problems: Callable[[Path], list[str]] | None = None) -> VerifyReport:
     """Recheck every file hash of a bundle: missing, extra and modified files and a bad manifest, and
     that the primary artifact opens (a manifest may record the hash of a corrupt file).
 
     The sha256 of ``manifest.json`` itself is reported, and checked against `expect_sha256` (what
-    `medge compile` printed) when given.  Raises `BundleError` only when `bundle` is not a folder;
+    `medge compile` printed) when given.  `artifact_problems` (the runtimes' loader check,
+    `medge.runtimes.model_file.artifact_problems`) says whether the primary artifact opens; the
+    format itself knows no runtime.  Raises `BundleError` only when `bundle` is not a folder;
     every other problem is in the report (``ok`` False).
     """
     bundle = Path(bundle)
@@ -213,7 +230,7 @@ def verify_bundle(bundle: str | os.PathLike, expect_sha256: str | None = None) -
     report.extra = [rel for rel in _bundle_files(bundle, device_dir) if rel not in expected]
     if report.primary_artifact not in expected:
         report.errors.append(f"primary artifact {report.primary_artifact!r} is not listed in the manifest")
-    elif report.primary_artifact not in report.missing + report.modified:
-        report.errors.extend(_unloadable(bundle / report.primary_artifact))
+    elif artifact_problems is not None and report.primary_artifact not in report.missing + report.modified:
+        report.errors.extend(f"primary artifact: {p}" for p in artifact_problems(bundle / report.primary_artifact))
     report.verified = not (report.missing or report.extra or report.modified or report.errors)
     return report

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
-from medge.reports import details_row, human_bytes, verdict
+from medge.common.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from medge.common.reports import details_row, human_bytes, verdict
 
 
 def _num(value: float) -> str:

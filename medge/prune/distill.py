@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medge.errors import UsageError
+from medge.common.errors import UsageError
 
 SCHEDULES = ("onecycle", "cosine")
 _EPS = 1e-6

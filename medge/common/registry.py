@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from medge.errors import MissingDependencyError, UnknownNameError, did_you_mean
+from medge.common.errors import MissingDependencyError, UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import MedgeError, UsageError
-from medge.reports import Report
+from medge.common.errors import MedgeError, UsageError
+from medge.common.reports import Report
 
 DEFAULT_MODEL = "cxr-densenet-tiny"
 DEFAULT_TARGET = "intel-cpu"
@@ -46,7 +46,7 @@ class BuildConfig:
     force: bool = False  # replace a bundle for another target or one holding device files
     tolerances: dict[str, float | None] = field(default_factory=dict)  # INT8 parity tolerances (compile's)
     declaration: Any = None  # medge.export.declare.Declaration for non-zoo models
-    # --prune auto|S: prune → distil → gate before export (medge/build_prune.py)
+    # --prune auto|S: prune → distil → gate before export (medge/build/prune_step.py)
     prune: str | None = None
     prune_data: str | None = None
     round_to: int | None = None
@@ -79,7 +79,7 @@ class BuildReport(Report):
         return not self.error and all(s["status"] in ("ok", "skipped") for s in self.steps)
 
     def table_rows(self) -> list[tuple[str, str]]:
-        from medge.build_report import build_rows
+        from medge.build.report import build_rows
 
         return build_rows(self)
 
@@ -116,7 +116,7 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str], folder
     if given:
         return given
     from medge.calibration.synthetic_source import infer_task
-    from medge.console import warn
+    from medge.common.console import warn
     from medge.zoo import MODELS
 
     if meta.model not in MODELS:
@@ -161,7 +161,7 @@ def _derived_feeds(model: str, use: str, folder: Path) -> str | None:
     """An .npz of demo feeds for a zoo model that takes another zoo model's tensors, else None.
 
     Evaluation needs targets: a model whose feeds have none is gated on parity only."""
-    from medge.build_derived_feeds import derived_feeds_have_targets, has_derived_feeds, write_derived_feeds
+    from medge.build.derived_feeds import derived_feeds_have_targets, has_derived_feeds, write_derived_feeds
 
     if not has_derived_feeds(model) or (use == "eval" and not derived_feeds_have_targets(model)):
         return None
@@ -199,7 +199,7 @@ def _check_model_file(model: str) -> None:
 
 def build(config: BuildConfig) -> BuildReport:
     """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
-    from medge.build_report import write_build_report
+    from medge.build.report import write_build_report
     from medge.devices.target import get_target, validate_request
 
     t0 = time.perf_counter()
@@ -240,7 +240,7 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     from medge.devices.profiling import ProfileConfig, profile_artifact
     from medge.export import export_onnx
     from medge.export.loading import source_reference
-    from medge.metadata import read_metadata
+    from medge.common.metadata import read_metadata
     from medge.evaluate.metrics import default_metric_for_task
     from medge.compare import CompareConfig, compare_artifacts
 
@@ -323,17 +323,17 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     else:
         steps.skip("profile bundle", f"{reason}; profile it there with 'medge profile {output} --device ssh://USER@HOST'")
     if pruned is not None:
-        from medge.build_prune import compare_dense
+        from medge.build.prune_step import compare_dense
 
         report.pruning = steps.run("profile dense vs pruned", lambda: compare_dense(
             config, target, pruned, report_dir / "model.dense.fp32.onnx", onnx_path, report))
 
 
 def _prune_step(config: BuildConfig, target, precision: str, report_dir: Path, steps: _Steps, report: BuildReport):
-    """--prune: prune → distil → gate (medge/build_prune.py); None without --prune."""
+    """--prune: prune → distil → gate (medge/build/prune_step.py); None without --prune."""
     if config.prune is None:
         return None
-    from medge.build_prune import prune_for_build
+    from medge.build.prune_step import prune_for_build
 
     pruned = steps.run("prune+distil", lambda: prune_for_build(config, target, precision, report_dir))
     report.pruning = {"sparsity": pruned.report.get("sparsity"), "gate": pruned.report.get("gate"),

@@ -1,16 +1,16 @@
 """`medge prune`: structured or unstructured pruning of a PyTorch model, recovered by distillation.
 
 With ``--finetune SOURCE`` the pruned student is distilled from the dense FP32 teacher
-(`medge.quantize.distill`); with ``--max-drop`` (or ``--sparsity auto``) it must pass the clinical
-gate against the teacher (`medge.quantize.prune_gate`), and ``--sparsity auto`` bisects for the
-largest sparsity that passes (`medge.quantize.prune_recover`).  A failed gate writes nothing.
+(`medge.prune.distill`); with ``--max-drop`` (or ``--sparsity auto``) it must pass the clinical
+gate against the teacher (`medge.prune.gate`), and ``--sparsity auto`` bisects for the
+largest sparsity that passes (`medge.prune.recover`).  A failed gate writes nothing.
 
 The pruned model is saved as an ExportedProgram (``OUT.pt2``, the architecture changed, so a
 state dict alone would not load) plus a metadata sidecar ``OUT.pt2.medge.json`` holding the
 `ModelMeta` keys (task, labels, input layout, preprocessing, ...), so that
 ``medge export OUT.pt2 -o model.onnx`` produces a normal medge ONNX file.
 
-Sidecar format (JSON object, keys of `medge.metadata.ModelMeta`)::
+Sidecar format (JSON object, keys of `medge.common.metadata.ModelMeta`)::
 
     {"model": "us-frame-screen", "task": "classification", "labels": [...],
      "input_layout": "NCHW", "preprocessing": {...}, "source_sha256": "<sha256 of OUT.pt2>",
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from medge.errors import GateFailedError, MedgeError, ParityError, UsageError
-from medge.metadata import sidecar_path
-from medge.reports import Report
+from medge.common.errors import GateFailedError, MedgeError, ParityError, UsageError
+from medge.common.metadata import sidecar_path
+from medge.common.reports import Report
 
 MODES = ("structured", "unstructured")
 MAX_STRUCTURED_SPARSITY = 0.95
@@ -148,7 +148,7 @@ def validate_config(config: PruneConfig) -> None:
         raise UsageError(f"output '{config.output}' must end in .pt2: the pruned model is saved as an ExportedProgram "
                          "that 'medge export' accepts")
     if config.finetune:
-        from medge.quantize.distill import DistillConfig
+        from medge.prune.distill import DistillConfig
 
         DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
                       schedule=config.lr_schedule, eval_every=config.eval_every, patience=config.patience,
@@ -175,7 +175,7 @@ def _gate_sets(config: PruneConfig, report: PruneReport, loaded, teacher, metric
     """The distillation, selection and gate sets; when the data's targets do not fit the model's output
     (an encoder's embedding is no mask) and no --metric was asked for, the gate is fidelity instead."""
     from medge.evaluate.metrics import FIDELITY, targets_fit
-    from medge.quantize.prune_recover import as_fidelity, build_sets
+    from medge.prune.recover import as_fidelity, build_sets
 
     sets = build_sets(loaded, teacher, source=config.finetune, eval_source=config.eval, metric=metric,
                       eval_samples=_eval_samples(config), select_samples=config.select_samples, seed=config.seed)
@@ -240,7 +240,7 @@ def _onnx_size(module, example, notes: list[str], what: str) -> int | None:
 
 def _prune(config: PruneConfig, module, example) -> tuple[Any, list[Any]]:
     """Apply the pruning; returns the structured result and, for unstructured, the masked weights."""
-    from medge.quantize.prune_methods import (
+    from medge.prune.methods import (
         apply_unstructured_masks,
         output_layers,
         prunable_weights,
@@ -294,7 +294,7 @@ def save_pruned(module, loaded, output: str | Path, pruning: dict[str, Any]) -> 
     """Save `module` as ``output`` (.pt2) + sidecar atomically; returns sha256, parity and batch mode."""
     import torch
 
-    from medge.fileio import sha256_file, write_json_atomic
+    from medge.common.fileio import sha256_file, write_json_atomic
 
     module.eval()
     for p in module.parameters():
@@ -351,14 +351,14 @@ def _fill_complexity(report: PruneReport, reference, module, example, input_shap
 
 def _task_loss(task: str):
     """The task loss used next to distillation when the data have labels (None for unknown tasks)."""
-    from medge.quantize.prune_losses import LOSSES, task_loss
+    from medge.prune.losses import LOSSES, task_loss
 
     name = LOSSES.get(task)
     return None if name is None else (lambda out, target: task_loss(name, out, target))
 
 
 def _distill_config(config: PruneConfig):
-    from medge.quantize.distill import DistillConfig
+    from medge.prune.distill import DistillConfig
 
     return DistillConfig(steps=config.distill_steps, batch_size=config.batch_size, lr=config.lr,
                          schedule=config.lr_schedule, task_weight=config.task_weight, eval_every=config.eval_every,
@@ -367,9 +367,9 @@ def _distill_config(config: PruneConfig):
 
 def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example, sets):
     """Prune (and distil) a student from `teacher`; returns (student, gate result or None, distillation runs)."""
-    from medge.quantize.prune_gate import gate
-    from medge.quantize.prune_recover import Plan, gate_student, predict, prune_and_distil
-    from medge.quantize.prune_search import search_sparsity
+    from medge.prune.gate import gate
+    from medge.prune.recover import Plan, gate_student, predict, prune_and_distil
+    from medge.prune.search import search_sparsity
 
     if config.mode == "structured" and sets is not None and sets.stream is not None:
         auto = config.sparsity is None
@@ -401,7 +401,7 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
         report.narrowed_layers = structured.narrowed_layers
     runs = []
     if sets is not None and sets.stream is not None:  # unstructured: the masks keep pruned weights at zero
-        from medge.quantize.distill import distil
+        from medge.prune.distill import distil
         from medge.evaluate.metrics import higher_is_better, task_metric
 
         def select(module):
@@ -414,7 +414,7 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
                            teacher_score=task_metric(sets.metric, sets.select.teacher, sets.select.targets),
                            higher_is_better=higher_is_better(sets.metric)))
     if masked:
-        from medge.quantize.prune_methods import remove_unstructured_masks
+        from medge.prune.methods import remove_unstructured_masks
 
         zeros = remove_unstructured_masks(student, masked)
         report.zero_fraction, report.zero_fraction_all_params = zeros.zero_fraction, zeros.zero_fraction_all_params
@@ -486,7 +486,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
 
     from medge.export.loading import state_dict_sha256
     from medge.evaluate.gate import DEFAULT_MAX_DROP
-    from medge.quantize.prune_gate import metric_for
+    from medge.prune.gate import metric_for
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -502,7 +502,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
                          search="auto" if config.sparsity is None else "fixed",
                          teacher_sha256=state_dict_sha256(teacher))
     if config.mode == "structured":  # refuse graphs torch_pruning cannot handle before data are built
-        from medge.quantize.prune_methods import prune_structured_checked
+        from medge.prune.methods import prune_structured_checked
 
         prune_structured_checked(copy.deepcopy(teacher), example, config.sparsity or config.min_sparsity,
                                  config.round_to, config.model)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from medge.devices.tflite_rewrites import conv_transpose2d_as_conv
-from medge.errors import ExportError
+from medge.devices.recipes.litert.rewrites import conv_transpose2d_as_conv
+from medge.common.errors import ExportError
 
 SUPPORTED_OPS = (
     "Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose",
@@ -182,7 +182,7 @@ class OnnxGraphModule(torch.nn.Module):
         if op == "Relu":
             return F.relu(x)
         if op == "PRelu":
-            slope = ins[1]  # a·x + (1 − a)·relu(x): ops the INT8 quantizer annotates (see tflite_rewrites)
+            slope = ins[1]  # a·x + (1 − a)·relu(x): ops the INT8 quantizer annotates (see rewrites.py)
             return slope * x + (1.0 - slope) * F.relu(x)
         if op == "Sigmoid":
             return torch.sigmoid(x)

@@ -13,7 +13,7 @@ is above a third of the budget and the gate data are unlimited (synthetic), more
 drawn (up to `Sets.eval_cap`) and the gate set grows for every later probe; a fixed set that
 stays too small is reported as deciding within noise.
 
-Search (`search_sparsity`, `medge.quantize.prune_search`): bisection over [min, max] sparsity.
+Search (`search_sparsity`, `medge.prune.search`): bisection over [min, max] sparsity.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from medge.errors import DataError
-from medge.quantize.distill import DistillConfig, DistillResult, distil
-from medge.quantize.distill_data import DistillStream
+from medge.common.errors import DataError
+from medge.prune.distill import DistillConfig, DistillResult, distil
+from medge.prune.distill_data import DistillStream
 from medge.evaluate.gate import GateResult
 from medge.evaluate.metrics import FIDELITY, higher_is_better, task_metric
 from medge.evaluate.statistics import samples_for_precision
-from medge.quantize.prune_gate import gate, teacher_targets
+from medge.prune.gate import gate, teacher_targets
 
 GATE_SHARE, SELECT_SHARE = 0.2, 0.15
 MAX_EVAL_SAMPLES = 8000  # cap of a grown gate set
@@ -232,7 +232,7 @@ def step_ratios(sparsity: float, steps: int) -> list[float]:
 def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, example: torch.Tensor,
                      task_loss, label: str = "") -> Trial:
     """Copy `dense`, prune it to `sparsity` in `plan.prune_steps` steps with distillation after each."""
-    from medge.quantize.prune_methods import prune_structured_checked
+    from medge.prune.methods import prune_structured_checked
 
     started = time.perf_counter()
     student = copy.deepcopy(dense)

@@ -1,11 +1,11 @@
 """PyTorch → LiteRT (.tflite) conversion with litert-torch: FP32, FP16 weights, or full-integer INT8.
 
 * INT8 (``quantizer=pt2e``): PT2E static quantization (`PT2EQuantizer` with the symmetric
-  per-channel config) of the graph `medge.devices.tflite_fold` prepared (BatchNorms folded or made
+  per-channel config) of the graph `medge.devices.recipes.litert.fold` prepared (BatchNorms folded or made
   depthwise convs), with the add/mul/concat/pool/softmax annotations the quantizer misses under
   this torch version, calibrated on the model's preprocessed samples; the converted graph is moved
   to eval mode before ``litert_torch.convert``.  The default INT8 route is ai-edge-quantizer over
-  the FP32 .tflite (`medge.devices.tflite_ladder`).  Both are fully integer, int8 inputs and
+  the FP32 .tflite (`medge.devices.recipes.litert.ladder`).  Both are fully integer, int8 inputs and
   outputs included, which is what the Qualcomm HTP and MediaTek APU delegates need.
 * FP16: the FP32 flatbuffer with its weights cast to float16 by ``ai_edge_quantizer``
   (``FLOAT_CASTING``), the usual choice for GPU delegates.
@@ -13,7 +13,7 @@
   image inputs/outputs (and 3-D signals) are channel-last, as mobile delegates prefer.
 
 `torch_source` picks the PyTorch module: the model reference when it is known and agrees with the
-ONNX file, otherwise the ONNX graph itself through `medge.devices.tflite_onnx_to_torch`.
+ONNX file, otherwise the ONNX graph itself through `medge.devices.recipes.litert.onnx_to_torch`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from medge.errors import DataError, ExportError, MedgeError, ModelLoadError, TargetError
-from medge.fileio import atomic_path
-from medge.registry import import_optional
+from medge.common.errors import DataError, ExportError, MedgeError, ModelLoadError, TargetError
+from medge.common.fileio import atomic_path
+from medge.common.registry import import_optional
 
 # Max |torch - onnx| (relative to the output range) for the model reference to count as the same model.
 SOURCE_MATCH_TOL = 1e-3
@@ -91,7 +91,7 @@ def _input_shapes(sample: Any) -> Any:
 def torch_source(onnx_path: Path, model_ref: str | None, sample: Any) -> TorchSource:
     """The PyTorch module for `onnx_path`: `model_ref` when it reproduces the ONNX outputs on
     `sample`, else the ONNX graph converted in-house (static shapes)."""
-    from medge.devices.tflite_onnx_to_torch import onnx_to_torch
+    from medge.devices.recipes.litert.onnx_to_torch import onnx_to_torch
 
     reference_out = _run_onnx(onnx_path, sample)
     notes: list[str] = []
@@ -158,8 +158,8 @@ def convert_tflite(
     """
     import torch
 
-    from medge.devices.tflite_fold import fold_for_npu
-    from medge.devices.tflite_rewrites import replace_conv_transpose, replace_leaky_relu, replace_prelu
+    from medge.devices.recipes.litert.fold import fold_for_npu
+    from medge.devices.recipes.litert.rewrites import replace_conv_transpose, replace_leaky_relu, replace_prelu
 
     litert_torch = import_optional("litert_torch", what="LiteRT conversion")
     if precision not in ("fp32", "fp16", "int8"):
@@ -257,7 +257,7 @@ def _convert_int8(litert_torch: Any, module: Any, example: tuple, calibration: l
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from medge.devices.tflite_fold import fold_for_npu
+    from medge.devices.recipes.litert.fold import fold_for_npu
 
     class ElementwiseAwareQuantizer(PT2EQuantizer):
         """litert-torch's PT2E quantizer plus the add/mul/relu annotations it misses here."""

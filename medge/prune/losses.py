@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 LOSSES = {
     "multilabel-classification": "bce",

@@ -2,7 +2,7 @@
 
 * int8: full-integer .tflite (int8 weights, activations, inputs and outputs) made by
   ai-edge-quantizer over the float .tflite with the gate-driven int8 → int16 → float ladder of
-  `medge.devices.tflite_ladder` (``quantizer=pt2e``: one litert-torch PT2E attempt), calibrated
+  `medge.devices.recipes.litert.ladder` (``quantizer=pt2e``: one litert-torch PT2E attempt), calibrated
   on the model's preprocessed calibration samples (every input of a multi-input model);
   fp16: FP32 graph with FP16 weights; fp32: plain float graph (GPU only).
 * The PyTorch source is ``ctx.model_ref`` when it reproduces the ONNX outputs, otherwise the ONNX
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medge.devices.recipes.base import CompileContext, PreflightFailedError, Recipe, RecipeResult
-from medge.errors import GateFailedError, TargetError, UsageError
-from medge.reports import Report
+from medge.common.errors import GateFailedError, TargetError, UsageError
+from medge.common.reports import Report
 
 ARTIFACT = "model.tflite"
 README = "README.txt"
@@ -68,8 +68,8 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
     """The gate of one .tflite: full-integer I/O, delegate coverage, parity and the metric."""
     from medge.devices.delegate_ops import litert_preflight
     from medge.quantize.parity_gate import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
-    from medge.devices.tflite_convert import tflite_ops
-    from medge.devices.tflite_ladder import op_precisions
+    from medge.devices.recipes.litert.convert import tflite_ops
+    from medge.devices.recipes.litert.ladder import op_precisions
 
     reference = onnx_runner(ctx.onnx_path)
 
@@ -109,13 +109,13 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     """Convert ``ctx.onnx_path`` to ``ctx.out_dir/model.tflite`` at ``ctx.precision`` and check it.
 
     `delegate` names the op table for the preflight (``qnn``, ``neuron``, ``gpu``, ``xnnpack``).
-    INT8 goes through the fallback ladder of `medge.devices.tflite_ladder` (``quantizer=aeq``, the
+    INT8 goes through the fallback ladder of `medge.devices.recipes.litert.ladder` (``quantizer=aeq``, the
     default) or one PT2E attempt (``quantizer=pt2e``).  When no attempt passes the gate,
     `GateFailedError` is raised (nothing is written); a failed preflight raises
     `PreflightFailedError` unless the ``allow_unsupported`` option is set.
     """
     from medge.quantize.parity_gate import load_inputs
-    from medge.devices.tflite_convert import convert_tflite, torch_source
+    from medge.devices.recipes.litert.convert import convert_tflite, torch_source
 
     notes: list[str] = []
     calibration = None
@@ -139,7 +139,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     else:
         convert_tflite(source.module, parity_inputs[0], path, precision=ctx.precision,
                        calibration=calib.inputs if calib is not None else (), channel_last=channel_last)
-        from medge.devices.tflite_ladder import Attempt
+        from medge.devices.recipes.litert.ladder import Attempt
 
         attempts = [judge(path, Attempt(0, f"all {ctx.precision} ({'pt2e' if ctx.precision == 'int8' else 'litert-torch'})"))]
     final = attempts[-1]
@@ -220,8 +220,8 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
     `prefer_float` (a CPU target: XNNPACK runs int16x8 slowly) tries float fallbacks before int16."""
     import sys
 
-    from medge.devices.tflite_convert import convert_tflite, model_layout
-    from medge.devices.tflite_ladder import run_ladder
+    from medge.devices.recipes.litert.convert import convert_tflite, model_layout
+    from medge.devices.recipes.litert.ladder import run_ladder
 
     with tempfile.TemporaryDirectory(prefix="medge-tflite-") as scratch:
         float_path = Path(scratch) / "model.fp32.tflite"
@@ -248,7 +248,7 @@ def coverage_blockers(preflight: dict[str, Any], quantizer: str | None) -> list[
         reasons.setdefault(entry["op"], entry.get("reason", ""))
     no_recipe: set[str] = set()
     if quantizer == "aeq":
-        from medge.devices.tflite_ladder import aeq_quantizable
+        from medge.devices.recipes.litert.ladder import aeq_quantizable
 
         no_recipe = {op for op in counts if op not in ("QUANTIZE", "DEQUANTIZE") and not aeq_quantizable(op)}
 

@@ -90,7 +90,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def check_output_file(path: str | os.PathLike, flag: str = "-o", *, suffix: str = "") -> None:
     """Refuse, before any work, an output file path that cannot be written: a folder, or under a file."""
-    from medge.errors import UsageError
+    from medge.common.errors import UsageError
 
     path = Path(path)
     if path.is_dir():

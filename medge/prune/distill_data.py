@@ -8,7 +8,7 @@
   no label bookkeeping; the source's own labels (if any) are not used on augmented samples.
 
 Fresh synthetic samples whose hash is in the evaluation sets are dropped; finite sources are
-split by the caller (`medge.quantize.prune_recover`), so that training, selection (early
+split by the caller (`medge.prune.recover`), so that training, selection (early
 stopping) and gate data never overlap.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medge.errors import DataError
+from medge.common.errors import DataError
 
 SYNTHETIC_CHUNK = 64
 

@@ -160,8 +160,8 @@ def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
 def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity: float, round_to: int | None,
                              model: str) -> StructuredResult:
     """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `PruneError`."""
-    from medge.errors import MedgeError
-    from medge.quantize.prune import PruneError
+    from medge.common.errors import MedgeError
+    from medge.prune.pruner import PruneError
 
     try:
         return prune_structured(module, example, sparsity, round_to)
@@ -203,7 +203,7 @@ def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
     group keeps `kept_channels` of its width.  Output layers and token-wise layers keep their
     width (see the module docstring).
     """
-    from medge.registry import import_optional
+    from medge.common.registry import import_optional
 
     tp = import_optional("torch_pruning", what="structured pruning")
     module.eval()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medge.fileio import atomic_path
+from medge.common.fileio import atomic_path
 
 STEP_POSITIONS = 10  # steps taken from each synthetic ECG
 
