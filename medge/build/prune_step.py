@@ -7,39 +7,24 @@ the INT8 gate gets what pruning left, so that pruned+INT8 stays within the budge
 FP32 model.  `compare_dense` profiles the dense and pruned FP32 models on the target runtime and
 fills the report's dense / pruned / pruned+INT8 table.
 
-Channel counts are rounded per target (`round_to_for_target`) because runtimes compute channels
-in blocks: a layer pruned from 64 to 37 channels costs the same as 48 on a 16-wide kernel, so
-MACs would fall while latency does not.
+Channel counts are rounded to the target's channel multiple (``channel_multiple`` in
+``medge/devices/profiles.json``, `DeviceProfile.channel_multiple_for`) because runtimes compute
+channels in blocks: a layer pruned from 64 to 37 channels costs the same as 48 on a 16-wide
+kernel, so MACs would fall while latency does not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medge.common.errors import UsageError
 
+if TYPE_CHECKING:
+    from medge.devices.target import DeviceProfile
+
 PRUNE_SHARE = 0.6
-# (runtime, runtime_device) -> channel multiple the target's kernels block by.
-_ROUND_TO = {
-    ("openvino", "CPU"): 16,  # oneDNN blocks channels by 16 (AVX-512) / 8 (AVX2): 16 serves both
-    ("openvino", "GPU"): 16,  # clDNN fsv16 layouts
-    ("openvino", "NPU"): 32,
-    ("tensorrt", "cuda"): 8,  # tensor cores: FP16 multiples of 8 (INT8: 32, see below)
-    ("tensorrt", "DLA"): 32,
-    ("litert", "NPU"): 32,  # Hexagon HTP / APU vector depth
-    ("litert", "GPU"): 4,  # OpenCL vec4
-    ("onnxruntime", "CPU"): 8,  # MLAS/XNNPACK NEON and AVX2 blocks
-}
-
-
-def round_to_for_target(target, precision: str) -> int:
-    """Channel multiple for `target` at `precision` (from its runtime and device)."""
-    multiple = _ROUND_TO.get((target.runtime, target.runtime_device), 8)
-    if target.runtime == "tensorrt" and precision == "int8":
-        multiple = 32
-    return multiple
 
 
 def parse_prune(text: str | None) -> float | None | str:
@@ -68,7 +53,7 @@ class PrunedForBuild:
     round_to: int
 
 
-def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedForBuild:
+def prune_for_build(config, target: DeviceProfile, precision: str, report_dir: Path) -> PrunedForBuild:
     """Prune, distil and gate `config.model`; the .pt2 goes to ``report_dir/model.pruned.pt2``."""
     from medge.export import load_model
     from medge.prune.pruner import PruneConfig, prune_model
@@ -83,7 +68,7 @@ def prune_for_build(config, target, precision: str, report_dir: Path) -> PrunedF
                          "(a folder of the model's images, labelled or not, or synthetic:<task>)")
     metric = metric_for(loaded.meta.task, None)
     budget = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP.get(metric)
-    round_to = config.round_to or round_to_for_target(target, precision)
+    round_to = config.round_to or target.channel_multiple_for(precision)
     options = dict(config.prune_options or {})
     if config.threads is not None:
         options.setdefault("threads", config.threads)

@@ -1,8 +1,9 @@
 """Device profiles as data: ``profiles.json`` → frozen `DeviceProfile` dataclasses.
 
 A profile says what a target can run (runtime, precisions, toolkit version, memory, DLA/NPU) and
-how to compile for it (recipe name + default compile options).  Every compile request is checked
-against its profile with `validate_request` before any work starts.
+how to compile for it (recipe name + default compile options), and the channel multiple its
+kernels block by (pruning rounds kept channels to it).  Every compile request is checked against
+its profile with `validate_request` before any work starts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ PROFILES_FILE = Path(__file__).with_name("profiles.json")
 
 FAMILIES = ("jetson", "intel", "android", "raspberrypi", "host")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: channel multiple of a target whose profile names none
+DEFAULT_CHANNEL_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class DeviceProfile:
     #: where the INT8 gate reproduces this target's numerics: "host-kernels" or "ideal-simulation"
     #: (`medge.devices.int8_numerics`)
     int8_numerics: str = "host-kernels"
+    #: channels the target's kernels compute in one block (oneDNN 16, TensorRT FP16 tensor cores 8,
+    #: NPUs 32): a layer pruned to a width that is not a multiple costs as much as the next multiple
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE
+    #: precision -> channel multiple where a precision blocks differently (TensorRT INT8: 32)
+    channel_multiple_by_precision: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the whole profile."""
@@ -68,6 +76,10 @@ class DeviceProfile:
         merged = copy.deepcopy(self.compile_options)
         merged.update(overrides or {})
         return merged
+
+    def channel_multiple_for(self, precision: str) -> int:
+        """The channel multiple pruned widths should keep on this target at `precision`."""
+        return self.channel_multiple_by_precision.get(precision, self.channel_multiple)
 
     @property
     def uses_dla(self) -> bool:
@@ -94,9 +106,23 @@ def _profile_from_dict(raw: dict[str, Any]) -> DeviceProfile:
         problems.append(f"default_precision {profile.default_precision!r} not in {profile.precisions}")
     if profile.int8_numerics not in ("host-kernels", "ideal-simulation"):
         problems.append(f"int8_numerics {profile.int8_numerics!r} not in ('host-kernels', 'ideal-simulation')")
+    problems += _channel_multiple_problems(profile)
     if problems:
         raise ValueError(f"bad device profile {profile.name!r}: " + "; ".join(problems))
     return profile
+
+
+def _channel_multiple_problems(profile: DeviceProfile) -> list[str]:
+    problems = []
+    multiples = {"channel_multiple": profile.channel_multiple,
+                 **{f"channel_multiple_by_precision[{p!r}]": m for p, m in profile.channel_multiple_by_precision.items()}}
+    for key, multiple in multiples.items():
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            problems.append(f"{key} must be a positive integer (got {multiple!r})")
+    unknown = sorted(set(profile.channel_multiple_by_precision) - set(profile.precisions))
+    if unknown:
+        problems.append(f"channel_multiple_by_precision names {unknown}, not in precisions {profile.precisions}")
+    return problems
 
 
 def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, DeviceProfile]:

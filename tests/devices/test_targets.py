@@ -92,3 +92,41 @@ def test_bad_profile_file_is_rejected(tmp_path):
     path.write_text(json.dumps({"profiles": [raw["profiles"][0], raw["profiles"][0]]}))
     with pytest.raises(ValueError, match="duplicate"):
         load_profiles(path)
+
+
+# (other precisions, int8): the channel blocks of each target's kernels, which pruned widths are rounded to.
+CHANNEL_MULTIPLES = {
+    "jetson-orin-nano": (8, 32), "jetson-orin-nx": (8, 32), "jetson-agx-orin": (8, 32),
+    "jetson-agx-orin-dla": (32, 32), "jetson-xavier-nx": (8, 32), "jetson-nano": (8, 8), "intel-cpu": (16, 16), "intel-igpu": (16, 16),
+    "intel-npu": (32, 32), "android-qualcomm-npu": (32, 32), "android-mediatek-npu": (32, 32),
+    "android-gpu": (4, 4), "raspberry-pi-5": (8, 8), "local": (8, 8),
+}
+
+
+@pytest.mark.parametrize("name", TARGETS.names())
+def test_channel_multiple_per_target_and_precision(name):
+    target = get_target(name)
+    for precision in target.precisions:
+        assert target.channel_multiple_for(precision) == CHANNEL_MULTIPLES[name][precision == "int8"], precision
+
+
+def test_devices_show_prints_the_channel_multiple(run_cli):
+    res = run_cli("devices", "show", "jetson-orin-nano", report=True)
+    assert res.returncode == 0, res.stderr
+    assert res.report["channel_multiple"] == 8 and res.report["channel_multiple_by_precision"] == {"int8": 32}
+    text = run_cli("devices", "show", "intel-cpu")
+    assert "channel_multiple" in text.stdout and "16" in text.stdout
+
+
+def test_channel_multiple_defaults_and_is_validated(tmp_path):
+    raw = json.loads(PROFILES_FILE.read_text())
+    entry = {k: v for k, v in raw["profiles"][0].items() if not k.startswith("channel_multiple")}
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps({"profiles": [entry]}))
+    assert next(iter(load_profiles(path).values())).channel_multiple_for("int8") == 8
+    for bad, match in (({"channel_multiple": 0}, "channel_multiple must be a positive integer"),
+                       ({"channel_multiple": "16"}, "channel_multiple must be a positive integer"),
+                       ({"channel_multiple_by_precision": {"int4": 32}}, "not in precisions")):
+        path.write_text(json.dumps({"profiles": [dict(entry, **bad)]}))
+        with pytest.raises(ValueError, match=match):
+            load_profiles(path)
