@@ -1,53 +1,22 @@
 """Op-coverage preflight for TensorRT: which ONNX nodes build, fall back to the GPU, or fail.
 
-The support tables are data transcribed from onnx-tensorrt ``docs/operators.md`` (release 8.4 for
-the TensorRT 8.2 table, 8.5-GA, and 10.x) and the DLA layer restrictions of the TensorRT developer
-guide.  Every ONNX-domain operator that exists at the model's opset is supported unless the table
-lists it as unsupported; per-op restrictions that can be checked statically are checked here.
-Nothing here needs TensorRT, so the check runs on the workstation BEFORE anyone flashes a device.
+The support tables are data (``tensorrt_ops.json``), transcribed from onnx-tensorrt
+``docs/operators.md`` (release 8.4 for the TensorRT 8.2 table, 8.5-GA, and 10.x) and the DLA layer
+restrictions of the TensorRT developer guide; they are loaded and checked once, on import.  Every
+ONNX-domain operator that exists at the model's opset is supported unless the table lists it as
+unsupported; per-op restrictions that can be checked statically are checked here.  Nothing here
+needs TensorRT, so the check runs on the workstation BEFORE anyone flashes a device.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-_SEQUENCE_OPS = {
-    "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength",
-    "SequenceMap", "SplitToSequence", "ConcatFromSequence",
-}
-_OPTIONAL_OPS = {"Optional", "OptionalGetElement", "OptionalHasElement"}
-
-# ONNX operators the ONNX parser of each TensorRT version rejects ("N" rows of operators.md).
-_UNSUPPORTED_8_5 = _SEQUENCE_OPS | _OPTIONAL_OPS | {
-    "Bernoulli", "BitShift", "BlackmanWindow", "Compress", "ConvInteger", "DFT", "Det", "DynamicQuantizeLinear",
-    "HammingWindow", "HannWindow", "Hardmax", "IsInf", "LayerNormalization", "MatMulInteger", "MaxRoiPool",
-    "MaxUnpool", "MelWeightMatrix", "Multinomial", "NegativeLogLikelihoodLoss", "QLinearConv", "QLinearMatMul",
-    "STFT", "SoftmaxCrossEntropyLoss", "StringNormalizer", "TfIdfVectorizer", "Unique",
-}
-_UNSUPPORTED_8_2 = _UNSUPPORTED_8_5 | {
-    "MeanVarianceNormalization", "Mod", "NonZero", "OneHot", "RandomNormal", "RandomNormalLike", "Reciprocal",
-    "RoiAlign", "Shrink", "GridSample",
-}
-_UNSUPPORTED_10 = _SEQUENCE_OPS | _OPTIONAL_OPS | {
-    "AffineGrid", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Col2Im",
-    "CenterCropPad", "Compress", "ConvInteger", "DFT", "Det", "DynamicQuantizeLinear", "ImageDecoder",
-    "MatMulInteger", "MaxRoiPool", "MaxUnpool", "MelWeightMatrix", "Multinomial", "NegativeLogLikelihoodLoss",
-    "QLinearConv", "QLinearMatMul", "RegexFullMatch", "SoftmaxCrossEntropyLoss", "StringConcat",
-    "StringNormalizer", "StringSplit", "TfIdfVectorizer", "Unique",
-}
-
-
-# How to get rid of an unsupported op, where there is a known way.
-_FIXES = {
-    "LayerNormalization": "re-export with 'medge export --opset 16' so it is decomposed",
-    "NonZero": "avoid data-dependent shapes (boolean indexing) in the model",
-    "Unique": "move it to post-processing outside the model",
-    "DynamicQuantizeLinear": "use static INT8 (QDQ) instead of dynamic quantization",
-    "MatMulInteger": "use static INT8 (QDQ) instead of dynamic quantization",
-    "ConvInteger": "use static INT8 (QDQ) instead of dynamic quantization",
-}
+TABLES_FILE = Path(__file__).with_name("tensorrt_ops.json")
 
 
 @dataclass(frozen=True)
@@ -62,22 +31,73 @@ class TensorRTOpTable:
     axes_must_be_constant: bool  # Slice/Squeeze/Unsqueeze/TopK/ReduceX inputs must be initializers
 
 
-OP_TABLES: dict[str, TensorRTOpTable] = {
-    "tensorrt-8.2": TensorRTOpTable("tensorrt-8.2", "8.2", 13, frozenset(_UNSUPPORTED_8_2), False, True),
-    "tensorrt-8.5": TensorRTOpTable("tensorrt-8.5", "8.5", 17, frozenset(_UNSUPPORTED_8_5), False, True),
-    "tensorrt-10.3": TensorRTOpTable("tensorrt-10.3", "10.3", 20, frozenset(_UNSUPPORTED_10), True, False),
-}
+@dataclass(frozen=True)
+class DlaRules:
+    """The layers a DLA core runs and their limits (everything else falls back to the GPU)."""
 
-# Layers the DLA (Orin, DLA v2) runs; everything else falls back to the GPU with --allowGPUFallback.
-_DLA_OPS = {
-    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "Sigmoid",
-    "Tanh", "Clip", "LeakyRelu", "PRelu", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow",
-    "Equal", "Greater", "Less", "Concat", "Resize", "Upsample", "Softmax", "Abs", "Sin", "Cos", "Atan", "LRN",
-    "Gemm", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
-}
-# Nodes that TensorRT folds away (no layer of their own), so they never decide DLA placement.
-_FOLDED_OPS = {"QuantizeLinear", "DequantizeLinear", "Identity", "Constant", "Dropout", "Shape", "Cast"}
-_DLA_RESIZE_MAX_SCALE = {"nearest": 32, "linear": 4}
+    ops: frozenset[str]
+    folded_ops: frozenset[str]  # nodes TensorRT folds away: they never decide DLA placement
+    resize_max_scale: dict[str, int]  # Resize mode -> largest integer upsampling factor
+    limits: dict[str, int]  # conv_kernel, conv_stride, conv_pad, conv_out_channels, pool_window, ...
+
+
+_DLA_LIMITS = ("conv_kernel", "conv_stride", "conv_pad", "conv_out_channels", "pool_window", "pool_stride", "pool_pad")
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"bad {TABLES_FILE.name}: {where} must be a list of op names")
+    return value
+
+
+def _table(name: str, tables: dict[str, Any], groups: dict[str, list[str]], seen: tuple[str, ...] = ()) -> TensorRTOpTable:
+    """Table `name` with its ``extends`` parent and ``unsupported_groups`` resolved."""
+    if name in seen:
+        raise ValueError(f"bad {TABLES_FILE.name}: tables {' -> '.join((*seen, name))} extend each other")
+    raw = tables[name]
+    try:
+        version, max_opset = str(raw["version"]), raw["max_opset"]
+        flags = {key: raw[key] for key in ("strongly_typed", "axes_must_be_constant")}
+    except KeyError as exc:
+        raise ValueError(f"bad {TABLES_FILE.name}: table {name!r} has no {exc}") from None
+    if not isinstance(max_opset, int) or isinstance(max_opset, bool) or not all(isinstance(v, bool) for v in flags.values()):
+        raise ValueError(f"bad {TABLES_FILE.name}: table {name!r} needs an integer max_opset and true/false flags")
+    unsupported = set(_names(raw.get("unsupported", []), f"tables.{name}.unsupported"))
+    for group in raw.get("unsupported_groups", []):
+        if group not in groups:
+            raise ValueError(f"bad {TABLES_FILE.name}: table {name!r} names op group {group!r}; groups: {sorted(groups)}")
+        unsupported |= set(groups[group])
+    parent = raw.get("extends")
+    if parent is not None:
+        if parent not in tables:
+            raise ValueError(f"bad {TABLES_FILE.name}: table {name!r} extends unknown table {parent!r}")
+        unsupported |= _table(parent, tables, groups, (*seen, name)).unsupported
+    return TensorRTOpTable(name, version, max_opset, frozenset(unsupported), **flags)
+
+
+def load_tables(path: Path = TABLES_FILE) -> tuple[dict[str, TensorRTOpTable], dict[str, str], DlaRules]:
+    """Read and check ``tensorrt_ops.json``: the op tables by name, the fixes by op, the DLA rules."""
+    raw = json.loads(path.read_text())
+    groups = {g: _names(ops, f"op_groups.{g}") for g, ops in raw.get("op_groups", {}).items()}
+    tables = {name: _table(name, raw["tables"], groups) for name in raw["tables"]}
+    fixes = raw.get("fixes", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in fixes.items()):
+        raise ValueError(f"bad {path.name}: fixes must map op names to one-line fixes")
+    dla = raw["dla"]
+    limits = dla.get("limits", {})
+    missing = [key for key in _DLA_LIMITS if not isinstance(limits.get(key), int)]
+    scales = dla.get("resize_max_scale", {})
+    if missing or not scales or not all(isinstance(v, int) and v >= 1 for v in scales.values()):
+        raise ValueError(f"bad {path.name}: dla.limits needs integers {missing or list(_DLA_LIMITS)} "
+                         "and dla.resize_max_scale integer factors per Resize mode")
+    rules = DlaRules(frozenset(_names(dla["ops"], "dla.ops")), frozenset(_names(dla["folded_ops"], "dla.folded_ops")),
+                     dict(scales), dict(limits))
+    return tables, dict(fixes), rules
+
+
+#: the TensorRT versions medge knows, by table name (a target's ``supported_ops``); the data stays
+#: in ``tensorrt_ops.json``
+OP_TABLES, _FIXES, _DLA = load_tables()
 
 
 @dataclass
@@ -219,43 +239,43 @@ def _gpu_restriction(node, g: _Graph, table: TensorRTOpTable) -> str | None:
 
 def _dla_restriction(node, g: _Graph) -> str | None:
     """Why the DLA cannot run this node (it then falls back to the GPU), or None."""
-    op = node.op_type
-    if op not in _DLA_OPS:
+    op, limits = node.op_type, _DLA.limits
+    if op not in _DLA.ops:
         return f"{op} is not a DLA layer"
     if op in ("Conv", "ConvTranspose"):
         kernel = _attr(node, "kernel_shape") or []
         if len(kernel) > 2:
             return "DLA runs 1D/2D convolutions only"
-        if any(k > 32 for k in kernel):
-            return f"kernel {kernel} exceeds the DLA limit of 32"
+        if any(k > limits["conv_kernel"] for k in kernel):
+            return f"kernel {kernel} exceeds the DLA limit of {limits['conv_kernel']}"
         strides = _attr(node, "strides") or []
-        if any(s > 8 for s in strides):
-            return f"stride {strides} exceeds the DLA limit of 8"
+        if any(s > limits["conv_stride"] for s in strides):
+            return f"stride {strides} exceeds the DLA limit of {limits['conv_stride']}"
         pads = _attr(node, "pads") or []
-        if any(p > 31 for p in pads):
-            return f"padding {pads} exceeds the DLA limit of 31"
+        if any(p > limits["conv_pad"] for p in pads):
+            return f"padding {pads} exceeds the DLA limit of {limits['conv_pad']}"
         if op == "ConvTranspose" and any(p != 0 for p in pads):
             return "DLA deconvolution needs zero padding"
         if op == "ConvTranspose" and (_attr(node, "group", 1) != 1):
             return "DLA deconvolution cannot be grouped"
         w = g.shapes.get(node.input[1]) or (list(g.consts[node.input[1]].shape) if g.consts.get(node.input[1]) is not None else None)
-        if w and w[0] and w[0] > 8192:
-            return f"{w[0]} output channels exceed the DLA limit of 8192"
+        if w and w[0] and w[0] > limits["conv_out_channels"]:
+            return f"{w[0]} output channels exceed the DLA limit of {limits['conv_out_channels']}"
     if op in ("MaxPool", "AveragePool"):
         kernel = _attr(node, "kernel_shape") or []
-        if any(k > 8 for k in kernel):
-            return f"pooling window {kernel} exceeds the DLA limit of 8"
-        if any(s > 16 for s in (_attr(node, "strides") or [])):
-            return "pooling stride exceeds the DLA limit of 16"
-        if any(p > 7 for p in (_attr(node, "pads") or [])):
-            return "pooling padding exceeds the DLA limit of 7"
+        if any(k > limits["pool_window"] for k in kernel):
+            return f"pooling window {kernel} exceeds the DLA limit of {limits['pool_window']}"
+        if any(s > limits["pool_stride"] for s in (_attr(node, "strides") or [])):
+            return f"pooling stride exceeds the DLA limit of {limits['pool_stride']}"
+        if any(p > limits["pool_pad"] for p in (_attr(node, "pads") or [])):
+            return f"pooling padding exceeds the DLA limit of {limits['pool_pad']}"
     if op in ("GlobalAveragePool", "GlobalMaxPool"):
         shape = g.shapes.get(node.input[0])
         spatial = shape[2:] if shape else None
         if not spatial or any(d is None for d in spatial):
             return "global pooling over an unknown spatial size"
-        if any(d > 8 for d in spatial):
-            return f"global pooling over {spatial} exceeds the DLA window limit of 8"
+        if any(d > limits["pool_window"] for d in spatial):
+            return f"global pooling over {spatial} exceeds the DLA window limit of {limits['pool_window']}"
     if op == "Concat":
         shape = g.shapes.get(node.output[0])
         axis = _attr(node, "axis", 1)
@@ -270,7 +290,7 @@ def _dla_restriction(node, g: _Graph) -> str | None:
             return "DLA resize needs constant scales"
         if len(scales) != 4 or scales[0] != 1 or scales[1] != 1:
             return "DLA resize scales must be 4D with batch and channel scale 1"
-        limit = _DLA_RESIZE_MAX_SCALE.get(mode)
+        limit = _DLA.resize_max_scale.get(mode)
         if limit is None or any(s < 1 or s > limit or s != int(s) for s in scales[2:]):
             return f"DLA resize supports integer upsampling up to {limit}x in '{mode}' mode"
     if op == "Softmax":
@@ -355,7 +375,7 @@ def check_tensorrt_ops(model, table: str, *, dla: bool = False) -> Preflight:
         if reason:
             pre.unsupported.append({"node": name, "op": op, "reason": reason})
             continue
-        if dla and op not in _FOLDED_OPS:
+        if dla and op not in _DLA.folded_ops:
             dla_reason = _dla_restriction(node, g)
             if dla_reason:
                 pre.fallback.append({"node": name, "op": op, "reason": f"{dla_reason}; runs on the GPU"})

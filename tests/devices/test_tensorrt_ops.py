@@ -163,3 +163,33 @@ def test_zoo_models_preflight(tmp_path):
     ecg10, _, ecg_dla = preflights("ecg-3to12")
     assert ecg10.ok
     assert any(f["op"] == "Conv" and "limit of 31" in f["reason"] for f in ecg_dla.fallback)
+
+
+def test_every_tensorrt_target_names_a_table():
+    from medge.devices import TARGETS, get_target
+
+    tensorrt = [get_target(n) for n in TARGETS.names() if get_target(n).runtime == "tensorrt"]
+    assert tensorrt and all(t.supported_ops in OP_TABLES for t in tensorrt)
+    assert {OP_TABLES[t.supported_ops].version for t in tensorrt} == {t.toolkit.version for t in tensorrt}
+
+
+def test_bad_table_file_is_rejected(tmp_path):
+    import json
+
+    from medge.devices.tensorrt_ops import TABLES_FILE, load_tables
+
+    raw = json.loads(TABLES_FILE.read_text())
+    path = tmp_path / "tensorrt_ops.json"
+    for table, change, match in (("tensorrt-8.2", {"extends": "tensorrt-9"}, "unknown table 'tensorrt-9'"),
+                                 ("tensorrt-8.5", {"unsupported_groups": ["strings"]}, "op group 'strings'"),
+                                 ("tensorrt-10.3", {"max_opset": "20"}, "integer max_opset"),
+                                 ("tensorrt-10.3", {"unsupported": "Unique"}, "list of op names")):
+        bad = json.loads(json.dumps(raw))
+        bad["tables"][table].update(change)
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            load_tables(path)
+    raw["dla"]["limits"].pop("conv_kernel")
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="conv_kernel"):
+        load_tables(path)
