@@ -32,7 +32,8 @@ def next_step(report: Any) -> str:
 
 def _int8_rows(gate: dict[str, Any]) -> list[tuple[str, str]]:
     """The INT8 gate's numerics, scheme and fallback rungs (when the ladder ran more than one)."""
-    from medge.quantize.report import Attempt, rung_text
+    from medge.quantize.ladder import Attempt
+    from medge.quantize.report import rung_text
 
     rows = []
     numerics, scheme = gate.get("numerics"), gate.get("int8_scheme")

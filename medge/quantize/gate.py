@@ -11,7 +11,7 @@
    quantized intermediate activations).  Where the backend can, widen the worst 1, 2, 4 …
    activations to 16 bits (weights stay int8, so the file stays INT8-sized); if that is not enough,
    move the worst 1, 2, 4, 8 … node groups back to FP32 until the gate passes or the step budget /
-   candidate list runs out.
+   candidate list runs out (the climb: `medge.quantize.ladder`; these steps: `medge.quantize.ladder_onnx`).
 4. Write the artifact atomically only when the gate passes; otherwise raise `GateFailedError`
    carrying the report of every attempt, and leave nothing at the output path.
 """
@@ -31,16 +31,16 @@ import numpy as np
 
 from medge.common.errors import GateFailedError, MedgeError, UsageError
 from medge.common.fileio import atomic_path
-from medge.evaluate.gate import Gate
 from medge.evaluate.metrics import check_metric_name, default_metric_for_task, task_metric
 from medge.quantize.backends.base import QuantBackend, QuantOptions, output_head_nodes
 from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
-from medge.quantize.report import Attempt, QuantizeReport
+from medge.quantize.ladder import Rung, climb
+from medge.quantize.ladder_onnx import OnnxSteps, outputs
+from medge.quantize.report import QuantizeReport
 from medge.runtimes.model_file import ModelFile, load_onnx, open_onnx
 
 log = logging.getLogger(__name__)
 
-RANKING_SAMPLES = 8
 _SUMMARY_KEYS = ("kind", "split", "found", "used", "skipped", "skipped_by_reason", "class_counts", "synthetic_task", "notes")
 DYNAMIC_CONV_WARNING = (
     "int8-dynamic on a convolutional model runs 8-12x slower than static INT8 on CPU "
@@ -125,98 +125,6 @@ def _weight_bytes(path: Path) -> int | None:
     return sum(len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
 
 
-def _outputs(artifact: Path, runtime: str, dataset: Any, options: dict[str, Any]) -> np.ndarray:
-    """Primary output of `artifact` over every sample of `dataset`, stacked on the batch axis."""
-    from medge.runtimes import open_runtime
-    from medge.runtimes.base import dequantize_output, quantize_input
-
-    with open_runtime(artifact, runtime, **options) as rt:
-        inputs = {t.name: t for t in rt.inputs()}
-        primary = rt.outputs()[0]
-        results = []
-        for feeds in dataset:
-            typed = {k: quantize_input(v, inputs[k]) for k, v in feeds.items()}
-            results.append(dequantize_output(rt.infer(typed)[primary.name], primary))
-    return np.concatenate(results, axis=0)
-
-
-# --------------------------------------------------------------------------- the algorithm
-class _LadderRun:
-    """State of one `quantize_model` run."""
-
-    def __init__(self, config: QuantizeConfig, backend: QuantBackend, workdir: Path) -> None:
-        self.config, self.backend, self.workdir = config, backend, workdir
-        self.options = QuantOptions(precision=config.precision, calib_method=config.calib_method,
-                                    keep_io_fp32=config.keep_io_fp32, trt_compatible=config.trt_compatible,
-                                    extra=dict(config.options))
-        self.calib_feeds: list[dict[str, np.ndarray]] = []
-        self.eval_data: Any = None
-        self.targets: np.ndarray | None = None
-        self.reference: np.ndarray | None = None
-        self.reference_metric: float | None = None
-        self.metric_name: str | None = None
-        self.always_fp32: list[str] = []
-        self.scheme: str | None = None  # the backend's recovery scheme in use (None: its default)
-        self.parity_inputs: list[Any] | None = None  # set when parity judges the attempts (no metric gate)
-        self.parity_reference: Any = None
-        self.last_parity: dict[str, Any] | None = None
-
-    def _eval_options(self) -> dict[str, Any]:
-        """Runtime options for scoring an attempt: the target's numerics (`config.runtime_options`,
-        e.g. ``emulate_qdq`` for the ideal integer simulation), and a TensorRT-bound Q/DQ graph is always
-        emulated (see ``runtimes/ort.py``), since this host's int8 kernels are not the engine's."""
-        options = dict(self.config.runtime_options) if self.backend.runtime == "onnxruntime" else {}
-        if self.config.trt_compatible and self.backend.runtime == "onnxruntime":
-            options["emulate_qdq"] = True
-        return options
-
-    def judge_by_parity(self, model: Path) -> None:
-        """Judge every attempt by its INT8 parity with FP32 (no metric gate): the calibration samples
-        and limits of `medge.quantize.parity_gate.int8_parity`, so the recipe's check agrees."""
-        from medge.quantize.parity_gate import PARITY_SAMPLES, load_inputs, onnx_runner
-
-        self.parity_inputs = load_inputs(model, self.config.calib_source, n=PARITY_SAMPLES).inputs
-        self.parity_reference = onnx_runner(model)
-
-    def parity(self, artifact: Path) -> dict[str, Any]:
-        """Parity of `artifact` vs FP32 on the target's numerics, against `config.parity_limits`."""
-        from medge.quantize.parity_gate import artifact_runner, parity_check
-
-        runner = artifact_runner(artifact, self.backend.runtime, **{**self.backend.reference_options, **self._eval_options()})
-        return parity_check(self.parity_reference, runner, self.parity_inputs, **(self.config.parity_limits or {}))
-
-    def attempt(self, prepared: Path, exclude: list[str], report: QuantizeReport,
-                int16: list[str] | None = None) -> tuple[Path, Attempt]:
-        out = self.workdir / f"attempt{len(report.attempts)}{self.backend.artifact_suffix}"
-        log.info("quantizing with %d node(s) in FP32, %d activation(s) at 16 bits", len(exclude), len(int16 or []))
-        keep = self.always_fp32 + [n for n in exclude if n not in self.always_fp32]
-        options = replace(self.options, int16_tensors=list(int16 or []))
-        self.backend.quantize(prepared, out, self.calib_feeds, keep, options)
-        attempt = Attempt(fp32_nodes=list(exclude), int16_tensors=list(int16 or []), scheme=self.scheme)
-        if self.eval_data is not None:
-            q_out = _outputs(out, self.backend.runtime, self.eval_data, self._eval_options())
-            rule = Gate(self.metric_name, self.config.max_drop, n_boot=self.config.n_boot, seed=self.config.seed)
-            result = rule.check(self.reference, q_out, self.targets, reference_value=self.reference_metric)
-            attempt.metric, attempt.drop, attempt.ci95, attempt.passed = \
-                result.value, result.drop, result.ci95, result.passed
-        if self.parity_inputs is not None:
-            parity = self.parity(out)
-            attempt.passed = parity["passed"] is not False
-            attempt.parity = {k: parity[k] for k in ("min_cosine", "min_pearson", "max_channel_rms_error", "failed")}
-            self.last_parity = parity
-        report.attempts.append(attempt)
-        return out, attempt
-
-
-def _fallback_sizes(n_candidates: int, budget: int) -> list[int]:
-    """1, 2, 4, 8 … nodes in FP32, ending at all candidates, at most `budget` steps."""
-    sizes, k = [], 1
-    while len(sizes) < budget and (not sizes or sizes[-1] < n_candidates):
-        sizes.append(min(k, n_candidates))
-        k *= 2
-    return sizes
-
-
 def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport) -> dict[str, str]:
     from medge.common.metadata import PREFIX, read_metadata
 
@@ -272,9 +180,9 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
     if meta is not None and assumed_note(meta.preprocessing):
         report.notes.append(assumed_note(meta.preprocessing))
     with tempfile.TemporaryDirectory(prefix="medge-quantize-") as tmp:
-        gate = _LadderRun(config, backend, Path(tmp))
-        _load_data(config, model, gate, report)
         prepared = backend.prepare(model, Path(tmp))
+        gate = OnnxSteps(config, backend, prepared, Path(tmp))
+        _load_data(config, model, gate, report)
         if config.precision == "int8-dynamic" and _conv_heavy(prepared):
             report.warnings.append(DYNAMIC_CONV_WARNING)
         if config.keep_output_head_fp32 and config.precision.startswith("int8"):
@@ -284,11 +192,12 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
             gate.judge_by_parity(model)
         report.numerics = config.numerics
         if gate.eval_data is not None:
-            gate.reference = _outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
+            gate.reference = outputs(model, backend.runtime, gate.eval_data, dict(backend.reference_options))
             gate.reference_metric = task_metric(gate.metric_name, gate.reference, gate.targets)
-        artifact, attempt = gate.attempt(prepared, [], report)
-        if attempt.passed is False and config.max_fallback_steps > 0 and backend.supports_fallback(gate.options):
-            artifact, attempt = _fall_back(gate, prepared, artifact, report)
+        report.attempts = climb(gate, Rung(f"all {config.precision}"), progress=log.info)
+        report.sensitivity = gate.sensitivity
+        attempt = report.attempts[-1]
+        artifact = gate.artifacts[attempt.index]
         report.fp32_fallback_nodes = attempt.fp32_nodes
         report.int16_activation_tensors = attempt.int16_tensors
         report.scheme = attempt.scheme
@@ -298,10 +207,12 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
             report.warnings.append(INT16_WARNING.format(n=len(attempt.int16_tensors)))
         if gate.eval_data is not None:
             report.metric = {"name": gate.metric_name, "reference": gate.reference_metric,
-                             "quantized": attempt.metric, "drop": attempt.drop, "ci95": attempt.ci95,
+                             "quantized": attempt.gate["metric"], "drop": attempt.gate["drop"],
+                             "ci95": attempt.gate["ci95"],
                              "max_drop": config.max_drop, "passed": attempt.passed,
                              "n_eval": len(gate.eval_data)}
-        if attempt.parity is not None:
+        parity = attempt.gate.get("parity")
+        if parity is not None:
             report.parity = gate.last_parity
         if attempt.passed is not False:
             backend.finalize(artifact, _metadata_props(model, config, report))
@@ -310,15 +221,15 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
         report.weight_bytes = {"before": _weight_bytes(model), "after": _weight_bytes(artifact)}
         report.size_ratio = round(report.size_bytes["after"] / max(report.size_bytes["before"], 1), 4)
         report.seconds = round(time.perf_counter() - t0, 2)
-        if attempt.passed is False and attempt.parity is not None:
+        if attempt.passed is False and parity is not None:
             raise GateFailedError(
-                f"{config.precision} parity vs FP32 failed ({'; '.join(attempt.parity['failed'])}) after "
+                f"{config.precision} parity vs FP32 failed ({'; '.join(parity['failed'])}) after "
                 f"{len(report.attempts)} attempt(s) (up to {len(attempt.fp32_nodes)} node(s) in FP32, "
                 f"{len(attempt.int16_tensors)} activation(s) at 16 bits); nothing written to {output} - pass --eval "
                 "SOURCE --max-drop X to judge by the task metric, or loosen --min-cosine/--max-channel-error", report)
         if attempt.passed is False:
             raise GateFailedError(
-                f"{config.precision} gate failed: {gate.metric_name} drop {attempt.drop:.4g} > max "
+                f"{config.precision} gate failed: {gate.metric_name} drop {attempt.gate['drop']:.4g} > max "
                 f"{config.max_drop} after {len(report.attempts)} attempt(s) (up to {len(attempt.fp32_nodes)} "
                 f"node(s) in FP32, {len(attempt.int16_tensors)} activation(s) at 16 bits); nothing written "
                 f"to {output} - raise --max-drop, use more "
@@ -328,7 +239,7 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
     return report
 
 
-def _load_data(config: QuantizeConfig, model: Path, gate: _LadderRun, report: QuantizeReport) -> None:
+def _load_data(config: QuantizeConfig, model: Path, gate: OnnxSteps, report: QuantizeReport) -> None:
     from medge.calibration import check_overlap, load_data_for_onnx
     from medge.common.metadata import read_metadata
 
@@ -360,63 +271,3 @@ def _conv_heavy(model_path: Path) -> bool:
     ops = [n.op_type for n in load_onnx(model_path, check=False).graph.node]
     convs = sum(op in ("Conv", "ConvTranspose") for op in ops)
     return convs > 0 and convs >= sum(op in ("MatMul", "Gemm") for op in ops)
-
-
-def _fall_back(gate: _LadderRun, prepared: Path, first: Path, report: QuantizeReport) -> tuple[Path, Attempt]:
-    """Recover a failed gate from the most damaging quantization points first, step by step.
-
-    Stage 0 (backends that have them): whole-model schemes such as NNCF's transformer mode; the
-    best one stays in use.  Stage 1 (backends that can, unless disabled): widen the worst activation tensors to 16 bits
-    (1, 2, 4 … of them), keeping every weight int8, so the file stays INT8-sized.  Stage 2: move the
-    worst node groups back to FP32 (1, 2, 4 … groups), with the stage-1 tensors still at 16 bits.
-    Stage 3: the modules (name scopes) holding the worst groups, whole, to FP32 (`fallback_scopes`).
-    """
-    from medge.quantize.fallback_scopes import module_scopes, scope_nodes
-    from medge.quantize.sensitivity import rank_fallback_groups
-
-    backend = gate.backend
-    graph = load_onnx(prepared, check=False)
-    artifact, attempt = first, report.attempts[-1]
-    schemes = backend.recovery_schemes(graph, gate.options)
-    if schemes:  # whole-model alternatives first; node fallback then starts from the best of them
-        best = (attempt.drop if attempt.drop is not None else float("inf"), None, gate.options)
-        base = gate.options
-        for label, extra in schemes:
-            gate.scheme, gate.options = label, replace(base, extra={**base.extra, **extra})
-            artifact, attempt = gate.attempt(prepared, [], report)
-            if attempt.passed:
-                return artifact, attempt
-            if attempt.drop is not None and attempt.drop < best[0]:
-                best = (attempt.drop, label, gate.options)
-        gate.scheme, gate.options = best[1], best[2]
-    candidates = backend.candidate_nodes(graph, gate.options)
-    proxy = backend.sensitivity_proxy(prepared, first, gate.workdir, gate.calib_feeds, gate.options)
-    feeds = gate.calib_feeds[:RANKING_SAMPLES] or list(gate.eval_data)[:RANKING_SAMPLES]
-    ranked = rank_fallback_groups(prepared, proxy, candidates, feeds)
-    ranked = [g for g in ranked if set(g["nodes"]) - set(gate.always_fp32)]
-    report.sensitivity = ranked
-    budget = gate.config.max_fallback_steps
-    int16: list[str] = []
-    if gate.config.int16_fallback and backend.supports_int16_activations(gate.options):
-        tensors = list(dict.fromkeys(g["tensor"] for g in ranked))
-        for size in _fallback_sizes(len(tensors), budget):
-            int16 = tensors[:size]
-            artifact, attempt = gate.attempt(prepared, [], report, int16)
-            if attempt.passed:
-                return artifact, attempt
-    for size in _fallback_sizes(len(ranked), budget):
-        exclude: list[str] = []
-        for group in ranked[:size]:
-            exclude += [n for n in group["nodes"] if n not in exclude and n not in gate.always_fp32]
-        artifact, attempt = gate.attempt(prepared, exclude, report, int16)
-        if attempt.passed:
-            return artifact, attempt
-    # Stage 3: whole modules (name scopes) of the worst groups to FP32, 1, 2, 4 … of them
-    names = [n.name for n in graph.graph.node if n.name]
-    scopes = module_scopes(names, ranked)
-    for size in _fallback_sizes(len(scopes), budget):  # every node of the module: its Mul/Add/Transpose too
-        exclude = [n for n in scope_nodes(scopes[:size], names) if n not in gate.always_fp32]
-        artifact, attempt = gate.attempt(prepared, exclude, report, int16)
-        if attempt.passed:
-            break
-    return artifact, attempt

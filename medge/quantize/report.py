@@ -6,22 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from medge.common.reports import Report, data_text, details_row, gate_text, human_bytes, notes_rows, verdict
-
-
-@dataclass
-class Attempt:
-    """One quantization try: the nodes kept in FP32, the 16-bit activations and the metric it reached."""
-
-    fp32_nodes: list[str]
-    int16_tensors: list[str] = field(default_factory=list)
-    #: the backend's whole-model scheme of this try (None: its default), see `recovery_schemes`
-    scheme: str | None = None
-    metric: float | None = None
-    drop: float | None = None
-    ci95: list[float] | None = None
-    passed: bool | None = None
-    #: parity vs FP32 of this try when no metric gate judges it: min cosine, worst channel error, failed checks
-    parity: dict[str, Any] | None = None
+from medge.quantize.ladder import Attempt
 
 
 @dataclass
@@ -116,9 +101,10 @@ def rung_text(index: int, attempt: Attempt) -> str:
     moved = f"{len(attempt.fp32_nodes)} node(s) fp32, {len(attempt.int16_tensors)} activation(s) 16-bit"
     result = "passed" if attempt.passed else "failed" if attempt.passed is False else "not judged"
     why = ""
-    if attempt.parity:
-        why = f" (min cosine {attempt.parity.get('min_cosine') or float('nan'):.4f}, max channel error " \
-              f"{attempt.parity.get('max_channel_rms_error') or float('nan'):.0%})"
-    elif attempt.drop is not None:
-        why = f" (drop {attempt.drop:.4g})"
+    parity, drop = attempt.gate.get("parity"), attempt.gate.get("drop")
+    if parity:
+        why = f" (min cosine {parity.get('min_cosine') or float('nan'):.4f}, max channel error " \
+              f"{parity.get('max_channel_rms_error') or float('nan'):.0%})"
+    elif drop is not None:
+        why = f" (drop {drop:.4g})"
     return f"{index}: {moved}" + (f", scheme {attempt.scheme}" if attempt.scheme else "") + f": {result}{why}"

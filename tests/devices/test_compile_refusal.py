@@ -45,7 +45,7 @@ def test_int8_collapse_falls_back_to_a_passing_rung(run_cli, models, tmp_path, t
     rungs = gate["rungs"]
     assert len(rungs) >= 2 and rungs[0]["passed"] is False and rungs[-1]["passed"] is True
     assert all(r["passed"] is False for r in rungs[:-1])
-    first = rungs[0]["parity"]
+    first = rungs[0]["gate"]["parity"]
     assert first["failed"] and (first["min_cosine"] < 0.9 or first["min_pearson"] < 0.8)
     assert rungs[-1]["fp32_nodes"] or rungs[-1]["int16_tensors"]
     assert gate["passed"] is True and gate["parity"]["passed"] is True and gate["parity"]["samples"] == 8

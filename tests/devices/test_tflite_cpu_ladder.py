@@ -73,8 +73,8 @@ def test_cpu_target_ladder_moves_ops_to_float_not_int16(sensitive_tflite, tmp_pa
     attempts = run_ladder(float_path, out, calib, _judge(float_path, calib), prefer_float=prefer_float)
     assert attempts[0].passed is False and attempts[-1].passed is True
     if prefer_float:  # int8 everywhere else, the worst ops in float, no 16-bit rung at all
-        assert all(not a.int16_ops and "to int16" not in a.action for a in attempts)
+        assert all(not a.int16_tensors and "to int16" not in a.action for a in attempts)
         counts = op_precisions(tflite_ops(out))
-        assert attempts[-1].float_ops and counts["int8"] > 0 and counts["float"] > 0 and counts["int16"] == 0
+        assert attempts[-1].fp32_nodes and counts["int8"] > 0 and counts["float"] > 0 and counts["int16"] == 0
     else:  # the NPU ladder: 16-bit activations first
-        assert attempts[1].int16_ops and "to int16" in attempts[1].action
+        assert attempts[1].int16_tensors and "to int16" in attempts[1].action

@@ -281,7 +281,7 @@ def test_an_op_whose_kernel_refuses_to_run_goes_to_int16_then_float(tmp_path):
     refusals = [a.gate["refused"] for a in attempts[:2]]
     assert [(r["op_type"], r["stage"], r["dtype"]) for r in refusals] == [("DIV", "invoke", "int8"), ("DIV", "invoke", "int16")]
     assert "zero_point" in refusals[0]["message"] and refusals[0]["scope"] == refusals[1]["scope"]
-    assert refusals[0]["scope"] in attempts[1].int16_ops and attempts[2].float_ops == [refusals[0]["scope"]]
+    assert refusals[0]["scope"] in attempts[1].int16_tensors and attempts[2].fp32_nodes == [refusals[0]["scope"]]
     assert attempts[2].action == "all int8, refused DIV to float (float outputs)"  # the DIV writes the output
     div = [op for op in tflite_ops(out) if op["op"] == "DIV"]
     assert len(div) == 1 and div[0]["output_dtypes"] == ["float32"]

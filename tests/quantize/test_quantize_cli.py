@@ -137,7 +137,7 @@ def test_gate_failure_is_recovered_with_16bit_activations(run_cli, models, tmp_p
                   "--eval", models["outlier_eval"], "--max-drop", "0.01", report=True)
     assert res.returncode == 0, res.stderr
     r = res.report
-    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["drop"] > 0.1
+    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["gate"]["drop"] > 0.1
     assert r["metric"]["passed"] is True and r["metric"]["drop"] <= 0.01
     # the one damaged tensor goes to 16 bits; every weight stays int8, so the file stays small
     assert r["int16_activation_tensors"] == ["/Relu_output_0"] and r["fp32_fallback_nodes"] == []
@@ -157,7 +157,7 @@ def test_gate_failure_is_recovered_by_fp32_fallback(run_cli, models, tmp_path):
                   "--eval", models["outlier_eval"], "--max-drop", "0.01", "--no-int16-fallback", report=True)
     assert res.returncode == 0, res.stderr
     r = res.report
-    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["drop"] > 0.1
+    assert r["attempts"][0]["passed"] is False and r["attempts"][0]["gate"]["drop"] > 0.1
     assert r["metric"]["passed"] is True and r["metric"]["drop"] <= 0.01
     assert r["int16_activation_tensors"] == [] and r["options"]["int16_fallback"] is False
     # the outlier tensor sits between conv1 and conv2: both must leave INT8, nothing else need

@@ -19,8 +19,8 @@ kernel's message; the op it names goes to int16 (with the ops writing its inputs
 again to float, on that rung and every later one, and the ladder goes on.
 Every tensor's calibration range is its min/max over all samples (`AeqLadder._calibrate`).
 
-The ladder stops at the first attempt that passes the gate (`Attempt.passed`, decided by the
-caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
+The climb is `medge.quantize.ladder.climb`, with these rungs as `AeqSteps`: it stops at the first
+attempt that passes the gate (`Attempt.passed`, decided by the caller's `judge`).  Tensors are ranked by the error their own int8 quantization adds: per channel,
 ``‖DQ(Q(t)) − t‖ / ‖t − mean(t)‖`` of the float model's tensor ``t`` (over a few calibration
 samples and all positions) with the int8 scale/zero point AEQ chose, averaged over channels, so
 error inherited from upstream does not count.
@@ -35,8 +35,8 @@ import contextlib
 import dataclasses
 import io
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +45,11 @@ import numpy as np
 from medge.common.errors import MedgeError, TargetError
 from medge.common.fileio import atomic_path
 from medge.common.registry import import_optional
+from medge.quantize.ladder import Attempt, LadderSteps, Refused, Rung, Stage, climb
 
 RANK_SAMPLES = 8
 INT16_STEPS = 3
 FLOAT_STEPS = 3
-
-
-@dataclass
-class Attempt:
-    """One rung of the ladder: which ops are int16 / float, what the delegate runs, the gate."""
-
-    index: int
-    action: str
-    int16_ops: list[str] = field(default_factory=list)
-    float_ops: list[str] = field(default_factory=list)
-    op_precisions: dict[str, int] = field(default_factory=dict)
-    coverage: float | None = None
-    partitions: int | None = None
-    gate: dict[str, Any] = field(default_factory=dict)
-    passed: bool = False
-    preflight: dict[str, Any] = field(default_factory=dict, repr=False)  # of this attempt's .tflite
-    ops: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The attempt without its op list and preflight (those go to the bundle's manifest)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("preflight", "ops")}
 
 
 def _interpreter(model: bytes | Path, preserve: bool = False, allocate: bool = True) -> Any:
@@ -394,15 +374,6 @@ def _plain_graph(model: Path) -> tuple[list[dict[str, Any]], dict[int, str], dic
             {t["index"]: np.dtype(t["dtype"]).name for t in tensors})
 
 
-def _steps(n: int, budget: int) -> list[int]:
-    """1, 4, 16 … candidates, at most `budget` steps, the last one always all `n` of them."""
-    sizes, k = [], 1
-    while len(sizes) < budget - 1 and k < n:
-        sizes.append(k)
-        k *= 4
-    return [*sizes, n] if n else []
-
-
 def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
     """How many compute ops of a .tflite run in int8, int16 and float (QUANTIZE/DEQUANTIZE not counted)."""
     counts = {"int8": 0, "int16": 0, "float": 0}
@@ -415,6 +386,110 @@ def op_precisions(ops: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+class AeqSteps(LadderSteps):
+    """The LiteRT ladder's steps: AEQ recipes for one float .tflite, judged by the caller's `judge`,
+    with LiteRT kernel refusals escalating the refused op (int8 → int16 → float) on every later rung."""
+
+    label = "litert ladder"
+
+    def __init__(self, ladder: AeqLadder, output: Path, judge: Callable[[Path, Attempt], Attempt], *,
+                 int16_steps: int, float_steps: int, prefer_float: bool) -> None:
+        self.ladder, self.output, self.judge = ladder, output, judge
+        self.int16_steps, self.float_steps, self.prefer_float = int16_steps, float_steps, prefer_float
+        self.forced16: dict[str, list[str]] = {}  # refused int8 op → the ops that go to int16 with it
+        self.forced_float: list[str] = []  # refused int16 ops: float on every later rung
+        self.kinds: dict[str, str] = {}  # refused op → its op type (for the rung's action)
+        self.refusals = 0
+
+    def with_readers(self, names: list[str], allowed: Callable[[str], bool] = lambda _n: True) -> list[str]:
+        """`names` with the compute ops that read them, in order, those `allowed`."""
+        group: list[str] = []
+        for name in names:
+            for op in [name, *self.ladder.readers.get(name, [])]:
+                if op not in group and allowed(op):
+                    group.append(op)
+        return group
+
+    def in_int16(self, names: list[str]) -> list[str]:
+        """`names` with their readers and the data-movement ops between them (see `downstream`)."""
+        group = self.with_readers(names)
+        return list(dict.fromkeys(group + [m for name in group for m in self.ladder.paths.get(name, [])]))
+
+    def escalate(self, refusal: Refusal, int16: list[str], floats: list[str]) -> str | None:
+        """Move the refused op one step up (int8 → int16 → float); the step taken, or None."""
+        scope = refusal.scope
+        if scope is None or scope in floats or self.refusals >= MAX_REFUSALS:
+            return None
+        self.kinds[scope] = refusal.op_type or "op"
+        if scope in int16 or refusal.dtype == "int16":
+            self.forced16.pop(scope, None)
+            self.forced_float.append(scope)
+            return "float"
+        writers = [op for op, readers in self.ladder.readers.items() if scope in readers]
+        self.forced16[scope] = self.in_int16([*writers, scope])
+        return "int16"
+
+    def run(self, rung: Rung, index: int) -> Attempt:
+        """Quantize `rung` (with every refused op moved so far) into `output` and judge it."""
+        floats = list(dict.fromkeys([*rung.floats, *self.forced_float]))
+        int16 = [n for n in dict.fromkeys([*rung.int16, *(m for g in self.forced16.values() for m in g)])
+                 if n not in floats]
+        moved = "".join(f", refused {self.kinds[n]} to int16" for n in self.forced16) + "".join(
+            f", refused {self.kinds[n]} to float" + (" (float outputs)" if n in self.ladder.output_ops else "")
+            for n in self.forced_float)
+        result = Attempt(index, rung.action + moved, fp32_nodes=list(floats), int16_tensors=list(int16))
+        self.ladder.quantize(self.output, int16, floats)
+        try:
+            return self.judge(self.output, result)
+        except (RuntimeError, ValueError, MedgeError) as exc:
+            refusal = find_refusal(self.ladder.float_path, self.output, exc)
+            if refusal is None:  # not LiteRT rejecting the .tflite: a fault the ladder cannot climb over
+                raise TargetError(f"the quantized .tflite cannot run on LiteRT ({_messages(exc)[:200]}); "
+                                  "try --precision fp16") from exc
+            step = self.escalate(refusal, int16, floats)
+            self.refusals += 1
+            summary = refusal.describe() + (f"; the {refusal.op_type} goes to {step}" if step else "")
+            result.passed = False
+            result.gate = {**result.gate, "kind": "refused", "passed": False,  # with what the judge measured
+                           "refused": dataclasses.asdict(refusal), "summary": summary}
+            raise Refused(result, retry=step is not None) from exc  # nothing moved: the ladder goes on
+
+    def stages(self, attempts: list[Attempt]) -> Iterator[Rung | Stage]:
+        """(CPU: float rungs,) int16 rungs, output ops to float, float rungs, everything movable to float."""
+        ladder = self.ladder
+        ranked = [name for name, _ in ladder.rank(self.output)]
+        movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
+        int16: list[str] = []
+
+        def to_float(label: str) -> Stage:
+            """The worst 1, 4 … movable tensors to float (with their readers), the int16 rungs' tensors kept."""
+            def rung(k: int) -> Rung:
+                floats = self.with_readers(movable[:k], lambda op: op not in ladder.io_ops)
+                return Rung(f"worst {k} tensor(s) to float{label}", [n for n in int16 if n not in floats], floats)
+            return Stage(len(movable), rung, self.float_steps, growth=4, last_all=True)
+
+        def widen(k: int) -> Rung:
+            nonlocal int16
+            int16 = self.in_int16(ranked[:k])
+            return Rung(f"worst {k} tensor(s) to int16", int16)
+
+        if self.prefer_float:
+            yield to_float(" (CPU target: float before int16)")
+        yield Stage(len(ranked), widen, self.int16_steps, growth=4, last_all=True)
+        outputs = sorted(ladder.output_ops - ladder.input_ops)
+        if outputs:
+            # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
+            # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
+            # the inputs stay integer.  Reported as float outputs.
+            some16 = [n for n in self.in_int16(ranked[:4]) if n not in outputs]
+            yield Rung("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs)
+        yield to_float("")
+        if outputs:  # last rung: everything that may move in float, outputs included
+            last = self.with_readers(movable, lambda op: op not in ladder.input_ops) + outputs
+            yield Rung("output ops to float (float outputs), all movable ops to float",
+                       [n for n in int16 if n not in last], last)
+
+
 def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
                judge: Callable[[Path, Attempt], Attempt], *, progress: Callable[[str], None] = lambda _m: None,
                int16_steps: int = INT16_STEPS, float_steps: int = FLOAT_STEPS,
@@ -423,108 +498,13 @@ def run_ladder(float_path: Path, output: Path, calibration: Sequence[Any],
 
     `prefer_float` (CPU targets) tries int8 with float fallbacks before any int16 rung.
 
-    `judge(path, attempt)` fills in the attempt's gate, coverage and ``passed``.  A .tflite that
-    LiteRT rejects while the judge loads or runs it (a kernel refusing its quantized inputs) is a
-    failed rung of its own (gate kind ``refused``): the op it names moves from int8 to int16 (with
-    the ops writing its inputs), then to float, for that rung and every later one, and the rung is
-    tried again.  Returns every attempt; `output` holds the last one (the passing one, or the last
-    tried when none passed).
+    `judge(path, attempt)` fills in the attempt's gate and ``passed``.  A .tflite that LiteRT
+    rejects while the judge loads or runs it (a kernel refusing its quantized inputs) is a failed
+    rung of its own (gate kind ``refused``): the op it names moves from int8 to int16 (with the ops
+    writing its inputs), then to float, for that rung and every later one, and the rung is tried
+    again.  Returns every attempt; `output` holds the last one (the passing one, or the last tried
+    when none passed).
     """
-    ladder = AeqLadder(float_path, calibration)
-    attempts: list[Attempt] = []
-    forced16: dict[str, list[str]] = {}  # refused int8 op → the ops that go to int16 with it
-    forced_float: list[str] = []  # refused int16 ops: float on every later rung
-    kinds: dict[str, str] = {}  # refused op → its op type (for the rung's action)
-
-    def with_readers(names: list[str], allowed: Callable[[str], bool] = lambda _n: True) -> list[str]:
-        group: list[str] = []
-        for name in names:
-            for op in [name, *ladder.readers.get(name, [])]:
-                if op not in group and allowed(op):
-                    group.append(op)
-        return group
-
-    def in_int16(names: list[str]) -> list[str]:
-        group = with_readers(names)
-        return list(dict.fromkeys(group + [m for name in group for m in ladder.paths.get(name, [])]))
-
-    def escalate(refusal: Refusal, int16: list[str], floats: list[str]) -> str | None:
-        """Move the refused op one step up (int8 → int16 → float); the step taken, or None."""
-        scope = refusal.scope
-        if scope is None or scope in floats or sum(a.gate.get("kind") == "refused" for a in attempts) >= MAX_REFUSALS:
-            return None
-        kinds[scope] = refusal.op_type or "op"
-        if scope in int16 or refusal.dtype == "int16":
-            forced16.pop(scope, None)
-            forced_float.append(scope)
-            return "float"
-        writers = [op for op, readers in ladder.readers.items() if scope in readers]
-        forced16[scope] = in_int16([*writers, scope])
-        return "int16"
-
-    def attempt(action: str, int16: list[str], floats: list[str]) -> Attempt:
-        while True:
-            now_floats = list(dict.fromkeys([*floats, *forced_float]))
-            now_int16 = [n for n in dict.fromkeys([*int16, *(m for g in forced16.values() for m in g)])
-                         if n not in now_floats]
-            moved = "".join(f", refused {kinds[n]} to int16" for n in forced16) + "".join(
-                f", refused {kinds[n]} to float" + (" (float outputs)" if n in ladder.output_ops else "")
-                for n in forced_float)
-            result = Attempt(len(attempts), action + moved, list(now_int16), list(now_floats))
-            ladder.quantize(output, now_int16, now_floats)
-            try:
-                result = judge(output, result)
-            except (RuntimeError, ValueError, MedgeError) as exc:
-                refusal = find_refusal(float_path, output, exc)
-                if refusal is None:  # not LiteRT rejecting the .tflite: a fault the ladder cannot climb over
-                    raise TargetError(f"the quantized .tflite cannot run on LiteRT ({_messages(exc)[:200]}); "
-                                      "try --precision fp16") from exc
-                step = escalate(refusal, now_int16, now_floats)
-                summary = refusal.describe() + (f"; the {refusal.op_type} goes to {step}" if step else "")
-                result.passed = False
-                result.gate = {"kind": "refused", "passed": False, "refused": dataclasses.asdict(refusal),
-                               "summary": summary}
-                attempts.append(result)
-                progress(f"litert ladder attempt {result.index} ({result.action}): failed {summary}")
-                if step is None:  # nothing to move (or too many refusals): the ladder goes on
-                    return result
-                continue
-            attempts.append(result)
-            progress(f"litert ladder attempt {result.index} ({result.action}): "
-                     f"{'passed' if result.passed else 'failed'} {result.gate.get('summary', '')}")
-            return result
-
-    if attempt("all int8", [], []).passed:
-        return attempts
-    ranked = [name for name, _ in ladder.rank(output)]
-    movable = [n for n in ranked if n not in ladder.io_ops]  # float at the edge would mean float I/O
-
-    def float_rungs(int16: list[str], label: str = "") -> bool:
-        """The worst 1, 4 … movable tensors to float (with their readers); whether one passed."""
-        for k in _steps(len(movable), float_steps):
-            floats = with_readers(movable[:k], lambda op: op not in ladder.io_ops)
-            if attempt(f"worst {k} tensor(s) to float{label}", [n for n in int16 if n not in floats], floats).passed:
-                return True
-        return False
-
-    if prefer_float and float_rungs([], " (CPU target: float before int16)"):
-        return attempts
-    int16: list[str] = []
-    for k in _steps(len(ranked), int16_steps):
-        int16 = in_int16(ranked[:k])
-        if attempt(f"worst {k} tensor(s) to int16", int16, []).passed:
-            return attempts
-    outputs = sorted(ladder.output_ops - ladder.input_ops)
-    if outputs:
-        # The ops writing the model outputs in float (e.g. a sigmoid whose saturated probabilities
-        # collapse onto one 8/16-bit step and tie in the AUROC), the worst 4 tensors in int16;
-        # the inputs stay integer.  Reported as float outputs.
-        some16 = [n for n in in_int16(ranked[:4]) if n not in outputs]
-        if attempt("output ops to float (float outputs), worst 4 tensor(s) to int16", some16, outputs).passed:
-            return attempts
-    if float_rungs(int16):
-        return attempts
-    if outputs:  # last rung: everything that may move in float, outputs included
-        last = with_readers(movable, lambda op: op not in ladder.input_ops) + outputs
-        attempt("output ops to float (float outputs), all movable ops to float", [n for n in int16 if n not in last], last)
-    return attempts
+    steps = AeqSteps(AeqLadder(float_path, calibration), output, judge, int16_steps=int16_steps,
+                     float_steps=float_steps, prefer_float=prefer_float)
+    return climb(steps, Rung("all int8"), progress)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 from medge.devices.recipes.base import CompileContext, PreflightFailedError, Recipe, RecipeResult
 from medge.common.errors import GateFailedError, TargetError, UsageError
 from medge.common.reports import Report
+from medge.quantize.ladder import Attempt
 
 ARTIFACT = "model.tflite"
 README = "README.txt"
@@ -64,19 +66,28 @@ class TfliteOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last: bool, float_as_fp16: bool) -> Any:
-    """The gate of one .tflite: full-integer I/O, delegate coverage, parity and the metric."""
+#: what the judge measures of each rung's .tflite (kept in `Attempt.gate`, listed beside it in the manifest)
+ARTIFACT_FACTS = ("op_precisions", "coverage", "partitions")
+
+
+def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last: bool,
+           float_as_fp16: bool) -> tuple[Callable[[Path, Attempt], Attempt], dict[int, tuple[dict, list]]]:
+    """The gate of one .tflite (full-integer I/O, delegate coverage, parity and the metric), and the
+    preflight and op list of each attempt it judged, by attempt index."""
     from medge.devices.delegate_ops import litert_preflight
     from medge.quantize.parity_gate import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
     from medge.devices.recipes.litert.convert import tflite_ops
     from medge.devices.recipes.litert.ladder import op_precisions
 
     reference = onnx_runner(ctx.onnx_path)
+    judged: dict[int, tuple[dict, list]] = {}
 
-    def judge(path: Path, attempt: Any) -> Any:
+    def judge(path: Path, attempt: Attempt) -> Attempt:
         ops = tflite_ops(path)
         preflight = litert_preflight(ops, delegate, float_as_fp16=float_as_fp16)
-        attempt.op_precisions, attempt.coverage, attempt.partitions = op_precisions(ops), preflight["coverage"], preflight["partitions"]
+        facts = {"op_precisions": op_precisions(ops), "coverage": preflight["coverage"],
+                 "partitions": preflight["partitions"]}
+        attempt.gate = dict(facts)  # kept if LiteRT refuses the .tflite below
         runner = artifact_runner(path, "litert", channel_last=channel_last)
         limits = (ctx.parity_limits or INT8_LIMITS) if ctx.precision == "int8" else {"rel_tol": PARITY_REL_TOL.get(ctx.precision)}
         parity = parity_check(reference, runner, parity_inputs, **limits)
@@ -91,18 +102,23 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
             summary += f", {metric['name']} drop {metric['drop']:.4g} (max {ctx.max_drop})"
             if metric["passed"] is None:
                 gate["passed"] = parity["passed"]
-        attempt.gate = {**gate, "summary": summary + f", coverage {preflight['coverage']}, {preflight['partitions']} partition(s)"}
+        attempt.gate = {**gate, "summary": summary + f", coverage {preflight['coverage']}, {preflight['partitions']} partition(s)",
+                        **facts}
         attempt.passed = bool(gate["passed"])
-        attempt.preflight, attempt.ops = preflight, ops
+        judged[attempt.index] = (preflight, ops)
         return attempt
 
-    return judge
+    return judge, judged
 
 
-def _attempt_dict(attempt: Any) -> dict[str, Any]:
-    data = attempt.to_dict()
-    data["gate"] = {k: v for k, v in data["gate"].items() if k not in ("evaluation", "parity")}
-    return data
+def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
+    """One rung of the manifest's ``gate.ladder``: what moved, the .tflite's facts and the gate."""
+    gate = attempt.gate
+    return {"index": attempt.index, "action": attempt.action, "int16_ops": attempt.int16_tensors,
+            "float_ops": attempt.fp32_nodes, "op_precisions": gate.get("op_precisions", {}),
+            "coverage": gate.get("coverage"), "partitions": gate.get("partitions"),
+            "gate": {k: v for k, v in gate.items() if k not in ("evaluation", "parity", *ARTIFACT_FACTS)},
+            "passed": attempt.passed}
 
 
 def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, float_as_fp16: bool = False) -> TfliteOutcome:
@@ -132,15 +148,13 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     source = torch_source(ctx.onnx_path, ctx.model_ref, parity_inputs[0])
     notes.extend(source.notes)
     path = ctx.out_dir / ARTIFACT
-    judge = _judge(ctx, parity_inputs, delegate, channel_last, float_as_fp16)
+    judge, judged = _judge(ctx, parity_inputs, delegate, channel_last, float_as_fp16)
     if ctx.precision == "int8" and quantizer == "aeq":
         attempts = _aeq_ladder(ctx, source.module, calib.inputs, path, channel_last, judge,
                                prefer_float=bool(ctx.option("prefer_float_fallback", delegate == "xnnpack")))
     else:
         convert_tflite(source.module, parity_inputs[0], path, precision=ctx.precision,
                        calibration=calib.inputs if calib is not None else (), channel_last=channel_last)
-        from medge.devices.recipes.litert.ladder import Attempt
-
         attempts = [judge(path, Attempt(0, f"all {ctx.precision} ({'pt2e' if ctx.precision == 'int8' else 'litert-torch'})"))]
     final = attempts[-1]
     ladder = [_attempt_dict(a) for a in attempts]
@@ -148,7 +162,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
         tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
         raise TargetError(f"no {ctx.precision} .tflite ran on LiteRT ({len(ladder)} attempt(s): {tried[-600:]}); "
                           "nothing was written — try --precision fp16")
-    gate = {k: v for k, v in final.gate.items() if k not in ("evaluation", "summary")}
+    gate = {k: v for k, v in final.gate.items() if k not in ("evaluation", "summary", *ARTIFACT_FACTS)}
     evaluation = final.gate.get("evaluation")
     if ctx.precision == "int8":
         gate["ladder"] = ladder
@@ -159,7 +173,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
                                                         "not run here)").to_dict()
     if not final.passed and gate["kind"] == "metric":
         tried = "; ".join(f"{a['action']}: {a['gate']['summary']}" for a in ladder)
-        first = attempts[0].preflight.get("fallback_op_types") or []
+        first = (judged[0][0].get("fallback_op_types") if 0 in judged else None) or []
         blocking = f"; ops off the delegate even in int8: {', '.join(first)}" if first else ""
         raise GateFailedError(
             f"no {ctx.precision} .tflite passed the gate with max drop {ctx.max_drop} ({len(ladder)} attempt(s): {tried})"
@@ -179,7 +193,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     if float_outputs:
         notes.append("the gate passed only with the output op(s) in float: the model's outputs are float32 "
                      "(computed on the CPU after the delegate)")
-    preflight = final.preflight
+    preflight, final_ops = judged[final.index]
     if not preflight["ok"] and not ctx.option("allow_unsupported", False):
         raise PreflightFailedError(f"no op of the model runs on the {preflight['delegate_name']}", preflight)
     if preflight["cpu_ops"]:
@@ -194,7 +208,7 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
                      + "; ".join(f"{b['ops']}: {b['why']}" for b in blockers))
     if len(attempts) > 1:
         notes.append(f"fallback ladder: attempt {final.index} ({final.action}) passed; "
-                     f"int16 ops {final.int16_ops}, float ops {final.float_ops}")
+                     f"int16 ops {final.int16_tensors}, float ops {final.fp32_nodes}")
     extra = {
         "litert": {
             "delegate": delegate,
@@ -203,11 +217,11 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
             "outputs": outputs,
             "full_integer": ctx.precision == "int8" and not float_outputs,
             "quantizer": quantizer if ctx.precision == "int8" else None,
-            "op_precisions": final.op_precisions,
-            "int16_ops": final.int16_ops,
-            "float_ops": final.float_ops,
+            "op_precisions": final.gate["op_precisions"],
+            "int16_ops": final.int16_tensors,
+            "float_ops": final.fp32_nodes,
             "torch_source": {"kind": source.kind, "reference": source.reference},
-            "ops": [op["op"] for op in final.ops],
+            "ops": [op["op"] for op in final_ops],
         }
     }
     (ctx.out_dir / README).write_text(_readme(ctx, extra["litert"], preflight))
