@@ -34,6 +34,9 @@ def _cases():
 
     n = helper.make_node
     rng = np.random.default_rng(0)
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
     return {
         "Exp": ([n("Exp", ["x"], ["y"])], []),
         "Log": ([n("Exp", ["x"], ["a"]), n("Log", ["a"], ["y"])], []),
@@ -74,6 +77,46 @@ def _cases():
                            [("sc", np.array([1, 1, 2, 2], dtype=np.float32))]),
         "Resize-linear": ([n("Resize", ["x", "", "", "sz"], ["y"], mode="linear",
                              coordinate_transformation_mode="half_pixel")], [("sz", _i64(1, 3, 12, 20))]),
+        # the layers of medge's CNNs, U-Nets and ViTs
+        "Conv": ([n("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                 [("w", f32(4, 3, 3, 3)), ("b", f32(4))]),
+        "Conv-asymmetric-pads": ([n("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[0, 0, 1, 1], strides=[2, 2])],
+                                 [("w", f32(4, 3, 3, 3))]),
+        "ConvTranspose": ([n("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                          [("w", f32(3, 2, 2, 2)), ("b", f32(2))]),
+        "MaxPool": ([n("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], []),
+        "AveragePool": ([n("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])], []),
+        "GlobalAveragePool": ([n("GlobalAveragePool", ["x"], ["y"])], []),
+        "BatchNormalization": ([n("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"])],
+                               [("g", f32(3)), ("b", f32(3)), ("m", f32(3)), ("v", np.abs(f32(3)) + 0.5)]),
+        "LayerNormalization": ([n("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)], [("g", f32(8)), ("b", f32(8))]),
+        "Gemm": ([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w", "b"], ["y"], transB=1)],
+                 [("w", f32(10, 192)), ("b", f32(10))]),
+        "Gemm-alpha-beta": ([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w", "b"], ["y"], alpha=0.5, beta=2.0)],
+                            [("w", f32(192, 10)), ("b", f32(10))]),
+        "MatMul": ([n("MatMul", ["x", "w"], ["y"])], [("w", f32(8, 5))]),
+        "Reshape": ([n("Reshape", ["x", "s"], ["y"])], [("s", _i64(0, 3, -1))]),
+        "Transpose": ([n("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], []),
+        "Squeeze": ([n("ReduceMean", ["x"], ["m"], axes=[2, 3]), n("Squeeze", ["m", "ax"], ["y"])], [("ax", _i64(2, 3))]),
+        "Unsqueeze": ([n("Unsqueeze", ["x", "ax"], ["y"])], [("ax", _i64(0, -1))]),
+        "Concat": ([n("Concat", ["x", "x"], ["y"], axis=1)], []),
+        "Gather": ([n("Gather", ["x", "i"], ["y"], axis=1)], [("i", _i64(2, 0))]),
+        "Gather-scalar": ([n("Gather", ["x", "i"], ["y"], axis=1)], [("i", np.int64(1))]),
+        "Clip": ([n("Clip", ["x", "lo", "hi"], ["y"])], [("lo", np.float32(-0.5)), ("hi", np.float32(0.7))]),
+        "Softmax": ([n("Softmax", ["x"], ["y"], axis=1)], []),
+        "PRelu": ([n("PRelu", ["x", "s"], ["y"])], [("s", f32(3, 1, 1))]),
+        "Relu": ([n("Relu", ["x"], ["y"])], []),
+        "Sigmoid": ([n("Sigmoid", ["x"], ["y"])], []),
+        "Tanh": ([n("Tanh", ["x"], ["y"])], []),
+        "Erf": ([n("Erf", ["x"], ["y"])], []),
+        "Identity": ([n("Identity", ["x"], ["y"])], []),
+        "Sqrt": ([n("Abs", ["x"], ["a"]), n("Sqrt", ["a"], ["y"])], []),
+        "Pow": ([n("Pow", ["x", "c"], ["y"])], [("c", np.float32(2.0))]),
+        "Add": ([n("Add", ["x", "c"], ["y"])], [("c", f32(8))]),
+        "Div": ([n("Div", ["x", "c"], ["y"])], [("c", np.float32(4.0))]),
+        "Less": ([n("Less", ["x", "c"], ["m"]), n("Where", ["m", "x", "c"], ["y"])], [("c", np.float32(0.2))]),
+        "Equal": ([n("Equal", ["x", "x"], ["m"]), n("Where", ["m", "x", "z"], ["y"])], [("z", np.float32(-1.0))]),
+        "Constant": ([n("Constant", [], ["c"], value=helper.make_tensor("v", 1, [1], [0.25])), n("Mul", ["x", "c"], ["y"])], []),
     }
 
 
@@ -107,6 +150,14 @@ def test_every_new_building_block_op_is_covered():
     assert wanted <= tested
 
 
+def test_every_handler_has_a_one_node_case():
+    from medge.devices.recipes.litert.onnx_to_torch import HANDLERS, SUPPORTED_OPS
+
+    used = {node.op_type for nodes, _ in CASES.values() for node in nodes}
+    assert set(SUPPORTED_OPS) == {*HANDLERS, "Constant"}
+    assert set(SUPPORTED_OPS) - used == set(), "add a one-node case for every op the converter takes"
+
+
 def test_unconvertible_model_names_the_op_and_its_node(tmp_path):
     from onnx import helper
 
@@ -115,7 +166,7 @@ def test_unconvertible_model_names_the_op_and_its_node(tmp_path):
 
     path = _graph(tmp_path, "nms", [helper.make_node("Relu", ["x"], ["r"], name="act"),
                                     helper.make_node("GridSample", ["r", "r"], ["y"], name="warp")])
-    with pytest.raises(ExportError, match=r"GridSample.*'warp'"):
+    with pytest.raises(ExportError, match=r"GridSample.*'warp'.*it converts Abs, Add, AveragePool, .*, Where;"):
         onnx_to_torch(path)
     resize = _graph(tmp_path, "cubic", [helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up", mode="cubic")],
                     [("sc", np.array([1, 1, 2, 2], dtype=np.float32))])
