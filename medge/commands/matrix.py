@@ -9,7 +9,8 @@ from medge.common.errors import UsageError
 
 HELP = "build a models × targets × precisions matrix (local processes or Ray), resumable, with one result table"
 EXAMPLE = ["medge matrix run release.yaml -o build/release --jobs 2",
-           "medge matrix run release.yaml -o build/release --engine ray --address 10.0.0.5:6379 --resume"]
+           "medge matrix run release.yaml -o build/release --engine ray --address 10.0.0.5:6379 --resume",
+           "medge matrix run release.yaml -o build/release --farm lab.yaml   # profile on the lab's devices"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue OUT: skip cells whose last row is ok with the same cell key")
     parser.add_argument("--only", action="append", metavar="KEY=VALUE",
                         help="run only cells with model/target/precision/prune = VALUE (repeatable)")
+    parser.add_argument("--farm", metavar="FARM.yaml",
+                        help="profile the cells of the farm's targets on its SSH devices (leased, one job per device, "
+                             "work moved off a failed device) instead of on the host or a Ray resource")
 
 
 def run(args: argparse.Namespace):
@@ -37,5 +41,10 @@ def run(args: argparse.Namespace):
     if args.address and args.engine != "ray":
         raise UsageError("--address needs --engine ray")
     spec = load_matrix(args.matrix, parse_only(args.only))
+    farm = None
+    if args.farm:
+        from medge.scale.farm import load_farm
+
+        farm = load_farm(args.farm)
     return run_matrix(spec, Path(args.output), engine=args.engine, jobs=args.jobs, address=args.address,
-                      resume=args.resume)
+                      resume=args.resume, farm=farm)

@@ -65,7 +65,7 @@ def step_commands(cell: dict[str, Any], cell_dir: Path) -> list[tuple[str, list[
         steps = [("compile", [*cli, "compile", cell["source"], "--target", cell["target"], "--precision",
                               cell["precision"], "-o", bundle, "--force", *data,
                               "--report", str(cell_dir / "compile.json")])]
-        if not cell.get("device_bound"):
+        if not cell.get("device_bound") and not cell.get("on_farm"):  # else profiled on the device
             steps.append(("profile", [*cli, "profile", bundle, *profiling, "--report", str(cell_dir / "profile.json")]))
         return steps
     argv = [*cli, "build", cell["source"], "--target", cell["target"], "--precision", cell["precision"], "-o", bundle,

@@ -85,7 +85,7 @@ def _ray_cell(cell: dict[str, Any], cell_dir: str, timeout_s: float) -> dict[str
 
 
 class RayEngine:
-    """Every cell a Ray task (`num_cpus` = its threads; a device-bound cell also asks for {target: 1})."""
+    """Every cell a Ray task (`num_cpus` = its threads; a device-bound cell not on the farm also asks for {target: 1})."""
 
     name = "ray"
 
@@ -113,12 +113,13 @@ class RayEngine:
 
     def check_resources(self, cells: list[dict[str, Any]]) -> list[str]:
         """Device resources the cells ask for that no node of the cluster declares (those cells cannot run)."""
-        return sorted({c["target"] for c in cells if c.get("device_bound") and c["target"] not in self.resources})
+        return sorted({c["target"] for c in cells if c.get("device_bound") and not c.get("on_farm")
+                       and c["target"] not in self.resources})
 
     def start(self, run: Running) -> None:
         """Submit the cell as a Ray task."""
         cell = run.cell
-        resources = {cell["target"]: 1} if cell.get("device_bound") else {}
+        resources = {cell["target"]: 1} if cell.get("device_bound") and not cell.get("on_farm") else {}
         run.handle = self.remote.options(num_cpus=cell["threads"], resources=resources).remote(
             cell, str(run.cell_dir.resolve()), cell["timeout_s"])
         run.deadline += RAY_GRACE_S

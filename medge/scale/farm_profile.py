@@ -34,6 +34,10 @@ class Job:
     device: str | None
     tried: set[str] = field(default_factory=set)
     moved_from: str | None = None
+    timeout_s: float | None = None  # this job's own limit (a matrix cell's timeout), capped by the device's
+    report_dir: Path | None = None  # where its reports go (default: the scheduler's folder)
+    args: tuple[str, ...] = ()  # `medge profile` flags of this job, after the scheduler's own
+    cell: str | None = None  # the matrix cell this job profiles
 
 
 @dataclass
@@ -106,7 +110,14 @@ def _row(job: Job, device: FarmDevice, status: str, report: dict[str, Any], note
             "peak_mb": report.get("peak_rss_mb"), "moved_from": job.moved_from, "note": note, "seconds": round(seconds, 2)}
 
 
-class _Scheduler:
+class FarmScheduler:
+    """Leases devices and runs profile jobs on them: one job per device at a time; a device that fails or times
+    out is marked unhealthy and its jobs go to another healthy device of the same target.
+
+    `run()` works through every job; `add()` + `step()` let a caller (the matrix driver) feed jobs and
+    collect finished rows as it goes.  Every row is kept in `rows`.
+    """
+
     def __init__(self, farm: Farm, jobs: list[Job], out: Path, profile_args: list[str], timeout_s: float | None) -> None:
         self.farm, self.pending, self.out, self.profile_args = farm, jobs, out, profile_args
         self.timeout_s = timeout_s
@@ -114,6 +125,17 @@ class _Scheduler:
         self.unhealthy: list[str] = []
         self.running: dict[str, tuple[Job, subprocess.Popen, Lease, float, Path]] = {}
         self.rows: list[dict[str, Any]] = []
+        self.started = dict.fromkeys(self.devices, 0)
+        self._events: list[tuple[Job, dict[str, Any]]] = []
+
+    @property
+    def busy(self) -> bool:
+        """Jobs are waiting or running."""
+        return bool(self.pending or self.running)
+
+    def add(self, job: Job) -> None:
+        """Queue a job (started by a later `step`)."""
+        self.pending.append(job)
 
     def _pick(self, device: FarmDevice) -> Job | None:
         for job in self.pending:
@@ -123,7 +145,7 @@ class _Scheduler:
         return None
 
     def _start(self) -> None:
-        for name, device in self.devices.items():
+        for name, device in sorted(self.devices.items(), key=lambda item: self.started[item[0]]):  # spread the work
             if name in self.running or name in self.unhealthy:
                 continue
             job = self._pick(device)
@@ -135,17 +157,28 @@ class _Scheduler:
             self.pending.remove(job)
             job.device = name
             job.tried.add(name)
-            report = self.out / f"{job.bundle.name}__{name}__{len(job.tried)}.json"
+            self.started[name] += 1
+            folder = job.report_dir or self.out
+            folder.mkdir(parents=True, exist_ok=True)
+            report = folder / f"{job.bundle.name}__{name}__{len(job.tried)}.json"
             report.unlink(missing_ok=True)
             argv = [*medge_cli(), "profile", str(job.bundle), "--device", device.address, *device.ssh_args(),
-                    *self.profile_args, "--report", str(report)]
+                    *self.profile_args, *job.args, "--report", str(report)]
             with open(report.with_suffix(".log"), "w") as log:  # a file, never a pipe that could fill up
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                         start_new_session=True)
             self.running[name] = (job, proc, lease, time.monotonic(), report)
-            print(f"medge: farm: {job.bundle.name} on {name} ({device.address})", file=sys.stderr, flush=True)
+            what = job.cell or job.bundle.name
+            print(f"medge: farm: {what} on {name} ({device.address})", file=sys.stderr, flush=True)
 
-    def _finish(self, name: str, status: str, note: str) -> None:
+    def _limit(self, job: Job, device: FarmDevice) -> tuple[float, bool]:
+        """The job's time limit on `device`, and whether it is the device's (else the job's own, e.g. a matrix cell's)."""
+        device_limit = self.timeout_s or device.timeout_s
+        if job.timeout_s and job.timeout_s < device_limit:
+            return job.timeout_s, False
+        return device_limit, True
+
+    def _finish(self, name: str, status: str, note: str, device_fault: bool = False) -> None:
         job, proc, lease, t0, report_path = self.running.pop(name)
         lease.release()
         device = self.devices[name]
@@ -157,11 +190,15 @@ class _Scheduler:
             status = "failed"
             log = report_path.with_suffix(".log").read_text(errors="replace").strip().splitlines()
             note = report.get("error") or (log[-1][-300:] if log else f"exit {proc.returncode}")
-        self.rows.append(_row(job, device, status, report if status == "ok" else {}, note, time.monotonic() - t0))
+        row = _row(job, device, status, report if status == "ok" else {}, note, time.monotonic() - t0)
+        row["report"] = str(report_path)
+        row["device_fault"] = device_fault or (status == "failed" and any(w in note.lower() for w in DEVICE_FAULTS))
+        self.rows.append(row)
+        self._events.append((job, row))
         if status == "ok":
             note_seen(self.farm, device)
             return
-        if status == "timeout" or any(word in note.lower() for word in DEVICE_FAULTS):
+        if row["device_fault"]:
             self.unhealthy.append(name)
             moved = [job] + [j for j in self.pending if j.device == name]
             for j in moved:
@@ -170,33 +207,48 @@ class _Scheduler:
                     self.pending.append(j)
 
     def _give_up(self) -> None:
-        """Jobs no healthy device can take become failed rows."""
+        """Jobs no healthy device can take become no_device rows."""
         for job in list(self.pending):
             candidates = [d for d in self.devices.values() if d.target == job.target and d.name not in self.unhealthy
                           and (job.device == d.name or (job.device is None and d.name not in job.tried))]
             if not candidates:
                 self.pending.remove(job)
-                self.rows.append({"bundle": job.bundle.name, "bundle_path": str(job.bundle), "device": "-",
-                                  "address": None, "target": job.target, "status": "no_device", "moved_from": job.moved_from,
-                                  "note": f"no healthy device of {job.target} left to take it", "seconds": 0.0})
+                tried = f" (tried {', '.join(sorted(job.tried))})" if job.tried else ""
+                row = {"bundle": job.bundle.name, "bundle_path": str(job.bundle), "device": "-", "address": None,
+                       "target": job.target, "status": "no_device", "moved_from": job.moved_from,
+                       "note": f"no healthy device of {job.target} left to take it{tried}", "seconds": 0.0}
+                self.rows.append(row)
+                self._events.append((job, row))
+
+    def step(self) -> list[tuple[Job, dict[str, Any]]]:
+        """One round: give up on jobs no device can take, start jobs on free devices, collect the finished and
+        timed-out ones.  Returns the (job, row) pairs of this round; a job that is moved stays queued."""
+        self._give_up()
+        self._start()
+        for name, (job, proc, _lease, t0, _report) in list(self.running.items()):
+            limit, the_devices = self._limit(job, self.devices[name])
+            if proc.poll() is not None:
+                self._finish(name, "ok", f"redo of {job.moved_from}'s job" if job.moved_from else "")
+            elif time.monotonic() - t0 > limit:
+                end_group(proc)
+                whose = "device timeout" if the_devices else "the job's own timeout"
+                self._finish(name, "timeout", f"no result after {limit:g} s ({whose})", device_fault=the_devices)
+        events, self._events = self._events, []
+        return events
 
     def run(self) -> None:
-        while self.pending or self.running:
-            self._give_up()
-            self._start()
+        """Work through every job."""
+        while self.busy:
+            self.step()
             time.sleep(0.2)
-            for name, (job, proc, _lease, t0, _report) in list(self.running.items()):
-                limit = self.timeout_s or self.devices[name].timeout_s
-                if proc.poll() is not None:
-                    self._finish(name, "ok", f"redo of {job.moved_from}'s job" if job.moved_from else "")
-                elif time.monotonic() - t0 > limit:
-                    end_group(proc)
-                    self._finish(name, "timeout", f"no result after {limit:g} s (device timeout)")
 
-    def stop_all(self) -> None:
+    def stop_all(self) -> list[tuple[Job, dict[str, Any]]]:
+        """End the running jobs (their rows say interrupted); returns those (job, row) pairs."""
         for name in list(self.running):
             end_group(self.running[name][1])
             self._finish(name, "interrupted", "stopped by Ctrl-C")
+        events, self._events = self._events, []
+        return events
 
 
 def _chart(rows: list[dict[str, Any]], path: Path) -> None:
@@ -230,7 +282,7 @@ def profile_on_farm(bundles: list[str], farm: Farm, out: Path, *, target: str | 
     t0 = time.monotonic()
     jobs = plan_jobs([Path(b) for b in bundles], farm, target, per_target)
     out.mkdir(parents=True, exist_ok=True)
-    scheduler = _Scheduler(farm, jobs, out, profile_args or [], timeout_s)
+    scheduler = FarmScheduler(farm, jobs, out, profile_args or [], timeout_s)
     report = FarmProfileReport(farm=str(farm.path))
     try:
         scheduler.run()

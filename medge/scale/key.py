@@ -89,7 +89,10 @@ def _data_hash(source: str | None) -> str | None:
 
 def cell_key(cell: Cell) -> str:
     """A 16-hex-digit key of everything that decides a cell's result."""
-    params: dict[str, Any] = {k: v for k, v in cell.to_dict().items() if k not in ("timeout_s", "retries", "threads")}
+    params: dict[str, Any] = {k: v for k, v in cell.to_dict().items()
+                              if k not in ("timeout_s", "retries", "threads", "on_farm")}
+    if cell.on_farm:  # where the latency was measured is part of the result (without --farm, keys are unchanged)
+        params["on_farm"] = True
     doc = {"params": params, "model": model_hash(cell.source, cell.weights), "calib": _data_hash(cell.calib),
            "eval": _data_hash(cell.eval), "versions": toolkit_versions()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -60,6 +60,7 @@ class Cell:
     eval: str | None = None
     max_drop: float | None = None
     device_bound: bool = False  # needs the device itself (TensorRT engine, on-device profiling)
+    on_farm: bool = False  # `--farm`: profiled on a leased farm device after the host build, not by the build
 
     @property
     def cell_id(self) -> str:

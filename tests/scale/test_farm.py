@@ -3,48 +3,22 @@ with one device stopped mid-run (its work is redone on a healthy device of the s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from scale_checks import medge, write_matrix
+from scale_checks import farm_yaml, medge, profile_conftest, start_sshd, stop_sshd_daemon, write_matrix
 
 from fixtures.cli_checks import assert_one_line_error, medge_command
-
-_spec = importlib.util.spec_from_file_location("profile_conftest", Path(__file__).parents[1] / "profile" / "conftest.py")
-profile_conftest = importlib.util.module_from_spec(_spec)
-sys.modules["profile_conftest"] = profile_conftest
-_spec.loader.exec_module(profile_conftest)
-
-
-def _start_sshd(folder: Path) -> tuple[subprocess.Popen, object]:
-    """A real sshd on a free loopback port, as tests/profile/conftest.py starts it."""
-    gen = profile_conftest.sshd.__wrapped__(_Factory(folder))
-    server = next(gen)
-    return gen, server
-
-
-class _Factory:
-    """The bit of pytest's tmp_path_factory that the sshd fixture uses."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def mktemp(self, name: str) -> Path:
-        path = self.folder / name
-        path.mkdir(parents=True)
-        return path
 
 
 @pytest.fixture
 def three_sshd(tmp_path):
     servers = []
     for i in range(3):
-        servers.append(_start_sshd(tmp_path / f"sshd{i}"))
+        servers.append(start_sshd(tmp_path / f"sshd{i}"))
     yield [s for _, s in servers]
     for gen, _ in servers:
         next(gen, None)  # stops that sshd (already stopped ones too)
@@ -57,17 +31,8 @@ def models(tmp_path_factory) -> list[Path]:
     return [tiny.onnx, tiny.onnx_other]
 
 
-def _farm_yaml(servers, names=("lab-a", "lab-b", "lab-c")) -> str:
-    first = servers[0]
-    lines = [f"ssh_options: [UserKnownHostsFile={first.known_hosts}]", f"remote_medge: {first.medge}", "timeout: 60",
-             "devices:"]
-    for name, server in zip(names, servers):
-        lines.append(f"  - {{name: {name}, target: local, address: '{server.url}', ssh_key: {server.key}, tags: [bench]}}")
-    return "\n".join(lines) + "\n"
-
-
 def test_farm_profile_moves_a_dead_devices_work(tmp_path, three_sshd, models):
-    farm = write_matrix(tmp_path / "farm.yaml", _farm_yaml(three_sshd))
+    farm = write_matrix(tmp_path / "farm.yaml", farm_yaml(three_sshd, ("lab-a", "lab-b", "lab-c")))
     listed = medge("farm", "ls", str(farm), "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr[-2000:]
     items = json.loads(listed.stdout)["items"]
@@ -78,7 +43,7 @@ def test_farm_profile_moves_a_dead_devices_work(tmp_path, three_sshd, models):
                              "--warmup", "1", "--layers", "0", "--farm-output", "fp", "--json"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # the run has begun: lab-c's first job is starting; stop lab-c's sshd now
-    subprocess.run(["kill", str(int((three_sshd[2].key.parent / "sshd.pid").read_text()))], check=True)
+    stop_sshd_daemon(three_sshd[2])
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 1, err[-3000:]  # a device failed
     assert "Traceback" not in err
