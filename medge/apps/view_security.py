@@ -16,7 +16,6 @@ and the response headers.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -136,19 +135,3 @@ def page_csp(page: str) -> str:
     scripts = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
     return (f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src {scripts or NONE}; "
             "style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-
-
-def add_view_security_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tls-cert``, ``--tls-key``, ``--auth-token-file``, ``--insecure-bind`` for a command with a view."""
-    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve the browser view over HTTPS with this certificate")
-    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
-    parser.add_argument("--auth-token-file", type=Path, metavar="FILE",
-                        help="the browser view asks for this token (bearer, basic-auth password, or the printed "
-                             "…/login#token= link)")
-    parser.add_argument("--insecure-bind", action="store_true",
-                        help="allow a browser view on a non-loopback address without --auth-token-file")
-
-
-def view_security(args: argparse.Namespace) -> ViewSecurity:
-    """The `ViewSecurity` of parsed `add_view_security_arguments` flags."""
-    return ViewSecurity(TlsFiles(args.tls_cert, args.tls_key), args.auth_token_file, args.insecure_bind)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medge.commands.common_args import PRECISION_HELP, non_negative_float
+from medge.commands.common_args import (PRECISION_HELP, add_declaration_arguments, declaration_from_args,
+                                        non_negative_float, parse_model_kwargs)
 from medge.common.errors import UsageError
 
 
@@ -43,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tolerance_arguments(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace an existing bundle at -o made for another target or holding files built on the device")
-    from medge.export.declare import add_declaration_arguments
-
     add_declaration_arguments(parser)
     parser.add_argument("--prune", metavar="auto|S",
                         help="prune → distil from the dense model → gate before export: 'auto' (largest sparsity "
@@ -52,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-data", metavar="SOURCE",
                         help="distillation data for --prune (default: the model's synthetic data; a folder is augmented)")
     parser.add_argument("--round-to", type=int, metavar="N",
-                        help="--prune: keep channel counts multiples of N (default: from the target's runtime, e.g. 16 on intel-cpu)")
+                        help="--prune: keep channel counts multiples of N (default: the target's channel_multiple, see 'medge devices show'; e.g. 16 on intel-cpu)")
     parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 600)")
     parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS",
                         help="--prune auto: time budget of the search (default 1300, raised to fit every probe)")
@@ -67,9 +66,6 @@ def run(args: argparse.Namespace):
     """Run the command."""
     from medge.build.chain import BuildConfig, build
     from medge.export.input_specs import parse_input_shapes
-
-    from medge.commands.common_args import parse_model_kwargs
-    from medge.export.declare import Declaration
 
     kwargs = parse_model_kwargs(args.model_kwargs) or None
     from medge.commands.compile import parse_options, tolerances_from_args
@@ -94,7 +90,7 @@ def run(args: argparse.Namespace):
         eval=args.eval, max_drop=args.max_drop, weights=args.weights, model_kwargs=kwargs,
         input_shape=parse_input_shapes(args.input_shape), device=args.device,
         runs=args.runs, warmup=args.warmup, threads=args.threads, options=options, force=args.force,
-        declaration=Declaration.from_args(args),
+        declaration=declaration_from_args(args),
         prune=args.prune, prune_data=args.prune_data, round_to=args.round_to, prune_options=prune_options,
         tolerances=tolerances_from_args(args),
     ))

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from medge.apps.view_security import ViewSecurity, add_view_security_arguments, view_security
+from medge.apps.view_security import ViewSecurity
+from medge.commands.common_args import add_view_security_arguments, view_security_from_args
 from medge.common.errors import MedgeError, UsageError
 from medge.common.reports import DictReport
 
@@ -182,7 +183,7 @@ def _stream(args: argparse.Namespace) -> DictReport:
         raise UsageError("--give-up-after must be > 0 s")
     if args.hop <= 0 or (args.window is not None and args.window <= 0):
         raise UsageError("--hop and --window must be > 0 s (e.g. --hop 0.25)")
-    view = _open_view(args.view, view_security(args))
+    view = _open_view(args.view, view_security_from_args(args))
     model, app = load_lead_model(args.model, threads=args.threads, samples=_zoo_window_samples(args))
     record = None
     try:

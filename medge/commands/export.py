@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medge.commands.common_args import parse_model_kwargs
-from medge.export.declare import Declaration, add_declaration_arguments
+from medge.commands.common_args import add_declaration_arguments, declaration_from_args, parse_model_kwargs
 
 HELP = "export a PyTorch model (zoo name, package.module:factory, .pt2, .pt) to ONNX with a parity check"
 EXAMPLE = "medge export cxr-densenet-tiny -o cxr.onnx"
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace):
     from medge.export.declare import apply_declaration, check_declaration
 
     shape = with_input_defaults(parse_input_shapes(args.input_shape), args.input_default)
-    declaration = Declaration.from_args(args)
+    declaration = declaration_from_args(args)
     check_declaration(args.model, declaration, shape[0].shape if isinstance(shape, list) else shape)  # bad flags fail before the model is built
     steps = Steps(4)
     steps(f"load {args.model}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medge.apps.view_security import add_view_security_arguments, view_security
+from medge.commands.common_args import add_view_security_arguments, view_security_from_args
 
 HELP = "run a segmenter bundle on a live or recorded ultrasound feed (video, camera, DICOM cine, frames, synthetic)"
 EXAMPLE = "medge ultrasound --segmenter build/us --screen build/us-screen --source cine.dcm --view browser --report us.json"
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace):
         camera_size=parse_size(args.camera_size, "--camera-size") if args.camera_size else None,
         camera_format=args.camera_format, input_size=input_size,
         view_size=parse_size(args.view_size, "--view-size") if args.view_size else None, mask_threshold=args.mask_threshold,
-        warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security(args),
+        warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security_from_args(args),
         min_lesion_area=args.min_lesion_area, linger_s=args.linger,
     )
     return run_ultrasound(config)

@@ -14,12 +14,12 @@ When nothing is declared, an image model (rank 4, 1 or 3 channels) gets the docu
 Its ``assumed`` key lists the fields that were not declared, so that the export report, ``medge
 inspect`` and the quantize/compile reports can say so.
 
-This module is light (no torch): the CLI imports it to add the arguments.
+This module is light (no torch, no argparse): the CLI's flags for it are in
+`medge.commands.common_args` (`add_declaration_arguments`, `declaration_from_args`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -61,11 +61,6 @@ class Declaration:
     task: str | None = None
     labels: str | None = None
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Declaration":
-        """The declaration carried by parsed CLI arguments (missing attributes count as undeclared)."""
-        return cls(**{f.name: getattr(args, f.name, None) for f in fields(cls)})
-
     def preprocessing_declared(self) -> bool:
         """True when any preprocessing field (not only task/labels) was given."""
         return any(getattr(self, f.name) is not None for f in fields(self) if f.name not in ("task", "labels"))
@@ -73,25 +68,6 @@ class Declaration:
     def any(self) -> bool:
         """True when anything at all was declared."""
         return any(getattr(self, f.name) is not None for f in fields(self))
-
-
-def add_declaration_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the model-description flags (shared by `medge export` and `medge build`)."""
-    group = parser.add_argument_group("model description (non-zoo models; default: see 'assumed' in the report)")
-    group.add_argument("--preprocess", metavar="FILE|JSON", help="preprocessing block (metadata schema) as a JSON file or string")
-    group.add_argument("--like", metavar="ZOO_NAME", help="copy a zoo card's preprocessing, labels and task")
-    group.add_argument("--modality", help=f"DICOM modality ({', '.join(MODALITIES)})")
-    group.add_argument("--intensity", choices=INTENSITIES, help="raw → [0, 1]: unit (already), uint8 (/255), minmax, window")
-    group.add_argument("--window", metavar="C,W", help="window center and width (implies --intensity window)")
-    group.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean applied after scaling to [0, 1]")
-    group.add_argument("--std", metavar="S[,S,S]", help="per-channel std applied after scaling to [0, 1]")
-    group.add_argument("--channels", type=int, help="input channels (must match the input shape)")
-    group.add_argument("--layout", help="NCHW/NHWC for images, NCL/NLC for signals")
-    group.add_argument("--leads", metavar="II,V1,V5", help="signal leads, in input order")
-    group.add_argument("--sample-rate", type=float, metavar="HZ", help="signal sample rate in Hz")
-    group.add_argument("--units", choices=UNITS, help="signal units the model takes")
-    group.add_argument("--task", help=f"task, picks the gate's default metric ({', '.join(TASKS)})")
-    group.add_argument("--labels", help="comma-separated output labels")
 
 
 def _floats(text: str, flag: str) -> list[float]:

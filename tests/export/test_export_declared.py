@@ -144,3 +144,24 @@ def test_own_model_path(run_cli, tmp_path, tiny_models, model, declared):
     assert built.returncode == 0, built.stderr[-2000:]
     assert built.report["precision"] == "int8" and all(s["status"] in ("ok", "skipped") for s in built.report["steps"])
     assert (tmp_path / "built" / "manifest.json").is_file()
+
+
+def test_argparse_stays_in_the_commands():
+    """Flags are parsed in medge/commands/ (and medge_cli.py); the rooms below take values.  The
+    device-side scripts under devices/templates/ run on their own and keep their own argparse."""
+    import ast
+
+    import medge
+
+    root = Path(medge.__file__).parent
+    importers = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "commands" or rel.parts[:2] == ("devices", "templates"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) else []
+            if any(n and n.split(".")[0] == "argparse" for n in names):
+                importers.append(str(rel))
+    assert importers == [], f"move the argparse parts of {importers} to medge/commands/"
