@@ -104,3 +104,41 @@ def test_matrix_with_a_bad_farm_file_is_one_line_and_no_work(tmp_path, text, nee
     assert_one_line_error(medge("matrix", "run", str(matrix), "-o", "out", "--farm", "nowhere.yaml", cwd=tmp_path),
                           "not found", code=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_cell_timeout_and_farm_timeout_on_the_device_step(tmp_path, two_sshd, vit_onnx, fast_yaml):
+    """A device that answers slowly: past the cell's own timeout the cell is `timeout` (the device stays healthy);
+    past the farm's device timeout it is the device's fault (device_error, unhealthy)."""
+    hung = tmp_path / "hung-medge"
+    hung.write_text("#!/bin/sh\nsleep 20\nexit 1\n")  # a device that hangs (then gives up)
+    hung.chmod(0o755)
+    farm_text = farm_yaml(two_sshd[:1], ("hung",)).replace(f"remote_medge: {two_sshd[0].medge}", f"remote_medge: {hung}")
+    for name, cell_timeout, farm_timeout in (("own", 8, 60), ("device", 60, 4)):
+        farm = write_matrix(tmp_path / f"farm-{name}.yaml", farm_text.replace("timeout: 60", f"timeout: {farm_timeout}"))
+        matrix = _matrix(tmp_path, vit_onnx, fast_yaml, "[local]", "exclude: [{model: vit2}]\n")
+        matrix.write_text(matrix.read_text().replace("timeout: 120", f"timeout: {cell_timeout}"))
+        result = medge("matrix", "run", str(matrix), "-o", name, "--farm", str(farm), "--json", cwd=tmp_path, timeout=120)
+        assert result.returncode == 1, result.stderr[-3000:]
+        report = json.loads(result.stdout)
+        (row,) = report["rows"]
+        if name == "own":
+            assert row["status"] == "timeout" and "the job's own timeout" in row["error"] and report["unhealthy"] == []
+        else:
+            assert row["status"] == "device_error" and report["unhealthy"] == ["hung"]
+            assert [r["status"] for r in rows(tmp_path / name)] == ["device_error", "device_error"]  # the try, no device left
+
+
+@pytest.mark.slow  # an embedded Ray starts (~40 s here); tests/scale/test_matrix_ray.py keeps a real Ray test in the default suite
+def test_matrix_on_a_farm_with_the_ray_engine(tmp_path, two_sshd, vit_onnx, fast_yaml):
+    """--engine ray builds the cell in a Ray task; the driver runs its device step on the farm."""
+    pytest.importorskip("ray")
+    farm = write_matrix(tmp_path / "farm.yaml", farm_yaml(two_sshd[:1], ("lab-a",)))
+    matrix = _matrix(tmp_path, vit_onnx, fast_yaml, "[local, jetson-orin-nano]", "exclude: [{model: vit2}]\n")
+    result = medge("matrix", "run", str(matrix), "-o", "out", "--farm", str(farm), "--engine", "ray", "--jobs", "1",
+                   "--json", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]  # the jetson cell is unsupported (an answer, not a failure)
+    final = {r["cell"]: r for r in json.loads(result.stdout)["rows"]}
+    local = final["vit__local__fp32"]
+    assert local["status"] == "ok" and local["node"] == "lab-a" and local["engine"] == "ray" and local["p50_ms"] > 0
+    assert local["build_node"] and local["build_node"] != "lab-a"  # the Ray node that built it
+    assert final["vit__jetson-orin-nano__fp32"]["status"] == "unsupported"
