@@ -47,6 +47,34 @@ def run_cli(tmp_path):
     return run
 
 
+@pytest.fixture
+def cli_in_process(tmp_path, monkeypatch):
+    """`medge_cli.main` in this process, for help and usage-error tests (no start-up cost); the same
+    `CliResult` as `run_cli`. Real end-to-end paths keep `run_cli` (a subprocess)."""
+    import contextlib
+    import io
+
+    import medge_cli
+
+    def run(*args: str, report: bool = False) -> CliResult:
+        monkeypatch.chdir(tmp_path)
+        argv = [str(a) for a in args]
+        report_path = None
+        if report:
+            report_path = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
+            argv += ["--report", str(report_path)]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = medge_cli.main(argv)
+            except SystemExit as exc:  # argparse's --help
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        data = json.loads(report_path.read_text()) if report_path and report_path.exists() else None
+        return CliResult(code, out.getvalue(), err.getvalue(), data)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def zoo_onnx(tmp_path_factory):
     """`zoo_onnx(name, dynamic_batch=True) -> Path`: a zoo model exported once per test session.

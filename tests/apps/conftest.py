@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.cli_checks import medge_command
+from fixtures.shared_build import build_once
 
 APP_SIZE = 64
 
@@ -28,8 +29,6 @@ class AppBundles:
     screen_onnx: Path
 
 
-
-
 def _compile(onnx: Path, target: str, out: Path) -> None:
     cmd = medge_command() + ["compile", str(onnx), "--target", target, "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
@@ -38,14 +37,17 @@ def _compile(onnx: Path, target: str, out: Path) -> None:
 
 @pytest.fixture(scope="session")
 def app_bundles(tmp_path_factory) -> AppBundles:
-    """The U-Net segmenter (local/onnxruntime) and frame-screen (intel-cpu/OpenVINO) bundles at 64×64."""
-    from medge.export import export_onnx
+    """The U-Net segmenter (local/onnxruntime) and frame-screen (intel-cpu/OpenVINO) bundles at 64×64,
+    built once per run (shared by the xdist workers)."""
 
-    root = tmp_path_factory.mktemp("app_bundles")
-    shape = (1, 1, APP_SIZE, APP_SIZE)
-    seg_onnx, screen_onnx = root / "us-lesion-unet.onnx", root / "us-frame-screen.onnx"
-    export_onnx("us-lesion-unet", seg_onnx, input_shape=shape)
-    export_onnx("us-frame-screen", screen_onnx, input_shape=shape)
-    _compile(seg_onnx, "local", root / "unet")
-    _compile(screen_onnx, "intel-cpu", root / "screen")
-    return AppBundles(root / "unet", root / "screen", seg_onnx, screen_onnx)
+    def build(root: Path) -> None:
+        from medge.export import export_onnx
+
+        shape = (1, 1, APP_SIZE, APP_SIZE)
+        export_onnx("us-lesion-unet", root / "us-lesion-unet.onnx", input_shape=shape)
+        export_onnx("us-frame-screen", root / "us-frame-screen.onnx", input_shape=shape)
+        _compile(root / "us-lesion-unet.onnx", "local", root / "unet")
+        _compile(root / "us-frame-screen.onnx", "intel-cpu", root / "screen")
+
+    root = build_once(tmp_path_factory, "app_bundles", build)
+    return AppBundles(root / "unet", root / "screen", root / "us-lesion-unet.onnx", root / "us-frame-screen.onnx")

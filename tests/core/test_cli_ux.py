@@ -14,8 +14,8 @@ from medge_cli import COMMANDS
 from fixtures.cli_checks import assert_one_line_error
 
 
-def _help(run_cli, *command: str) -> str:
-    res = run_cli(*command, "--help")
+def _help(cli, *command: str) -> str:
+    res = cli(*command, "--help")
     assert res.returncode == 0, res.stderr
     return " ".join(res.stdout.split())  # argparse wraps lines; compare words
 
@@ -26,8 +26,8 @@ def test_bare_medge_prints_help(run_cli):
     assert all(name in res.stdout for name in COMMANDS)
 
 
-def test_command_typo_gets_did_you_mean(run_cli, tmp_path):
-    res = run_cli("compil", "--json")
+def test_command_typo_gets_did_you_mean(cli_in_process, tmp_path):
+    res = cli_in_process("compil", "--json")
     line = assert_one_line_error(res, "unknown command 'compil'", "did you mean 'compile'", code=2)
     assert json.loads(res.stdout) == {"ok": False, "error": line.removeprefix("medge: error: "), "exit_code": 2}
 
@@ -37,8 +37,8 @@ def test_command_typo_gets_did_you_mean(run_cli, tmp_path):
     (("quantize", "m.onnx", "-o", "q.onnx", "--precision", "int9"), "invalid choice"),
     (("compile", "m.onnx", "-t", "jetson-orin-nanno", "-o", "b"), "did you mean 'jetson-orin-nano'"),  # unknown target
 ])
-def test_json_and_report_on_every_failure(run_cli, tmp_path, argv, needle):
-    res = run_cli(*argv, "--json", report=True)
+def test_json_and_report_on_every_failure(cli_in_process, tmp_path, argv, needle):
+    res = cli_in_process(*argv, "--json", report=True)
     assert res.returncode in (1, 2)
     line = assert_one_line_error(res, needle, code=res.returncode)
     printed = json.loads(res.stdout)
@@ -52,24 +52,24 @@ def test_failed_command_report_has_ok_false_and_error(run_cli, tmp_path):
     assert res.report["ok"] is False and "file not found" in res.report["error"]
 
 
-def test_every_command_help_has_an_example(run_cli):
+def test_every_command_help_has_an_example(cli_in_process):
     for name in COMMANDS:
-        text = _help(run_cli, name)
+        text = _help(cli_in_process, name)
         assert re.search(r"example: medge " + re.escape(name), text), name
 
 
-def test_one_default_precision_rule_in_build_and_compile_help(run_cli):
+def test_one_default_precision_rule_in_build_and_compile_help(cli_in_process):
     from medge.commands.common_args import PRECISION_HELP
 
     def squash(text: str) -> str:  # argparse wraps at spaces and hyphens
         return "".join(text.split())
 
     rule = squash(PRECISION_HELP)
-    assert rule in squash(_help(run_cli, "build")) and rule in squash(_help(run_cli, "compile"))
+    assert rule in squash(_help(cli_in_process, "build")) and rule in squash(_help(cli_in_process, "compile"))
 
 
-def test_quantize_options_have_descriptions_and_defaults(run_cli):
-    text = _help(run_cli, "quantize")
+def test_quantize_options_have_descriptions_and_defaults(cli_in_process):
+    text = _help(cli_in_process, "quantize")
     for option, default in [("--precision", "default int8"), ("--backend", "default ort"), ("--calib-size", "default 300"),
                             ("--calib-method", "default minmax"), ("--eval-size", "default 300"),
                             ("--bootstrap", "default 1000"), ("--seed", "default 0")]:
@@ -78,9 +78,9 @@ def test_quantize_options_have_descriptions_and_defaults(run_cli):
 
 
 @pytest.mark.parametrize("command", ["quantize", "compile", "build"])
-def test_negative_max_drop_is_rejected(run_cli, tmp_path, command):
+def test_negative_max_drop_is_rejected(cli_in_process, tmp_path, command):
     extra = {"quantize": ["-o", "q.onnx"], "compile": ["-t", "intel-cpu", "-o", "b"], "build": []}[command]
-    res = run_cli(command, "m.onnx", *extra, "--max-drop", "-0.01")
+    res = cli_in_process(command, "m.onnx", *extra, "--max-drop", "-0.01")
     assert_one_line_error(res, "--max-drop", "0 or more", code=2)
 
 
