@@ -186,6 +186,7 @@ def run_matrix(spec: MatrixSpec, out: Path, *, engine: str = "local", jobs: int 
                 running.remove(run)
                 cell = run.extra["cell"]
                 if cell.on_farm and result["status"] == "ok":
+                    result.setdefault("seconds", round(time.monotonic() - run.started, 3))  # the host step's
                     to_farm(run, cell, result)
                 else:
                     settle(run, cell, result)

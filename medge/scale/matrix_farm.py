@@ -32,7 +32,7 @@ def no_device_reason(cell: Cell, farm: Farm, ray_has_it: bool) -> str | None:
     """Why a cell cannot run with this farm (None: it can, on the host or on a Ray node that declares its target)."""
     if cell.on_farm or not cell.device_bound or ray_has_it:
         return None
-    return (f"no device of target '{cell.target}' in {farm.path} and the host cannot profile it; add one "
+    return (f"no SSH device of target '{cell.target}' in {farm.path} and the host cannot profile it; add one "
             f"(name, target: {cell.target}, address: ssh://user@host) or run with --engine ray on a node declaring it")
 
 

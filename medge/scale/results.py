@@ -11,7 +11,7 @@ from typing import Any
 from medge.common.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 
 STATUS_MARK = {"ok": "✅", "gate_failed": "❎", "unsupported": "➖", "build_failed": "❌", "timeout": "⏱",
-               "interrupted": "⏹", "skipped": "✅"}
+               "interrupted": "⏹", "skipped": "✅", "device_error": "⚠"}
 COLUMNS = ("cell", "status", "metric", "drop", "size", "p50 ms", "p99 ms", "x fp32", "s", "try", "node")
 
 

@@ -77,7 +77,7 @@ def test_matrix_on_a_farm_moves_a_dead_devices_work_and_resumes_device_errors(tm
     pi = final["vit__raspberry-pi-5__fp32"]
     assert pi["status"] == "device_error" and "no healthy device of raspberry-pi-5" in pi["error"]
     jetson = final["vit__jetson-orin-nano__fp32"]
-    assert jetson["status"] == "unsupported" and "no device of target 'jetson-orin-nano'" in jetson["error"]
+    assert jetson["status"] == "unsupported" and "no SSH device of target 'jetson-orin-nano'" in jetson["error"]
     assert not (tmp_path / "out/cells/vit__jetson-orin-nano__fp32").exists()  # no work for it
     assert "lab-a" in (tmp_path / "out/results.md").read_text()
     compiled = (tmp_path / "out/cells/vit__raspberry-pi-5__fp32/compile.json").stat().st_mtime_ns
