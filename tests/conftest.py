@@ -47,6 +47,16 @@ def run_cli(tmp_path):
     return run
 
 
+LONG_TIMEOUT_S = 900  # slow and zoo_npu tests; everything else has pyproject's 120 s
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow and zoo_npu tests without their own timeout marker get `LONG_TIMEOUT_S`."""
+    for item in items:
+        if (item.get_closest_marker("slow") or item.get_closest_marker("zoo_npu")) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
+
+
 @pytest.fixture
 def cli_in_process(tmp_path, monkeypatch):
     """`medge_cli.main` in this process, for help and usage-error tests (no start-up cost); the same
@@ -77,22 +87,22 @@ def cli_in_process(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def zoo_onnx(tmp_path_factory):
-    """`zoo_onnx(name, dynamic_batch=True) -> Path`: a zoo model exported once per test session.
+    """`zoo_onnx(name, dynamic_batch=True) -> Path`: a zoo model exported once per test run (shared
+    by the xdist workers).
 
     Uses the real `medge.export.export_onnx` (parity-checked, metadata embedded), so other suites
     can reuse exported models without paying for the export again.
     """
-    root = tmp_path_factory.mktemp("zoo_onnx")
-    cache: dict[tuple[str, bool], Path] = {}
+    from fixtures.shared_build import build_once
 
     def get(name: str, dynamic_batch: bool = True) -> Path:
-        key = (name, dynamic_batch)
-        if key not in cache:
+        stem = f"{name}{'-dynamic' if dynamic_batch else ''}"
+
+        def export(folder: Path) -> None:
             from medge.export import export_onnx
 
-            path = root / f"{name}{'-dynamic' if dynamic_batch else ''}.onnx"
-            export_onnx(name, path, dynamic_batch=dynamic_batch)
-            cache[key] = path
-        return cache[key]
+            export_onnx(name, folder / f"{stem}.onnx", dynamic_batch=dynamic_batch)
+
+        return build_once(tmp_path_factory, f"zoo_onnx-{stem}", export) / f"{stem}.onnx"
 
     return get

@@ -20,8 +20,9 @@ from medge.devices.target import DeviceProfile, get_target, validate_request
 from medge.common.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
 from medge.common.reports import Report
 
-# Options every recipe understands, on top of the keys of the target's compile_options.
-COMMON_OPTIONS = ("allow_unsupported", "eval_samples")
+# Options every recipe understands, on top of the keys of the target's compile_options
+# (max_fallback_steps: the rungs of each INT8 fallback stage; LiteRT's int16_steps/float_steps default to it).
+COMMON_OPTIONS = ("allow_unsupported", "eval_samples", "max_fallback_steps")
 
 
 @dataclass

@@ -173,6 +173,7 @@ def quantize_for_target(
         eval_source=ctx.eval_source,
         eval_size=int(ctx.option("eval_samples", 300)),
         max_drop=ctx.max_drop,
+        max_fallback_steps=int(ctx.option("max_fallback_steps", QuantizeConfig.max_fallback_steps)),
         trt_compatible=trt_compatible,
         options=options,
         parity_limits=ctx.parity_limits or INT8_LIMITS,

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.shared_build import build_once
 from xray_helpers import (
     UNFLAGGED_SEED,
     URGENT_SEED,
@@ -19,13 +20,15 @@ from xray_helpers import (
 
 @pytest.fixture(scope="session")
 def xray_bundle(zoo_onnx, tmp_path_factory) -> Path:
-    """`cxr-densenet-tiny` compiled for `local` (ONNX Runtime) with the real `medge compile`."""
-    out = tmp_path_factory.mktemp("xray_bundle") / "cxr-tiny"
-    cmd = medge_command() + ["compile", str(zoo_onnx("cxr-densenet-tiny", dynamic_batch=False)), "--target", "local",
-                             "-o", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+    """`cxr-densenet-tiny` compiled for `local` (ONNX Runtime) with the real `medge compile`, once per run."""
+
+    def build(folder: Path) -> None:
+        cmd = medge_command() + ["compile", str(zoo_onnx("cxr-densenet-tiny", dynamic_batch=False)), "--target",
+                                 "local", "-o", str(folder / "cxr-tiny")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    return build_once(tmp_path_factory, "xray_bundle", build) / "cxr-tiny"
 
 
 @pytest.fixture(scope="session")

@@ -242,7 +242,8 @@ def _aeq_ladder(ctx: CompileContext, module: Any, calibration: list, path: Path,
         convert_tflite(module, calibration[0], float_path, precision="fp32", channel_last=channel_last)
         samples = [model_layout(c, channel_last) for c in calibration]
         return run_ladder(float_path, path, samples, judge, progress=lambda m: print(m, file=sys.stderr),
-                          int16_steps=int(ctx.option("int16_steps", 3)), float_steps=int(ctx.option("float_steps", 3)),
+                          int16_steps=int(ctx.option("int16_steps", ctx.option("max_fallback_steps", 3))),
+                          float_steps=int(ctx.option("float_steps", ctx.option("max_fallback_steps", 3))),
                           prefer_float=prefer_float)
 
 
