@@ -21,6 +21,12 @@ from medge.evaluate.parity import compare_output_lists
 from medge.common.reports import Report
 from medge.runtimes.artifacts import ArtifactRef, resolve_artifact
 from medge.runtimes.base import TensorInfo
+from medge.calibration.artifact_inputs import load_source_inputs
+from medge.common.bundle import REFERENCE_INPUTS, REFERENCE_OUTPUTS
+from medge.evaluate.metrics import check_metric_name, default_metric_for_task, task_metric
+from medge.runtimes import RUNTIMES, open_runtime
+from medge.runtimes.feeds import adapt_inputs, random_inputs, restore_outputs
+from medge.runtimes.model_file import load_onnx
 
 
 @dataclass
@@ -115,8 +121,6 @@ def artifact_precision(ref: ArtifactRef) -> str:
     if path.suffix == ".onnx":
         import onnx
 
-        from medge.runtimes.model_file import load_onnx
-
         model = load_onnx(path, check=False)  # resolve_artifact checked it
         ops = {n.op_type for n in model.graph.node}
         if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
@@ -160,16 +164,12 @@ def _check_row(row: ArtifactComparison) -> None:
 
 def split_runtime_suffix(spec: str) -> tuple[str, str | None]:
     """``"model.onnx@openvino"`` → (``"model.onnx"``, ``"openvino"``); no known runtime after '@' → (spec, None)."""
-    from medge.runtimes import RUNTIMES
-
     path, sep, runtime = spec.rpartition("@")
     return (path, runtime) if sep and runtime in RUNTIMES else (spec, None)
 
 
 def _run_all(rt: Any, samples: list[list[np.ndarray]], label: str, ref_shapes: list[tuple[int, ...]] | None) -> list[np.ndarray]:
     """Outputs of every sample, concatenated along the batch axis, one array per output."""
-    from medge.runtimes.feeds import adapt_inputs, restore_outputs
-
     infos = rt.outputs()
     per_output: list[list[np.ndarray]] = [[] for _ in infos]
     for sample in samples:
@@ -185,8 +185,6 @@ def _errors(ref: list[np.ndarray], got: list[np.ndarray], label: str) -> tuple[f
 
 
 def _float_reference_inputs(infos: list[TensorInfo], n: int, seed: int) -> list[list[np.ndarray]]:
-    from medge.runtimes.feeds import random_inputs
-
     floats = [TensorInfo(t.name, t.shape, "float32") if t.quantization is not None else t for t in infos]
     return [list(feed.values()) for feed in random_inputs(floats, seed=seed, count=n)]
 
@@ -196,7 +194,6 @@ def _metric_setup(config: CompareConfig, ref: ArtifactRef, refs: list[ArtifactRe
         if config.metric:
             raise MedgeError("--metric needs --inputs with targets (labels/masks/signals); add --inputs SOURCE")
         return None
-    from medge.evaluate.metrics import check_metric_name, default_metric_for_task
 
     if config.metric:
         return check_metric_name(config.metric)
@@ -206,9 +203,6 @@ def _metric_setup(config: CompareConfig, ref: ArtifactRef, refs: list[ArtifactRe
 
 def compare_artifacts(config: CompareConfig) -> CompareReport:
     """Compare every artifact in `config.artifacts` against the first one (see module docstring)."""
-    from medge.runtimes import open_runtime
-    from medge.calibration.artifact_inputs import load_source_inputs
-
     if len(config.artifacts) < 2:
         raise MedgeError("compare needs at least two artifacts: the reference first, then the ones to check")
     if config.n < 1:
@@ -237,7 +231,6 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
     def score(outputs: list[np.ndarray]) -> float | None:
         if metric_name is None or targets is None:
             return None
-        from medge.evaluate.metrics import task_metric
 
         return float(task_metric(metric_name, outputs[0], targets))
 
@@ -269,9 +262,6 @@ def compare_artifacts(config: CompareConfig) -> CompareReport:
 
 def compare_to_reference_data(config: CompareConfig) -> CompareReport:
     """``medge compare BUNDLE --reference``: the bundle's artifact against the inputs/outputs stored at compile."""
-    from medge.common.bundle import REFERENCE_INPUTS, REFERENCE_OUTPUTS
-    from medge.runtimes import open_runtime
-
     if len(config.artifacts) != 1:
         raise MedgeError("--reference compares one bundle with its stored reference outputs; pass exactly one BUNDLE")
     ref = resolve_artifact(*split_runtime_suffix(config.artifacts[0]))

@@ -18,7 +18,11 @@ import numpy as np
 from medge.common.errors import DataError, MedgeError
 from medge.common.metadata import ModelMeta
 from medge.runtimes.artifacts import ArtifactRef, resolve_artifact
-from medge.runtimes.base import Runtime, TensorInfo
+from medge.apps.zoo_cache import resolve_app_model
+from medge.calibration.preprocess import image_to_model, model_input_kind, signal_to_model
+from medge.runtimes import open_runtime
+from medge.runtimes.base import Runtime, TensorInfo, dequantize_output, quantize_input
+from medge.runtimes.feeds import layout_permutation
 
 TASK_WORDS = {
     "segmentation": "a segmentation model",
@@ -59,10 +63,6 @@ class AppModel:
         the metadata size for artifacts with dynamic spatial dimensions.  Raises `MedgeError`s
         with one-line messages for a wrong task, missing metadata or a size the artifact cannot take.
         """
-        from medge.apps.zoo_cache import resolve_app_model
-        from medge.calibration.preprocess import model_input_kind
-        from medge.runtimes import open_runtime
-
         ref = resolve_artifact(resolve_app_model(path, role), runtime)
         meta = ref.meta
         if meta is None:
@@ -86,7 +86,6 @@ class AppModel:
             if len(infos) != 1:
                 raise MedgeError(f"{role} {ref.label} has {len(infos)} inputs; apps run single-input models")
             shape = _model_shape(pre)
-            from medge.runtimes.feeds import layout_permutation
 
             perm = layout_permutation(shape, infos[0].shape)
             if perm is None:
@@ -114,16 +113,12 @@ class AppModel:
     def prepare(self, data: np.ndarray) -> np.ndarray:
         """Model-layout float32 input with batch 1 from an image in [0, 1] ((H, W) or (H, W, C))
         or a signal in mV at the model's rate ((leads, samples))."""
-        from medge.calibration.preprocess import image_to_model, signal_to_model
-
         pre = self.preprocessing
         x = image_to_model(data, pre) if pre["kind"] == "image" else signal_to_model(data, pre)
         return x[None]
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run a prepared input; float32 outputs in the model's layout (artifact order)."""
-        from medge.runtimes.base import dequantize_output, quantize_input
-
         if x.shape != self.input_shape:
             raise DataError(f"{self.role}: input has shape {list(x.shape)}, expected {list(self.input_shape)}")
         feed = np.ascontiguousarray(quantize_input(np.transpose(x, self._perm), self.input_info))

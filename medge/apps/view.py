@@ -25,14 +25,13 @@ import numpy as np
 
 from medge.apps.view_security import BASE_HEADERS, DATA_CSP, LOGIN_PAGE, Guard, ViewSecurity, page_csp
 from medge.common.errors import MedgeError, UsageError
+from medge.common.registry import import_optional
 
 BOUNDARY = "medgeframe"
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     """JPEG bytes of a uint8 grey (H, W) or BGR (H, W, 3) image (OpenCV channel order)."""
-    from medge.common.registry import import_optional
-
     cv2 = import_optional("cv2", what="the browser view")
 
     ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])

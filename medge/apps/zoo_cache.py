@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from medge.common.errors import MedgeError
+from medge.export import export_onnx
+from medge.zoo import MODELS
 
 # What `medge export` of a zoo model imports beyond the core.
 _EXPORT_NEEDS = ("torch", "onnxscript", "safetensors")
@@ -27,7 +29,6 @@ def is_zoo_name(ref: str | os.PathLike) -> bool:
     text = str(ref)
     if Path(text).exists() or Path(text).suffix or "/" in text:
         return False
-    from medge.zoo import MODELS  # light: the registry does not build models
 
     return text in MODELS.names()
 
@@ -48,7 +49,6 @@ def zoo_onnx(name: str, role: str = "--model") -> Path:
     missing = [module for module in _EXPORT_NEEDS if importlib.util.find_spec(module) is None]
     if missing:
         raise _cannot_export(name, role, " and ".join(missing))
-    from medge.export import export_onnx
 
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -17,6 +17,18 @@ from typing import Any, ClassVar
 
 from medge.common.errors import MedgeError, UsageError
 from medge.common.reports import Report
+from medge.build.prune_step import compare_dense, prune_for_build
+from medge.build.report import build_rows, write_build_report
+from medge.common.console import warn
+from medge.common.metadata import read_metadata
+from medge.devices.compile import CompileConfig, CompileReport, check_bundle_output, compile_model
+from medge.devices.profiling import ProfileConfig, profile_artifact
+from medge.devices.remote import profile_remote
+from medge.devices.target import get_target, validate_request
+from medge.export import export_onnx, load_model
+from medge.export.declare import Declaration, apply_declaration, check_declaration
+from medge.export.loading import source_reference
+from medge.zoo import MODELS, get_card
 
 DEFAULT_MODEL = "cxr-densenet-tiny"
 DEFAULT_TARGET = "intel-cpu"
@@ -79,8 +91,6 @@ class BuildReport(Report):
         return not self.error and all(s["status"] in ("ok", "skipped") for s in self.steps)
 
     def table_rows(self) -> list[tuple[str, str]]:
-        from medge.build.report import build_rows
-
         return build_rows(self)
 
 
@@ -116,8 +126,6 @@ def _default_data(meta, given: str | None, use: str, warnings: list[str], folder
     if given:
         return given
     from medge.calibration.synthetic_source import infer_task
-    from medge.common.console import warn
-    from medge.zoo import MODELS
 
     if meta.model not in MODELS:
         return None  # synthetic data is wrong data for a user's model
@@ -145,7 +153,6 @@ def _synthetic_targets_fit(meta, source: str) -> bool:
     """Whether a synthetic sample's target has the zoo model's output shape (an image encoder's
     embedding is not a lesion mask, even when it holds as many values)."""
     from medge.calibration import load_data
-    from medge.zoo import get_card
 
     card = get_card(meta.model)
     sample = load_data(source, meta, input_name=card.input_name, input_shape=tuple(card.input_shape),
@@ -199,16 +206,12 @@ def _check_model_file(model: str) -> None:
 
 def build(config: BuildConfig) -> BuildReport:
     """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
-    from medge.build.report import write_build_report
-    from medge.devices.target import get_target, validate_request
-
     t0 = time.perf_counter()
     target = get_target(config.target)
     precision = validate_request(target, config.precision)  # fail before any work
     if config.runs < 2:
         raise UsageError(f"--runs must be at least 2 (got {config.runs})")
     output = Path(config.output)
-    from medge.devices.compile import check_bundle_output
 
     check_bundle_output(output, target.name, config.force)
     _check_model_file(config.model)
@@ -219,7 +222,6 @@ def build(config: BuildConfig) -> BuildReport:
         _run_chain(config, target, precision, output, report_dir, report)
     except MedgeError as exc:
         # Keep what was learnt: the report says which step failed and why; no bundle is left behind.
-        from medge.devices.compile import CompileReport
 
         if isinstance(getattr(exc, "report", None), CompileReport):  # a refused bundle: its gate and preflight
             report.compile = exc.report.to_dict()
@@ -236,11 +238,6 @@ def build(config: BuildConfig) -> BuildReport:
 
 
 def _run_chain(config: BuildConfig, target, precision: str, output: Path, report_dir: Path, report: BuildReport) -> None:
-    from medge.devices.compile import CompileConfig, compile_model
-    from medge.devices.profiling import ProfileConfig, profile_artifact
-    from medge.export import export_onnx
-    from medge.export.loading import source_reference
-    from medge.common.metadata import read_metadata
     from medge.evaluate.metrics import default_metric_for_task
     from medge.compare import CompareConfig, compare_artifacts
 
@@ -251,9 +248,6 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
         config.model, config.weights, config.model_kwargs, config.input_shape)
 
     def export():
-        from medge.export import load_model
-        from medge.export.declare import Declaration, apply_declaration, check_declaration
-
         declaration = config.declaration or Declaration()
         shape = source[3]
         check_declaration(source[0], declaration, shape[0].shape if isinstance(shape, list) else shape)
@@ -269,8 +263,6 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     calib = _default_data(meta, config.calib, "calib", report.warnings, report_dir) if precision == "int8" \
         else config.calib
     if precision == "int8" and calib is None:
-        from medge.zoo import MODELS
-
         why = "no synthetic data fits its inputs" if meta.model in MODELS else "which is not a zoo model"
         raise UsageError(f"int8 needs calibration data for '{meta.model}', {why}: "
                          "pass --calib FOLDER|FILE|synthetic:<task>")
@@ -313,8 +305,6 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
 
     report.profiles.append(steps.run("profile fp32 onnx", lambda: profile(str(onnx_path), "onnxruntime")).to_dict())
     if config.device != "local":
-        from medge.devices.remote import profile_remote
-
         remote = steps.run(f"profile on {config.device}", lambda: profile_remote(ProfileConfig(
             artifact=str(output), threads=config.threads, warmup=config.warmup, runs=config.runs), config.device))
         report.profiles.append(remote.to_dict())
@@ -323,8 +313,6 @@ def _run_chain(config: BuildConfig, target, precision: str, output: Path, report
     else:
         steps.skip("profile bundle", f"{reason}; profile it there with 'medge profile {output} --device ssh://USER@HOST'")
     if pruned is not None:
-        from medge.build.prune_step import compare_dense
-
         report.pruning = steps.run("profile dense vs pruned", lambda: compare_dense(
             config, target, pruned, report_dir / "model.dense.fp32.onnx", onnx_path, report))
 
@@ -333,7 +321,6 @@ def _prune_step(config: BuildConfig, target, precision: str, report_dir: Path, s
     """--prune: prune → distil → gate (medge/build/prune_step.py); None without --prune."""
     if config.prune is None:
         return None
-    from medge.build.prune_step import prune_for_build
 
     pruned = steps.run("prune+distil", lambda: prune_for_build(config, target, precision, report_dir))
     report.pruning = {"sparsity": pruned.report.get("sparsity"), "gate": pruned.report.get("gate"),

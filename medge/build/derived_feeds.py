@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from medge.common.fileio import atomic_path
+from medge.calibration import load_data
+from medge.export import load_model
+from medge.zoo import build_model, get_card
 
 STEP_POSITIONS = 10  # steps taken from each synthetic ECG
 
@@ -46,10 +49,6 @@ def write_derived_feeds(name: str, path: Path, n: int, split: str, seed: int = 0
 
 
 def _source_samples(model: str, n: int, split: str, seed: int):
-    from medge.calibration import load_data
-    from medge.export import load_model
-    from medge.zoo import get_card
-
     loaded = load_model(model)
     card = get_card(model)
     data = load_data("synthetic", loaded.meta, input_name=card.input_name, input_shape=tuple(card.input_shape),
@@ -59,8 +58,6 @@ def _source_samples(model: str, n: int, split: str, seed: int):
 
 def _sam_decoder(n: int, split: str, seed: int) -> dict[str, np.ndarray]:
     import torch
-
-    from medge.zoo import get_card
 
     encoder, input_name, samples = _source_samples("us-lesion-sam-encoder", n, split, seed)
     with torch.no_grad():
@@ -75,8 +72,6 @@ def _sam_decoder(n: int, split: str, seed: int) -> dict[str, np.ndarray]:
 
 def _mamba_step(n: int, split: str, seed: int) -> dict[str, np.ndarray]:
     import torch
-
-    from medge.zoo import build_model
 
     signals = -(-n // STEP_POSITIONS)
     parent, input_name, samples = _source_samples("ecg-mamba-3to12", signals, split, seed)

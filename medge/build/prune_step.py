@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medge.common.errors import UsageError
+from medge.common.errors import MedgeError, UsageError
+from medge.devices.profiling import ProfileConfig, profile_artifact
+from medge.export import export_onnx, load_model
+from medge.prune.pruner import PruneConfig, prune_model
 
 if TYPE_CHECKING:
     from medge.devices.target import DeviceProfile
@@ -55,8 +58,6 @@ class PrunedForBuild:
 
 def prune_for_build(config, target: DeviceProfile, precision: str, report_dir: Path) -> PrunedForBuild:
     """Prune, distil and gate `config.model`; the .pt2 goes to ``report_dir/model.pruned.pt2``."""
-    from medge.export import load_model
-    from medge.prune.pruner import PruneConfig, prune_model
     from medge.evaluate.gate import DEFAULT_MAX_DROP
     from medge.prune.gate import metric_for
 
@@ -88,7 +89,6 @@ def prune_for_build(config, target: DeviceProfile, precision: str, report_dir: P
 
 def _synthetic_source(meta) -> str | None:
     from medge.calibration.synthetic_source import infer_task
-    from medge.common.errors import MedgeError
 
     try:
         return f"synthetic:{infer_task(meta)}"
@@ -107,9 +107,6 @@ def compare_dense(config, target, pruned: PrunedForBuild, dense_onnx: Path, prun
     The FP32 models are timed on random inputs (latency does not depend on the values) with the
     build's warm-up, runs and threads.
     """
-    from medge.devices.profiling import ProfileConfig, profile_artifact
-    from medge.export import export_onnx
-
     def profile(path: str, runtime: str):
         return profile_artifact(ProfileConfig(artifact=path, runtime=runtime, threads=config.threads,
                                               warmup=config.warmup, runs=config.runs))

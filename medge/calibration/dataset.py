@@ -23,7 +23,7 @@ from medge.calibration.labels import class_names
 from medge.calibration.preprocess import model_input_kind
 from medge.calibration.sampling import Candidate, draw
 from medge.common.errors import DataError
-from medge.common.metadata import ModelMeta
+from medge.common.metadata import ModelMeta, read_metadata
 from medge.common.reports import Report
 
 DEFAULT_SAMPLES = 300
@@ -311,8 +311,6 @@ def _shape_from_preprocessing(pre: dict[str, Any]) -> tuple[int, ...] | None:
 def load_data_for_onnx(source: str, onnx_path: str | Path, n: int = DEFAULT_SAMPLES, split: str = "calib",
                        seed: int = 0) -> DataSet:
     """`load_data` with the metadata, input name and input shape read from an ONNX file."""
-    from medge.common.metadata import read_metadata
-
     if not Path(onnx_path).is_file():
         raise DataError(f"ONNX model '{onnx_path}' does not exist; export it first with medge export")
     try:

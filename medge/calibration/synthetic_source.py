@@ -18,6 +18,7 @@ from medge.calibration.preprocess import image_to_model, signal_to_model
 from medge.calibration.sampling import Candidate
 from medge.common.errors import DataError, did_you_mean
 from medge.common.metadata import ModelMeta
+from medge.calibration.synthetic import generate
 
 SYNTHETIC_TASKS = ("cxr", "us-frame", "us-seg", "ecg")
 TASK_KINDS = {"cxr": "image", "us-frame": "image", "us-seg": "image", "ecg": "signal"}
@@ -71,7 +72,6 @@ def synthetic_candidates(spec: str, meta: ModelMeta | None, pre: dict[str, Any],
     if TASK_KINDS[task] != kind:
         fits = ", ".join(t for t in SYNTHETIC_TASKS if TASK_KINDS[t] == kind)
         raise DataError(f"synthetic:{task} makes {TASK_KINDS[task]}s but this model takes {kind}s; use synthetic:{fits}")
-    from medge.calibration.synthetic import generate
 
     # generated at the model's own size (masks must match its output grid; the zoo's demo weights
     # were trained at that size); signals at the generator's native length

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 from medge.common.errors import BundleError
 from medge.common.fileio import sha256_file, write_json_atomic
-from medge.common.reports import Report
+from medge import __version__
+from medge.common.reports import Report, details_row, verdict
 
 MANIFEST = "manifest.json"
 DEVICE_OUTPUT_DIR = "device"
@@ -76,8 +77,6 @@ def toolchain_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[key] = None
     if versions["medge"] is None:
-        from medge import __version__
-
         versions["medge"] = __version__
     return versions
 
@@ -160,8 +159,6 @@ class VerifyReport(Report):
                 + [f"extra {r}" for r in self.extra] + self.errors)
 
     def table_rows(self) -> list[tuple[str, str]]:
-        from medge.common.reports import details_row, verdict
-
         problems = self.problems()
         rows = [
             ("result", verdict(self.verified, f"{self.checked} files match the manifest" if self.verified

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from medge.common.errors import UsageError
 
 
 def _current_umask() -> int:
@@ -90,8 +91,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def check_output_file(path: str | os.PathLike, flag: str = "-o", *, suffix: str = "") -> None:
     """Refuse, before any work, an output file path that cannot be written: a folder, or under a file."""
-    from medge.common.errors import UsageError
-
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file path such as {path / ('model' + (suffix or '.out'))}")

@@ -23,6 +23,8 @@ from medge.deploy.service import AppSpec, pidfile_start, pidfile_status, pidfile
 from medge.common.errors import MedgeError, UsageError
 from medge.common.fileio import sha256_file
 from medge.common.reports import Report, human_bytes
+from medge.deploy.probe import probe
+from medge.devices.remote import SshSession, SshTarget, forward_port
 
 
 @dataclass
@@ -151,9 +153,6 @@ class Deployer:
 
     def health(self, timeout_s: float) -> dict[str, Any]:
         """Poll the app until its health check answers, it dies, or `timeout_s` passes."""
-        from medge.deploy.probe import probe
-        from medge.devices.remote import forward_port
-
         kind, _host, port = self.spec.health()
         local = forward_port(self.session, port)
         deadline = time.monotonic() + timeout_s
@@ -266,8 +265,6 @@ def _root(config: DeployConfig, home: str) -> str:
 
 def run_deploy(config: DeployConfig, opts) -> DeployReport:
     """Deploy, or report (`status`) or stop a deployed app; `--dry-run` prints every step and connects nowhere."""
-    from medge.devices.remote import SshSession, SshTarget
-
     target = SshTarget.parse(config.device)
     report = DeployReport(action=("dry-run " if config.dry_run else "") + config.action, device=target.label,
                           app=config.app, supervisor=config.supervisor)

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from medge.common.reports import Report, human_bytes
+from medge import __version__
+from medge.common.errors import MissingDependencyError
+from medge.devices import TARGETS
 
 # CPU flags that matter for int8/bf16 kernels, by /proc/cpuinfo name.
 _X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
@@ -179,8 +182,6 @@ def hardware_facts() -> dict[str, Any]:
 
 def app_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each app: ready or not, and what is missing (with the pip extra or JetPack package)."""
-    from medge.common.errors import MissingDependencyError
-
     any_runtime = any(r["installed"] for k, r in runtimes.items() if k != "torch")
     result = {}
     for app, needs in _APP_NEEDS.items():
@@ -193,9 +194,6 @@ def app_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 
 def target_readiness(runtimes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each compile target: can its bundle run on this machine, and if not, what is missing."""
-    from medge.devices import TARGETS
-    from medge.common.errors import MissingDependencyError
-
     arch = platform.machine()
     result = {}
     for name in TARGETS.names():
@@ -271,8 +269,6 @@ class DoctorReport(Report):
 
 def run_doctor() -> DoctorReport:
     """Collect every fact about this machine."""
-    from medge import __version__
-
     runtimes = runtime_facts()
     return DoctorReport(host=platform.node(), python=f"{platform.python_version()} ({sys.executable})",
                         os=f"{platform.system()} {platform.release()}", arch=platform.machine(), medge=__version__,

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from medge.deploy.service import AppSpec, option_value
+from medge.common.registry import import_optional
 
 
 def probe(kind: str, port: int, spec: AppSpec, timeout_s: float = 3.0) -> tuple[bool, str]:
@@ -33,8 +34,6 @@ def _http(port: int, spec: AppSpec, timeout_s: float) -> tuple[bool, str]:
 
 
 def _echo(port: int, spec: AppSpec, timeout_s: float) -> tuple[bool, str]:
-    from medge.common.registry import import_optional
-
     pynetdicom = import_optional("pynetdicom", what="the X-ray health check (C-ECHO)")
     called = option_value(list(spec.app_args), "--ae-title") or "MEDGE"
     ae = pynetdicom.AE(ae_title="MEDGE-SCU")

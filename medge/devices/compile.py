@@ -19,6 +19,14 @@ from medge.common.console import Steps, warn
 from medge.devices.target import DeviceProfile, get_target, validate_request
 from medge.common.errors import DataError, GateFailedError, TargetError, UsageError, did_you_mean
 from medge.common.reports import Report
+from medge.common.bundle import DEVICE_OUTPUT_DIR, MANIFEST, write_manifest
+from medge.common.fileio import atomic_dir, sha256_file
+from medge.common.metadata import assumed_note
+from medge.devices.compile_summary import compile_rows
+from medge.devices.recipes import CompileContext, RECIPES
+from medge.devices.recipes.base import PreflightFailedError
+from medge.export.loading import source_reference
+from medge.zoo import MODELS, get_card
 
 # Options every recipe understands, on top of the keys of the target's compile_options
 # (max_fallback_steps: the rungs of each INT8 fallback stage; LiteRT's int16_steps/float_steps default to it).
@@ -78,8 +86,6 @@ class CompileReport(Report):
         return self.written and gate_ok and self.preflight.get("ok", True) is not False
 
     def table_rows(self) -> list[tuple[str, str]]:
-        from medge.devices.compile_summary import compile_rows
-
         return compile_rows(self)
 
 
@@ -101,8 +107,6 @@ def _default_calibration(meta, precision: str, calib: str | None, notes: list[st
         return calib
     task = None
     try:
-        from medge.zoo import MODELS, get_card
-
         if meta.model in MODELS:
             task = get_card(meta.model).synthetic_task
     except ImportError:  # zoo needs torch; without it there is no synthetic default
@@ -131,17 +135,12 @@ def _gate_summary(gate: dict[str, Any]) -> str:
 
 
 def _source_model(path: Path, meta) -> dict[str, Any]:
-    from medge.common.fileio import sha256_file
-
     return {"name": path.name, "sha256": sha256_file(path), "metadata": asdict(meta)}
 
 
 def _model_source(config: CompileConfig, meta, notes: list[str]) -> str | None:
     """The PyTorch source for recipes that convert from PyTorch: --model-ref (with its kwargs and
     weights), else the source recorded in the ONNX metadata at export when it is still there."""
-    from medge.export.loading import source_reference
-    from medge.common.fileio import sha256_file
-
     if config.model_ref:
         if config.weights and not Path(config.weights).is_file():
             raise UsageError(f"--weights {config.weights} not found; give the checkpoint of --model-ref")
@@ -166,8 +165,6 @@ def _model_source(config: CompileConfig, meta, notes: list[str]) -> str | None:
 
 def check_bundle_output(output: Path, target: str, force: bool) -> None:
     """Refuse an -o that is not a bundle, and (without --force) a bundle for another target or with device files."""
-    from medge.common.bundle import DEVICE_OUTPUT_DIR, MANIFEST
-
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists())):
         raise UsageError(f"output '{output}' exists and is not a medge bundle; choose a new -o path or remove it")
     if force or not (output / MANIFEST).is_file():
@@ -190,10 +187,6 @@ def check_bundle_output(output: Path, target: str, force: bool) -> None:
 
 def compile_model(config: CompileConfig) -> CompileReport:
     """Compile an FP32 ONNX model for `config.target` into a verified bundle at `config.output`."""
-    from medge.common.bundle import MANIFEST, write_manifest
-    from medge.devices.recipes import RECIPES, CompileContext
-    from medge.devices.recipes.base import PreflightFailedError
-    from medge.common.fileio import atomic_dir, sha256_file
     from medge.runtimes.model_file import open_onnx
 
     t0 = time.perf_counter()
@@ -220,7 +213,6 @@ def compile_model(config: CompileConfig) -> CompileReport:
         warnings.extend(tolerance_warnings)
     model_ref = _model_source(config, meta, notes)  # usage errors first
     calib = _default_calibration(meta, precision, config.calib_source, notes, warnings)
-    from medge.common.metadata import assumed_note
 
     if assumed_note(meta.preprocessing):
         notes.append(assumed_note(meta.preprocessing))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from medge.common.reports import data_text, details_row, gate_text, human_bytes, notes_rows, verdict
+from medge.quantize.ladder import Attempt
+from medge.quantize.report import rung_text
 
 
 def preflight_text(pre: dict[str, Any]) -> str:
@@ -32,9 +34,6 @@ def next_step(report: Any) -> str:
 
 def _int8_rows(gate: dict[str, Any]) -> list[tuple[str, str]]:
     """The INT8 gate's numerics, scheme and fallback rungs (when the ladder ran more than one)."""
-    from medge.quantize.ladder import Attempt
-    from medge.quantize.report import rung_text
-
     rows = []
     numerics, scheme = gate.get("numerics"), gate.get("int8_scheme")
     if numerics:

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 from medge.common.errors import MedgeError
 from medge.common.reports import Report
+from medge.common.fileio import write_json_atomic
+from medge.common.registry import import_optional
 
 
 @dataclass
@@ -210,7 +212,6 @@ def _profile_here(config: ProfileConfig, prepared: str | None = None) -> Profile
     """
     import numpy as np
 
-    from medge.common.registry import import_optional
     from medge.runtimes import RUNTIMES, Runtime, open_runtime
     from medge.runtimes.artifacts import artifact_size, resolve_artifact
     from medge.runtimes.feeds import adapt_inputs, random_inputs
@@ -312,8 +313,6 @@ def profile_artifact(config: ProfileConfig) -> ProfileReport:
 
 
 def _child_main(cfg_path: str, out_path: str, prepared: str | None = None) -> int:
-    from medge.common.fileio import write_json_atomic
-
     config = ProfileConfig(**json.loads(Path(cfg_path).read_text()))
     try:
         report = _profile_here(config, prepared)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from medge.common.bundle import REFERENCE_INPUTS, REFERENCE_OUTPUTS
+from medge.quantize.parity_gate import load_inputs
+from medge.runtimes import open_runtime
 
 REFERENCE_SAMPLES = 4
 
@@ -21,9 +23,6 @@ REFERENCE_SAMPLES = 4
 def write_reference(out_dir: Path, onnx_path: Path, source: str | None, n: int = REFERENCE_SAMPLES) -> dict[str, Any]:
     """Write the reference inputs/outputs of the FP32 `onnx_path` into `out_dir`; returns their summary."""
     import onnxruntime as ort
-
-    from medge.quantize.parity_gate import load_inputs
-    from medge.runtimes import open_runtime
 
     data = load_inputs(onnx_path, source, n=n)
     with open_runtime(onnx_path, "onnxruntime") as rt:

@@ -27,6 +27,7 @@ from typing import Any
 
 from medge.common.errors import UsageError, did_you_mean
 from medge.common.metadata import TASKS, assumed_note
+from medge.zoo import MODELS, get_card
 
 INTENSITIES = ("unit", "uint8", "minmax", "window")
 IMAGE_LAYOUTS = ("NCHW", "NHWC")
@@ -212,8 +213,6 @@ def _apply_signal(pre: dict[str, Any], decl: Declaration, shape: tuple[int, ...]
 
 
 def _like(name: str) -> tuple[dict[str, Any], str, list[str]]:
-    from medge.zoo import get_card
-
     card = get_card(name)  # unknown names: UnknownNameError with a suggestion
     return dict(card.preprocessing), card.task, list(card.labels)
 
@@ -288,7 +287,6 @@ def check_declaration(model: str, decl: Declaration, shape: tuple[int, ...] | No
     """Validate `decl` before any model is built (`UsageError` on a bad value or a zoo model)."""
     if not decl.any():
         return
-    from medge.zoo import MODELS
 
     if model in MODELS.names():
         raise UsageError("preprocessing/--task/--labels/--like are for your own models; zoo models carry them "

@@ -26,6 +26,7 @@ from medge.common.metadata import embed_metadata
 from medge.export.parity import check_parity, load_samples
 from medge.export.report import ExportReport
 from medge.common.fileio import check_output_file, sha256_bytes, write_bytes_atomic
+from medge.export.onnx_stats import count_macs, count_params, tensor_infos
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +304,6 @@ def export_onnx(
     is exported with a warning on stderr and in the report.
     """
     import onnx
-
-    from medge.export.onnx_stats import count_macs, count_params, tensor_infos
 
     t0 = time.perf_counter()
     if atol < 0 or rtol < 0:

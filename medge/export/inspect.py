@@ -7,12 +7,13 @@ from pathlib import Path
 
 from medge.common.fileio import sha256_file
 from medge.common.reports import DictReport
+from medge.common.bundle import MANIFEST, load_manifest
+from medge.common.metadata import assumed_note
+from medge.export.onnx_stats import graph_summary
 
 
 def _preprocessing_status(meta) -> str:
     """'declared', 'assumed: <fields>' (medge's documented default filled them) or 'none'."""
-    from medge.common.metadata import assumed_note
-
     pre = meta.preprocessing if meta is not None else None
     if not pre:
         return "none"
@@ -22,7 +23,6 @@ def _preprocessing_status(meta) -> str:
 
 def inspect_onnx(path: str | Path) -> DictReport:
     """Read an ONNX file (external data included) and summarise it; ModelLoadError if it is not valid ONNX."""
-    from medge.export.onnx_stats import graph_summary
     from medge.runtimes.model_file import open_onnx
 
     path = Path(path)
@@ -76,8 +76,6 @@ def inspect_ir(path: str | Path) -> DictReport:
 
 def inspect_bundle(path: str | Path) -> DictReport:
     """Summarise a bundle: target, precision, primary artifact, manifest sha256, and its model's ONNX summary."""
-    from medge.common.bundle import MANIFEST, load_manifest
-
     path = Path(path)
     manifest = load_manifest(path)
     onnx_files = sorted(rel for rel in manifest["files"] if rel.endswith(".onnx"))

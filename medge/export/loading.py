@@ -21,6 +21,10 @@ from medge.common.errors import DataError, ModelLoadError, UnknownNameError, Usa
 from medge.common.metadata import ModelMeta, read_sidecar
 from medge.export.input_specs import InputSpec, example_tensors
 from medge.common.fileio import sha256_file
+from medge import __version__
+from medge.export.declare import assumed_image_preprocessing
+from medge.zoo import build_model, get_card, weights_path
+from medge.zoo.catalog import WEIGHTS_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -180,9 +184,6 @@ def _call_factory(ref: str, kwargs: dict[str, Any]):
 
 
 def _default_meta(model: str, shape: tuple[int, ...], output_names: list[str], sha: str) -> ModelMeta:
-    from medge import __version__
-    from medge.export.declare import assumed_image_preprocessing
-
     return ModelMeta(
         model=model,
         task="unknown",
@@ -221,16 +222,11 @@ def _probe_outputs(module, specs: "list[InputSpec] | tuple[int, ...]", model: st
 
 def _shared_weights(card) -> Path | None:
     """The shipped weights file a card's factory loads itself (`ModelCard.weights_from`)."""
-    from medge.zoo.catalog import WEIGHTS_DIR
-
     path = WEIGHTS_DIR / f"{card.weights_from}.safetensors" if card.weights_from else None
     return path if path is not None and path.is_file() else None
 
 
 def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
-    from medge import __version__
-    from medge.zoo import build_model, get_card
-
     card = get_card(name)
     pretrained = weights is None
     if kwargs:  # a variant of the card's architecture: no demo weights apply
@@ -241,7 +237,6 @@ def _load_zoo(name: str, weights, kwargs, input_shape) -> LoadedModel:
         load_weights(module, weights)
         sha, weights_kind = sha256_file(weights), f"{Path(weights).name} (--weights)"
     elif pretrained and card.weights and not kwargs:  # a kwargs variant gets no demo weights
-        from medge.zoo import weights_path
 
         sha, weights_kind = sha256_file(weights_path(card)), "demo weights (synthetic data, not for clinical use)"
     elif pretrained and not kwargs and (shared := _shared_weights(card)) is not None:  # the factory loaded them

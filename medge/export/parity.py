@@ -10,6 +10,7 @@ import numpy as np
 from medge.common.errors import DataError, ExportError
 from medge.evaluate.parity import compare_outputs
 from medge.export.report import OutputParity, ParityResult
+from medge.runtimes.ort import ort_session
 
 MAX_SAMPLES = 16
 
@@ -117,8 +118,6 @@ def check_parity(
 ) -> ParityResult:
     """Compare PyTorch and ONNX Runtime outputs on every input (`inputs`: `InputSpec`s); pass when
     every element is within atol + rtol·|ref|."""
-    from medge.runtimes.ort import ort_session
-
     session = ort_session(onnx_bytes, label="the exported model")
     cases: list[tuple[str, dict[str, np.ndarray]]] = []
     for batch in batch_sizes:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medge.common.errors import DataError
+from medge.calibration import load_data
 
 SYNTHETIC_CHUNK = 64
 
@@ -63,8 +64,6 @@ class DistillStream:
 
     # ------------------------------------------------------------------ loading
     def _load(self, n: int, seed: int):
-        from medge.calibration import load_data
-
         return load_data(self.source, self.meta, input_name=self.input_name, input_shape=self.input_shape,
                          n=n, split="calib", seed=seed)
 

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from medge.common.errors import MedgeError
+from medge.common.registry import import_optional
+from medge.prune.pruner import PruneError
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -160,9 +163,6 @@ def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
 def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity: float, round_to: int | None,
                              model: str) -> StructuredResult:
     """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `PruneError`."""
-    from medge.common.errors import MedgeError
-    from medge.prune.pruner import PruneError
-
     try:
         return prune_structured(module, example, sparsity, round_to)
     except MedgeError:
@@ -203,8 +203,6 @@ def prune_structured(module: nn.Module, example: torch.Tensor, sparsity: float,
     group keeps `kept_channels` of its width.  Output layers and token-wise layers keep their
     width (see the module docstring).
     """
-    from medge.common.registry import import_optional
-
     tp = import_optional("torch_pruning", what="structured pruning")
     module.eval()
     outputs = output_layers(module, example)

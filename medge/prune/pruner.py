@@ -38,6 +38,9 @@ from typing import Any, ClassVar
 from medge.common.errors import GateFailedError, MedgeError, ParityError, UsageError
 from medge.common.metadata import sidecar_path
 from medge.common.reports import Report
+from medge.common.fileio import sha256_file, write_json_atomic
+from medge.export import load_model
+from medge.export.loading import state_dict_sha256
 
 MODES = ("structured", "unstructured")
 MAX_STRUCTURED_SPARSITY = 0.95
@@ -188,8 +191,6 @@ def _gate_sets(config: PruneConfig, report: PruneReport, loaded, teacher, metric
 
 
 def _load(config: PruneConfig):
-    from medge.export import load_model
-
     loaded = load_model(config.model, config.weights, config.model_kwargs, config.input_shape)
     if loaded.kind in ("exported-program", "torchscript"):
         raise UsageError(f"cannot prune '{config.model}' ({loaded.kind}): pruning needs the PyTorch module; "
@@ -293,8 +294,6 @@ def _export_program(module, input_shape: tuple[int, ...]):
 def save_pruned(module, loaded, output: str | Path, pruning: dict[str, Any]) -> dict[str, Any]:
     """Save `module` as ``output`` (.pt2) + sidecar atomically; returns sha256, parity and batch mode."""
     import torch
-
-    from medge.common.fileio import sha256_file, write_json_atomic
 
     module.eval()
     for p in module.parameters():
@@ -484,7 +483,6 @@ def prune_model(config: PruneConfig) -> PruneReport:
     validate_config(config)
     import torch
 
-    from medge.export.loading import state_dict_sha256
     from medge.evaluate.gate import DEFAULT_MAX_DROP
     from medge.prune.gate import metric_for
 

@@ -35,6 +35,8 @@ from medge.evaluate.gate import GateResult
 from medge.evaluate.metrics import FIDELITY, higher_is_better, task_metric
 from medge.evaluate.statistics import samples_for_precision
 from medge.prune.gate import gate, teacher_targets
+from medge.calibration import load_data, set_sha256
+from medge.prune.methods import prune_structured_checked
 
 GATE_SHARE, SELECT_SHARE = 0.2, 0.15
 MAX_EVAL_SAMPLES = 8000  # cap of a grown gate set
@@ -118,8 +120,6 @@ def predict(module: nn.Module, inputs: np.ndarray, batch_size: int = 16) -> np.n
 
 def _eval_set(dataset_inputs: np.ndarray, targets: np.ndarray | None, keys: list[str], teacher: nn.Module,
               task: str, metric: str) -> EvalSet:
-    from medge.calibration import set_sha256
-
     t_out = predict(teacher, dataset_inputs)
     if targets is None or metric == FIDELITY:
         return EvalSet(dataset_inputs, teacher_targets(task, metric, t_out), t_out, "teacher", set_sha256(keys),
@@ -143,8 +143,6 @@ def build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: s
 
 def _grower(loaded, teacher: nn.Module, sets: Sets, source: str, metric: str, seed: int) -> Callable[[int], EvalSet]:
     """`grow(k)`: `k` more synthetic gate samples, disjoint from every set drawn so far."""
-    from medge.calibration import load_data
-
     draws = iter(range(1, 1 << 20))
 
     def grow(k: int) -> EvalSet:
@@ -159,8 +157,6 @@ def _grower(loaded, teacher: nn.Module, sets: Sets, source: str, metric: str, se
 
 def _build_sets(loaded, teacher: nn.Module, *, source: str | None, eval_source: str | None, metric: str,
                 eval_samples: int, select_samples: int, seed: int) -> Sets:
-    from medge.calibration import load_data
-
     def load(src: str, n: int, split: str, s: int):
         return load_data(src, loaded.meta, input_name=loaded.input_names[0], input_shape=loaded.input_shape,
                          n=n, split=split, seed=s)
@@ -232,8 +228,6 @@ def step_ratios(sparsity: float, steps: int) -> list[float]:
 def prune_and_distil(dense: nn.Module, sparsity: float, plan: Plan, sets: Sets, example: torch.Tensor,
                      task_loss, label: str = "") -> Trial:
     """Copy `dense`, prune it to `sparsity` in `plan.prune_steps` steps with distillation after each."""
-    from medge.prune.methods import prune_structured_checked
-
     started = time.perf_counter()
     student = copy.deepcopy(dense)
     teacher = dense
@@ -294,8 +288,6 @@ def gate_student(student: nn.Module, sets: Sets, max_drop: float | None, *, ci_r
 
 
 def _concat(a: EvalSet, b: EvalSet) -> EvalSet:
-    from medge.calibration import set_sha256
-
     keys = a.keys + b.keys
     return EvalSet(np.concatenate([a.inputs, b.inputs]), np.concatenate([a.targets, b.targets]),
                    np.concatenate([a.teacher, b.teacher]), a.labels_from, set_sha256(keys), keys)

@@ -24,6 +24,7 @@ from torch import nn
 
 from medge.common.errors import GateFailedError
 from medge.prune.recover import Plan, Sets, Trial, layer_widths, prune_and_distil
+from medge.prune.methods import prune_structured_checked
 
 
 def max_probes(plan: Plan) -> int:
@@ -39,8 +40,6 @@ def _say(text: str) -> None:
 
 
 def _widths_at(dense: nn.Module, sparsity: float, plan: Plan, example: torch.Tensor) -> list[int]:
-    from medge.prune.methods import prune_structured_checked
-
     probe = copy.deepcopy(dense)
     prune_structured_checked(probe, example, sparsity, plan.round_to, "the model")
     return layer_widths(probe)

@@ -38,6 +38,9 @@ from medge.quantize.ladder import Rung, climb
 from medge.quantize.ladder_onnx import OnnxSteps, outputs
 from medge.quantize.report import QuantizeReport
 from medge.runtimes.model_file import ModelFile, load_onnx, open_onnx
+from medge.calibration import check_overlap, load_data_for_onnx
+from medge.common.metadata import PREFIX, assumed_note, read_metadata
+from medge.quantize import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +129,6 @@ def _weight_bytes(path: Path) -> int | None:
 
 
 def _metadata_props(model: Path, config: QuantizeConfig, report: QuantizeReport) -> dict[str, str]:
-    from medge.common.metadata import PREFIX, read_metadata
-
     info = {"precision": config.precision, "backend": config.backend,
             "calibration_sha256": (report.calibration or {}).get("sha256"),
             "calib_method": config.calib_method if config.precision == "int8" else None,
@@ -160,8 +161,6 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
 
     Raises `GateFailedError` (with `.report`) when the gate cannot pass; nothing is written then.
     """
-    from medge.quantize import BACKENDS
-
     t0 = time.perf_counter()
     backend: QuantBackend = BACKENDS.get(config.backend)()
     opened = _validate(config, backend)
@@ -174,7 +173,6 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                                      "int16_fallback": config.int16_fallback,
                                      "parity_limits": config.parity_limits,
                                      "reduce_range": bool(config.options.get("reduce_range"))})
-    from medge.common.metadata import assumed_note
 
     meta = opened.meta
     if meta is not None and assumed_note(meta.preprocessing):
@@ -240,9 +238,6 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
 
 
 def _load_data(config: QuantizeConfig, model: Path, gate: OnnxSteps, report: QuantizeReport) -> None:
-    from medge.calibration import check_overlap, load_data_for_onnx
-    from medge.common.metadata import read_metadata
-
     calib = None
     if config.calib_source:
         calib = load_data_for_onnx(config.calib_source, model, n=config.calib_size, split="calib")

@@ -30,6 +30,9 @@ from medge.quantize.fallback_scopes import module_scopes, scope_nodes
 from medge.quantize.ladder import Attempt, LadderSteps, Rung, Stage
 from medge.quantize.sensitivity import rank_fallback_groups
 from medge.runtimes.model_file import load_onnx
+from medge.quantize.parity_gate import PARITY_SAMPLES, artifact_runner, load_inputs, onnx_runner, parity_check
+from medge.runtimes import open_runtime
+from medge.runtimes.base import dequantize_output, quantize_input
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,6 @@ PARITY_FIGURES = ("min_cosine", "min_pearson", "max_channel_rms_error", "failed"
 
 def outputs(artifact: Path, runtime: str, dataset: Any, options: dict[str, Any]) -> np.ndarray:
     """Primary output of `artifact` over every sample of `dataset`, stacked on the batch axis."""
-    from medge.runtimes import open_runtime
-    from medge.runtimes.base import dequantize_output, quantize_input
-
     with open_runtime(artifact, runtime, **options) as rt:
         inputs = {t.name: t for t in rt.inputs()}
         primary = rt.outputs()[0]
@@ -93,15 +93,11 @@ class OnnxSteps(LadderSteps):
     def judge_by_parity(self, model: Path) -> None:
         """Judge every attempt by its INT8 parity with FP32 (no metric gate): the calibration samples
         and limits of `medge.quantize.parity_gate.int8_parity`, so the recipe's check agrees."""
-        from medge.quantize.parity_gate import PARITY_SAMPLES, load_inputs, onnx_runner
-
         self.parity_inputs = load_inputs(model, self.config.calib_source, n=PARITY_SAMPLES).inputs
         self.parity_reference = onnx_runner(model)
 
     def parity(self, artifact: Path) -> dict[str, Any]:
         """Parity of `artifact` vs FP32 on the target's numerics, against `config.parity_limits`."""
-        from medge.quantize.parity_gate import artifact_runner, parity_check
-
         runner = artifact_runner(artifact, self.backend.runtime, **{**self.backend.reference_options, **self._eval_options()})
         return parity_check(self.parity_reference, runner, self.parity_inputs, **(self.config.parity_limits or {}))
 

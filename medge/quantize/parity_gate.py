@@ -31,6 +31,12 @@ from medge.common.errors import DataError
 from medge.evaluate.gate import Gate
 from medge.evaluate.metrics import default_metric_for_task
 from medge.evaluate.parity import compare_outputs, cosine
+from medge.calibration import load_data_for_onnx, onnx_input
+from medge.calibration.multi_input import default_feed, graph_inputs
+from medge.common.metadata import read_metadata
+from medge.runtimes import open_runtime
+from medge.runtimes.base import dequantize_output, quantize_input
+from medge.runtimes.feeds import adapt_inputs
 
 # A runner takes one model-ready input (single-input models) or a feed dict {input name: array}
 # (models with several inputs, e.g. image + click prompt) and returns the outputs in ONNX order.
@@ -111,16 +117,11 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
     """`n` model-ready inputs from `source` (via medge.calibration), or seeded N(0, 1) inputs when
     `source` is None (normalised inputs are roughly standard normal)."""
     if source:
-        from medge.calibration import load_data_for_onnx
-
         data = load_data_for_onnx(source, onnx_path, n=n, split=split)
         if len(data) == 0:
             raise DataError(f"no usable samples in '{source}' for {onnx_path.name}; check the source path and format")
         inputs = [_sample(feeds) for feeds in data]
         return ReferenceData(inputs, {"source": source, "sha256": data.sha256, "n": len(data), "split": split})
-    from medge.calibration import onnx_input
-    from medge.calibration.multi_input import default_feed, graph_inputs
-    from medge.common.metadata import read_metadata
 
     meta = read_metadata(onnx_path)
     _, shape = onnx_input(onnx_path, meta)
@@ -138,8 +139,6 @@ def load_inputs(onnx_path: Path, source: str | None, n: int, split: str = "calib
 
 def onnx_runner(onnx_path: Path) -> Runner:
     """Run the FP32 ONNX model on ONNX Runtime CPU."""
-    from medge.runtimes import open_runtime
-
     rt = open_runtime(onnx_path, "onnxruntime")
     name, out_names = rt.inputs()[0].name, [o.name for o in rt.outputs()]
 
@@ -152,16 +151,12 @@ def onnx_runner(onnx_path: Path) -> Runner:
 
 def artifact_runner(artifact: Path, runtime: str | None = None, *, channel_last: bool = False, **options: Any) -> Runner:
     """Run a compiled artifact on this host's CPU with NCHW/NCL float32 inputs and outputs."""
-    from medge.runtimes import open_runtime
-    from medge.runtimes.base import dequantize_output, quantize_input
-
     rt = open_runtime(artifact, runtime=runtime, device="cpu", **options)
     in_infos, out_infos = rt.inputs(), rt.outputs()
     in_info = in_infos[0]
 
     def run(x: Any) -> list[np.ndarray]:
         if isinstance(x, dict):  # several inputs: matched by position (runtimes may rename them)
-            from medge.runtimes.feeds import adapt_inputs
 
             outs = rt.infer(adapt_inputs(list(x.values()), in_infos, who=str(artifact)))
         else:
@@ -327,8 +322,6 @@ def metric_gate(onnx_path: Path, task: str, candidate: Runner, eval_source: str,
     Returns (gate, evaluation_info); the gate uses the keys of the quantize gate (name, reference,
     quantized, drop, ci95, n_eval, max_drop, passed, fp32_fallback_nodes).
     """
-    from medge.calibration import load_data_for_onnx
-
     data = load_data_for_onnx(eval_source, onnx_path, n=n, split="eval")
     targets = data.targets()
     if targets is None or len(data) == 0:

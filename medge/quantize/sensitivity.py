@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from medge.runtimes.ort import ort_session
 
 
 def _with_outputs(model, names: list[str]):
@@ -34,8 +35,6 @@ def _with_outputs(model, names: list[str]):
 
 def _run_exposed(model, names: list[str], feeds_list: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Values of tensors `names` (those that exist) for each feeds dict, as float32."""
-    from medge.runtimes.ort import ort_session
-
     exposed = _with_outputs(model, names)
     sess = ort_session(exposed.SerializeToString(), optimize=False, label="the model with its activations exposed")
     wanted = set(names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medge.common.registry import Registry
 from medge.runtimes.base import Runtime, TensorInfo
+from medge.common.errors import MedgeError
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
 RUNTIMES.register("onnxruntime", "medge.runtimes.ort:OrtRuntime")
@@ -18,8 +19,6 @@ RUNTIME_FOR_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "li
 def open_runtime(artifact, runtime: str | None = None, device: str = "cpu", threads: int | None = None, **options) -> Runtime:
     """Load `artifact` with `runtime` (guessed from the suffix when None) and return the Runtime."""
     from pathlib import Path
-
-    from medge.common.errors import MedgeError
 
     path = Path(artifact)
     if runtime is None:

@@ -16,6 +16,7 @@ from medge.common.errors import BundleError, MedgeError
 from medge.common.bundle import MANIFEST, load_manifest
 from medge.common.metadata import ModelMeta
 from medge.runtimes.model_file import FORMATS, open_model
+from medge.runtimes import RUNTIMES, RUNTIME_FOR_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,6 @@ def _bundle_meta(bundle: Path, manifest: dict[str, Any], primary: Path) -> tuple
 
 def resolve_artifact(path: str | Path, runtime: str | None = None) -> ArtifactRef:
     """Turn an artifact file or bundle folder into an `ArtifactRef` (runtime guessed from the suffix)."""
-    from medge.runtimes import RUNTIME_FOR_SUFFIX, RUNTIMES
-
     path = Path(path)
     if not path.exists():
         raise MedgeError(f"artifact not found: {path}")

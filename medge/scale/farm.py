@@ -28,6 +28,9 @@ from typing import Any, ClassVar
 from medge.common.errors import UsageError
 from medge.common.reports import ListReport
 from medge.scale.yamlfile import as_list, check_choice, check_keys, load_yaml, positive_number
+from medge.common.fileio import write_json_atomic
+from medge.devices import TARGETS
+from medge.devices.remote import SshOptions, SshSession, SshTarget
 
 TOP_KEYS = ("devices", "ssh_key", "ssh_options", "remote_medge", "remote_python", "timeout")
 DEVICE_KEYS = ("name", "target", "address", "ray", "tags", "ssh_key", "ssh_options", "remote_medge", "remote_python",
@@ -79,9 +82,6 @@ def _expand(value: str | None) -> str | None:
 
 def load_farm(path: str | Path) -> Farm:
     """Read and validate FARM.yaml; every mistake is one line with "did you mean"."""
-    from medge.devices import TARGETS
-    from medge.devices.remote import SshTarget
-
     path = Path(path)
     data = load_yaml(path, "farm")
     check_keys(data, TOP_KEYS, str(path))
@@ -167,8 +167,6 @@ class Lease:
 
 def _probe(device: FarmDevice, timeout_s: float) -> dict[str, Any]:
     """Reach the device over SSH: reachable, round trip, and facts (machine, kernel, CPUs, medge version)."""
-    from medge.devices.remote import SshOptions, SshSession, SshTarget
-
     remote = f"{device.remote_python} -m medge_cli" if device.remote_python else device.remote_medge
     session = SshSession(SshTarget.parse(device.address or ""), SshOptions(
         key=device.ssh_key, options=list(device.ssh_options), remote_command=remote, connect_timeout_s=int(timeout_s)))
@@ -228,8 +226,6 @@ def _last_seen(farm: Farm) -> dict[str, str]:
 
 
 def _save_last_seen(farm: Farm, seen: dict[str, str]) -> None:
-    from medge.common.fileio import write_json_atomic
-
     farm.lease_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(farm.lease_dir / "last_seen.json", seen)
 

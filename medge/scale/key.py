@@ -18,6 +18,8 @@ from typing import Any
 from medge.common.errors import UsageError
 from medge.common.fileio import sha256_file
 from medge.scale.spec import Cell
+from medge import __version__
+from medge.zoo import MODELS, weights_path
 
 TOOLKITS = ("torch", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "ai-edge-litert", "ai-edge-quantizer",
             "litert-torch", "tensorrt", "torch-pruning", "neural-compressor-pt")
@@ -26,8 +28,6 @@ TOOLKITS = ("torch", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "ai-
 @lru_cache(maxsize=None)
 def toolkit_versions() -> dict[str, str]:
     """medge's version and the installed version of every toolkit a build may use."""
-    from medge import __version__
-
     versions = {"medge": __version__}
     for name in TOOLKITS:
         try:
@@ -62,8 +62,6 @@ def _module_file(module: str, where: str) -> str:
 @lru_cache(maxsize=None)
 def model_hash(source: str, weights: str | None) -> str:
     """sha256 of what defines a model: its source file (zoo factory, module or .pt2/.onnx) and weights."""
-    from medge.zoo import MODELS, weights_path
-
     h = hashlib.sha256()
     if source in MODELS:
         card = MODELS.get(source)

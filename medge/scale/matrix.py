@@ -18,6 +18,7 @@ from medge.scale.key import cell_key
 from medge.scale.matrix_farm import FarmStage, farm_targets, no_device_reason, resumable_host_step
 from medge.scale.results import append_row, last_rows, read_rows, render, write_tables
 from medge.scale.spec import Cell, MatrixSpec
+from medge.devices import TARGETS
 
 RETRIED = ("build_failed", "timeout")  # a gate failure or an unsupported cell is an answer, not an accident
 FAILED = ("gate_failed", "build_failed", "timeout", "interrupted", "device_error")
@@ -70,8 +71,6 @@ class _Progress:
 
 
 def _precheck(cell: Cell, farm: Farm | None, ray_resources: dict[str, float] | None) -> str | None:
-    from medge.devices import TARGETS
-
     target = TARGETS.get(cell.target)
     if cell.precision not in target.precisions:
         return f"target '{cell.target}' does not support {cell.precision}; supported: {', '.join(target.precisions)}"

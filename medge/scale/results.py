@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medge.common.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from medge.common.reports import human_bytes
 
 STATUS_MARK = {"ok": "✅", "gate_failed": "❎", "unsupported": "➖", "build_failed": "❌", "timeout": "⏱",
                "interrupted": "⏹", "skipped": "✅", "device_error": "⚠"}
@@ -52,7 +53,6 @@ def table_cells(row: dict[str, Any]) -> list[str]:
     """The printed columns of one row."""
     metric = row.get("metric") or {}
     size = (row.get("size_bytes") or {}).get("bundle")
-    from medge.common.reports import human_bytes
 
     return [row["cell"], f"{STATUS_MARK.get(row['status'], '?')} {row['status']}",
             f"{metric.get('name', '')} {_num(metric.get('quantized'), '.4f')}".strip() if metric else "-",

@@ -28,8 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medge.common.errors import UsageError
+from medge.common.errors import UsageError, did_you_mean
 from medge.scale.yamlfile import as_list, check_choice, check_keys, load_yaml, positive_number
+from medge.devices import TARGETS
+from medge.devices.target import PRECISIONS
+from medge.zoo import MODELS
 
 TOP_KEYS = ("models", "targets", "precisions", "prune", "exclude", "timeout", "retries", "threads", "runs", "warmup",
             "max_drop", "device_bound")
@@ -115,8 +118,6 @@ def _model_entry(raw: Any, index: int) -> dict[str, Any]:
 
 
 def _check_source(source: str, where: str) -> None:
-    from medge.zoo import MODELS
-
     if ":" in source and not source.startswith(("/", ".")) and source.split(":", 1)[0].replace(".", "").isidentifier():
         return  # module:factory, imported by the cell's own process
     if source.endswith((".pt2", ".pt", ".onnx")):
@@ -124,8 +125,6 @@ def _check_source(source: str, where: str) -> None:
             raise UsageError(f"{where}: model file not found: {source}")
         return
     if source not in MODELS:
-        from medge.common.errors import did_you_mean
-
         raise UsageError(f"{where}: unknown zoo model '{source}';{did_you_mean(source, MODELS.names())} see 'medge zoo list'"
                          " (or give module:factory, .pt2 or .onnx)")
 
@@ -156,9 +155,6 @@ def parse_only(pairs: list[str] | None) -> dict[str, set[str]]:
 
 def load_matrix(path: str | Path, only: dict[str, set[str]] | None = None) -> MatrixSpec:
     """Read and validate MATRIX.yaml (unknown keys/values are one-line `UsageError`s); returns its cells."""
-    from medge.devices import TARGETS
-    from medge.devices.target import PRECISIONS
-
     path = Path(path)
     data = load_yaml(path, "matrix")
     check_keys(data, TOP_KEYS, str(path))

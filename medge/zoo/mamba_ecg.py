@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from medge.zoo import load_safetensors_weights
+from medge.zoo.catalog import WEIGHTS_DIR
 
 
 class MambaBlock(nn.Module):
@@ -125,9 +127,6 @@ def mamba_ecg_step(in_leads: int = 3, out_leads: int = 12, samples: int = 5000, 
     """The recurrent step of the Mamba blocks of `mamba_ecg` (with the shared demo weights when shipped)."""
     model = MambaECG(in_leads, out_leads, samples, dim)
     if shared_weights:
-        from medge.zoo import load_safetensors_weights
-        from medge.zoo.catalog import WEIGHTS_DIR
-
         path = WEIGHTS_DIR / shared_weights
         if path.is_file():
             load_safetensors_weights(model, path)

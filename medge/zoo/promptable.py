@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from medge.zoo import load_safetensors_weights
+from medge.zoo.catalog import WEIGHTS_DIR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,9 +139,6 @@ def lesion_clicks(masks: "np.ndarray", rng: "np.random.Generator") -> "np.ndarra
 
 def _with_weights(model: PromptableSegmenter, weights: str | None) -> PromptableSegmenter:
     if weights:
-        from medge.zoo import load_safetensors_weights
-        from medge.zoo.catalog import WEIGHTS_DIR
-
         path = WEIGHTS_DIR / weights
         if path.is_file():
             load_safetensors_weights(model, path)

@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from medge.apps.ecg.reconstruct import LeadModel
-from medge.common.errors import DataError, ModelLoadError
+from medge.apps.model import AppModel
+from medge.apps.zoo_cache import cache_dir, is_zoo_name, zoo_onnx
+from medge.common.errors import DataError, ModelLoadError, did_you_mean
+from medge.export import export_onnx
+from medge.zoo import MODELS, get_card
 
 DERIVE_KEY = "derive_limb_leads"
 
@@ -26,27 +30,19 @@ DERIVE_KEY = "derive_limb_leads"
 def resolve_artifact(ref: str, samples: int | None = None) -> Path:
     """A model path, or the cached ONNX export of a zoo model (exported on first use, see `medge.apps.zoo_cache`),
     at `samples` per window when given (zoo models only; a file keeps its own window)."""
-    from medge.apps.zoo_cache import cache_dir, is_zoo_name, zoo_onnx
-
     path = Path(ref)
     if path.exists() or path.suffix or "/" in ref:
         return path  # AppModel names a missing or unreadable file in its own one-line error
     if not is_zoo_name(ref):
-        from medge.common.errors import did_you_mean
-        from medge.zoo import MODELS
-
         raise ModelLoadError(f"model '{ref}' is neither a file nor a zoo model;{did_you_mean(ref, MODELS.names())} "
                              "pass an .onnx file or a zoo name such as ecg-3to12")
     full = zoo_onnx(ref, "--model")  # also says in one line what is missing to export it
-    from medge.zoo import get_card
 
     card = get_card(ref)
     if samples is None or samples == int(card.preprocessing["samples"]):
         return full
     target = cache_dir() / f"{ref}-{samples}.onnx"
     if not target.is_file():
-        from medge.export import export_onnx
-
         export_onnx(ref, target, input_shape=(*card.input_shape[:2], samples))
     return target
 
@@ -56,8 +52,6 @@ def load_lead_model(ref: str, threads: int | None = None, samples: int | None = 
 
     `samples`: the window length at the model's rate for a zoo model (default: the card's).
     """
-    from medge.apps.model import AppModel
-
     app = AppModel.open(resolve_artifact(ref, samples), role="--model", expect_task="ecg-reconstruction",
                         threads=threads)
     pre, meta = app.preprocessing, app.meta

@@ -32,6 +32,9 @@ from medge.calibration.preprocess import resample_signal
 from medge.calibration.wfdb_source import record_names
 from medge.common.errors import DataError, UsageError
 from medge.evaluate.metrics import ecg_per_lead
+from medge.export import export_onnx, load_model
+from medge.export.loading import state_dict_sha256
+from medge.zoo import build_model, get_card
 
 ZOO_MODEL = "ecg-3to12"
 EINTHOVEN_TOLERANCE = 0.05  # RMS(III − (II − I)) / RMS(II) below this: derive the limb leads
@@ -216,8 +219,6 @@ def train_net(train: FitData, coef: np.ndarray, *, init: str, schedule: Schedule
 
     import torch
 
-    from medge.zoo import build_model
-
     torch.manual_seed(schedule.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     net = build_model(ZOO_MODEL, pretrained=init == ZOO_MODEL)
@@ -302,9 +303,6 @@ def stable(facts: dict[str, Any]) -> dict[str, Any]:
 
 def export_fitted(net, output: str, derive: bool, fit_info: dict[str, Any]) -> str:
     """Write `net` as the zoo architecture's ONNX with its fit facts in the metadata; returns its sha256."""
-    from medge.export import export_onnx, load_model
-    from medge.export.loading import state_dict_sha256
-
     loaded = load_model(ZOO_MODEL)
     loaded.module = net
     loaded.sha256 = state_dict_sha256(net)
@@ -314,8 +312,6 @@ def export_fitted(net, output: str, derive: bool, fit_info: dict[str, Any]) -> s
 
 def model_geometry() -> tuple[tuple[str, ...], float, int]:
     """(input leads, rate Hz, window samples) of the zoo architecture that `fit` trains."""
-    from medge.zoo import get_card
-
     pre = dict(get_card(ZOO_MODEL).preprocessing)
     return tuple(pre["leads"]), float(pre["sample_rate_hz"]), int(pre["samples"])
 

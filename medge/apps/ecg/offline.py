@@ -26,12 +26,16 @@ from medge.apps.ecg.reconstruct import (
 from medge.common.errors import DataError
 from medge.evaluate.metrics import ecg_per_lead
 from medge.common.fileio import atomic_path
+from medge.apps.ecg.filters import filter_record
+from medge.apps.ecg.io_dicom import write_dicom_ecg
+from medge.apps.ecg.io_wfdb import write_ecg
+from medge.apps.ecg.plot import paper_plot
+from medge.apps.ecg.sources import read_input
+from medge.calibration.preprocess import resample_signal
 
 
 def write_output(out: Path, signal_mv: np.ndarray, rate_hz: float, provenance: Provenance) -> None:
     """(12, N) mV as a WFDB record `out`, or as an NPZ when `out` ends in ``.npz``, with the provenance."""
-    from medge.apps.ecg.io_wfdb import write_ecg
-
     if out.suffix.lower() != ".npz":
         write_ecg(out, STANDARD_LEADS, signal_mv, rate_hz, comments=provenance.comments())
         return
@@ -57,12 +61,6 @@ def reconstruct_record(path: Path, out: Path, model: LeadModel, provenance: Prov
                        mains: float | None = None, dicom: str | None = None, plot: str | None = None
                        ) -> dict[str, Any]:
     """Reconstruct one input file; write `out` (and `dicom`, `plot`); return its report entry."""
-    from medge.apps.ecg.filters import filter_record
-    from medge.apps.ecg.io_dicom import write_dicom_ecg
-    from medge.apps.ecg.plot import paper_plot
-    from medge.apps.ecg.sources import read_input
-    from medge.calibration.preprocess import resample_signal
-
     rec, ds = read_input(path)
     inputs = rec.pick(model.input_leads)
     if inputs is None:

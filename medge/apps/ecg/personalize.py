@@ -33,6 +33,7 @@ from medge.apps.ecg.fit import (
 from medge.apps.ecg.io_wfdb import read_ecg
 from medge.apps.ecg.reconstruct import STANDARD_LEADS, LeadModel
 from medge.common.errors import DataError, UsageError
+from medge.zoo import build_model
 
 MIN_WINDOWS = 4  # 2 to fine-tune (one of them picks the epoch), 2 held out
 
@@ -51,8 +52,6 @@ def _split(wins: list[tuple[np.ndarray, np.ndarray]], train_fraction: float, nam
 def _start_model(init: str, leads: tuple[str, ...], rate: float, samples: int, derive: bool):
     """The net personalisation starts from (the zoo demo weights, or a random one) as a module."""
     import torch
-
-    from medge.zoo import build_model
 
     torch.manual_seed(0)
     net = build_model(ZOO_MODEL, pretrained=init == ZOO_MODEL)

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+from medge.common.registry import import_optional
 
 VERSION = 1
 LEADS: tuple[str, ...] = ("II", "V1", "V5")
@@ -34,8 +35,6 @@ def crc16(data: bytes) -> int:
 
 
 def _cobs():
-    from medge.common.registry import import_optional
-
     return import_optional("cobs.cobs", what="the medge ECG wire protocol")
 
 

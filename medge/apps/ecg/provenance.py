@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medge.apps.ecg.reconstruct import DERIVED_LEADS, STANDARD_LEADS, LeadModel
+from medge.common.fileio import sha256_file
 
 MEASURED, RECONSTRUCTED, DERIVED = "measured", "reconstructed", "derived"
 NOT_FOR_DIAGNOSIS = "not for diagnosis"
@@ -33,8 +34,6 @@ class Provenance:
     @classmethod
     def of(cls, model: LeadModel, artifact: str | Path, tool: str = "medge ecg reconstruct") -> "Provenance":
         """Provenance of `model`'s output; `artifact` is the file that ran (hashed here)."""
-        from medge.common.fileio import sha256_file
-
         measured = tuple(lead for lead in STANDARD_LEADS if lead in model.input_leads)
         derived = DERIVED_LEADS if model.derive_limb_leads else ()
         return cls(model.name, sha256_file(artifact), measured, derived, tool)

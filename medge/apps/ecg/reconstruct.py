@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medge.common.errors import DataError
+from medge.calibration.preprocess import resample_signal
 
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 DERIVED_LEADS: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
@@ -69,8 +70,6 @@ class LeadModel:
 
         NaN inputs are fed as 0 and come back NaN in every output lead.
         """
-        from medge.calibration.preprocess import resample_signal
-
         rate = float(rate_hz or self.rate_hz)
         x = np.asarray(inputs_mv, dtype=np.float64)
         missing = ~np.isfinite(x).all(axis=0)

@@ -13,6 +13,7 @@ from medge.apps.ecg.provenance import Provenance
 from medge.apps.ecg.reconstruct import STANDARD_LEADS
 from medge.apps.ecg.stream import StreamResult
 from medge.common.reports import DictReport
+from medge.apps.ecg.plot import paper_plot
 
 LONGEST_GAPS = 10
 PLOT_SECONDS = 10.0
@@ -37,8 +38,6 @@ class StreamReport(DictReport):
 
 def plot_session(path: str, result: StreamResult, rate_hz: float, provenance: Provenance) -> None:
     """Paper plot of the session's last `PLOT_SECONDS`."""
-    from medge.apps.ecg.plot import paper_plot
-
     start = max(0.0, result.twelve_mv.shape[1] / rate_hz - PLOT_SECONDS)
     paper_plot(path, STANDARD_LEADS, result.twelve_mv, rate_hz, title="medge ecg stream, not for diagnosis",
                reconstructed=provenance.reconstructed, derived=provenance.derived, start_s=start)

@@ -32,6 +32,7 @@ from medge.apps.ecg import cyton
 from medge.apps.ecg.protocol import encode_frame
 from medge.common.errors import DataError, UsageError
 from medge.common.fileio import atomic_path
+from medge.common.registry import import_optional
 
 FRAME_SAMPLES = 10
 WRITE_TIMEOUT_S = 2.0  # a real-time device buffers this long for a host that does not read
@@ -181,8 +182,6 @@ class SerialPort:
     """A pyserial device or URL as the simulator's output."""
 
     def __init__(self, url: str, baud: int, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
-        from medge.common.registry import import_optional
-
         serial = import_optional("serial", what="writing ECG serial streams")
         try:
             self._ser = serial.serial_for_url(url, baudrate=baud, write_timeout=write_timeout_s)

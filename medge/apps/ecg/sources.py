@@ -14,14 +14,14 @@ from medge.apps.ecg.io_wfdb import EcgRecord, read_ecg
 from medge.apps.ecg.protocol import LEADS
 from medge.calibration.wfdb_source import record_names
 from medge.common.errors import DataError
+from medge.calibration.preprocess import resample_signal
+from medge.calibration.synthetic.ecg import FS_HZ, STANDARD_LEADS, generate_ecg
 
 SYNTHETIC = "synthetic"
 
 
 def synthetic_record(seconds: float, seed: int) -> EcgRecord:
     """A 12-lead record from medge's dipole generator (500 Hz, mV)."""
-    from medge.calibration.synthetic.ecg import FS_HZ, STANDARD_LEADS, generate_ecg
-
     samples = max(1, round(seconds * FS_HZ))
     _, leads = generate_ecg(1, np.random.default_rng(seed), samples=samples)
     return EcgRecord(list(STANDARD_LEADS), leads[0].astype(np.float64), float(FS_HZ), f"synthetic-{seed}")
@@ -30,8 +30,6 @@ def synthetic_record(seconds: float, seed: int) -> EcgRecord:
 def patch_samples(source: str, seconds: float, seed: int, rate_hz: float) -> tuple[str, np.ndarray]:
     """(record name, (n, 3) int32 µV of II, V1, V5 at `rate_hz`): what a patch sends for `seconds`,
     the source looped."""
-    from medge.calibration.preprocess import resample_signal
-
     rec = synthetic_record(seconds, seed) if source == SYNTHETIC else read_input(source)[0]
     leads = rec.pick(LEADS)
     if leads is None:

@@ -38,6 +38,8 @@ from medge.apps.ecg.serial_reader import Receiver
 from medge.apps.ecg.sweep import StripSweep, run_ticker
 from medge.apps.pipeline import LatencyHistogram, Pipeline, Sink, Stage, clock
 from medge.common.errors import DataError
+from medge.apps.ecg.plot import live_strip
+from medge.apps.view import encode_jpeg
 
 WARMUP_HOPS = 2
 VIEW_SECONDS = 5.0
@@ -138,9 +140,6 @@ def run_stream(ser, receiver: Receiver, model: LeadModel, config: StreamConfig, 
     `reopen()` opens the port again after it vanished (`DataError` while it is still gone).
     `record` is checkpointed while the session runs and completed at its end.
     """
-    from medge.apps.ecg.plot import live_strip
-    from medge.apps.view import encode_jpeg
-
     recon = StreamingReconstructor(model, config.rate_hz, config.hop_s)
     output = OutputRecording()
     latency, rec_ms = LatencyHistogram(), LatencyHistogram()

@@ -20,6 +20,14 @@ import numpy as np
 from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage
 from medge.common.errors import UsageError
 from medge.common.reports import Report
+from medge.apps.model import AppModel, classifier_threshold
+from medge.apps.ultrasound.feed import Feed
+from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
+from medge.apps.ultrasound.overlay import mask_at_frame, min_area_px, no_signal_card, parse_min_area
+from medge.apps.ultrasound.render import Renderer, Snapshot, downscale
+from medge.apps.ultrasound.sources import open_source
+from medge.apps.view import BrowserView, parse_view
+from medge.common.fileio import sha256_file
 
 
 DEFAULT_MIN_AREA_MM2, DEFAULT_MIN_AREA_PX = 7.0, 25.0  # a 3 mm disc; 5×5 px
@@ -201,8 +209,6 @@ def _calibration(info: Any, width: int, height: int) -> list[float] | None:
 def model_identity(model: Any) -> dict[str, Any]:
     """Name, version (the artifact's sha256) and whether a model carries medge's demo weights (a zoo
     model exported without --weights)."""
-    from medge.common.fileio import sha256_file
-
     source = (model.meta.extra or {}).get("source") or {}
     return {"model": model.meta.model, "sha256": sha256_file(model.ref.path),
             "demo": source.get("kind") == "zoo" and not source.get("weights")}
@@ -210,8 +216,6 @@ def model_identity(model: Any) -> dict[str, Any]:
 
 def _min_area(config: UltrasoundConfig, info: Any) -> tuple[float, str]:
     """The minimum lesion area of this run: `--min-lesion-area`, else the default for the source."""
-    from medge.apps.ultrasound.overlay import parse_min_area
-
     if config.min_lesion_area is None:
         return (DEFAULT_MIN_AREA_MM2, "mm2") if info.mm_per_px_xy else (DEFAULT_MIN_AREA_PX, "px")
     value, unit = parse_min_area(config.min_lesion_area)
@@ -259,14 +263,6 @@ def default_threads() -> int:
 
 def _run(config: UltrasoundConfig) -> UltrasoundReport:
     import cv2
-
-    from medge.apps.model import AppModel, classifier_threshold
-    from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_window_support
-    from medge.apps.ultrasound.feed import Feed
-    from medge.apps.ultrasound.overlay import mask_at_frame, min_area_px, no_signal_card
-    from medge.apps.ultrasound.render import Renderer, Snapshot, downscale
-    from medge.apps.ultrasound.sources import open_source
-    from medge.apps.view import BrowserView, parse_view
 
     kind, host, port = parse_view(config.view)
     if config.frames is not None and config.frames < 1:

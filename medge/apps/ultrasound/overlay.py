@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from medge.common.errors import UsageError
 
 FILL_BGR = (40, 200, 255)  # amber
 CONTOUR_BGR = (0, 255, 255)
@@ -43,8 +44,6 @@ class Segmentation:
 def parse_min_area(text: str) -> tuple[float, str]:
     """``"25px"`` / ``"7mm2"`` (also ``mm²``, spaces allowed) → (value, ``"px"`` | ``"mm2"``)."""
     import re
-
-    from medge.common.errors import UsageError
 
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(px|mm2|mm²)\s*", text or "", flags=re.I)
     if not m:

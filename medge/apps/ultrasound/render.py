@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from medge.apps.ultrasound.overlay import Segmentation, draw_overlay
+from medge.apps.pipeline import clock
+from medge.apps.view import encode_jpeg
 
 VIEW_MAX = (1280, 720)  # the default view fits this box
 
@@ -74,8 +76,6 @@ class Renderer:
 
     def bgr(self, snap: Snapshot) -> np.ndarray:
         """The overlay of `snap` at the view's size (a buffer this thread reuses: use it before the next call)."""
-        from medge.apps.pipeline import clock
-
         h, w = snap.image.shape
         vw, vh = self.view_size(w, h)
         grey = downscale(snap.image, vw, vh)
@@ -87,8 +87,6 @@ class Renderer:
 
     def jpeg(self, image: np.ndarray, snap: Snapshot | None = None) -> bytes:
         """JPEG bytes of a BGR image (counted; `on_encoded` is told about `snap`)."""
-        from medge.apps.view import encode_jpeg
-
         data = encode_jpeg(image, self.quality)
         with self._count:
             self.encoded += 1

@@ -23,6 +23,11 @@ import numpy as np
 
 from medge.apps.pipeline import Corrupt
 from medge.common.errors import DataError, MedgeError, UsageError
+from medge.calibration.dicom import dicom_to_unit, looks_like_dicom, pixel_spacing_mm
+from medge.calibration.preprocess import LUMA_WEIGHTS
+from medge.calibration.synthetic.noise import soft_step
+from medge.calibration.synthetic.ultrasound import generate_us
+from medge.common.registry import import_optional
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +206,6 @@ def region_calibration(ds: Any, rows: int, cols: int) -> tuple[tuple[int, int, i
     Sequence of Ultrasound Regions, with warnings.  A region that does not fit the image, or whose
     physical units are not cm, is refused: no crop, no spacing (areas in px) and a warning naming the
     problem.  Without regions, Pixel Spacing / Imager Pixel Spacing give the spacing (no crop)."""
-    from medge.calibration.dicom import pixel_spacing_mm
-
     regions = [r for r in (ds.get("SequenceOfUltrasoundRegions") or []) if int(r.get("RegionSpatialFormat", 0) or 0) == 1]
     if not regions:
         spacing, problem = pixel_spacing_mm(ds)
@@ -240,8 +243,6 @@ class DicomSource(FrameSource):
     (`region_calibration`)."""
 
     def __init__(self, path: Path) -> None:
-        from medge.common.registry import import_optional
-
         pydicom = import_optional("pydicom", what="reading DICOM cine files")
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
@@ -301,8 +302,6 @@ class DicomSource(FrameSource):
     def __iter__(self) -> Iterator[Frame | Corrupt]:
         from pydicom.pixels import pixel_array
 
-        from medge.calibration.dicom import dicom_to_unit
-
         for index in range(self._n):
             try:
                 raw = pixel_array(str(self._path), index=index if self._n > 1 else None)
@@ -312,7 +311,6 @@ class DicomSource(FrameSource):
                 yield Corrupt("DICOM frame cannot be decoded")
                 continue
             if unit.ndim == 3:  # RGB (YBR and palette were converted to RGB on decoding)
-                from medge.calibration.preprocess import LUMA_WEIGHTS
 
                 unit = np.tensordot(unit[..., :3], LUMA_WEIGHTS, axes=([2], [0]))
             if self._crop is not None:
@@ -334,8 +332,6 @@ class SyntheticSource(FrameSource):
     HOLD = 60  # frames per background (plus a cross-fade)
 
     def __init__(self, fps: float = 30.0, width: int = 640, height: int = 480, seed: int = 0) -> None:
-        from medge.calibration.synthetic.ultrasound import generate_us
-
         rng = np.random.default_rng(seed)
         size = max(width, height)
         bank, _, _ = generate_us(self.BANK, rng, size=size, lesion_prob=0.0)
@@ -358,8 +354,6 @@ class SyntheticSource(FrameSource):
 
     def _shape(self, geometry: tuple[float, float, float, float, float], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Soft lesion shape in [0, 1] at pixel columns `xs` × rows `ys`."""
-        from medge.calibration.synthetic.noise import soft_step
-
         cx, cy, a, b, t = geometry
         u, v = (xs[None, :] - cx) / a, (ys[:, None] - cy) / b
         rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
@@ -469,7 +463,6 @@ def open_source(spec: str, *, fps: float | None = None, camera_size: tuple[int, 
         raise DataError(f"source {spec} not found; pass {SOURCE_CHOICES}")
     if path.is_dir():
         return FolderSource(path, fps)
-    from medge.calibration.dicom import looks_like_dicom
 
     if looks_like_dicom(path):
         return DicomSource(path)

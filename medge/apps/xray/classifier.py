@@ -24,6 +24,10 @@ from medge.apps.xray.decode import decode_reduced
 from medge.apps.xray.source import cs_values, iod_of, missing_uids
 from medge.common.errors import DataError, MedgeError
 from medge.common.metadata import ModelMeta
+from medge.calibration.dicom import dicom_to_unit
+from medge.calibration.sampling import SkipSample
+from medge.common.bundle import load_manifest
+from medge.common.fileio import sha256_file
 
 ANALYSED_MODALITIES = frozenset({"CR", "DX"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
@@ -69,9 +73,6 @@ class Classifier:
 
 def _artifact_sha256(model: AppModel) -> str:
     """sha256 of the artifact, checked against the bundle manifest when there is one."""
-    from medge.common.fileio import sha256_file
-    from medge.common.bundle import load_manifest
-
     ref = model.ref
     sha = sha256_file(ref.path)
     if ref.bundle is not None:
@@ -148,8 +149,6 @@ def to_unit(frame: np.ndarray, ds: Any, pre: dict[str, Any]) -> np.ndarray:
     """`dicom_to_unit` of one frame; for integer data with a pointwise VOI it is evaluated once
     per distinct stored value (a lookup table over min..max) and gathered, which gives the same
     result ~10× faster on a 2048×2048 radiograph."""
-    from medge.calibration.dicom import dicom_to_unit
-
     if frame.dtype.kind not in "ui" or not _pointwise_voi(ds, pre) or pre.get("intensity") == "minmax":
         return dicom_to_unit(frame, ds, pre)
     lo, hi = int(frame.min()), int(frame.max())
@@ -163,8 +162,6 @@ def preprocess(ds: Any, model: AppModel, *, reduced: bool = True) -> tuple[np.nd
 
     With `reduced` the frame is decoded at the smallest power-of-two reduction still at least the
     model's input size (`medge.apps.xray.decode`); without it, at full resolution."""
-    from medge.calibration.sampling import SkipSample
-
     t0 = time.perf_counter()
     pre = model.preprocessing
     height, width = (int(pre["height"]), int(pre["width"])) if reduced else (1 << 30, 1 << 30)

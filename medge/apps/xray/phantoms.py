@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from medge.calibration.synthetic.cxr import generate_cxr
 
 COMPRESSIONS = ("jpeg2000", "jpegls", "rle")
 SOP_CLASSES = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1",
@@ -42,8 +43,6 @@ class PhantomSpec:
 def phantom_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A (size, size) float32 phantom in [0, 1] and its multi-hot findings (effusion, pneumothorax, nodule,
     cardiomegaly)."""
-    from medge.calibration.synthetic.cxr import generate_cxr
-
     images, targets = generate_cxr(1, np.random.default_rng(seed), size=size)
     return images[0], targets[0]
 

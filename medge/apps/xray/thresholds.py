@@ -26,6 +26,7 @@ from medge.apps.xray.priority import (
 from medge.common.errors import DataError
 from medge.common.fileio import write_json_atomic
 from medge.common.reports import Report
+from medge.calibration.dataset import load_data
 
 
 @dataclass
@@ -46,8 +47,6 @@ class ThresholdsReport(Report):
 def choose_thresholds(bundle: Path, eval_source: str, sensitivity: float, output: Path, *,
                       samples: int = 300, seed: int = 0) -> ThresholdsReport:
     """Score `eval_source` with the bundle and write per-finding thresholds to `output`."""
-    from medge.calibration.dataset import load_data
-
     if not 0.0 < sensitivity <= 1.0:
         raise DataError(f"--sensitivity must be in (0, 1], got {sensitivity}")
     classifier = open_classifier(bundle)

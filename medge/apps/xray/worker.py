@@ -31,6 +31,7 @@ from medge.apps.xray.priority import OVERDUE, OperatingPoints
 from medge.apps.xray.sr_stage import SRStage
 from medge.apps.xray.sr_writer import SRWriter
 from medge.apps.xray.worklist import Job, Worklist
+from medge.evaluate.statistics import latency_summary
 
 
 @dataclass
@@ -59,8 +60,6 @@ STAGES = ("receive_ms", "store_ms", "queue_ms", "decode_ms", "preprocess_ms", "i
 
 def stage_summary(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """p50/p95/max/mean (ms) and count per stage, in `STAGES` order (stages without values left out)."""
-    from medge.evaluate.statistics import latency_summary
-
     out = {}
     for name in STAGES:
         if values.get(name):

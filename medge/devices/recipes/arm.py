@@ -17,6 +17,7 @@ from medge.devices.recipes.base import (
     CompileContext, Recipe, RecipeResult, copy_onnx, int8_check, quantize_for_target,
 )
 from medge.common.errors import UsageError
+from medge.devices.recipes.litert.recipe import build_tflite
 
 RUNTIMES = ("onnxruntime", "litert")
 
@@ -80,8 +81,6 @@ class ArmRecipe(Recipe):
         return result
 
     def _litert(self, ctx: CompileContext) -> RecipeResult:
-        from medge.devices.recipes.litert.recipe import build_tflite
-
         outcome = build_tflite(ctx, delegate="xnnpack", channel_last=False)
         notes = [*outcome.notes, "LiteRT applies XNNPACK by default on aarch64; ops it does not take use the built-in CPU kernels"]
         return RecipeResult(

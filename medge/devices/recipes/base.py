@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medge.common.registry import Registry
+from medge.devices.int8_numerics import int8_scheme, target_numerics
+from medge.quantize import quantize_model
+from medge.quantize.config import QuantizeConfig
 
 if TYPE_CHECKING:
     from medge.devices.target import DeviceProfile
@@ -152,10 +155,7 @@ def quantize_for_target(
     come from the ``calib_samples`` and ``eval_samples`` compile options (default 300).  A failed gate raises
     `GateFailedError` (from `quantize_model`), which aborts the compile with nothing written.
     """
-    from medge.devices.int8_numerics import int8_scheme, target_numerics
     from medge.quantize.parity_gate import INT8_LIMITS
-    from medge.quantize import quantize_model
-    from medge.quantize.config import QuantizeConfig
 
     numerics = target_numerics(ctx.target)
     options = dict(options or {})

@@ -26,6 +26,7 @@ from medge.devices.recipes.base import (
 )
 from medge.common.errors import TargetError
 from medge.common.registry import import_optional
+from medge.devices.delegate_ops import openvino_preflight
 
 ARTIFACT = "model.xml"
 # Max |IR - ONNX| / output range on the CPU with the f32 hint.
@@ -93,7 +94,6 @@ class OpenVINORecipe(Recipe):
     name = "openvino"
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
-        from medge.devices.delegate_ops import openvino_preflight
         from medge.quantize.parity_gate import (
             artifact_runner,
             int8_parity,

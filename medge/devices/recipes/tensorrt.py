@@ -28,6 +28,7 @@ from medge.devices.recipes.base import (
 )
 from medge.common.errors import MedgeError, TargetError
 from medge.common.registry import import_optional
+from medge.devices.tensorrt_ops import check_tensorrt_ops
 
 ENGINE = "device/model.engine"
 TIMING_CACHE_DIR = "device"
@@ -251,8 +252,6 @@ class TensorRTRecipe(Recipe):
     builds_device_artifact = True
 
     def compile(self, ctx: CompileContext) -> RecipeResult:
-        from medge.devices.tensorrt_ops import check_tensorrt_ops
-
         table = ctx.target.supported_ops
         if not isinstance(table, str):
             raise TargetError(f"target '{ctx.target.name}' names no TensorRT op table (supported_ops)")

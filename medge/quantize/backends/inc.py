@@ -25,6 +25,10 @@ import numpy as np
 from medge.common.errors import MedgeError, ModelLoadError, UsageError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
 from medge.common.registry import import_optional
+from medge.calibration import onnx_input
+from medge.common.metadata import read_metadata
+from medge.export import load_model
+from medge.quantize.backends.ort import OrtBackend
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,6 @@ class IncBackend(QuantBackend):
         return False
 
     def _torch_model(self, onnx_in: Path):
-        from medge.calibration import onnx_input
-        from medge.export import load_model
-        from medge.common.metadata import read_metadata
-
         meta = read_metadata(onnx_in)
         if meta is None or not meta.model:
             raise MedgeError(f"{onnx_in.name} has no medge metadata naming its PyTorch model; the inc backend "
@@ -131,6 +131,4 @@ class IncBackend(QuantBackend):
         onnx.save(model, str(out))
 
     def finalize(self, artifact: Path, metadata: dict[str, str]) -> None:
-        from medge.quantize.backends.ort import OrtBackend
-
         OrtBackend().finalize(artifact, metadata)

@@ -21,6 +21,7 @@ import numpy as np
 from medge.common.errors import MedgeError
 from medge.quantize.backends.base import QuantBackend, QuantOptions
 from medge.quantize.backends.onnx_compact import compact_qdq_model
+from medge.export.onnx_stats import symbolic_shapes
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ class OrtBackend(QuantBackend):
     def prepare(self, onnx_in: Path, workdir: Path) -> Path:
         import onnx
         from onnxruntime.quantization import quant_pre_process
-
-        from medge.export.onnx_stats import symbolic_shapes
 
         model = onnx.load(str(onnx_in))
         if _opset(model) < MIN_OPSET:

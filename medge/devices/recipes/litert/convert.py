@@ -32,6 +32,8 @@ import numpy as np
 from medge.common.errors import DataError, ExportError, MedgeError, ModelLoadError, TargetError
 from medge.common.fileio import atomic_path
 from medge.common.registry import import_optional
+from medge.export import load_model
+from medge.export.input_specs import InputSpec
 
 # Max |torch - onnx| (relative to the output range) for the model reference to count as the same model.
 SOURCE_MATCH_TOL = 1e-3
@@ -83,7 +85,6 @@ def _input_shapes(sample: Any) -> Any:
     feed dict (a factory of several inputs cannot be probed with the first one alone)."""
     if not isinstance(sample, dict):
         return tuple(sample.shape)
-    from medge.export.input_specs import InputSpec
 
     return [InputSpec(name, tuple(a.shape), np.asarray(a).dtype.name) for name, a in sample.items()]
 
@@ -96,8 +97,6 @@ def torch_source(onnx_path: Path, model_ref: str | None, sample: Any) -> TorchSo
     reference_out = _run_onnx(onnx_path, sample)
     notes: list[str] = []
     if model_ref:
-        from medge.export import load_model
-
         try:
             loaded = load_model(model_ref, input_shape=_input_shapes(sample))
             diff = _max_rel_diff(_run_torch(loaded.module, sample), reference_out)

@@ -27,6 +27,8 @@ from medge.devices.recipes.base import CompileContext, PreflightFailedError, Rec
 from medge.common.errors import GateFailedError, TargetError, UsageError
 from medge.common.reports import Report
 from medge.quantize.ladder import Attempt
+from medge.devices.delegate_ops import litert_preflight
+from medge.devices.int8_numerics import Int8Numerics
 
 ARTIFACT = "model.tflite"
 README = "README.txt"
@@ -74,7 +76,6 @@ def _judge(ctx: CompileContext, parity_inputs: list, delegate: str, channel_last
            float_as_fp16: bool) -> tuple[Callable[[Path, Attempt], Attempt], dict[int, tuple[dict, list]]]:
     """The gate of one .tflite (full-integer I/O, delegate coverage, parity and the metric), and the
     preflight and op list of each attempt it judged, by attempt index."""
-    from medge.devices.delegate_ops import litert_preflight
     from medge.quantize.parity_gate import INT8_LIMITS, artifact_runner, metric_gate, onnx_runner, parity_check
     from medge.devices.recipes.litert.convert import tflite_ops
     from medge.devices.recipes.litert.ladder import op_precisions
@@ -166,7 +167,6 @@ def build_tflite(ctx: CompileContext, *, delegate: str, channel_last: bool, floa
     evaluation = final.gate.get("evaluation")
     if ctx.precision == "int8":
         gate["ladder"] = ladder
-        from medge.devices.int8_numerics import Int8Numerics
 
         # LiteRT's CPU kernels (XNNPACK / built-ins) on this host; the NPU's are confirmed on the device
         gate["numerics"] = Int8Numerics("host-kernels", f"this host's LiteRT CPU kernels (delegate {delegate} "
