@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,3 +18,14 @@ def test_import_contracts_hold():
     proc = subprocess.run([sys.executable, "-c", LINT], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert proc.stdout.count("KEPT") == 4 and "BROKEN" not in proc.stdout, proc.stdout[-4000:]
+
+
+def test_no_package_file_is_ignored_by_git():
+    """A clean clone must hold every module: a `.gitignore` pattern once hid `medge/build/__init__.py`."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    sources = [str(p.relative_to(ROOT)) for p in (ROOT / "medge").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(sources),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "", f"package files ignored by .gitignore: {proc.stdout.split()}"
