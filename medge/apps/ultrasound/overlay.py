@@ -8,6 +8,7 @@ the DICOM header is drawn.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,51 +62,54 @@ def min_area_px(min_area: tuple[float, str], mm_per_px_xy: list[float] | None) -
     return value / (mm_per_px_xy[0] * mm_per_px_xy[1])
 
 
-def _taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear taps (low index, high index, weight of the high one) of each output pixel, as
-    `cv2.resize(..., INTER_LINEAR)` computes them (pixel centres aligned, edges replicated)."""
+def _taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps (low index, high index) of each output pixel, as `cv2.resize(..., INTER_LINEAR)`
+    computes them (pixel centres aligned, edges replicated)."""
     f = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
-    low = np.floor(f).astype(np.int64)
-    frac = (f - low).astype(np.float32)
-    frac[low < 0], low[low < 0] = 0.0, 0
-    top = low >= size_in - 1
-    frac[top], low[top] = 0.0, size_in - 1
-    return low, np.minimum(low + 1, size_in - 1), frac
+    low = np.clip(np.floor(f).astype(np.int64), 0, size_in - 1)
+    return low, np.minimum(low + 1, size_in - 1)
 
 
 def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[float] | None,
                   threshold: float = 0.5, min_px: float = 0.0) -> Segmentation:
-    """Upsample a model-resolution probability map to the frame (bilinear) and threshold it; connected
-    regions smaller than `min_px` pixels are not a lesion (they are removed from the mask).
+    """Upsample a model-resolution probability map to the frame (bilinear, `cv2.resize` INTER_LINEAR)
+    and threshold it; connected regions smaller than `min_px` pixels are not a lesion (they are removed
+    from the mask).
 
     Only the frame pixels whose bilinear taps touch a model pixel at or above the threshold can be
-    lesion, so only that region is upsampled (a 1080p frame costs what its lesion's box costs)."""
+    lesion, so only that region is thresholded and labelled (a small lesion costs what its box costs)."""
     import cv2
 
-    plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1])
+    plane = np.ascontiguousarray(np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1]))
     coarse = (plane >= threshold).astype(np.uint8)
     bx, by, bw, bh = cv2.boundingRect(coarse)
     if bw == 0 or bh == 0:
         return Segmentation(np.zeros((0, 0), np.uint8), (0, 0), (height, width), 0, 0.0 if mm_per_px_xy else None)
-    regions = []
+    spans = []
     for size_out, size_in, lo, hi in ((height, plane.shape[0], by, by + bh - 1), (width, plane.shape[1], bx, bx + bw - 1)):
-        low, high, frac = _taps(size_out, size_in)
+        low, high = _taps(size_out, size_in)
         inside = np.flatnonzero((low <= hi) & (high >= lo))  # contiguous: the taps only grow
-        a, b = int(inside[0]), int(inside[-1]) + 1
-        regions.append((a, low[a:b], high[a:b], frac[a:b]))
-    (y0, ly, hy, fy), (x0, lx, hx, fx) = regions
-    rows = plane[ly] * (1.0 - fy)[:, None] + plane[hy] * fy[:, None]
-    values = rows[:, lx] * (1.0 - fx) + rows[:, hx] * fx
-    mask = (values >= threshold).astype(np.uint8)
+        spans.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    ys, xs = spans
+    values = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)[ys, xs]
+    mask = (values >= threshold).view(np.uint8)
     if min_px > 0 and mask.any():
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_px)
-        small = small[small > 0]  # label 0 is the background
-        if small.size:
-            mask[np.isin(labels, small)] = 0
+        # Grana's labelling gathers the statistics in about half the time of the default on one thread.
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_px) + 1  # label 0 is the background
+        if small.size > 64:
+            keep = (stats[:, cv2.CC_STAT_AREA] >= min_px).astype(np.uint8)
+            keep[0] = 0
+            mask = keep[labels]
+        else:  # a few specks: clear each inside its own box
+            mask = mask.copy()
+            for label in small:
+                x, y, w, h = stats[label, :4]
+                box = (slice(y, y + h), slice(x, x + w))
+                mask[box][labels[box] == label] = 0
     area_px = int(np.count_nonzero(mask))
     area_mm2 = area_px * mm_per_px_xy[0] * mm_per_px_xy[1] if mm_per_px_xy else None
-    return Segmentation(mask, (x0, y0), (height, width), area_px, area_mm2)
+    return Segmentation(mask, (xs.start, ys.start), (height, width), area_px, area_mm2)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
@@ -163,6 +167,12 @@ def _mask_at_view(seg: Segmentation, height: int, width: int) -> tuple[np.ndarra
     return cv2.resize(seg.roi, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST), (x0, y0)
 
 
+@functools.lru_cache(maxsize=8)
+def _tint_matrix(alpha: float) -> np.ndarray:
+    """The 3×4 `cv2.transform` matrix that blends a BGR pixel with `FILL_BGR` by `alpha`."""
+    return np.hstack([np.eye(3) * (1.0 - alpha), alpha * np.array(FILL_BGR, float)[:, None]]).astype(np.float32)
+
+
 def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: int, latency_ms: float,
                  screened_out: bool = False, notice: str | None = None, alpha: float = 0.35,
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -180,9 +190,8 @@ def draw_overlay(frame: np.ndarray, seg: Segmentation | None, *, frame_number: i
         x, y, bw, bh = cv2.boundingRect(view_mask)
         if bw and bh:
             roi = img[oy + y:oy + y + bh, ox + x:ox + x + bw]
-            sel = view_mask[y:y + bh, x:x + bw].astype(bool)
-            tinted = cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, FILL_BGR), alpha, 0.0)
-            roi[sel] = tinted[sel]
+            tinted = cv2.transform(roi, _tint_matrix(alpha))  # (1 - alpha)·pixel + alpha·FILL_BGR, one pass
+            cv2.copyTo(tinted, view_mask[y:y + bh, x:x + bw], roi)  # in place: roi is a view of img
             contours, _ = cv2.findContours(view_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(ox, oy))
             cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, int(round(scale * 2))), cv2.LINE_AA)
         area = f"lesion {seg.area_mm2:.1f} mm2" if seg.area_mm2 is not None else f"lesion {seg.area_px} px"
