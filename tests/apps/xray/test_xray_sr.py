@@ -41,3 +41,50 @@ def test_patched_sr_equals_highdicom_sr(modality):
         assert score.value == pytest.approx(finding.score)
         (evaluation,) = group.get_qualitative_evaluations()
         assert evaluation.value.meaning == ("Present" if finding.present else "Absent")
+
+
+def _bytes_at_fixed_times(sr) -> bytes:
+    """The SR encoded as written, with its creation times (which must differ between builds) fixed."""
+    from pydicom.dataelem import DataElement
+
+    from medge.apps.xray.sr import sr_bytes
+    from medge.apps.xray.sr_writer import TIME_KEYWORDS
+
+    for keyword in TIME_KEYWORDS:
+        if keyword in sr:
+            sr[keyword] = DataElement(sr[keyword].tag, sr[keyword].VR, "20000101" if keyword.endswith("Date") else "0")
+    for item in sr.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = "20000101"
+    return sr_bytes(sr)
+
+
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192"])
+@pytest.mark.parametrize("model_name", ["cxr-densenet121", "cxr-dénsenet"])
+def test_spliced_sr_is_byte_for_byte_highdicoms(charset, model_name):
+    """The SR spliced from a layout's template is highdicom's SR for the same study, byte for byte (creation
+    times aside), in any character set, with ASCII text only or not."""
+    from medge.apps.xray.phantoms import PhantomSpec, phantom_dataset
+    from medge.apps.xray.sr import Finding, build_sr
+    from medge.apps.xray.sr_writer import SRWriter
+
+    writer_args = {"model_name": model_name, "model_sha256": "ef" * 32, "ops_version": "0123456789ab"}
+    first = phantom_dataset(PhantomSpec(size=32, seed=1))
+    study = phantom_dataset(PhantomSpec(size=32, seed=2, patient_id="OTHER-2", accession="ACC-2"))
+    if charset is not None:
+        first.SpecificCharacterSet = study.SpecificCharacterSet = charset
+        study.PatientName, study.InstitutionName = "Müller^Jörg", "Hôpital"
+    scores = [0.9 - 0.061 * i for i in range(len(CHEXNET))]
+    findings = [Finding(name, s, 0.5, s >= 0.5) for name, s in zip(CHEXNET, scores)]
+    writer = SRWriter(**writer_args)
+    writer.build(first, [Finding(f.name, 1.0 - f.score, 0.5, not f.present) for f in findings])
+    spliced = writer.build(study, findings)
+    assert writer.built_by_highdicom == 1
+    reference = _bytes_at_fixed_times(build_sr(study, findings, **writer_args))
+    assert _bytes_at_fixed_times(spliced) == reference
+    # The comparison sees one changed value: a score, or the source reference.
+    moved = [Finding(f.name, f.score + (0.01 if i == 7 else 0.0), 0.5, f.present) for i, f in enumerate(findings)]
+    assert _bytes_at_fixed_times(writer.build(study, moved)) != reference
+    other = phantom_dataset(PhantomSpec(size=32, seed=2))
+    other.StudyInstanceUID = study.StudyInstanceUID
+    assert _bytes_at_fixed_times(writer.build(other, findings)) != reference
