@@ -29,9 +29,25 @@ def _medge_command() -> list[str]:
     return medge_command()  # the script next to sys.executable first, then PATH
 
 
+@pytest.fixture(scope="session")
+def _fork_server():
+    """The warm parent that `run_cli` forks the CLI from (`fixtures.cli_forkserver`); None when turned
+    off or when there is no console script (then each call is a plain subprocess)."""
+    from fixtures import cli_forkserver
+    from fixtures.cli_checks import medge_script
+
+    script = medge_script()
+    if not cli_forkserver.enabled() or script is None:
+        yield None
+        return
+    server = cli_forkserver.ForkServer(script)
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def run_cli(tmp_path):
-    """Call the real `medge` CLI; with report=True a --report path is added and parsed."""
+def run_cli(tmp_path, _fork_server):
+    """Call the real `medge` CLI in a new process; with report=True a --report path is added and parsed."""
 
     def run(*args: str, report: bool = False, timeout: float = 600, cwd: Path | None = None) -> CliResult:
         cmd = _medge_command() + [str(a) for a in args]
@@ -40,9 +56,13 @@ def run_cli(tmp_path):
             report_path = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
             cmd += ["--report", str(report_path)]
         env = dict(os.environ, PYTHONHASHSEED="0")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or tmp_path, env=env)
+        if _fork_server is not None:
+            code, out, err = _fork_server.run(cmd[1:], env=env, cwd=Path(cwd or tmp_path), timeout=timeout)
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or tmp_path, env=env)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         data = json.loads(report_path.read_text()) if report_path and report_path.exists() else None
-        return CliResult(proc.returncode, proc.stdout, proc.stderr, data)
+        return CliResult(code, out, err, data)
 
     return run
 
