@@ -76,8 +76,9 @@ def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[
     and threshold it; connected regions smaller than `min_px` pixels are not a lesion (they are removed
     from the mask).
 
-    Only the frame pixels whose bilinear taps touch a model pixel at or above the threshold can be
-    lesion, so only that region is thresholded and labelled (a small lesion costs what its box costs)."""
+    The map is upsampled whole (one `cv2.resize`, about 1 ms at 1080p), but only the frame pixels whose
+    bilinear taps touch a model pixel at or above the threshold can be lesion, so only that region is
+    thresholded and labelled (a small lesion costs what its box costs)."""
     import cv2
 
     plane = np.ascontiguousarray(np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1]))
@@ -95,14 +96,13 @@ def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[
     mask = (values >= threshold).view(np.uint8)
     if min_px > 0 and mask.any():
         # Grana's labelling gathers the statistics in about half the time of the default on one thread.
-        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
         small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_px) + 1  # label 0 is the background
         if small.size > 64:
             keep = (stats[:, cv2.CC_STAT_AREA] >= min_px).astype(np.uint8)
             keep[0] = 0
             mask = keep[labels]
         else:  # a few specks: clear each inside its own box
-            mask = mask.copy()
             for label in small:
                 x, y, w, h = stats[label, :4]
                 box = (slice(y, y + h), slice(x, x + w))

@@ -135,6 +135,29 @@ def test_mask_on_the_lesion_box_equals_the_full_frame_resize():
     assert image.shape == (540, 960, 3) and (image != 90).any()
 
 
+def test_speck_filter_removes_exactly_the_small_regions_of_the_full_frame_mask():
+    """Grana labelling on the lesion box, specks cleared box by box (few) or by table (many): the same
+    mask as labelling the whole full-resolution mask with OpenCV's default and dropping small regions."""
+    import cv2
+
+    from medge.apps.ultrasound.overlay import mask_at_frame
+
+    rng = np.random.default_rng(7)
+    for sigma, min_px in ((1.2, 30), (1.0, 12), (0.7, 5), (0.6, 400)):  # 2 to 98 specks of 14 to 115 regions
+        prob = cv2.GaussianBlur(rng.random((48, 64)).astype(np.float32), (0, 0), sigma)
+        prob = (prob - prob.min()) / (prob.max() - prob.min())
+        full = (cv2.resize(prob, (400, 300), interpolation=cv2.INTER_LINEAR) >= 0.6).astype(np.uint8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(full, connectivity=8)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_px) + 1
+        assert small.size, "the case must have specks to remove"
+        full[np.isin(labels, small)] = 0
+        seg = mask_at_frame(prob, 300, 400, None, 0.6, min_px)
+        got = np.zeros_like(full)
+        (x, y), (h, w) = seg.origin, seg.roi.shape
+        got[y:y + h, x:x + w] = seg.roi
+        assert np.array_equal(got, full) and seg.area_px == int(full.sum())
+
+
 def test_view_encodes_a_frame_only_for_a_client_and_once_for_all():
     from urllib.request import urlopen
 
