@@ -12,7 +12,9 @@ For each model it:
 Goal per model: bundle latency ≤ 0.8× the peer's at a metric drop ≤ 0.005 (Dice ≤ 0.01) vs dense
 FP32; met on at least 3 of 4.  Timings on a shared machine are noisy: read the ratios.
 
-    python bench/bench_prune.py [--models ...] [--prune auto|0.5] [--distill-steps 600] [--time-budget 1300] [--json out.json]
+    python bench/bench_prune.py [--models ...] [--prune auto|0.5] [--distill-steps N] [--time-budget S] [--json out.json]
+
+With no pruning flag, each build is the default command `medge build MODEL --target intel-cpu --prune auto`.
 """
 
 from __future__ import annotations
@@ -79,15 +81,16 @@ def bench_model(model: str, args, work: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     bundle = work / f"{model}-pruned-intel-cpu"
-    options = {"distill_steps": args.distill_steps, "time_budget": args.time_budget,
-               "min_sparsity": args.min_sparsity, "max_sparsity": args.max_sparsity, "resolution": args.resolution,
-               "eval_samples": args.eval_samples, "select_samples": args.select_samples,
-               "threads": args.train_threads, "patience": args.patience, "task_weight": args.task_weight}
+    # only the knobs given on the command line: without any, the build is `medge build MODEL --target
+    # intel-cpu --prune auto` with medge's own defaults (PruneConfig), as a user types it (issue 28)
+    given = {"distill_steps": args.distill_steps, "time_budget": args.time_budget,
+             "min_sparsity": args.min_sparsity, "max_sparsity": args.max_sparsity, "resolution": args.resolution,
+             "eval_samples": args.prune_eval_samples, "select_samples": args.select_samples,
+             "threads": args.train_threads, "patience": args.patience, "task_weight": args.task_weight}
+    options = {k: v for k, v in given.items() if v is not None}
     try:
         report = build(BuildConfig(model=model, target="intel-cpu", output=bundle, prune=args.prune, precision="int8",
-                                   runs=30, warmup=5,
-                                   threads=args.threads, prune_options=options,
-                                   options={"eval_samples": args.eval_samples}))
+                                   runs=30, warmup=5, prune_options=options))
     except Exception as exc:  # noqa: BLE001 - a failed row is reported, not fatal
         row.update(error=str(exc).splitlines()[0][:300], build_seconds=round(time.perf_counter() - t0, 1))
         return row
@@ -147,22 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--threads", type=int, default=2, help="inference threads, both paths")
-    parser.add_argument("--train-threads", type=int, default=1, help="torch threads for distillation")
-    # defaults: medge's own (PruneConfig), which are the settings this bench showed work (issue 28)
-    parser.add_argument("--distill-steps", type=int, default=600)
-    parser.add_argument("--patience", type=int, default=1000,
+    parser.add_argument("--train-threads", type=int, help="torch threads for distillation (default: torch's)")
+    # every pruning knob defaults to None: medge's own default (PruneConfig, the settings this bench showed
+    # work, issue 28), so the bench with no flag runs the command a user types
+    parser.add_argument("--distill-steps", type=int)
+    parser.add_argument("--patience", type=int,
                         help="early-stopping evaluations (every 25 steps) without improvement; large = run all steps")
-    parser.add_argument("--task-weight", type=float, default=1.0,
+    parser.add_argument("--task-weight", type=float,
                         help="weight of the label loss in distillation (medge build --distill-task-weight)")
     parser.add_argument("--prune", default="auto",
                         help="'auto' (search the sparsity) or a fixed sparsity, distilled and gated all the same")
-    parser.add_argument("--time-budget", type=float, default=1300.0, help="seconds for each model's sparsity search")
-    parser.add_argument("--min-sparsity", type=float, default=0.5)
-    parser.add_argument("--max-sparsity", type=float, default=0.7)
-    parser.add_argument("--resolution", type=float, default=0.05)
+    parser.add_argument("--time-budget", type=float, help="seconds for each model's sparsity search")
+    parser.add_argument("--min-sparsity", type=float)
+    parser.add_argument("--max-sparsity", type=float)
+    parser.add_argument("--resolution", type=float)
+    parser.add_argument("--prune-eval-samples", type=int, help="samples for the prune gate (default: grown to decide)")
     parser.add_argument("--eval-samples", type=int, default=2000,
-                        help="synthetic samples for every gate and for the bench's own scoring (paired, same draw)")
-    parser.add_argument("--select-samples", type=int, default=1000, help="samples that pick the best distilled state")
+                        help="synthetic samples for the bench's own scoring of dense, peer and bundle (paired)")
+    parser.add_argument("--select-samples", type=int, help="samples that pick the best distilled state")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")

@@ -38,11 +38,15 @@ def _fork_server():
 
     script = medge_script()
     if not cli_forkserver.enabled() or script is None:
-        yield None
-        return
-    server = cli_forkserver.ForkServer(script)
-    yield server
-    server.close()
+        return None
+    return cli_forkserver.shared(script)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop this process's CLI fork server (started by `run_cli` or `spawn_medge`), if any."""
+    from fixtures import cli_forkserver
+
+    cli_forkserver.close_shared()
 
 
 @pytest.fixture

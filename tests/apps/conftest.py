@@ -7,13 +7,11 @@ with the real `medge compile` CLI: the U-Net for `local` (ONNX Runtime), the fra
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import run_medge
 from fixtures.shared_build import build_once
 
 APP_SIZE = 64
@@ -30,8 +28,7 @@ class AppBundles:
 
 
 def _compile(onnx: Path, target: str, out: Path) -> None:
-    cmd = medge_command() + ["compile", str(onnx), "--target", target, "-o", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    proc = run_medge(["compile", onnx, "--target", target, "-o", out])
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

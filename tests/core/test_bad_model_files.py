@@ -5,14 +5,13 @@ tensor nothing produces.  All go through the one loader, `medge.runtimes.model_f
 from __future__ import annotations
 
 import os
-import subprocess
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import run_medge
 
 BAD_FILES = ("truncated", "bitflip", "empty", "text", "dangling")
 # command → argv (MODEL: the bad model or a bundle holding it; OUT: the output path, absent afterwards)
@@ -102,8 +101,7 @@ def test_bad_model_file_is_one_line_error_and_leaves_nothing(models, tmp_path, c
     work.mkdir()
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONHASHSEED="0")
-    proc = subprocess.run(medge_command() + _argv(command, kind, models, work), capture_output=True, text=True,
-                          cwd=work, env=env, timeout=120)
+    proc = run_medge(_argv(command, kind, models, work), cwd=work, env=env, timeout=120)
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(PROGRESS)]

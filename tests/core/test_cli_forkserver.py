@@ -1,10 +1,12 @@
 """The fork server that `run_cli` uses (`fixtures.cli_forkserver`) behaves like a fresh `medge` process:
 same exit status and streams as the console script, the call's environment, PYTHONPATH and working
-directory, a timeout that kills the call, and no leftovers from the warm parent on stderr."""
+directory, a timeout that kills the call, and no leftovers from the warm parent on stderr; `popen`
+behaves like `subprocess.Popen` for the long-running apps the tests start."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -58,3 +60,44 @@ def test_a_call_past_its_timeout_is_killed(server, tmp_path):
                    timeout=3)
     code, out, _ = server.run(["--version"], env=env, cwd=tmp_path, timeout=60)  # the server goes on serving
     assert code == 0 and out.startswith("medge ")
+
+
+def test_popen_pipes_signals_and_exit_status_as_subprocess_popen(server, tmp_path):
+    """A long-running call started with `popen`: its stdout pipe reads line by line while it runs,
+    SIGINT stops it as it stops a fresh process (KeyboardInterrupt, status 130), `communicate` returns the
+    rest of both pipes, and the pipes see their end of file (no copy of the child's ends stays open)."""
+    (tmp_path / "talky.py").write_text(
+        "import sys, time\n\ndef make():\n    print('started', flush=True)\n    print('to stderr', file=sys.stderr,"
+        " flush=True)\n    time.sleep(600)\n")
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(tmp_path))
+    proc = server.popen(["export", "talky:make", "--input-shape", "1,1,8,8", "-o", "m.onnx"], env=env, cwd=tmp_path,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    assert proc.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == proc.poll() == 130, err
+    assert out == "" and "to stderr\n" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_popen_kill_devnull_stderr_to_stdout_and_tmpdir(server, tmp_path):
+    """SIGKILL gives -9; stderr=STDOUT merges the streams; the call's TMPDIR is the one the child uses."""
+    (tmp_path / "tmpdir.py").write_text(
+        "import sys, tempfile, time\n\ndef make():\n    print(tempfile.gettempdir())\n"
+        "    print('err', file=sys.stderr, flush=True)\n    sys.stdout.flush()\n    time.sleep(600)\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(tmp_path), TMPDIR=str(tmp))
+    proc = server.popen(["export", "tmpdir:make", "--input-shape", "1,1,8,8", "-o", "m.onnx"], env=env, cwd=tmp_path,
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[bytes] = []
+    while not {f"{tmp}\n".encode(), b"err\n"} <= set(lines):  # both streams in the one pipe
+        line = proc.stdout.readline()
+        assert line, lines
+        lines.append(line)
+    proc.kill()
+    assert proc.wait(60) == -signal.SIGKILL
+    assert proc.communicate(timeout=10) == (b"", None)

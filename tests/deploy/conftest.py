@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import run_medge
 
 _spec = importlib.util.spec_from_file_location("profile_conftest", Path(__file__).parents[1] / "profile" / "conftest.py")
 _profile = importlib.util.module_from_spec(_spec)
@@ -25,7 +23,6 @@ def seg_bundle(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("deploy_bundle")
     export_onnx("us-lesion-unet", root / "unet.onnx", input_shape=(1, 1, 64, 64))
-    proc = subprocess.run(medge_command() + ["compile", str(root / "unet.onnx"), "--target", "local", "-o", str(root / "unet")],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    proc = run_medge(["compile", root / "unet.onnx", "--target", "local", "-o", root / "unet"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root / "unet"

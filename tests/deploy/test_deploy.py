@@ -5,7 +5,6 @@ check, --stop; the systemd unit of --dry-run passes `systemd-analyze verify`."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,11 +12,11 @@ from pathlib import Path
 import pytest
 from deploy_checks import ssh_args
 from fixtures.net import free_port
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, medge_command, run_medge
 
 
 def _medge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(medge_command() + list(args), capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    return run_medge(list(args), timeout=timeout)
 
 
 def _report(proc: subprocess.CompletedProcess) -> dict:

@@ -10,7 +10,7 @@ import shutil
 import onnx
 import pytest
 from device_checks import compile_cli
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, run_medge
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,7 @@ def intel_bundle(tmp_path_factory, tiny_onnx):
 
     out = tmp_path_factory.mktemp("intel") / "intel"
     report = out.with_suffix(".json")
-    proc = subprocess.run([*medge_command(), "compile", str(tiny_onnx), "-t", "intel-cpu", "-o", str(out),
-                           "--report", str(report)], capture_output=True, text=True, timeout=600)
+    proc = run_medge(["compile", tiny_onnx, "-t", "intel-cpu", "-o", out, "--report", report])
     assert proc.returncode == 0, proc.stderr
     import json
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from device_checks import compile_cli
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, run_medge
 
 
 def _ort_has_gpu_ep() -> bool:
@@ -25,8 +25,7 @@ def jetson_bundle(tmp_path_factory, tiny_onnx):
     import subprocess
 
     out = tmp_path_factory.mktemp("trt") / "jetson"
-    proc = subprocess.run([*medge_command(), "compile", str(tiny_onnx), "-t", "jetson-orin-nano", "-o", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = run_medge(["compile", tiny_onnx, "-t", "jetson-orin-nano", "-o", out])
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import run_medge
 
 _spec = importlib.util.spec_from_file_location("profile_conftest", Path(__file__).parents[1] / "profile" / "conftest.py")
 profile_conftest = importlib.util.module_from_spec(_spec)
@@ -19,8 +19,7 @@ _spec.loader.exec_module(profile_conftest)
 
 def medge(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `medge` CLI in `cwd`."""
-    return subprocess.run([*medge_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return run_medge(list(args), cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def write_matrix(path: Path, text: str) -> Path:

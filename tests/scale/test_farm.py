@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scale_checks import farm_yaml, medge, profile_conftest, start_sshd, stop_sshd_daemon, write_matrix
 
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, spawn_medge
 
 
 @pytest.fixture
@@ -39,9 +39,9 @@ def test_farm_profile_moves_a_dead_devices_work(tmp_path, three_sshd, models):
     assert [i["reachable"] for i in items] == ["yes"] * 3 and {i["lease"] for i in items} == {"free"}
     assert "CPUs" in items[0]["facts"]
 
-    proc = subprocess.Popen([*medge_command(), "profile", *map(str, models), "--farm", str(farm), "--target", "local", "--runs", "5",
-                             "--warmup", "1", "--layers", "0", "--farm-output", "fp", "--json"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_medge(["profile", *models, "--farm", farm, "--target", "local", "--runs", "5",
+                        "--warmup", "1", "--layers", "0", "--farm-output", "fp", "--json"],
+                       cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # the run has begun: lab-c's first job is starting; stop lab-c's sshd now
     stop_sshd_daemon(three_sshd[2])
     out, err = proc.communicate(timeout=240)

@@ -13,7 +13,7 @@ import pytest
 from fixtures.net import free_port
 from scale_checks import farm_yaml, medge, rows, start_sshd, stop_sshd_daemon, write_matrix
 
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, spawn_medge
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,8 @@ def test_matrix_on_a_farm_moves_a_dead_devices_work_and_resumes_device_errors(tm
     farm = write_matrix(tmp_path / "farm.yaml", farm_text)
     matrix = _matrix(tmp_path, vit_onnx, fast_yaml, "[local, raspberry-pi-5, jetson-orin-nano]",
                      "exclude: [{model: vit2, target: raspberry-pi-5}, {model: vit2, target: jetson-orin-nano}]\n")
-    proc = subprocess.Popen([*medge_command(), "matrix", "run", str(matrix), "-o", "out", "--farm", str(farm),
-                             "--jobs", "1", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = spawn_medge(["matrix", "run", matrix, "-o", "out", "--farm", farm, "--jobs", "1", "--json"], cwd=tmp_path,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_job = tmp_path / "out/cells/vit__local__fp32/bundle__lab-a__1.log"
     deadline = time.monotonic() + 120
     while not first_job.exists() and proc.poll() is None and time.monotonic() < deadline:

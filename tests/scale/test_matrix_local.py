@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from scale_checks import medge, rows, write_matrix
 
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, spawn_medge
 
 
 def _cell_processes(marker: str) -> list[int]:
@@ -72,7 +72,7 @@ exclude: [{{model: stuck, precision: fp16}}]
 
 def test_matrix_ctrl_c_ends_cells_and_writes_interrupted_rows(tmp_path, fast_yaml):
     matrix = write_matrix(tmp_path / "m.yaml", f"models: [us-dct-vit]\ntargets: [local]\nprecisions: [fp32]\n{fast_yaml}")
-    proc = subprocess.Popen([*medge_command(), "matrix", "run", str(matrix), "-o", "out"], cwd=tmp_path,
+    proc = spawn_medge(["matrix", "run", matrix, "-o", "out"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = str(tmp_path / "out" / "cells")
     deadline = time.monotonic() + 60
@@ -120,7 +120,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, fast_yaml):
     """kill -9 of the driver mid-matrix: its running build dies with it, and --resume builds only what is left."""
     matrix = write_matrix(tmp_path / "m.yaml", f"models: [us-dct-vit, cxr-medvit-kan]\ntargets: [local]\n"
                                                f"precisions: [fp32]\n{fast_yaml}")
-    proc = subprocess.Popen([*medge_command(), "matrix", "run", str(matrix), "-o", "out", "--jobs", "1"], cwd=tmp_path,
+    proc = spawn_medge(["matrix", "run", matrix, "-o", "out", "--jobs", "1"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jsonl = tmp_path / "out/results.jsonl"
     deadline = time.monotonic() + 240

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import spawn_medge
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -28,8 +28,8 @@ class Simulator:
     def __init__(self, tmp: Path, *args: str) -> None:
         self.link = tmp / f"patch-{time.monotonic_ns()}"
         self.report = tmp / f"sim-{time.monotonic_ns()}.json"
-        cmd = medge_command() + ["ecg", "simulate", "--port", f"pty:{self.link}", "--report", str(self.report), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cmd = ["ecg", "simulate", "--port", f"pty:{self.link}", "--report", str(self.report), *args]
+        self.proc = spawn_medge(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONHASHSEED="0"))
         deadline = time.monotonic() + 60
         while not self.link.is_symlink():

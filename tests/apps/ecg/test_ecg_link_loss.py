@@ -13,7 +13,7 @@ import urllib.request
 
 import numpy as np
 from ecg_checks import runs_of_false
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, spawn_medge
 from fixtures.net import free_port
 
 from medge.apps.ecg import cyton
@@ -25,7 +25,7 @@ class Stream:
     """`medge ecg stream` in the background; stderr drained line by line."""
 
     def __init__(self, *args: object) -> None:
-        self.proc = subprocess.Popen(medge_command() + ["ecg", "stream", *[str(a) for a in args]],
+        self.proc = spawn_medge(["ecg", "stream", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONHASHSEED="0"))
         self.lines: list[str] = []

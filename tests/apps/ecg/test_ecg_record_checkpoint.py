@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import numpy as np
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import spawn_medge
 
 from medge.apps.ecg.recording import CHECKPOINT_S
 
@@ -28,9 +28,8 @@ def test_kill_9_mid_session_leaves_valid_records_up_to_the_last_checkpoint(simul
 
     truth_path, rec = tmp_path / "truth.npz", tmp_path / "rec"
     sim = simulator("--seconds", 40, "--realtime", "--seed", 2, "--ground-truth", truth_path)
-    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
-                                               "--record", str(rec)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn_medge(["ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--record", rec],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline, seen = time.monotonic() + 60, 0
     try:
         while seen < 4 * RATE and proc.poll() is None and time.monotonic() < deadline:

@@ -122,17 +122,16 @@ def test_browser_view_serves_the_live_12_lead_strip(simulator, ecg_onnx, tmp_pat
     import urllib.request
 
     import cv2
-    from fixtures.cli_checks import medge_command
+    from fixtures.cli_checks import spawn_medge
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sim = simulator("--seconds", 7, "--realtime")
     report = tmp_path / "stream.json"
-    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
-                                               "--seconds", "4", "--view", f"browser:127.0.0.1:{port}",
-                                               "--report", str(report)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_medge(["ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--seconds", "4",
+                        "--view", f"browser:127.0.0.1:{port}", "--report", report],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     frame, stats = None, None
     try:
         deadline = time.monotonic() + 60
@@ -162,16 +161,15 @@ def test_the_ecg_page_shows_its_own_summary_line(simulator, ecg_onnx, tmp_path):
     import socket
     import subprocess
 
-    from fixtures.cli_checks import medge_command
+    from fixtures.cli_checks import spawn_medge
     from selenium.webdriver.common.by import By
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sim = simulator("--seconds", 30, "--realtime", "--drop-rate", 0.02)
-    proc = subprocess.Popen(medge_command() + ["ecg", "stream", "--model", str(ecg_onnx), "--port", str(sim.link),
-                                               "--view", f"browser:127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn_medge(["ecg", "stream", "--model", ecg_onnx, "--port", sim.link, "--view", f"browser:127.0.0.1:{port}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     driver = headless_chromium(tmp_path / "chromium-profile")
     text = ""
     try:

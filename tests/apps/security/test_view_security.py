@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.cli_checks import assert_one_line_error, medge_command
+from fixtures.cli_checks import assert_one_line_error, spawn_medge
 
 from medge.apps.tls import TlsFiles
 from medge.apps.view import BrowserView
@@ -122,15 +122,14 @@ def test_ecg_https_view_signs_in_and_streams_in_headless_chromium(zoo_onnx, pki,
     from selenium.webdriver.common.by import By
 
     link = tmp_path / "patch"
-    procs = [subprocess.Popen(medge_command() + ["ecg", "simulate", "--port", f"pty:{link}", "--seconds", "40",
-                                                 "--realtime"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
+    procs = [spawn_medge(["ecg", "simulate", "--port", f"pty:{link}", "--seconds", "40", "--realtime"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
     driver = None
     try:
         deadline = time.monotonic() + 60
         while not link.is_symlink() and time.monotonic() < deadline and procs[0].poll() is None:
             time.sleep(0.05)
-        procs.append(subprocess.Popen(
-            medge_command() + ["ecg", "stream", "--model", str(zoo_onnx("ecg-3to12", dynamic_batch=False)),
+        procs.append(spawn_medge(
+            ["ecg", "stream", "--model", str(zoo_onnx("ecg-3to12", dynamic_batch=False)),
                                "--port", str(link), "--seconds", "35", "--view", "browser:127.0.0.1:0",
                                "--tls-cert", str(pki.server_chain), "--tls-key", str(pki.server_key),
                                "--auth-token-file", str(token_file)],

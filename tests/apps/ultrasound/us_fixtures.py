@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fixtures.browser import CHROMEDRIVER, CHROMIUM, headless_chromium  # noqa: F401 - the ultrasound tests import them from here
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import spawn_medge
 
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PHI-12345"  # must never show up in logs, reports or on screen
 
@@ -193,7 +193,7 @@ class RunningApp:
 
     def __init__(self, args: list[str], report: Path) -> None:
         self.report = report
-        self.proc = subprocess.Popen(medge_command() + ["ultrasound", *args, "--report", str(report)],
+        self.proc = spawn_medge(["ultrasound", *args, "--report", report],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
         self.stderr: list[str] = []
         self.url: str | None = None

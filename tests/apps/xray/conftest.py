@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.cli_checks import run_medge
 from fixtures.shared_build import build_once
 from xray_helpers import (
     UNFLAGGED_SEED,
@@ -13,7 +13,6 @@ from xray_helpers import (
     Server,
     SinkSCP,
     StudySet,
-    medge_command,
     write_study,
 )
 
@@ -23,9 +22,8 @@ def xray_bundle(zoo_onnx, tmp_path_factory) -> Path:
     """`cxr-densenet-tiny` compiled for `local` (ONNX Runtime) with the real `medge compile`, once per run."""
 
     def build(folder: Path) -> None:
-        cmd = medge_command() + ["compile", str(zoo_onnx("cxr-densenet-tiny", dynamic_batch=False)), "--target",
-                                 "local", "-o", str(folder / "cxr-tiny")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        proc = run_medge(["compile", zoo_onnx("cxr-densenet-tiny", dynamic_batch=False), "--target", "local",
+                          "-o", folder / "cxr-tiny"])
         assert proc.returncode == 0, proc.stderr[-2000:]
 
     return build_once(tmp_path_factory, "xray_bundle", build) / "cxr-tiny"

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from fixtures.cli_checks import assert_one_line_error
-from xray_helpers import medge_command, uid_hash, wait_for, worklist_json
+from fixtures.cli_checks import assert_one_line_error, medge_command
+from xray_helpers import uid_hash, wait_for, worklist_json
 
 
 def test_thresholds_then_ingest_with_them(xray_bundle, studies, run_cli, tmp_path):

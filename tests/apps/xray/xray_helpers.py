@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from fixtures.cli_checks import medge_command
+from fixtures.cli_checks import spawn_medge
 
 STUDY_SIZE = 256
 # Seeds of `medge.calibration.synthetic.cxr` phantoms the zoo demo weights read reliably:
@@ -44,10 +44,10 @@ class Server:
     """`medge xray serve` in a subprocess; `port` is parsed from its 'listening on' line."""
 
     def __init__(self, args: list[str], report: Path | None = None) -> None:
-        cmd = medge_command() + ["xray", "serve", "--port", "0", *args]
+        cmd = ["xray", "serve", "--port", "0", *args]
         if report is not None:
             cmd += ["--report", str(report)]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = spawn_medge(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.port = 0
