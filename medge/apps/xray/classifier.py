@@ -66,6 +66,10 @@ class Classifier:
             raise DataError(f"model output has {values.size} values for {len(self.labels)} labels; recompile the bundle")
         return {name: float(v) for name, v in zip(self.labels, values)}
 
+    def warm_up(self) -> None:
+        """One inference on a blank input: the runtime's first call allocates what later calls reuse."""
+        self.scores(np.zeros(self.app_model.input_shape, dtype=np.float32))
+
     def close(self) -> None:
         """Release the runtime."""
         self.app_model.close()

@@ -174,6 +174,7 @@ class XrayService:
                             port=self.config.port, allow=self.config.allow,
                             max_associations=self.config.max_associations, on_stored=self.pool.wake,
                             tls=self.config.tls)
+        self.pool.warm_up()  # before listening: a study that arrives is not held up by first-call costs
         self.outbox.start()
         self.pool.start()
         try:

@@ -81,6 +81,13 @@ class SRStage:
         self._wake.set()
 
     # --- lifecycle -------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile the SR templates of this operating point's layout before the first study."""
+        try:
+            self.writer.warm_up(findings_for(self.ops, {name: 0.0 for name in self.ops.points}))
+        except Exception as exc:  # noqa: BLE001 - not fatal: the first SR of a layout compiles its template
+            LOG.warning("SR warm-up failed (%s: %s); the first SR will take longer", type(exc).__name__, exc)
+
     def start(self) -> None:
         """Start writing in the background (rows left pending by a previous run first)."""
         self._thread = threading.Thread(target=self._loop, name="xray-sr", daemon=True)

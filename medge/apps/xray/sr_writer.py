@@ -274,6 +274,16 @@ class SRWriter:
             return sr
         return self._patch(template, source, findings)
 
+    def warm_up(self, findings: list[Finding], modalities: tuple[str, ...] = ("DX", "CR")) -> None:
+        """Compile the template of each analysed SOP class now, from a synthetic study: highdicom's first
+        SR of a layout takes about a second of interpreter time, which would otherwise hold up the first
+        studies after a start.  A template serves every study of its SOP class and layout whose copied
+        text is ASCII (any other character set compiles its own on first use)."""
+        from medge.apps.xray.phantoms import PhantomSpec, phantom_dataset
+
+        for modality in modalities:
+            self.build(phantom_dataset(PhantomSpec(size=8, modality=modality)), findings)
+
     def _patch(self, template: _Template, source: Any, findings: list[Finding]) -> Any:
         """A new SR from `template`: the template's root elements are raw, so what is set or read here
         (pydicom converts a raw element into the new dataset) never changes the template."""

@@ -93,6 +93,12 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run the model once and compile the SR templates, so that the first studies after a start
+        take no longer than the others."""
+        self.classifier.warm_up()
+        self.sr_stage.warm_up()
+
     def start(self) -> None:
         """Start the worker threads, the SR stage and the overdue sweep."""
         self.sr_stage.start()

@@ -88,3 +88,22 @@ def test_spliced_sr_is_byte_for_byte_highdicoms(charset, model_name):
     other = phantom_dataset(PhantomSpec(size=32, seed=2))
     other.StudyInstanceUID = study.StudyInstanceUID
     assert _bytes_at_fixed_times(writer.build(other, findings)) != reference
+
+
+@pytest.mark.parametrize("modality", ["DX", "CR"])
+def test_warm_up_compiles_the_template_each_study_then_uses(modality):
+    """`serve` compiles the SR templates before it listens: the first real study's SR is spliced, not built
+    by highdicom, and is still highdicom's SR for that study, byte for byte."""
+    from medge.apps.xray.phantoms import PhantomSpec, phantom_dataset
+    from medge.apps.xray.sr import Finding, build_sr
+    from medge.apps.xray.sr_writer import SRWriter
+
+    writer_args = {"model_name": "cxr-densenet121", "model_sha256": "cd" * 32, "ops_version": "0123456789ab"}
+    writer = SRWriter(**writer_args)
+    writer.warm_up([Finding(name, 0.0, 0.5, False) for name in CHEXNET])
+    assert writer.built_by_highdicom == 2  # DX and CR
+    study = phantom_dataset(PhantomSpec(size=32, seed=5, modality=modality, patient_id="P-5", accession="A-5"))
+    findings = [Finding(name, 0.07 * i, 0.5, 0.07 * i >= 0.5) for i, name in enumerate(CHEXNET)]
+    spliced = writer.build(study, findings)
+    assert writer.built_by_highdicom == 2
+    assert _bytes_at_fixed_times(spliced) == _bytes_at_fixed_times(build_sr(study, findings, **writer_args))
