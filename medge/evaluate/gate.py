@@ -68,6 +68,21 @@ class GateResult:
         lo, hi = self.ci95
         return f"{self.metric} drop {self.drop:.4g} [95% CI {lo:.4g}, {hi:.4g}] on {self.n} samples"
 
+    def precision_note(self, more_data: str = "--eval set") -> str | None:
+        """None when the CI is precise enough (half-width <= budget / 3) or there is no budget; else a
+        sentence: within noise when the CI straddles the budget, on signal when all of it lies on one side
+        (only the estimate is loose).  `more_data` names what would narrow it (a flag)."""
+        if self.precise is not False:
+            return None
+        lo, hi = self.ci95
+        if lo <= self.max_drop <= hi:
+            return (f"the gate's CI is wider than a third of the budget and straddles it ({self.describe()}, budget "
+                    f"{self.max_drop:g}): the decision is within noise; give a larger {more_data}")
+        side = "below" if hi < self.max_drop else "above"
+        return (f"the gate's CI is wider than a third of the budget ({self.describe()}), but all of it lies {side} "
+                f"the budget {self.max_drop:g}: the decision is on signal; a larger {more_data} would narrow "
+                "the estimate")
+
     def rounded(self, digits: int) -> GateResult:
         """The same result with its figures rounded to `digits` decimals."""
         return replace(self, reference=round(self.reference, digits), value=round(self.value, digits),

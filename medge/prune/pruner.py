@@ -537,8 +537,8 @@ def prune_model(config: PruneConfig) -> PruneReport:
         report.notes.extend(sets.stream.summary.notes)
     if sets is not None:
         report.notes.extend(sets.notes)
-    if decision is not None and decision.precise is False:
-        report.notes.append(f"the gate's CI is wider than a third of the budget ({decision.describe()}, budget "
-                            f"{decision.max_drop:g}): the decision is within noise; give a larger --eval set")
+    note = decision.precision_note() if decision is not None else None
+    if note:
+        report.notes.append(note)
     report.seconds = round(time.perf_counter() - started, 3)
     return report

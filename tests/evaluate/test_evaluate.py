@@ -167,3 +167,16 @@ def test_precision_rule_is_a_third_of_the_budget_and_says_how_many_samples_reach
         ref, cand, tgt = _classifier(n=n, seed=5)
         widths.append(Gate("auroc", max_drop=0.01, n_boot=400).check(ref, cand, tgt).ci_half_width)
     assert widths[1] == pytest.approx(widths[0] / 2, rel=0.35)
+
+
+def test_precision_note_separates_within_noise_from_a_loose_estimate_on_signal():
+    def result(lo: float, hi: float, max_drop: float | None = 0.003) -> GateResult:
+        return GateResult("auroc", 0.9, 0.9, (lo + hi) / 2, [lo, hi], max_drop, True, 8000)
+
+    assert result(-0.0005, 0.0005).precision_note() is None  # half-width 0.0005 <= 0.003 / 3
+    assert result(-0.02, 0.02, None).precision_note() is None  # no budget: informative only
+    straddles = result(-0.001, 0.006).precision_note("--eval set")
+    assert "within noise" in straddles and "larger --eval set" in straddles
+    below = result(-0.0168, -0.0099).precision_note()
+    assert "on signal" in below and "lies below the budget 0.003" in below and "noise" not in below
+    assert "lies above" in result(0.01, 0.02).precision_note()

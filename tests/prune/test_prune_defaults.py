@@ -22,7 +22,9 @@ def test_readme_prune_auto_command_with_defaults_gives_a_gated_pruned_bundle(run
     gate = pruning["gate"]
     assert gate["passed"] is True and gate["verdict"] == "passed"
     assert gate["ci95"][1] <= gate["max_drop"]  # the whole CI within the budget: decided on signal
-    assert gate["precise"] is True and gate["n_eval"] >= 2000
+    # the gate set grew until the CI was narrow enough (half-width <= budget / 3) or reached its cap
+    assert gate["precise"] is True or gate["n_eval"] == pruning["settings"]["eval_samples_cap"]
+    assert gate["n_eval"] >= 2000
     assert 0.5 <= pruning["sparsity"] <= 0.7
     assert pruning["rows"]["pruned"]["macs"] < pruning["rows"]["dense"]["macs"]
     settings = pruning["settings"]
