@@ -209,6 +209,8 @@ def quantize_model(config: QuantizeConfig) -> QuantizeReport:
                              "ci95": attempt.gate["ci95"],
                              "max_drop": config.max_drop, "passed": attempt.passed,
                              "n_eval": len(gate.eval_data)}
+            if attempt.gate.get("precision_note"):  # same precision rule as the prune gate (medge.evaluate)
+                report.notes.append(attempt.gate["precision_note"])
         parity = attempt.gate.get("parity")
         if parity is not None:
             report.parity = gate.last_parity

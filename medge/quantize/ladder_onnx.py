@@ -115,7 +115,8 @@ class OnnxSteps(LadderSteps):
             result = rule.check(self.reference, q_out, self.targets, reference_value=self.reference_metric)
             attempt.passed = result.passed
             attempt.gate = {"kind": "metric", "metric": result.value, "drop": result.drop, "ci95": result.ci95,
-                            "passed": result.passed, "summary": f"{self.metric_name} drop {result.drop:.4g}"}
+                            "passed": result.passed, "summary": f"{self.metric_name} drop {result.drop:.4g}",
+                            "n_eval": result.n, "precision_note": result.precision_note()}
         if self.parity_inputs is not None:
             parity = self.parity(out)
             attempt.passed = parity["passed"] is not False
