@@ -24,6 +24,8 @@ from medge.runtimes import open_runtime
 from medge.runtimes.base import Runtime, TensorInfo, dequantize_output, quantize_input
 from medge.runtimes.feeds import layout_permutation
 
+BATCH_LIMIT = 8  # the largest batch an app runs through an artifact whose batch is dynamic
+
 TASK_WORDS = {
     "segmentation": "a segmentation model",
     "classification": "a classifier",
@@ -117,10 +119,19 @@ class AppModel:
         x = image_to_model(data, pre) if pre["kind"] == "image" else signal_to_model(data, pre)
         return x[None]
 
+    @property
+    def max_batch(self) -> int:
+        """The largest batch `run` takes: 1 for an artifact with a fixed batch of 1, else `BATCH_LIMIT`
+        (or the artifact's fixed batch)."""
+        batch = self.input_info.shape[0] if self.input_info.shape else 1
+        return BATCH_LIMIT if batch is None or not isinstance(batch, int) else int(batch)
+
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run a prepared input; float32 outputs in the model's layout (artifact order)."""
-        if x.shape != self.input_shape:
-            raise DataError(f"{self.role}: input has shape {list(x.shape)}, expected {list(self.input_shape)}")
+        """Run a prepared input (batch 1, or up to `max_batch`); float32 outputs in the model's layout
+        (artifact order)."""
+        if x.shape[1:] != self.input_shape[1:] or not 1 <= x.shape[0] <= self.max_batch:
+            want = list(self.input_shape) if self.max_batch == 1 else ["N", *self.input_shape[1:]]
+            raise DataError(f"{self.role}: input has shape {list(x.shape)}, expected {want}")
         feed = np.ascontiguousarray(quantize_input(np.transpose(x, self._perm), self.input_info))
         outputs = self.runtime.infer({self.input_info.name: feed})
         inverse = tuple(int(i) for i in np.argsort(self._perm))

@@ -25,6 +25,22 @@ def _shape(partial_shape: Any) -> tuple[int | None, ...]:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
 
 
+def _batch_up_to(ov: Any, model: Any, max_batch: int, name: str) -> None:
+    """Let a single-input model whose batch is fixed at 1 take batches of 1 to `max_batch` (a bounded
+    dynamic batch dimension); `MedgeError` when the graph cannot be reshaped."""
+    if len(model.inputs) != 1:
+        raise MedgeError(f"openvino: {name} has {len(model.inputs)} inputs; a batch is set on single-input models")
+    port = model.inputs[0]
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic or len(shape) == 0 or not (shape[0].is_static and shape[0].get_length() == 1):
+        return  # already dynamic, or no batch axis to set
+    try:
+        model.reshape({port: ov.PartialShape([ov.Dimension(1, max_batch), *list(shape)[1:]])})
+    except RuntimeError as exc:
+        raise MedgeError(f"openvino: {name} cannot take a batch of up to {max_batch}: "
+                         f"{str(exc).strip().splitlines()[0]}") from exc
+
+
 @dataclass
 class OpenVinoRuntime(Runtime):
     """A model compiled by ``openvino.Core`` with one reusable infer request."""
@@ -61,6 +77,8 @@ class OpenVinoRuntime(Runtime):
             raise MedgeError(f"openvino: {artifact.name} has no weights file {artifact.with_suffix('.bin').name} beside it")
         try:
             model = core.read_model(str(artifact))
+            if options.get("max_batch"):
+                _batch_up_to(ov, model, int(options["max_batch"]), artifact.name)
             self._compiled = core.compile_model(model, ov_device, config)
         except RuntimeError as exc:
             raise MedgeError(f"openvino cannot load {artifact.name}: {str(exc).strip().splitlines()[0]}") from exc

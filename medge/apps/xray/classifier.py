@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from medge.apps.model import AppModel
+from medge.apps.model import BATCH_LIMIT, AppModel
+from medge.apps.xray.audit import LOG
 from medge.apps.xray.decode import decode_reduced
 from medge.apps.xray.source import cs_values, iod_of, missing_uids
 from medge.common.errors import DataError, MedgeError
@@ -46,7 +47,13 @@ class Classifier:
     labels: list[str]
     name: str
     sha256: str  # of the artifact: the algorithm version in every result and SR
+    batched: AppModel | None = None  # the same artifact taking batches of 2..max_batch, when it can
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def max_batch(self) -> int:
+        """The most studies one inference takes (1 when the artifact's batch is fixed)."""
+        return self.batched.max_batch if self.batched is not None else 1
 
     @property
     def meta(self) -> ModelMeta:
@@ -60,19 +67,37 @@ class Classifier:
 
     def scores(self, x: np.ndarray) -> dict[str, float]:
         """Run one prepared input (batch 1, model layout) and return one score per finding."""
-        with self._lock:  # AppModel is not thread-safe: one runtime, many decoding workers
-            values = np.asarray(self.app_model.run(x)[0], dtype=np.float64).ravel()
+        return self.scores_batch([x])[0]
+
+    def scores_batch(self, xs: list[np.ndarray]) -> list[dict[str, float]]:
+        """Scores of several prepared inputs (each batch 1, model layout), in one inference when the
+        artifact takes a batch of that size, else one by one."""
+        if len(xs) > 1 and self.batched is not None and len(xs) <= self.max_batch:
+            with self._lock:  # AppModel is not thread-safe: one runtime, many decoding workers
+                values = np.asarray(self.batched.run(np.concatenate(xs))[0], dtype=np.float64)
+            rows = values.reshape(len(xs), -1)
+        else:
+            with self._lock:
+                rows = [np.asarray(self.app_model.run(x)[0], dtype=np.float64).ravel() for x in xs]
+        return [self._named(row) for row in rows]
+
+    def _named(self, values: np.ndarray) -> dict[str, float]:
         if values.size != len(self.labels):
             raise DataError(f"model output has {values.size} values for {len(self.labels)} labels; recompile the bundle")
         return {name: float(v) for name, v in zip(self.labels, values)}
 
     def warm_up(self) -> None:
         """One inference on a blank input: the runtime's first call allocates what later calls reuse."""
-        self.scores(np.zeros(self.app_model.input_shape, dtype=np.float32))
+        blank = np.zeros(self.app_model.input_shape, dtype=np.float32)
+        self.scores(blank)
+        if self.max_batch > 1:
+            self.scores_batch([blank, blank])
 
     def close(self) -> None:
-        """Release the runtime."""
+        """Release the runtime(s)."""
         self.app_model.close()
+        if self.batched is not None and self.batched is not self.app_model:
+            self.batched.close()
 
 
 def _artifact_sha256(model: AppModel) -> str:
@@ -87,18 +112,41 @@ def _artifact_sha256(model: AppModel) -> str:
     return sha
 
 
-def open_classifier(bundle: str | Path, threads: int | None = None) -> Classifier:
-    """Open a chest X-ray classifier bundle (or artifact) with its labels, preprocessing and sha256."""
+def open_classifier(bundle: str | Path, threads: int | None = None, batch: bool = True) -> Classifier:
+    """Open a chest X-ray classifier bundle (or artifact) with its labels, preprocessing and sha256;
+    with `batch`, also the model for batches of queued studies when the artifact can take them."""
     model = AppModel.open(bundle, role="--bundle", expect_task=("multilabel-classification", "classification"),
                           threads=threads)
     try:
         if model.preprocessing.get("kind") != "image" or not model.meta.labels:
             raise MedgeError(f"--bundle {bundle} does not take images or has no labels; the X-ray app needs an "
                              "image classifier such as cxr-densenet121 or cxr-densenet-tiny")
-        return Classifier(model, list(model.meta.labels), model.meta.model, _artifact_sha256(model))
+        return Classifier(model, list(model.meta.labels), model.meta.model, _artifact_sha256(model),
+                          _batched(model, bundle, threads, batch))
     except BaseException:
         model.close()
         raise
+
+
+def _batched(model: AppModel, bundle: str | Path, threads: int | None, batch: bool) -> AppModel | None:
+    """The model for batches of queued studies: the same runtime when its batch is dynamic; for an
+    OpenVINO IR with a batch of 1, a second compilation with a bounded dynamic batch (the batch-1 one
+    stays, static, for single studies); None when the artifact's batch is fixed."""
+    if not batch:
+        return None
+    if model.max_batch > 1:
+        return model
+    if model.ref.runtime != "openvino":
+        return None
+    try:
+        batched = AppModel.open(bundle, role="--bundle", threads=threads, max_batch=BATCH_LIMIT)
+    except MedgeError as exc:
+        LOG.info("studies are analysed one at a time: %s", exc)
+        return None
+    if batched.max_batch > 1:
+        return batched
+    batched.close()
+    return None
 
 
 def read_study(path: Path) -> Any:

@@ -1,8 +1,9 @@
 """Workers: take the most urgent, oldest study off the SQLite queue, classify it, flag it.
 
-Each of N threads claims a job atomically (``UPDATE … RETURNING``), decodes and preprocesses the
-image in parallel with the others (one decodes the next study while another runs the model), and
-runs the single shared runtime under a lock.  The flag and priority are committed as soon as the
+Each of N threads claims jobs atomically (``UPDATE … RETURNING``), decodes and preprocesses the
+images in parallel with the others (one decodes the next studies while another runs the model), and
+runs the single shared runtime under a lock.  When studies wait and the bundle takes a batch, a
+worker claims its share of the queue (up to the model's batch, 8) and runs them in one inference.  The flag and priority are committed as soon as the
 scores are known; the SR is written afterwards by the SR stage (`medge.apps.xray.sr_stage`), so
 time-to-flag does not include it.  A crash before the commit leaves the study ``running``
 (requeued on the next start); after it, the SR is ``pending`` (written on the next start).
@@ -18,6 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from medge.apps.xray.audit import LOG, AuditLog
 from medge.apps.xray.classifier import (
@@ -66,6 +70,17 @@ def stage_summary(values: dict[str, list[float]]) -> dict[str, dict[str, float]]
             summary = latency_summary(values[name])
             out[name] = {k: round(summary[k], 3) for k in ("p50", "p95", "max", "mean")} | {"n": summary["count"]}
     return out
+
+
+@dataclass
+class _Prepared:
+    """A claimed study read and preprocessed, waiting for the model."""
+
+    job: Job
+    ds: Any
+    x: np.ndarray
+    timings: dict[str, float]
+    t0: float
 
 
 class WorkerPool:
@@ -137,15 +152,22 @@ class WorkerPool:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()  # before claiming, so an arrival during the claim is not missed
-            job = self.worklist.claim()
-            if job is None:
+            jobs = self.worklist.claim_many(self._batch_size())
+            if not jobs:
                 self._wake.wait(0.25)
                 continue
-            self.process(job)
+            self.process_many(jobs)
 
     def _drain_loop(self) -> None:
-        while (job := self.worklist.claim()) is not None:
-            self.process(job)
+        while jobs := self.worklist.claim_many(self._batch_size()):
+            self.process_many(jobs)
+
+    def _batch_size(self) -> int:
+        """Studies to claim at once: this worker's share of the queue, up to the model's batch."""
+        if self.classifier.max_batch == 1:
+            return 1
+        share = -(-self.worklist.queued_count() // self.n_workers)
+        return max(1, min(self.classifier.max_batch, share))
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(min(5.0, max(0.05, self.max_wait_s / 10))):
@@ -159,9 +181,35 @@ class WorkerPool:
             LOG.warning("study %s overdue: not analysed within %.0f s", sop_hash, self.max_wait_s)
             self.audit.write("overdue", sop_instance_uid_hash=sop_hash, max_wait_s=self.max_wait_s)
 
-    # --- one job ---------------------------------------------------------------------------
+    # --- jobs --------------------------------------------------------------------------------
     def process(self, job: Job) -> None:
         """Analyse one claimed study and record the outcome (never raises)."""
+        self.process_many([job])
+
+    def process_many(self, jobs: list[Job]) -> None:
+        """Analyse claimed studies (most urgent first): each is read and preprocessed, then all that
+        can be analysed go through the model in one batch; every outcome is recorded (never raises)."""
+        prepared = [p for p in map(self._prepare, jobs) if p is not None]
+        if not prepared:
+            return
+        t1 = time.perf_counter()
+        try:
+            all_scores = self.classifier.scores_batch([p.x for p in prepared])
+        except Exception as exc:  # noqa: BLE001 - one bad batch must never stop the worker
+            for p in prepared:
+                self._error(p.job, exc, p.timings)
+            return
+        infer_ms = (time.perf_counter() - t1) * 1e3
+        for p, scores in zip(prepared, all_scores):
+            p.timings["infer_ms"] = infer_ms  # the batch's: each study waited for all of it
+            p.timings["batch"] = len(prepared)
+            try:
+                self._analysed(p.job, p.ds, scores, p.timings, p.t0)
+            except Exception as exc:  # noqa: BLE001
+                self._error(p.job, exc, p.timings)
+
+    def _prepare(self, job: Job) -> _Prepared | None:
+        """Read and preprocess one study; None (with the outcome recorded) when it cannot be analysed."""
         t0 = time.perf_counter()
         if job.attempts > 1:  # claimed before, by a process that was killed or crashed
             LOG.warning("study %s: retrying an interrupted analysis (attempt %d)", job.sop_hash, job.attempts)
@@ -173,18 +221,19 @@ class WorkerPool:
             x, pre_times = preprocess(ds, self.classifier.app_model, reduced=self.reduced_decode)
             timings.update(pre_times)
             timings["decode_ms"] += read_ms  # reading the file back is part of getting the pixels
-            t1 = time.perf_counter()
-            scores = self.classifier.scores(x)
-            timings["infer_ms"] = (time.perf_counter() - t1) * 1e3
-            self._analysed(job, ds, scores, timings, t0)
+            return _Prepared(job, ds, x, timings, t0)
         except NotAnalysable as exc:
             self._not_analysed(job, str(exc), timings)
         except Exception as exc:  # noqa: BLE001 - one bad study must never stop the worker
-            with self._lock:
-                self.stats.errors += 1
-            reason = f"analysis error ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
-            LOG.warning("study %s: %s", job.sop_hash, reason)
-            self._not_analysed(job, reason, timings)
+            self._error(job, exc, timings)
+        return None
+
+    def _error(self, job: Job, exc: Exception, timings: dict[str, float]) -> None:
+        with self._lock:
+            self.stats.errors += 1
+        reason = f"analysis error ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+        LOG.warning("study %s: %s", job.sop_hash, reason)
+        self._not_analysed(job, reason, timings)
 
     def _analysed(self, job: Job, ds, scores: dict[str, float], timings: dict[str, float], t0: float) -> None:
         flags, priority = self.ops.evaluate(scores)

@@ -134,6 +134,8 @@ class OutboxItem:
     attempts: int
 
 
+_CLAIM_ORDER = "priority DESC, attempts > 0 ASC, received_at ASC"  # most urgent, untried, oldest first
+
 class Worklist:
     """The worklist database; safe to share between threads (one connection per thread)."""
 
@@ -268,18 +270,29 @@ class Worklist:
         without limit, so a kill never costs a study its analysis; among equal priorities it waits
         behind studies not yet tried, so one that crashes the process cannot block the queue.
         """
-        def take(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(
-                "UPDATE studies SET state='running', attempts=attempts+1 WHERE sop_instance_uid = ("
+        jobs = self.claim_many(1)
+        return jobs[0] if jobs else None
+
+    def claim_many(self, limit: int) -> list[Job]:
+        """Take up to `limit` queued studies in `claim`'s order, in one transaction."""
+        def take(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                "UPDATE studies SET state='running', attempts=attempts+1 WHERE sop_instance_uid IN ("
                 " SELECT sop_instance_uid FROM studies WHERE state='received'"
-                " ORDER BY priority DESC, attempts > 0 ASC, received_at ASC LIMIT 1)"
-                " RETURNING sop_instance_uid, sop_hash, study_hash, path, received_at, attempts, timings").fetchone()
-            if row is None:
-                return None
-            return Job(row["sop_instance_uid"], row["sop_hash"], row["study_hash"], Path(row["path"]),
-                       row["received_at"], row["attempts"], _arrival_timings(row["timings"]))
+                f" ORDER BY {_CLAIM_ORDER} LIMIT ?)"
+                " RETURNING sop_instance_uid, sop_hash, study_hash, path, received_at, attempts, timings, priority",
+                (max(1, int(limit)),)).fetchall()
+            # RETURNING gives no order: the claim order again (attempts was raised by one for every row)
+            rows = sorted(rows, key=lambda r: (-r["priority"], r["attempts"] > 1, r["received_at"]))
+            return [Job(r["sop_instance_uid"], r["sop_hash"], r["study_hash"], Path(r["path"]), r["received_at"],
+                        r["attempts"], _arrival_timings(r["timings"])) for r in rows]
 
         return self._write(take)
+
+    def queued_count(self) -> int:
+        """Studies waiting to be claimed (state ``received``)."""
+        return int(self._retry(lambda: self._conn().execute(
+            "SELECT COUNT(*) FROM studies WHERE state = 'received'").fetchone()[0]))
 
     def release(self, sop_instance_uid: str) -> None:
         """Put a running job back in the queue (clean shutdown before it finished)."""
