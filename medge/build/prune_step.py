@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from medge.common.errors import MedgeError, UsageError
 from medge.devices.profiling import ProfileConfig, profile_artifact
 from medge.export import export_onnx, load_model
+from medge.prune.methods import ChannelPruningError
 from medge.prune.pruner import PruneConfig, prune_model
 
 if TYPE_CHECKING:
@@ -80,7 +81,12 @@ def prune_for_build(config, target: DeviceProfile, precision: str, report_dir: P
         eval=config.eval, max_drop=None if budget is None else PRUNE_SHARE * budget, round_to=round_to,
         measure_onnx=False, **options,
     )
-    result = prune_model(prune_config)
+    try:
+        result = prune_model(prune_config)
+    except ChannelPruningError as exc:  # its hint (--mode unstructured) is a `medge prune` flag
+        reason = str(exc).split("; use --mode unstructured")[0]
+        raise MedgeError(f"{reason}; build it without --prune (INT8 alone), or prune its weights with "
+                         "'medge prune --mode unstructured' (smaller files, no speed-up on CPU)") from None
     gate = result.gate or {}
     spent = gate.get("drop")
     int8_budget = None if budget is None or spent is None else round(max(budget - max(spent, 0.0), 0.0), 6)

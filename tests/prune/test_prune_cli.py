@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures.cli_checks import assert_one_line_error
 
-from medge.common.metadata import ModelMeta
-from medge.common.metadata import read_sidecar
+from medge.common.metadata import ModelMeta, read_sidecar
 from medge.zoo import get_card
 
 
@@ -130,3 +130,14 @@ def test_multi_input_model_is_refused_with_a_reason(run_cli, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "takes 2 inputs (image, point)" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.pt2").exists()
+
+
+def test_build_prune_of_a_model_whose_channels_cannot_be_pruned_names_the_build_fix(run_cli, tmp_path):
+    """torch_pruning cannot trace the Mamba blocks' channel splits: `medge build --prune` says so in one
+    line and offers what `build` can do (no --prune), not `medge prune`'s --mode flag."""
+    res = run_cli("build", "ecg-mamba-3to12", "--target", "intel-cpu", "--prune", "0.5", "--distill-steps", "1",
+                  "-o", tmp_path / "b")
+    line = assert_one_line_error(res, "cannot prune the channels of 'ecg-mamba-3to12'", "without --prune",
+                                 "medge prune --mode unstructured")
+    assert "; use --mode" not in line
+    assert not (tmp_path / "b").exists()
