@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from medge.common.errors import MedgeError, UsageError
 from medge.devices.profiling import ProfileConfig, profile_artifact
 from medge.export import export_onnx, load_model
-from medge.prune.methods import ChannelPruningError
-from medge.prune.pruner import PruneConfig, prune_model
+from medge.prune.pruner import ChannelPruningError, PruneConfig, prune_model
 
 if TYPE_CHECKING:
     from medge.devices.target import DeviceProfile

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from medge.common.errors import MedgeError
 from medge.common.registry import import_optional
-from medge.prune.pruner import PruneError
+from medge.prune.pruner import ChannelPruningError, PruneError
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -171,10 +171,6 @@ def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ChannelPruningError(f"torch_pruning cannot prune the channels of '{model}' consistently "
                                   f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
-
-
-class ChannelPruningError(PruneError):
-    """Structured (channel) pruning cannot handle this architecture's graph; unstructured pruning can."""
 
 
 def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:

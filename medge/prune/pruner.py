@@ -57,6 +57,10 @@ class PruneError(MedgeError):
     """The model cannot be pruned as asked."""
 
 
+class ChannelPruningError(PruneError):
+    """Structured (channel) pruning cannot handle this architecture's graph; unstructured pruning can."""
+
+
 @dataclass
 class PruneConfig:
     """Everything `prune_model` needs; mirrors the ``medge prune`` flags."""
