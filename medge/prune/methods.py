@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from medge.common.errors import MedgeError
 from medge.common.registry import import_optional
-from medge.prune.pruner import ChannelPruningError, PruneError
+from medge.prune.pruner import ChannelPruningError
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -162,7 +162,7 @@ def _names(module: nn.Module, layers: list[nn.Module]) -> list[str]:
 
 def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity: float, round_to: int | None,
                              model: str) -> StructuredResult:
-    """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `PruneError`."""
+    """`prune_structured`, with torch_pruning's failures on unusual graphs turned into a `ChannelPruningError`."""
     try:
         return prune_structured(module, example, sparsity, round_to)
     except MedgeError:
