@@ -75,7 +75,11 @@ LONG_TIMEOUT_S = 900  # slow and zoo_npu tests; everything else has pyproject's 
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow and zoo_npu tests without their own timeout marker get `LONG_TIMEOUT_S`."""
+    """Slow and zoo_npu tests without their own timeout marker get `LONG_TIMEOUT_S`; modules run
+    longest first (`fixtures.durations`), so that no long module is left for the end of the run."""
+    from fixtures.durations import longest_modules_first
+
+    longest_modules_first(items)
     for item in items:
         if (item.get_closest_marker("slow") or item.get_closest_marker("zoo_npu")) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
