@@ -136,6 +136,7 @@ class OutboxItem:
 
 _CLAIM_ORDER = "priority DESC, attempts > 0 ASC, received_at ASC"  # most urgent, untried, oldest first
 
+
 class Worklist:
     """The worklist database; safe to share between threads (one connection per thread)."""
 
