@@ -1,12 +1,13 @@
 """Workers: take the most urgent, oldest study off the SQLite queue, classify it, flag it.
 
-Each of N threads claims jobs atomically (``UPDATE … RETURNING``), decodes and preprocesses the
-images in parallel with the others (one decodes the next studies while another runs the model), and
-runs the single shared runtime under a lock.  When studies wait and the bundle takes a batch, a
-worker claims its share of the queue (up to the model's batch, 8) and runs them in one inference.
-The flag and priority are committed as soon as the scores are known; the SR is written afterwards by
-the SR stage (`medge.apps.xray.sr_stage`), so time-to-flag does not include it.  A crash before the commit leaves the study ``running``
-(requeued on the next start); after it, the SR is ``pending`` (written on the next start).
+Each of N threads claims jobs atomically (``UPDATE … RETURNING``), decodes and preprocesses the images
+in parallel with the others (one decodes the next studies while another runs the model), and runs the
+single shared runtime under a lock. When studies wait and the bundle takes a batch, a worker claims its
+share of the queue (up to the model's batch, 8) and runs them in one inference. The flag and priority
+are committed as soon as the scores are known; the SR is written afterwards by the SR stage
+(`medge.apps.xray.sr_stage`), so time-to-flag does not include it. A crash before the commit leaves the
+study ``running`` (requeued on the next start); after it, the SR is ``pending`` (written on the next
+start).
 
 A study that is not analysable, or whose analysis raises, is finished as ``not_analysed`` with the
 reason and stays on the list at its priority; the error is one log line and one audit event.  A
