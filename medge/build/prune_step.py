@@ -82,9 +82,8 @@ def prune_for_build(config, target: DeviceProfile, precision: str, report_dir: P
     )
     try:
         result = prune_model(prune_config)
-    except ChannelPruningError as exc:  # its hint (--mode unstructured) is a `medge prune` flag
-        reason = str(exc).split("; use --mode unstructured")[0]
-        raise MedgeError(f"{reason}; build it without --prune (INT8 alone), or prune its weights with "
+    except ChannelPruningError as exc:  # its own hint (--mode unstructured) is a `medge prune` flag
+        raise MedgeError(f"{exc.reason}; build it without --prune (INT8 alone), or prune its weights with "
                          "'medge prune --mode unstructured' (smaller files, no speed-up on CPU)") from None
     gate = result.gate or {}
     spent = gate.get("drop")

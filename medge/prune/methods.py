@@ -170,7 +170,7 @@ def prune_structured_checked(module: nn.Module, example: torch.Tensor, sparsity:
     except Exception as exc:  # noqa: BLE001 - torch_pruning fails in many ways on unusual graphs
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ChannelPruningError(f"torch_pruning cannot prune the channels of '{model}' consistently "
-                                  f"({type(exc).__name__}: {first[:160]}); use --mode unstructured") from None
+                                  f"({type(exc).__name__}: {first[:160]})") from None
 
 
 def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:

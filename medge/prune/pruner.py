@@ -58,7 +58,12 @@ class PruneError(MedgeError):
 
 
 class ChannelPruningError(PruneError):
-    """Structured (channel) pruning cannot handle this architecture's graph; unstructured pruning can."""
+    """Structured (channel) pruning cannot handle this architecture's graph; unstructured pruning can.
+    `reason` is the message without the fix, which differs between ``medge prune`` and ``medge build``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; use --mode unstructured")
+        self.reason = reason
 
 
 @dataclass

@@ -43,7 +43,8 @@ def _batch_up_to(ov: Any, model: Any, max_batch: int, name: str) -> None:
 
 @dataclass
 class OpenVinoRuntime(Runtime):
-    """A model compiled by ``openvino.Core`` with one reusable infer request."""
+    """A model compiled by ``openvino.Core`` with one reusable infer request.  Option ``max_batch=N``
+    lets a single-input model whose batch is fixed at 1 take batches of 1 to N (bounded dynamic batch)."""
 
     library: ClassVar[str | None] = "openvino"
     name: str = "openvino"
