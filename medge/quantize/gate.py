@@ -23,16 +23,14 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from medge.common.errors import GateFailedError, MedgeError, UsageError
 from medge.common.fileio import atomic_path
 from medge.evaluate.metrics import check_metric_name, default_metric_for_task, task_metric
-from medge.quantize.backends.base import QuantBackend, QuantOptions, output_head_nodes
+from medge.quantize.backends.base import QuantBackend, output_head_nodes
 from medge.quantize.config import CALIB_METHODS, PRECISIONS, QuantizeConfig
 from medge.quantize.ladder import Rung, climb
 from medge.quantize.ladder_onnx import OnnxSteps, outputs

@@ -15,8 +15,6 @@ from fixtures.cli_checks import assert_one_line_error, run_medge
 
 @pytest.fixture(scope="module")
 def intel_bundle(tmp_path_factory, tiny_onnx):
-    import subprocess
-
     out = tmp_path_factory.mktemp("intel") / "intel"
     report = out.with_suffix(".json")
     proc = run_medge(["compile", tiny_onnx, "-t", "intel-cpu", "-o", out, "--report", report])

@@ -22,8 +22,6 @@ needs_cpu_only_ort = pytest.mark.skipif(_ort_has_gpu_ep(), reason="onnxruntime h
 
 @pytest.fixture(scope="module")
 def jetson_bundle(tmp_path_factory, tiny_onnx):
-    import subprocess
-
     out = tmp_path_factory.mktemp("trt") / "jetson"
     proc = run_medge(["compile", tiny_onnx, "-t", "jetson-orin-nano", "-o", out])
     assert proc.returncode == 0, proc.stderr
