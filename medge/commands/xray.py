@@ -108,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     send.add_argument("inputs", nargs="+", type=Path, help="DICOM files or folders")
     send.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="destination")
     send.add_argument("--calling-ae", default="MEDGE-SCU", help="our AE title (default MEDGE-SCU)")
+    send.add_argument("--associations", type=int, default=1, metavar="N",
+                      help="send over N associations at once, files dealt round-robin (default 1)")
     _tls_args(send, "a client certificate for a peer that requires one")
 
     thr = sub.add_parser("thresholds", parents=common, help="choose per-finding thresholds at a sensitivity on labelled data")
@@ -213,7 +215,7 @@ def _send(args: argparse.Namespace):
     from medge.apps.xray.sender import SendReport, send_files
 
     tls = _tls(args)
-    results = send_files(_files(args.inputs), args.to, calling_ae=args.calling_ae,
+    results = send_files(_files(args.inputs), args.to, calling_ae=args.calling_ae, associations=args.associations,
                          ssl_context=tls.client_context() if tls.enabled else None)
     return SendReport(kind="files", items=[vars(r) for r in results])
 

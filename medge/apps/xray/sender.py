@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -22,7 +23,7 @@ from medge.apps.tls import TlsFiles
 from medge.apps.xray.audit import LOG, AuditLog, quiet_dicom_loggers
 from medge.apps.xray.receiver import parse_address
 from medge.apps.xray.worklist import OutboxItem, Worklist
-from medge.common.errors import DataError
+from medge.common.errors import DataError, UsageError
 from medge.common.reports import ListReport
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 60.0
@@ -65,17 +66,40 @@ def _file_context(path: Path) -> tuple[str, str]:
 
 
 def send_files(paths: list[Path], dest: str, *, calling_ae: str = "MEDGE-SCU", timeout: float = 30.0,
-               ssl_context: ssl.SSLContext | None = None) -> list[SendResult]:
+               ssl_context: ssl.SSLContext | None = None, associations: int = 1) -> list[SendResult]:
     """C-STORE every file to ``AET@host:port`` over associations of up to 128 contexts each (DICOM
     TLS with `ssl_context`, from `TlsFiles.client_context`).
 
+    With `associations` > 1 the files are dealt round-robin to that many associations sent at once
+    (as a PACS router's parallel send queues do), so one file's round trip (the receiver's fsyncs)
+    overlaps the next file's transfer.  Results keep the order of `paths`.
     Raises DataError when the destination does not accept an association.
     """
-    from pynetdicom import AE, _config
+    from pynetdicom import _config
 
+    if associations < 1:
+        raise UsageError(f"--associations {associations}: give 1 or more")
     quiet_dicom_loggers()
     _config.STORE_SEND_CHUNKED_DATASET = True
     aet, host, port = parse_address(dest)
+    n = max(1, min(associations, len(paths)))
+    lanes = [list(range(k, len(paths), n)) for k in range(n)]
+    if len(lanes) == 1:
+        return _send_lane(paths, dest, aet, host, port, calling_ae, timeout, ssl_context)
+    with ThreadPoolExecutor(len(lanes), thread_name_prefix="xray-send") as pool:
+        futures = [pool.submit(_send_lane, [paths[i] for i in lane], dest, aet, host, port, calling_ae, timeout,
+                               ssl_context) for lane in lanes]
+        results: dict[int, SendResult] = {}
+        for lane, future in zip(lanes, futures):
+            results.update(zip(lane, future.result()))
+    return [results[i] for i in range(len(paths))]
+
+
+def _send_lane(paths: list[Path], dest: str, aet: str, host: str, port: int, calling_ae: str, timeout: float,
+               ssl_context: ssl.SSLContext | None) -> list[SendResult]:
+    """`send_files` over one association at a time (a new one per 128 presentation contexts)."""
+    from pynetdicom import AE
+
     tls_args = (ssl_context, host) if ssl_context is not None else None
     results: dict[int, SendResult] = {}
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)

@@ -67,7 +67,10 @@ def test_send_serve_worklist_sr(xray_bundle, studies, start_server, run_cli, tmp
                           report=tmp_path / "serve.json")
     assert _echo(server.port) == 0x0000
 
-    sent = run_cli("xray", "send", *[studies.path(r) for r in ROLES], "--to", server.address, report=True)
+    # three associations at once (files dealt round-robin); the report keeps the order given
+    sent = run_cli("xray", "send", *[studies.path(r) for r in ROLES], "--to", server.address, "--associations", "3",
+                   report=True)
+    assert [Path(i["file"]).stem for i in sent.report["items"]] == list(ROLES)
     items = {Path(i["file"]).stem: i for i in sent.report["items"]}
     for role in ROLES[:-1]:
         assert items[role]["status"] == "0x0000", items[role]
@@ -192,6 +195,8 @@ def test_bad_input_is_one_line(xray_bundle, studies, run_cli, tmp_path):
     assert_one_line_error(run_cli("xray", "send", tmp_path, "--to", "nonsense"), code=2)
     assert_one_line_error(run_cli("xray", "send", studies.path("urgent_dx"), "--to", "PACS@127.0.0.1:1"),
                           "did not accept an association")
+    assert_one_line_error(run_cli("xray", "send", studies.path("urgent_dx"), "--to", "PACS@127.0.0.1:1",
+                                  "--associations", "0"), "--associations 0", code=2)
     (tmp_path / "x.dcm").write_bytes(b"DICM")
     not_dicom = run_cli("xray", "send", tmp_path / "x.dcm", "--to", "PACS@127.0.0.1:1", report=True)
     assert not_dicom.returncode == 1 and not not_dicom.report["items"][0]["ok"]
