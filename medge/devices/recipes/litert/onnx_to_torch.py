@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from medge.devices.recipes.litert.rewrites import conv_transpose2d_as_conv
+from medge.devices.recipes.litert.rewrites import conv_transpose2d_as_conv, prelu_as_residual_relu, slope_side
 from medge.common.errors import ExportError
 
 Handler = Callable[["OnnxGraphModule", onnx.NodeProto, dict[str, Any], list[Any]], Any]
@@ -190,8 +190,8 @@ def _max_min(g: OnnxGraphModule, node: onnx.NodeProto, a: dict[str, Any], ins: l
 
 @_handles("PRelu")
 def _prelu(g: OnnxGraphModule, node: onnx.NodeProto, a: dict[str, Any], ins: list[Any]) -> Any:
-    x, slope = ins[0], ins[1]  # a·x + (1 − a)·relu(x): ops the INT8 quantizer annotates (see rewrites.py)
-    return slope * x + (1.0 - slope) * F.relu(x)
+    slope = g.consts.get(node.input[1])  # ops the INT8 quantizer annotates and XNNPACK runs (see rewrites.py)
+    return prelu_as_residual_relu(ins[0], ins[1], slope_side(slope) if slope is not None else 0)
 
 
 @_handles("LeakyRelu")

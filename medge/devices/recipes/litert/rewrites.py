@@ -10,6 +10,10 @@ and zero insertion is a nearest-neighbour resize times a constant 0/1 mask: RESI
 MUL, (PAD,) CONV_2D, all delegate-friendly.  It spends MACs on the inserted zeros (4× for stride 2);
 the result is the same to float rounding.
 
+Where the padding covers the output padding (the usual stride-2 up-sampling), the transposed conv is
+instead kept as TRANSPOSE_CONV without padding and cropped (SLICE): no MACs on zeros, and no
+RESIZE_NEAREST_NEIGHBOR, which XNNPACK does not take.
+
 PReLU and LeakyReLU, which the INT8 quantizers leave in float, become MUL/ADD/MAXIMUM forms.
 """
 
@@ -84,11 +88,41 @@ class ConvTranspose2dAsConv(nn.Module):
         return _zero_insert_conv(x, self.weight, self.bias, self.stride, self.before, self.after, self.dilation, self.groups)
 
 
+class ConvTranspose2dCropped(nn.Module):
+    """Drop-in for an `nn.ConvTranspose2d` whose padding covers its output padding: the transposed
+    conv without padding (TRANSPOSE_CONV, which XNNPACK runs natively) cropped to the output
+    (SLICE).  Same values, no MACs spent on inserted zeros, no RESIZE_NEAREST_NEIGHBOR (which
+    XNNPACK does not take, so each one split the delegated graph)."""
+
+    def __init__(self, layer: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.weight, self.bias = layer.weight, layer.bias
+        self.stride, self.dilation = _pair(layer.stride), _pair(layer.dilation)
+        self.padding, self.output_padding = _pair(layer.padding), _pair(layer.output_padding)
+        self.kernel = tuple(int(k) for k in layer.weight.shape[2:])
+
+    @staticmethod
+    def applies(layer: nn.ConvTranspose2d) -> bool:
+        """Ungrouped, 2-D, and the output padding within the padding (so the crop stays inside)."""
+        p, op = _pair(layer.padding), _pair(layer.output_padding)
+        return layer.groups == 1 and all(o <= q for o, q in zip(op, p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
+        size = [(int(x.shape[2 + i]) - 1) * self.stride[i] - 2 * self.padding[i]
+                + self.dilation[i] * (self.kernel[i] - 1) + self.output_padding[i] + 1 for i in range(2)]
+        p = self.padding
+        return full[:, :, p[0]:p[0] + size[0], p[1]:p[1] + size[1]]
+
+
 def replace_conv_transpose(module: nn.Module) -> int:
     """Swap every `nn.ConvTranspose2d` in `module` (in place) for `ConvTranspose2dAsConv`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.ConvTranspose2d) and min(sum(_padding(
+        if isinstance(child, nn.ConvTranspose2d) and ConvTranspose2dCropped.applies(child):
+            setattr(module, name, ConvTranspose2dCropped(child))
+            count += 1
+        elif isinstance(child, nn.ConvTranspose2d) and min(sum(_padding(
                 child.weight.shape, _pair(child.stride), _pair(child.padding), _pair(child.output_padding),
                 _pair(child.dilation)), [])) >= 0:
             setattr(module, name, ConvTranspose2dAsConv(child))
@@ -98,8 +132,31 @@ def replace_conv_transpose(module: nn.Module) -> int:
     return count
 
 
-class PReLUAsAffine(nn.Module):
-    """``prelu(x) = a·x + (1 − a)·relu(x)``: ReLU, MUL and ADD, which the INT8 quantizer annotates.
+def slope_side(slope: Any) -> int:
+    """Where PReLU slopes lie against 1 (concrete values): -1 all ≤ 1, +1 all ≥ 1, 0 both sides."""
+    a = np.asarray(slope.detach() if isinstance(slope, torch.Tensor) else slope, dtype=np.float64)
+    return -1 if (a <= 1).all() else 1 if (a >= 1).all() else 0
+
+
+def prelu_as_residual_relu(x: torch.Tensor, slope: torch.Tensor, side: int) -> torch.Tensor:
+    """``prelu(x, a)`` as ``x + relu((a − 1)·x)`` (`side` -1: every a ≤ 1) or ``x − relu((1 − a)·x)``
+    (`side` +1: every a ≥ 1): a MUL that takes the ReLU as its fused activation, then ADD/SUB.
+
+    Each op is quantized and runs in XNNPACK's int8 kernels, and the convolution before keeps one
+    consumer.  The affine form ``a·x + (1 − a)·relu(x)`` (`side` 0: slopes on both sides of 1)
+    leaves a standalone int8 RELU, which XNNPACK does not take: the U-Net's LiteRT INT8 ran as 10
+    delegate partitions with the RELUs between them on the reference kernels.  `side` comes from
+    `slope_side` on the concrete slopes (under torch.export they are symbolic).
+    """
+    if side < 0:
+        return x + F.relu((slope - 1.0) * x)
+    if side > 0:
+        return x - F.relu((1.0 - slope) * x)
+    return slope * x + (1.0 - slope) * F.relu(x)
+
+
+class PReLUAsResidualReLU(nn.Module):
+    """`nn.PReLU` as `prelu_as_residual_relu`, ops the INT8 quantizers annotate.
 
     litert-torch's PT2E quantizer leaves ``nn.PReLU`` (MONAI's default activation) unannotated, so
     it would run as a float island (DEQUANTIZE … QUANTIZE) and can leave a float model output.
@@ -109,22 +166,21 @@ class PReLUAsAffine(nn.Module):
         super().__init__()
         a = layer.weight.detach().reshape(1, -1, 1, 1) if layer.num_parameters > 1 else layer.weight.detach().reshape(())
         self.register_buffer("slope", a.clone())
-        self.register_buffer("relu_gain", (1.0 - a).clone())
+        self.side = slope_side(a)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slope, gain = self.slope, self.relu_gain
+        slope = self.slope
         if slope.dim() == 4 and x.dim() != 4:  # per-channel slope on a 1-D/3-D activation
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            slope, gain = slope.reshape(shape), gain.reshape(shape)
-        return slope * x + gain * F.relu(x)
+            slope = slope.reshape([1, -1] + [1] * (x.dim() - 2))
+        return prelu_as_residual_relu(x, slope, self.side)
 
 
 def replace_prelu(module: nn.Module) -> int:
-    """Swap every `nn.PReLU` in `module` (in place) for `PReLUAsAffine`; returns how many."""
+    """Swap every `nn.PReLU` in `module` (in place) for `PReLUAsResidualReLU`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.PReLU):
-            setattr(module, name, PReLUAsAffine(child))
+            setattr(module, name, PReLUAsResidualReLU(child))
             count += 1
         else:
             count += replace_prelu(child)
