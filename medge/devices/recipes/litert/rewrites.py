@@ -103,7 +103,7 @@ class ConvTranspose2dCropped(nn.Module):
 
     @staticmethod
     def applies(layer: nn.ConvTranspose2d) -> bool:
-        """Ungrouped, 2-D, and the output padding within the padding (so the crop stays inside)."""
+        """Ungrouped, with the output padding within the padding (so the crop stays inside)."""
         p, op = _pair(layer.padding), _pair(layer.output_padding)
         return layer.groups == 1 and all(o <= q for o, q in zip(op, p))
 
@@ -116,7 +116,8 @@ class ConvTranspose2dCropped(nn.Module):
 
 
 def replace_conv_transpose(module: nn.Module) -> int:
-    """Swap every `nn.ConvTranspose2d` in `module` (in place) for `ConvTranspose2dAsConv`; returns how many."""
+    """Swap every `nn.ConvTranspose2d` in `module` (in place) for `ConvTranspose2dCropped` where it applies,
+    else for `ConvTranspose2dAsConv`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.ConvTranspose2d) and ConvTranspose2dCropped.applies(child):
