@@ -5,28 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixtures.cli_checks import run_medge
-from fixtures.shared_build import build_once
 from xray_helpers import (
     UNFLAGGED_SEED,
     URGENT_SEED,
     Server,
     SinkSCP,
     StudySet,
+    compiled_tiny_bundle,
     write_study,
 )
 
 
 @pytest.fixture(scope="session")
 def xray_bundle(zoo_onnx, tmp_path_factory) -> Path:
-    """`cxr-densenet-tiny` compiled for `local` (ONNX Runtime) with the real `medge compile`, once per run."""
-
-    def build(folder: Path) -> None:
-        proc = run_medge(["compile", zoo_onnx("cxr-densenet-tiny", dynamic_batch=False), "--target", "local",
-                          "-o", folder / "cxr-tiny"])
-        assert proc.returncode == 0, proc.stderr[-2000:]
-
-    return build_once(tmp_path_factory, "xray_bundle", build) / "cxr-tiny"
+    """`cxr-densenet-tiny` compiled for `local` (ONNX Runtime)."""
+    return compiled_tiny_bundle(zoo_onnx, tmp_path_factory, "local", "xray_bundle")
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.cli_checks import run_medge
-from fixtures.shared_build import build_once
-from xray_helpers import URGENT_SEED, write_study
+from xray_helpers import URGENT_SEED, compiled_tiny_bundle, write_study
 
 
 @pytest.fixture(scope="session")
 def openvino_bundle(zoo_onnx, tmp_path_factory) -> Path:
     """`cxr-densenet-tiny` (batch fixed at 1 in the ONNX) compiled FP32 for intel-cpu (OpenVINO)."""
-
-    def build(folder: Path) -> None:
-        proc = run_medge(["compile", zoo_onnx("cxr-densenet-tiny", dynamic_batch=False), "--target", "intel-cpu",
-                          "-o", folder / "cxr-tiny-ov"])
-        assert proc.returncode == 0, proc.stderr[-2000:]
-
-    return build_once(tmp_path_factory, "xray_openvino_bundle", build) / "cxr-tiny-ov"
+    return compiled_tiny_bundle(zoo_onnx, tmp_path_factory, "intel-cpu", "xray_openvino_bundle")
 
 
 def test_claim_many_takes_the_most_urgent_untried_oldest_first(tmp_path):

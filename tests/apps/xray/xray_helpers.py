@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from fixtures.cli_checks import spawn_medge
+from fixtures.cli_checks import run_medge, spawn_medge
+from fixtures.shared_build import build_once
 
 STUDY_SIZE = 256
 # Seeds of `medge.calibration.synthetic.cxr` phantoms the zoo demo weights read reliably:
@@ -174,3 +175,15 @@ def db_states(db: Path) -> dict[str, tuple[str, int, int]]:
             " (SELECT COUNT(*) FROM outbox o WHERE o.study_sop_instance_uid=s.sop_instance_uid AND o.state='sent')"
             " FROM studies s").fetchall()
     return {h: (state, pending, sent) for h, state, pending, sent in rows}
+
+
+def compiled_tiny_bundle(zoo_onnx, tmp_path_factory, target: str, key: str) -> Path:
+    """`cxr-densenet-tiny` (batch fixed at 1 in the ONNX) compiled for `target` with the real `medge compile`,
+    once per run under `key`."""
+
+    def build(folder: Path) -> None:
+        proc = run_medge(["compile", zoo_onnx("cxr-densenet-tiny", dynamic_batch=False), "--target", target,
+                          "-o", folder / "bundle"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    return build_once(tmp_path_factory, key, build) / "bundle"
