@@ -244,8 +244,10 @@ def kill9_trials(bundle: Path, trials: int, work: Path, size: int = 512, per_tri
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
         ae.add_requested_context(base.SOPClassUID, base.file_meta.TransferSyntaxUID)
         assoc = ae.associate("127.0.0.1", server.port, ae_title="MEDGE")
-        killer = threading.Timer(rng.uniform(0.2, 1.5), os.kill, (server.proc.pid, signal.SIGKILL))
-        killer.start()
+        # The kill lands mid-burst on any machine: 0-50 ms after a random acknowledgement, so while the
+        # next C-STORE is in flight (a fixed 0.2-1.5 s timer fired after the whole burst on fast hosts).
+        kill_after = int(rng.integers(1, per_trial - 1))
+        killer = threading.Timer(rng.uniform(0.0, 0.05), os.kill, (server.proc.pid, signal.SIGKILL))
         ok = sent = 0
         for _ in range(per_trial):
             uid = pydicom.uid.generate_uid()
@@ -258,8 +260,12 @@ def kill9_trials(bundle: Path, trials: int, work: Path, size: int = 512, per_tri
             if status and "Status" in status and int(status.Status) == 0:
                 acknowledged.add(uid)
                 ok += 1
+                if ok == kill_after:
+                    killer.start()
             if not assoc.is_established:
                 break
+        if not killer.is_alive() and not killer.finished.is_set():  # the burst ended before the kill
+            killer.start()
         killer.join()
         server.proc.wait(60)
         if assoc.is_established:
