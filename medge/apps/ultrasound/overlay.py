@@ -73,12 +73,15 @@ def _taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray]:
 def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[float] | None,
                   threshold: float = 0.5, min_px: float = 0.0) -> Segmentation:
     """Upsample a model-resolution probability map to the frame (bilinear, `cv2.resize` INTER_LINEAR)
-    and threshold it; connected regions smaller than `min_px` pixels are not a lesion (they are removed
+    and threshold it; regions smaller than `min_px` frame pixels are not a lesion (they are removed
     from the mask).
 
-    The map is upsampled whole (one `cv2.resize`, about 1 ms at 1080p), but only the frame pixels whose
-    bilinear taps touch a model pixel at or above the threshold can be lesion, so only that region is
-    thresholded and labelled (a small lesion costs what its box costs)."""
+    A region is a connected component (8-connected) of the model's own mask, ``prob >= threshold``
+    at the model's resolution: the frame pixels that belong to it are those whose bilinear taps
+    reach it, and its area is counted in frame pixels.  The map is upsampled whole (one
+    `cv2.resize`, about 1 ms at 1080p), but only the frame pixels whose taps touch a model pixel at
+    or above the threshold can be lesion, so only that region is thresholded, and the regions are
+    labelled and measured at the model's resolution (a 256² map) rather than on the frame."""
     import cv2
 
     plane = np.ascontiguousarray(np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2], prob.shape[-1]))
@@ -86,30 +89,58 @@ def mask_at_frame(prob: np.ndarray, height: int, width: int, mm_per_px_xy: list[
     bx, by, bw, bh = cv2.boundingRect(coarse)
     if bw == 0 or bh == 0:
         return Segmentation(np.zeros((0, 0), np.uint8), (0, 0), (height, width), 0, 0.0 if mm_per_px_xy else None)
-    spans = []
+    spans, taps = [], []
     for size_out, size_in, lo, hi in ((height, plane.shape[0], by, by + bh - 1), (width, plane.shape[1], bx, bx + bw - 1)):
         low, high = _taps(size_out, size_in)
         inside = np.flatnonzero((low <= hi) & (high >= lo))  # contiguous: the taps only grow
         spans.append(slice(int(inside[0]), int(inside[-1]) + 1))
+        taps.append(low[spans[-1]])
     ys, xs = spans
     values = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)[ys, xs]
     mask = (values >= threshold).view(np.uint8)
     if min_px > 0 and mask.any():
-        # Grana's labelling gathers the statistics in about half the time of the default on one thread.
-        _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
-        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_px) + 1  # label 0 is the background
-        if small.size > 64:
-            keep = (stats[:, cv2.CC_STAT_AREA] >= min_px).astype(np.uint8)
-            keep[0] = 0
-            mask = keep[labels]
-        else:  # a few specks: clear each inside its own box
-            for label in small:
-                x, y, w, h = stats[label, :4]
-                box = (slice(y, y + h), slice(x, x + w))
-                mask[box][labels[box] == label] = 0
-    area_px = int(np.count_nonzero(mask))
+        mask, area_px = _drop_small_regions(coarse, mask, taps[0], taps[1], min_px)
+    else:
+        area_px = int(np.count_nonzero(mask))
     area_mm2 = area_px * mm_per_px_xy[0] * mm_per_px_xy[1] if mm_per_px_xy else None
     return Segmentation(mask, (xs.start, ys.start), (height, width), area_px, area_mm2)
+
+
+def _runs(low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model rows (or columns) that a non-decreasing run of low taps covers, and where each run starts."""
+    starts = np.flatnonzero(np.r_[True, low[1:] != low[:-1]])
+    return low[starts], starts
+
+
+def _drop_small_regions(coarse: np.ndarray, mask: np.ndarray, low_y: np.ndarray, low_x: np.ndarray,
+                        min_px: float) -> tuple[np.ndarray, int]:
+    """`mask` (frame pixels, rows `low_y`/columns `low_x` by their low bilinear tap) without the regions
+    of `coarse` (the model's mask) that cover fewer than `min_px` of its pixels, and the area left.
+
+    Every frame pixel at or above the threshold has a tap at or above it, and the taps of one pixel
+    (a 2×2 block of model pixels) are 8-neighbours, so all of its taps in the model's mask lie in
+    one region: the block's only nonzero region label.  Frame pixels sharing a low tap share that
+    block, so each region's area is a sum of block counts, read from one integral image, and the
+    small regions are cleared block by block."""
+    import cv2
+
+    count, regions = cv2.connectedComponents(coarse, connectivity=8, ltype=cv2.CV_32S)
+    edge = np.pad(regions, ((0, 1), (0, 1)), mode="edge")  # the high tap is clamped at the last row/column
+    block = np.maximum(np.maximum(edge[:-1, :-1], edge[:-1, 1:]), np.maximum(edge[1:, :-1], edge[1:, 1:]))
+    rows, row_starts = _runs(low_y)
+    cols, col_starts = _runs(low_x)
+    block_region = block[np.ix_(rows, cols)]  # 0 where no tap is in the model's mask
+    ry, cx = np.r_[row_starts, mask.shape[0]], np.r_[col_starts, mask.shape[1]]
+    sums = cv2.integral(mask)[ry[:, None], cx[None, :]]
+    block_count = sums[1:, 1:] - sums[:-1, 1:] - sums[1:, :-1] + sums[:-1, :-1]
+    area = np.bincount(block_region.ravel(), weights=block_count.ravel(), minlength=count)
+    keep = area >= min_px
+    keep[0] = False  # a pixel at the threshold only by rounding, with no tap there, is no region's
+    if not (area[~keep] > 0).any():  # nothing to clear
+        return mask, int(area[keep].sum())
+    block_keep = keep[block_region].astype(np.uint8)
+    mask &= np.repeat(np.repeat(block_keep, np.diff(ry), axis=0), np.diff(cx), axis=1)
+    return mask, int(area[keep].sum())
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:

@@ -135,27 +135,67 @@ def test_mask_on_the_lesion_box_equals_the_full_frame_resize():
     assert image.shape == (540, 960, 3) and (image != 90).any()
 
 
-def test_speck_filter_removes_exactly_the_small_regions_of_the_full_frame_mask():
-    """Grana labelling on the lesion box, specks cleared box by box (few) or by table (many): the same
-    mask as labelling the whole full-resolution mask with OpenCV's default and dropping small regions."""
+def _regions_by_brute_force(prob: np.ndarray, height: int, width: int, threshold: float, min_px: float) -> np.ndarray:
+    """The frame mask with the small regions cleared, pixel by pixel: each frame pixel at or above the
+    threshold belongs to the model-mask region of its largest bilinear tap; a region's area is the
+    count of its frame pixels."""
+    import cv2
+
+    full = (cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR) >= threshold).astype(np.uint8)
+    _, regions = cv2.connectedComponents((prob >= threshold).astype(np.uint8), connectivity=8)
+    owner = np.zeros(full.shape, np.int64)
+    for y, x in zip(*np.nonzero(full)):
+        taps = []
+        for fy, fx in ((y, x),):
+            sy = (fy + 0.5) * prob.shape[0] / height - 0.5
+            sx = (fx + 0.5) * prob.shape[1] / width - 0.5
+            y0, x0 = int(np.clip(np.floor(sy), 0, prob.shape[0] - 1)), int(np.clip(np.floor(sx), 0, prob.shape[1] - 1))
+            taps = [(r, c) for r in (y0, min(y0 + 1, prob.shape[0] - 1)) for c in (x0, min(x0 + 1, prob.shape[1] - 1))]
+        r, c = max(taps, key=lambda t: prob[t])
+        owner[y, x] = regions[r, c]
+    area = np.bincount(owner[full > 0], minlength=int(owner.max()) + 1)
+    keep = area >= min_px
+    keep[0] = False
+    return (full * keep[owner]).astype(np.uint8)
+
+
+def test_speck_filter_clears_the_small_regions_of_the_model_mask_measured_in_frame_pixels():
+    """Regions are the model mask's 8-connected components, measured in frame pixels (their area is
+    what the bilinear upsampling gives them): the same mask, pixel for pixel, as assigning every
+    frame pixel to its largest tap's region and dropping the small ones by brute force."""
     import cv2
 
     from medge.apps.ultrasound.overlay import mask_at_frame
 
     rng = np.random.default_rng(7)
-    for sigma, min_px in ((1.2, 30), (1.0, 12), (0.7, 5), (0.6, 400)):  # 2 to 98 specks of 14 to 115 regions
+    cases = ((1.2, 30, (300, 400)), (1.0, 12, (300, 400)), (0.7, 5, (300, 400)), (0.6, 400, (300, 400)),
+             (0.8, 20, (61, 97)), (1.0, 25, (48, 64)), (0.7, 3, (23, 29)))  # upsampled, the same size, downsampled
+    for sigma, min_px, (height, width) in cases:
         prob = cv2.GaussianBlur(rng.random((48, 64)).astype(np.float32), (0, 0), sigma)
         prob = (prob - prob.min()) / (prob.max() - prob.min())
-        full = (cv2.resize(prob, (400, 300), interpolation=cv2.INTER_LINEAR) >= 0.6).astype(np.uint8)
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(full, connectivity=8)
-        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_px) + 1
-        assert small.size, "the case must have specks to remove"
-        full[np.isin(labels, small)] = 0
-        seg = mask_at_frame(prob, 300, 400, None, 0.6, min_px)
-        got = np.zeros_like(full)
-        (x, y), (h, w) = seg.origin, seg.roi.shape
-        got[y:y + h, x:x + w] = seg.roi
-        assert np.array_equal(got, full) and seg.area_px == int(full.sum())
+        want = _regions_by_brute_force(prob, height, width, 0.6, min_px)
+        plain = (cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.6).astype(np.uint8)
+        assert want.sum() < plain.sum(), "the case must have specks to remove"
+        seg = mask_at_frame(prob, height, width, None, 0.6, min_px)
+        assert np.array_equal(seg.mask, want) and seg.area_px == int(want.sum())
+
+
+def test_a_region_the_upsampling_splits_is_still_one_lesion():
+    """Two model pixels that touch at a corner are one region of the model's mask; the upsampled frame
+    mask may split them, but the region's area is the sum of both parts, so neither part is a speck."""
+    from medge.apps.ultrasound.overlay import mask_at_frame
+
+    prob = np.zeros((8, 8), np.float32)
+    prob[3, 3] = prob[4, 4] = 1.0
+    import cv2
+
+    seg = mask_at_frame(prob, 80, 80, None, 0.9, 0)  # unfiltered: the two parts
+    parts = seg.area_px
+    pieces, _ = cv2.connectedComponents(seg.mask, connectivity=8)
+    assert pieces - 1 == 2 and parts > 0  # apart on the frame
+    kept = mask_at_frame(prob, 80, 80, None, 0.9, parts)  # the region has exactly that many pixels: kept
+    assert kept.area_px == parts and np.array_equal(kept.mask, seg.mask)
+    assert mask_at_frame(prob, 80, 80, None, 0.9, parts + 1).area_px == 0
 
 
 def test_view_encodes_a_frame_only_for_a_client_and_once_for_all():
