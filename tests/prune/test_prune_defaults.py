@@ -12,6 +12,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the CLI call's own limit; conftest gives other slow tests 900 s
 @pytest.mark.parametrize("model", ["cxr-densenet-tiny", "us-frame-screen"])
 def test_readme_prune_auto_command_with_defaults_gives_a_gated_pruned_bundle(run_cli, tmp_path, model):
     bundle = tmp_path / "b"
