@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float,
                         help="largest allowed metric drop vs the dense model; a failing model is not written "
                              "(default with --sparsity auto: 0.005 AUROC/Pearson, 0.01 Dice)")
-    parser.add_argument("--min-sparsity", type=float, default=0.5, help="--sparsity auto: lowest sparsity tried (default 0.5)")
+    parser.add_argument("--min-sparsity", type=float,
+                        help="--sparsity auto: lowest sparsity tried (default 0.5, halved down to 0.25 when 0.5 fails)")
     parser.add_argument("--max-sparsity", type=float, default=0.7, help="--sparsity auto: highest sparsity tried (default 0.7)")
     parser.add_argument("--resolution", type=float, default=0.05, help="--sparsity auto: bisection resolution (default 0.05)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",

@@ -48,6 +48,10 @@ ONNX_OPSET_FOR_SIZE = 17
 _PARITY_ATOL = 1e-4
 SYNTHETIC_EVAL_SAMPLES = 2000  # first draw of the gate set; grown until its CI can decide (prune_recover)
 DEFAULT_TIME_BUDGET = 1300.0  # --sparsity auto without --time-budget: grown to fit the probes (prune_search)
+# --sparsity auto without --min-sparsity starts at 0.5; when that fails (a narrow model, e.g. us-xlstm-unet's
+# 16-32-64 channels, left with 8), it halves down to the floor before giving up.
+DEFAULT_MIN_SPARSITY = 0.5
+STEP_DOWN_FLOOR = 0.25
 # Defaults from what bench/bench_prune.py showed works on the zoo (issue 28): 600 steps run to the end
 # (patience 1000: the best EMA state on a 1000-sample selection set is kept), the label loss alone
 # when the data have labels, the search over [0.5, 0.7].
@@ -94,7 +98,7 @@ class PruneConfig:
     select_samples: int = 1000
     metric: str | None = None
     max_drop: float | None = None
-    min_sparsity: float = 0.5
+    min_sparsity: float | None = None  # None: DEFAULT_MIN_SPARSITY, stepping down to STEP_DOWN_FLOOR when it fails
     max_sparsity: float = 0.7
     resolution: float = 0.05
     time_budget: float | None = None  # --sparsity auto: None is DEFAULT_TIME_BUDGET, scaled with the model
@@ -139,6 +143,11 @@ class PruneReport(Report):
     notes: list[str] = field(default_factory=list)
 
 
+def min_sparsity(config: PruneConfig) -> float:
+    """The lowest sparsity `--sparsity auto` tries first: --min-sparsity, else the default."""
+    return DEFAULT_MIN_SPARSITY if config.min_sparsity is None else config.min_sparsity
+
+
 def validate_config(config: PruneConfig) -> None:
     """Reject bad requests before any model is built (raises `UsageError`)."""
     if config.mode not in MODES:
@@ -150,9 +159,9 @@ def validate_config(config: PruneConfig) -> None:
         if not config.finetune:
             raise UsageError("--sparsity auto needs --finetune SOURCE: every probed sparsity is distilled before "
                              "it is gated (e.g. --finetune synthetic:cxr)")
-        if not 0.0 < config.min_sparsity < config.max_sparsity <= upper:
+        if not 0.0 < min_sparsity(config) < config.max_sparsity <= upper:
             raise UsageError(f"need 0 < --min-sparsity < --max-sparsity <= {upper:g} "
-                             f"(got {config.min_sparsity:g}, {config.max_sparsity:g})")
+                             f"(got {min_sparsity(config):g}, {config.max_sparsity:g})")
     elif not 0.0 < config.sparsity <= upper:
         raise UsageError(f"--sparsity must be in (0, {upper:g}] or 'auto' for {config.mode} pruning (got "
                          f"{config.sparsity:g}); e.g. --sparsity 0.5 removes half of the channels/weights")
@@ -382,7 +391,8 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
     if config.mode == "structured" and sets is not None and sets.stream is not None:
         auto = config.sparsity is None
         plan = Plan(sparsity=config.sparsity, prune_steps=config.prune_steps, max_drop=config.max_drop,
-                    min_sparsity=config.min_sparsity, max_sparsity=config.max_sparsity, resolution=config.resolution,
+                    min_sparsity=min_sparsity(config), max_sparsity=config.max_sparsity, resolution=config.resolution,
+                    step_down_to=STEP_DOWN_FLOOR if config.min_sparsity is None else None,
                     time_budget=config.time_budget or (DEFAULT_TIME_BUDGET if auto else None),
                     round_to=config.round_to, distill=_distill_config(config), ci_rule=auto,
                     scale_time_budget=auto and config.time_budget is None)
@@ -450,7 +460,8 @@ def _settings(config: PruneConfig, sets) -> dict[str, Any]:
     if sets is not None:
         out.update(eval_samples_used=len(sets.gate.inputs), eval_samples_cap=sets.eval_cap or len(sets.gate.inputs))
     if config.sparsity is None:
-        out.update(min_sparsity=config.min_sparsity, max_sparsity=config.max_sparsity, resolution=config.resolution,
+        out.update(min_sparsity=min_sparsity(config), max_sparsity=config.max_sparsity, resolution=config.resolution,
+                   step_down_to=STEP_DOWN_FLOOR if config.min_sparsity is None else None,
                    time_budget=config.time_budget if config.time_budget is not None else
                    f"{DEFAULT_TIME_BUDGET:g} s or more (fits the probes at the first one's pace)")
     return out
@@ -511,7 +522,7 @@ def prune_model(config: PruneConfig) -> PruneReport:
     if config.mode == "structured":  # refuse graphs torch_pruning cannot handle before data are built
         from medge.prune.methods import prune_structured_checked
 
-        prune_structured_checked(copy.deepcopy(teacher), example, config.sparsity or config.min_sparsity,
+        prune_structured_checked(copy.deepcopy(teacher), example, config.sparsity or min_sparsity(config),
                                  config.round_to, config.model)
     sets = None
     if metric is not None:

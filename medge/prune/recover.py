@@ -104,6 +104,7 @@ class Plan:
     distill: DistillConfig = field(default_factory=DistillConfig)
     ci_rule: bool = False  # pass only when the drop's whole CI is within max_drop (--sparsity auto)
     scale_time_budget: bool = False  # the default budget: grown to fit every probe at the first one's pace
+    step_down_to: float | None = None  # when min_sparsity fails: halve it down to this floor before giving up
 
 
 def predict(module: nn.Module, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:

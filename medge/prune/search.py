@@ -6,6 +6,8 @@ straddles it is a failed probe "within noise").  A probe whose pruned widths equ
 probe's (channel rounding maps nearby sparsities onto one architecture) is skipped and takes that
 probe's verdict.  The search stops when the interval is resolved or the time budget is spent; with
 `Plan.scale_time_budget` the budget grows to fit the expected probes at the first probe's pace.
+When the lowest sparsity fails and `Plan.step_down_to` is set (the default range), the search halves
+it down to that floor; the first that passes becomes the low end of the bisection.
 Every probe is reported (sparsity, widths, steps, metric with CI, time), with a progress line per
 probe and an ETA for the whole search; when nothing passes, the error names the best probe and
 the flag most likely to help.
@@ -58,10 +60,11 @@ def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Ten
     """Largest sparsity in [min, max] (to `plan.resolution`) whose pruned student passes the gate.
 
     Returns the chosen trial and one JSON record per probe.  Raises `GateFailedError` when the
-    smallest sparsity already fails (nothing is written then).
+    smallest sparsity (after stepping down to `plan.step_down_to`) already fails (nothing is written then).
     """
     started = time.perf_counter()
     total = max_probes(plan)
+    extra = [0]  # step-down probes, counted into the plan once they are needed
     dense_width = sum(layer_widths(dense))
     probes: list[dict[str, Any]] = []
     tried: list[Trial] = []
@@ -73,7 +76,7 @@ def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Ten
     def eta() -> str:
         if not tried:
             return "ETA after the first probe"
-        left = (total - len(probes)) * sum(t.seconds for t in tried) / len(tried)
+        left = (total + extra[0] - len(probes)) * sum(t.seconds for t in tried) / len(tried)
         if budget[0] is not None:
             left = min(left, max(budget[0] - elapsed(), 0.0))
         return f"ETA {left:.0f} s"
@@ -87,7 +90,7 @@ def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Ten
                            "passed": same.gate.passed})
             _say(f"sparsity {s:.2f} skipped: same widths as {same.sparsity:.2f} ({same.gate.verdict})")
             return same
-        _say(f"probe {len(probes) + 1}/{total} at sparsity {s:.2f}; search {elapsed():.0f} s, {eta()}")
+        _say(f"probe {len(probes) + 1}/{total + extra[0]} at sparsity {s:.2f}; search {elapsed():.0f} s, {eta()}")
         trial = prune_and_distil(dense, s, plan, sets, example, task_loss, label="auto ")
         tried.append(trial)
         probes.append(trial.summary())
@@ -100,12 +103,21 @@ def search_sparsity(dense: nn.Module, plan: Plan, sets: Sets, example: torch.Ten
         return budget[0] is not None and elapsed() > budget[0]
 
     low = probe(plan.min_sparsity)
+    lo, hi = plan.min_sparsity, plan.max_sparsity
+    failed = low
+    while not low.gate.passed and plan.step_down_to is not None and lo / 2 >= plan.step_down_to - 1e-9:
+        failed, hi, lo = low, lo, round(lo / 2, 4)
+        extra[0] += 1
+        _say(f"sparsity {hi:.2f} fails; stepping down to {lo:.2f} (the default range reaches down to "
+             f"{plan.step_down_to:g})")
+        low = probe(lo)
     if not low.gate.passed:
-        raise GateFailedError(_nothing_passes(model, low, sets))
-    best, lo, hi = low, plan.min_sparsity, plan.max_sparsity
-    top = None if over_budget() else probe(hi)
-    if top is not None and top.gate.passed:
-        return _done(top, probes, budget[0], elapsed())
+        raise GateFailedError(_nothing_passes(model, low if low.gate.drop <= failed.gate.drop else failed, sets))
+    best = low
+    if hi == plan.max_sparsity:
+        top = None if over_budget() else probe(hi)
+        if top is not None and top.gate.passed:
+            return _done(top, probes, budget[0], elapsed())
     while hi - lo > plan.resolution + 1e-9 and not over_budget():
         mid = round((lo + hi) / 2, 4)
         trial = probe(mid)

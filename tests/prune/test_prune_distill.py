@@ -80,6 +80,14 @@ def test_sparsity_auto_finds_a_passing_sparsity_and_refuses_an_impossible_gate(r
     assert "--min-sparsity" in fail.stderr or "--distill-steps" in fail.stderr
     assert not never.exists() and not list(tmp_path.glob("never.pt2*"))
 
+    # the default range: 0.5 first; when it fails, halved down to 0.25 before giving up
+    default = run_cli("prune", *_user(weights), "--sparsity", "auto", "--finetune", images, "--distill-steps", "50",
+                      "--max-drop", "0", "-o", never)
+    assert_one_line_error(default, "no sparsity passes the gate", "nothing was written")
+    assert "probe 1/4 at sparsity 0.50" in default.stderr
+    assert "sparsity 0.50 fails; stepping down to 0.25" in default.stderr and "probe 2/5 at sparsity 0.25" in default.stderr
+    assert not never.exists()
+
 
 def test_build_with_prune_writes_a_bundle_whose_manifest_records_the_pruning(run_cli, tmp_path, user_model,
                                                                            residual_models_on_path):
