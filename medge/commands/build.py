@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill-steps", type=int, help="--prune: distillation steps per probe (default 600)")
     parser.add_argument("--prune-time-budget", type=float, metavar="SECONDS",
                         help="--prune auto: time budget of the search (default 1300, raised to fit every probe)")
-    parser.add_argument("--min-sparsity", type=float, help="--prune auto: lowest sparsity tried (default 0.5, halved down to 0.25 when 0.5 fails)")
+    parser.add_argument("--min-sparsity", type=float,
+                        help="--prune auto: lowest sparsity tried (default 0.5, halved down to 0.25 when 0.5 fails)")
     parser.add_argument("--max-sparsity", type=float, help="--prune auto: highest sparsity tried (default 0.7)")
     parser.add_argument("--distill-task-weight", type=float, metavar="W",
                         help="--prune: weight of the label loss when the distillation data have labels (default 1.0; "
