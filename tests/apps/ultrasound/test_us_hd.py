@@ -144,15 +144,12 @@ def _regions_by_brute_force(prob: np.ndarray, height: int, width: int, threshold
     full = (cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR) >= threshold).astype(np.uint8)
     _, regions = cv2.connectedComponents((prob >= threshold).astype(np.uint8), connectivity=8)
     owner = np.zeros(full.shape, np.int64)
+    rows, cols = prob.shape
     for y, x in zip(*np.nonzero(full)):
-        taps = []
-        for fy, fx in ((y, x),):
-            sy = (fy + 0.5) * prob.shape[0] / height - 0.5
-            sx = (fx + 0.5) * prob.shape[1] / width - 0.5
-            y0, x0 = int(np.clip(np.floor(sy), 0, prob.shape[0] - 1)), int(np.clip(np.floor(sx), 0, prob.shape[1] - 1))
-            taps = [(r, c) for r in (y0, min(y0 + 1, prob.shape[0] - 1)) for c in (x0, min(x0 + 1, prob.shape[1] - 1))]
-        r, c = max(taps, key=lambda t: prob[t])
-        owner[y, x] = regions[r, c]
+        y0 = int(np.clip(np.floor((y + 0.5) * rows / height - 0.5), 0, rows - 1))  # the low tap, as cv2.resize
+        x0 = int(np.clip(np.floor((x + 0.5) * cols / width - 0.5), 0, cols - 1))
+        taps = [(r, c) for r in (y0, min(y0 + 1, rows - 1)) for c in (x0, min(x0 + 1, cols - 1))]
+        owner[y, x] = regions[max(taps, key=lambda t: prob[t])]
     area = np.bincount(owner[full > 0], minlength=int(owner.max()) + 1)
     keep = area >= min_px
     keep[0] = False
