@@ -204,11 +204,17 @@ def _check_model_file(model: str) -> None:
                          f"package.module:factory or .pt2/.pt): run 'medge compile {path} --target T -o BUNDLE'")
 
 
+def _pruned_precision(config: BuildConfig, target) -> str | None:
+    """--prune without --precision: INT8 where the target accelerates it (the pruned+INT8 bundle that pruning is
+    for: the two speed-ups compound), else the target's default."""
+    return "int8" if config.prune is not None and target.int8_accelerated and "int8" in target.precisions else None
+
+
 def build(config: BuildConfig) -> BuildReport:
     """Run the whole chain for `config.model` on `config.target`; returns the BuildReport."""
     t0 = time.perf_counter()
     target = get_target(config.target)
-    precision = validate_request(target, config.precision)  # fail before any work
+    precision = validate_request(target, config.precision or _pruned_precision(config, target))  # fail before any work
     if config.runs < 2:
         raise UsageError(f"--runs must be at least 2 (got {config.runs})")
     output = Path(config.output)

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"zoo name, package.module:factory or .pt2/.pt file (default {DEFAULT_MODEL})")
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"device profile (default {DEFAULT_TARGET}; see 'medge devices list')")
     parser.add_argument("-o", "--output", help="bundle folder (default build/<model>-<target>)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help=PRECISION_HELP)
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                        help=PRECISION_HELP + "; with --prune, int8 where the target accelerates it")
     parser.add_argument("--calib", help="calibration data (folder, DICOM, WFDB, .npz, synthetic[:task]); default: the zoo "
                         "model's synthetic data, with a WARNING (required for models not in the zoo when int8)")
     parser.add_argument("--eval", help="evaluation data for the accuracy gate; default: the zoo model's synthetic data "

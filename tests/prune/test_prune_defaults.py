@@ -19,6 +19,7 @@ def test_readme_prune_auto_command_with_defaults_gives_a_gated_pruned_bundle(run
     res = run_cli("build", model, "--target", "intel-cpu", "--prune", "auto", "-o", bundle, report=True,
                   timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.report["precision"] == "int8"  # --prune without --precision: the pruned+INT8 bundle
     pruning = res.report["pruning"]
     gate = pruning["gate"]
     assert gate["passed"] is True and gate["verdict"] == "passed"
