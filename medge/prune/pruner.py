@@ -148,6 +148,11 @@ def min_sparsity(config: PruneConfig) -> float:
     return DEFAULT_MIN_SPARSITY if config.min_sparsity is None else config.min_sparsity
 
 
+def step_down_floor(config: PruneConfig) -> float | None:
+    """How far `--sparsity auto` halves a failing lowest sparsity: only in the default range."""
+    return STEP_DOWN_FLOOR if config.min_sparsity is None else None
+
+
 def validate_config(config: PruneConfig) -> None:
     """Reject bad requests before any model is built (raises `UsageError`)."""
     if config.mode not in MODES:
@@ -392,7 +397,7 @@ def _recover(config: PruneConfig, report: PruneReport, loaded, teacher, example,
         auto = config.sparsity is None
         plan = Plan(sparsity=config.sparsity, prune_steps=config.prune_steps, max_drop=config.max_drop,
                     min_sparsity=min_sparsity(config), max_sparsity=config.max_sparsity, resolution=config.resolution,
-                    step_down_to=STEP_DOWN_FLOOR if config.min_sparsity is None else None,
+                    step_down_to=step_down_floor(config),
                     time_budget=config.time_budget or (DEFAULT_TIME_BUDGET if auto else None),
                     round_to=config.round_to, distill=_distill_config(config), ci_rule=auto,
                     scale_time_budget=auto and config.time_budget is None)
@@ -461,7 +466,7 @@ def _settings(config: PruneConfig, sets) -> dict[str, Any]:
         out.update(eval_samples_used=len(sets.gate.inputs), eval_samples_cap=sets.eval_cap or len(sets.gate.inputs))
     if config.sparsity is None:
         out.update(min_sparsity=min_sparsity(config), max_sparsity=config.max_sparsity, resolution=config.resolution,
-                   step_down_to=STEP_DOWN_FLOOR if config.min_sparsity is None else None,
+                   step_down_to=step_down_floor(config),
                    time_budget=config.time_budget if config.time_budget is not None else
                    f"{DEFAULT_TIME_BUDGET:g} s or more (fits the probes at the first one's pace)")
     return out
