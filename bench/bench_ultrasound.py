@@ -11,6 +11,8 @@
 (b) Paced at the source's rate (the same mp4 at `--fps`), a client on the view's stream:
     p50/p99 pipeline latency, drops and the view's frames, for the pipeline and for the peer (the
     naive loop paced the same way: a frame it is still busy with when the next is due is a drop).
+    With `--rt-priority N` the paced app runs with `medge ultrasound --rt-priority N` (capture, decode
+    and stage threads SCHED_FIFO) and the paced peer's thread likewise.
 
 Goals: issue 7 at 640×480 (≥ 60 FPS; p99 ≤ 33 ms at 30 fps with 0 drops; ≥ 1.5× the naive loop);
 issue 25 at 1920×1080 (`--size 1920x1080 --fps 60`): 60 fps end to end paced at 60 fps, p99 ≤ 33 ms,
@@ -18,7 +20,7 @@ issue 25 at 1920×1080 (`--size 1920x1080 --fps 60`): 60 fps end to end paced at
 
     python bench/bench_ultrasound.py [--size 1920x1080] [--fps 60] [--segmenter B] [--screen B]
                                      [--workdir build/bench-us] [--frames 300] [--rounds 3] [--threads N]
-                                     [--json out.json] [--png chart.png]
+                                     [--rt-priority N] [--json out.json] [--png chart.png]
 
 Without --segmenter/--screen the bundles are built once in --workdir with `medge export` and
 `medge compile` (U-Net INT8 with synthetic calibration and a Dice gate; screen FP32).
@@ -125,10 +127,21 @@ class StreamClient:
         return self.parts
 
 
-def naive_loop(video: Path, unet: Path, screen: Path, threads: int, pace: float | None = None) -> dict[str, Any]:
+def naive_loop(video: Path, unet: Path, screen: Path, threads: int, pace: float | None = None,
+               rt_priority: int | None = None) -> dict[str, Any]:
     """The peer: one thread does read → screen → segment → overlay → encode → publish per frame, all at
     the frame's size, with a client on its view.  With `pace` (seconds per frame) frames are due at that
-    rate: one that is due while the loop is still busy is dropped, as a live source would lose it."""
+    rate: one that is due while the loop is still busy is dropped, as a live source would lose it.
+    `rt_priority` runs the loop (and its decoder's threads) SCHED_FIFO, as the pipeline's threads."""
+    from medge.apps.scheduling import realtime_threads
+    from medge.apps.view import BrowserView
+
+    port = free_port()
+    with BrowserView("127.0.0.1", port) as view, realtime_threads(rt_priority):  # the view's server stays normal
+        return _naive(video, unet, screen, threads, pace, view, port)
+
+
+def _naive(video: Path, unet: Path, screen: Path, threads: int, pace: float | None, view: Any, port: int) -> dict[str, Any]:
     import cv2
 
     from medge.apps.model import AppModel, classifier_threshold
@@ -136,13 +149,11 @@ def naive_loop(video: Path, unet: Path, screen: Path, threads: int, pace: float 
     from medge.apps.ultrasound.app import _probability_plane
     from medge.apps.ultrasound.overlay import Segmentation, draw_overlay
     from medge.apps.ultrasound.sources import VideoSource
-    from medge.apps.view import BrowserView, encode_jpeg
+    from medge.apps.view import encode_jpeg
 
     cv2.setNumThreads(-1)  # OpenCV's default pool (the app sets 1 for its own stages in this process)
-    port = free_port()
     with AppModel.open(unet, expect_task="segmentation", threads=threads) as seg, \
-            AppModel.open(screen, expect_task="classification", threads=threads) as scr, \
-            BrowserView("127.0.0.1", port) as view:
+            AppModel.open(screen, expect_task="classification", threads=threads) as scr:
         client = StreamClient(port)
         threshold = classifier_threshold(scr.meta)
         source = VideoSource(video)
@@ -177,7 +188,8 @@ def naive_loop(video: Path, unet: Path, screen: Path, threads: int, pace: float 
     return {"frames": n, "dropped": dropped, "fps": n / elapsed, "latency_ms": latency.summary(), "client_frames": parts}
 
 
-def app_run(video: Path, unet: Path, screen: Path, threads: int | None, realtime: bool) -> dict[str, Any]:
+def app_run(video: Path, unet: Path, screen: Path, threads: int | None, realtime: bool,
+            rt_priority: int | None = None) -> dict[str, Any]:
     """`medge ultrasound` on the video, browser view on with a client reading its stream."""
     from medge.apps.ultrasound.app import UltrasoundConfig, run_ultrasound
 
@@ -185,7 +197,7 @@ def app_run(video: Path, unet: Path, screen: Path, threads: int | None, realtime
     client = StreamClient(port)
     config = UltrasoundConfig(segmenter=str(unet), screen=str(screen), source=str(video),
                               view=f"browser:127.0.0.1:{port}", realtime=realtime, threads=threads, progress=False,
-                              warmup=10)
+                              warmup=10, rt_priority=rt_priority)
     report = run_ultrasound(config).to_dict()
     report["client_frames"] = client.close()
     return report
@@ -215,7 +227,8 @@ def write_chart(result: dict[str, Any], paced: dict[str, Any], path: Path) -> No
     ax2.bar(x + 0.2, [s["p99"] or 0 for s in stats], 0.4, label="p99")
     ax2.axhline(33, color="grey", ls="--", lw=1, label="33 ms goal")
     ax2.set(xticks=x, xticklabels=names, ylabel="ms",
-            title=f"(b) paced {result['fps']:g} fps: {paced['frames']['dropped']} drops of {paced['frames']['in']}")
+            title=f"(b) paced {result['fps']:g} fps, {paced['scheduling']}: {paced['frames']['dropped']} drops of "
+                f"{paced['frames']['in']}")
     ax2.legend(fontsize=8)
     fig.suptitle(f"medge ultrasound, {result['size'][0]}×{result['size'][1]}, U-Net INT8 + screen, intel-cpu (shared machine: noisy)", fontsize=10)
     fig.tight_layout()
@@ -236,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, help="inference threads per model (default: the app's, half the cores)")
+    parser.add_argument("--rt-priority", type=int, metavar="N",
+                        help="(b) with `medge ultrasound --rt-priority N`, and the paced peer SCHED_FIFO alike")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path, help="chart (default: WORKDIR/bench_ultrasound-WxH.png)")
     args = parser.parse_args(argv)
@@ -258,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         app_reports.append(report)
         print(f"round {r + 1}: naive {naive['fps']:.1f} fps, pipeline {report['fps']:.1f} fps "
               f"(frames {report['frames']})", file=sys.stderr, flush=True)
-    naive_paced = naive_loop(video, unet, screen, threads, pace=1.0 / args.fps)
-    paced = app_run(video, unet, screen, threads, realtime=True)
+    naive_paced = naive_loop(video, unet, screen, threads, pace=1.0 / args.fps, rt_priority=args.rt_priority)
+    paced = app_run(video, unet, screen, threads, realtime=True, rt_priority=args.rt_priority)
 
     a_naive, a_app = statistics.median(naive_fps), statistics.median(app_fps)
     e2e = paced["latency_ms"]["end_to_end"]
@@ -269,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine_note": "shared 2-core machine; other tenants add noise; rounds interleaved",
         "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
         "size": list(size), "fps": args.fps, "threads": threads, "frames": args.frames,
+        "paced_scheduling": paced["scheduling"],
         "a_as_fast_as_possible": {
             "pipeline_fps_median": a_app, "naive_fps_median": a_naive, "ratio_vs_naive": a_app / a_naive,
             "pipeline_fps_rounds": app_fps, "naive_fps_rounds": naive_fps,
@@ -293,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     a, b = result["a_as_fast_as_possible"], result[f"b_paced_{args.fps:g}fps"]
     w, h = size
-    print(f"{w}x{h}, {threads} inference thread(s) per model, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+    print(f"{w}x{h}, {threads} inference thread(s) per model, paced run {paced['scheduling']}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
           file=sys.stderr)
     print(f"(a) pipeline {a['pipeline_fps_median']:.1f} fps vs naive loop {a['naive_fps_median']:.1f} fps "
           f"= {a['ratio_vs_naive']:.2f}x   [goals: >={goal_fps:g} fps {'met' if a[f'goal_fps_{goal_fps:g}'] else 'NOT met'}, "

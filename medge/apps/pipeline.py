@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medge.apps.scheduling import set_os_thread_name
 from medge.evaluate.statistics import LATENCY_KEYS
 
 clock = time.perf_counter  # monotonic, high resolution; every timestamp in an Item uses it
@@ -350,7 +351,7 @@ class Pipeline:
         targets += [(st.name, lambda i=i: self._run_stage(i)) for i, st in enumerate(self._stages)]
         targets += [(sk.name, lambda i=i: self._run_sink(i)) for i, sk in enumerate(self._sinks)]
         for name, target in targets:
-            thread = threading.Thread(target=self._guard(target), name=f"medge-{name}", daemon=True)
+            thread = threading.Thread(target=self._guard(target, f"medge-{name}"), name=f"medge-{name}", daemon=True)
             self._threads.append(thread)
             thread.start()
         return self
@@ -409,8 +410,9 @@ class Pipeline:
         return snap
 
     # --- threads ------------------------------------------------------------------------------
-    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+    def _guard(self, target: Callable[[], None], name: str) -> Callable[[], None]:
         def run() -> None:
+            set_os_thread_name(name)  # `top -H` shows which stage spends the CPU
             try:
                 target()
             except BaseException as exc:  # noqa: BLE001 - handed to join() in the main thread

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medge.apps.scheduling import set_os_thread_name
 from medge.apps.view_security import BASE_HEADERS, DATA_CSP, LOGIN_PAGE, Guard, ViewSecurity, page_csp
 from medge.common.errors import MedgeError, UsageError
 from medge.common.registry import import_optional
@@ -257,10 +258,13 @@ class BrowserView:
             raise MedgeError(f"cannot serve the browser view on {self.host}:{self.port} ({exc.strerror or exc}); "
                              "pass another host/port") from None
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="medge-view", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="medge-view", daemon=True)
         self._thread.start()
         return self
+
+    def _serve(self) -> None:
+        set_os_thread_name("medge-view")  # its request threads inherit the name (and the normal policy)
+        self._server.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
         """Stop serving; streaming clients get the last frame and the final stats first (up to 1 s)."""

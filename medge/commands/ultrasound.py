@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", metavar="OUT.mp4", help="write the overlaid video (atomically) to OUT.mp4 or .avi")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="inference threads per model (default: half the CPU cores, at least 1)")
+    parser.add_argument("--rt-priority", type=int, metavar="N",
+                        help="run the capture, decode and stage threads SCHED_FIFO at priority N (1-99), so that no "
+                             "other thread preempts a frame in flight: steadier latency and no drops on a busy "
+                             "device (needs `ulimit -r N`, LimitRTPRIO=N or CAP_SYS_NICE; paced or live sources only)")
     parser.add_argument("--device", help="runtime device (default: the bundle's)")
     parser.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 30), or the rate to ask a camera for")
     parser.add_argument("--mm-per-px", type=float, metavar="MM", help="pixel size for video/camera sources (DICOM files carry their own)")
@@ -91,6 +95,6 @@ def run(args: argparse.Namespace):
         camera_format=args.camera_format, input_size=input_size,
         view_size=parse_size(args.view_size, "--view-size") if args.view_size else None, mask_threshold=args.mask_threshold,
         warmup=args.warmup, progress=not args.quiet, stall_timeout=args.stall_timeout, view_security=view_security_from_args(args),
-        min_lesion_area=args.min_lesion_area, linger_s=args.linger,
+        min_lesion_area=args.min_lesion_area, linger_s=args.linger, rt_priority=args.rt_priority,
     )
     return run_ultrasound(config)

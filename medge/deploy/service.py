@@ -90,8 +90,11 @@ class AppSpec:
 
 
 def systemd_unit(spec: AppSpec, bundle: str) -> str:
-    """The unit file: a dedicated user, Restart=on-failure, journald, a 0700 state directory."""
+    """The unit file: a dedicated user, Restart=on-failure, journald, a 0700 state directory, and
+    ``LimitRTPRIO`` when the app asks for real-time threads (``--rt-priority N``)."""
     command = " ".join(_systemd_quote(a) for a in spec.command(bundle))
+    rt_priority = option_value(list(spec.app_args), "--rt-priority")
+    rt_limit = f"LimitRTPRIO={int(rt_priority)}\n" if rt_priority and rt_priority.isdigit() else ""
     return f"""[Unit]
 Description=medge {spec.app} app ({bundle})
 After=network-online.target
@@ -108,7 +111,7 @@ StateDirectoryMode=0700
 Environment=PYTHONUNBUFFERED=1 XDG_CACHE_HOME={spec.state_dir}/.cache
 Restart=on-failure
 RestartSec=5
-StandardOutput=journal
+{rt_limit}StandardOutput=journal
 StandardError=journal
 SyslogIdentifier={spec.service}
 NoNewPrivileges=yes

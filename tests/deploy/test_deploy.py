@@ -66,14 +66,14 @@ def test_deploy_pidfile_end_to_end(sshd, seg_bundle, tmp_path):
 
 def test_deploy_dry_run_and_systemd_unit(seg_bundle, tmp_path):
     proc = _medge("deploy", str(seg_bundle), "--device", "ssh://nvidia@jetson.invalid", "--app", "ultrasound",
-                  "--dry-run", "--json", "--", "--source", "/dev/video0")
+                  "--dry-run", "--json", "--", "--source", "/dev/video0", "--rt-priority", "20")
     assert proc.returncode == 0, proc.stderr
     steps = {s["name"]: s for s in _report(proc)["steps"]}
     assert list(steps) == ["connect", "check", "copy", "verify", "engine", "install", "start", "health", "record"]
     assert all(s["status"] == "dry-run" for s in steps.values())
     unit = steps["install"]["detail"].split(":\n", 1)[1]
     for line in ("Restart=on-failure", "User=medge-ultrasound", "StateDirectoryMode=0700", "StandardOutput=journal",
-                 "--source /dev/video0"):
+                 "--source /dev/video0", "--rt-priority 20", "LimitRTPRIO=20"):  # the app's SCHED_FIFO is allowed
         assert line in unit
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")

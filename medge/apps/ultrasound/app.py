@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage
+from medge.apps.scheduling import check_realtime, realtime_threads, thread_scheduling
 from medge.common.errors import UsageError
 from medge.common.reports import Report
 from medge.apps.model import AppModel, classifier_threshold
@@ -62,6 +63,7 @@ class UltrasoundConfig:
     min_lesion_area: str | None = None  # "25px" / "7mm2"; default DEFAULT_MIN_AREA_MM2 when calibrated, else _PX
     linger_s: float = 0.0  # the browser view stays open this long after a file source ends
     view_security: Any = None  # medge.apps.view_security.ViewSecurity (HTTPS, token, bind rule)
+    rt_priority: int | None = None  # SCHED_FIFO priority of the capture, decode and stage threads
 
 
 @dataclass
@@ -79,6 +81,7 @@ class UltrasoundReport(Report):
     source_events: dict[str, Any] = field(default_factory=dict)
     lesion: dict[str, Any] = field(default_factory=dict)
     view: dict[str, Any] = field(default_factory=dict)
+    scheduling: str = "SCHED_OTHER"  # of the capture, decode and stage threads
     record: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     stopped_early: bool = False
@@ -95,7 +98,8 @@ class UltrasoundReport(Report):
         mm = f", {src['mm_per_px']:.3f} mm/px" if src.get("mm_per_px") else ", areas in px"
         fps = f"{src['fps']:.1f}" if src.get("fps") else "?"
         rows = [("source", f"{src.get('kind')} {src.get('label', '')} {size}{mm}, {fps} fps"),
-                ("mode", self.mode + (" (stopped early)" if self.stopped_early else ""))]
+                ("mode", self.mode + (" (stopped early)" if self.stopped_early else "")),
+                ("threads", f"capture and stages {self.scheduling}")]
         for role, m in self.models.items():
             rows.append((role, f"{m['model']} sha256 {m['sha256'][:12]}{' (demo weights)' if m.get('demo') else ''}: "
                                f"{m['artifact']} [{m['runtime']}/{m['device']}] input {'×'.join(map(str, m['input']))}"))
@@ -275,6 +279,7 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         raise UsageError(f"--stall-timeout must be > 0 seconds (got {config.stall_timeout})")
     if kind == "window":
         check_window_support()
+    check_realtime(config.rt_priority)
 
     with contextlib.ExitStack() as stack:
         view = None
@@ -287,6 +292,10 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
             return open_source(config.source, fps=config.fps, camera_size=config.camera_size,
                                camera_format=config.camera_format)
 
+        # From here on the threads this one starts (the source's decoder threads, the stages) run at
+        # --rt-priority; the view's server, started above, keeps the normal policy.
+        stack.enter_context(realtime_threads(config.rt_priority))
+        scheduling = thread_scheduling()
         source = Feed(reopen(), reopen, stall_s=config.stall_timeout)
         stack.callback(source.close)
         threads = config.threads or default_threads()
@@ -301,6 +310,10 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         threshold = config.screen_threshold if config.screen_threshold is not None else (
             classifier_threshold(screen.meta) if screen else None)
         info = source.info
+        if config.rt_priority is not None and not config.realtime and not info.live:
+            raise UsageError("--rt-priority is for a paced or live source: with --as-fast-as-possible every CPU stays "
+                             "busy, and real-time threads would starve the view and the rest of the machine; "
+                             "leave one of them out")
         if config.mm_per_px is not None:
             if config.mm_per_px <= 0:
                 raise UsageError(f"--mm-per-px must be > 0 (got {config.mm_per_px})")
@@ -411,8 +424,10 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
         stats = pipeline.run(progress=_progress_line if config.progress else None)
         if view is not None and config.linger_s > 0 and not stats["stopped_early"]:
             _linger(view, config.linger_s)
-        return _report(config, info, identities, seg, screen, threshold, mode, stats, tally, view, recorder, source.sizes,
-                       renderer)
+        report = _report(config, info, identities, seg, screen, threshold, mode, stats, tally, view, recorder,
+                         source.sizes, renderer)
+        report.scheduling = scheduling
+        return report
 
 
 def _report(config: UltrasoundConfig, info, identities: dict[str, dict[str, Any]], seg, screen, threshold, mode: str,
