@@ -21,6 +21,9 @@
    (`medge.calibration.synthetic.ecg`) and neurokit2's ``ecg_simulate(method="multileads")``.
    Per lead: Pearson r of the net and of the linear least-squares baseline on the held-out
    records of the other generator, and on the fitting generator's own validation records.
+   First, how far each generator's limb leads are from an electrocardiograph's (Einthoven and
+   Goldberger residuals): neurokit2's multilead ECGs scale each wave per lead from a fixed table,
+   so their III is not II − I nor aVR −(I + II)/2, and they are not one heart seen through electrodes.
 
 Timings on a shared machine are noisy; the ratios come from the same run.
 """
@@ -140,6 +143,24 @@ def write_records(kind: str, n: int, seed: int, folder: Path) -> Path:
     return folder
 
 
+def lead_consistency(folder: Path) -> dict[str, float]:
+    """Median over the records in `folder` of how far their limb leads are from what an electrocardiograph
+    forms from three limb electrodes: Einthoven RMS(III − (II − I)) and Goldberger RMS(aVR + (I + II)/2),
+    both relative to RMS(II).  ≈ 0 for a real ECG (and medge's generator); a generator far from 0 does
+    not describe one heart seen through electrodes, so no 3 → 12 reconstruction fitted elsewhere can
+    match its leads."""
+    from medge.apps.ecg.io_wfdb import read_ecg
+    from medge.apps.ecg.reconstruct import einthoven_residual
+
+    einthoven, goldberger = [], []
+    for header in sorted(folder.glob("*.hea")):
+        leads = read_ecg(header.with_suffix("")).pick(LEAD_NAMES).astype(np.float64)
+        einthoven.append(einthoven_residual(leads))
+        i, ii, avr = leads[0], leads[1], leads[3]
+        goldberger.append(float(np.sqrt(np.mean((avr + (i + ii) / 2) ** 2)) / np.sqrt(np.mean(ii ** 2))))
+    return {"einthoven_residual": float(np.median(einthoven)), "goldberger_aVR_residual": float(np.median(goldberger))}
+
+
 def fit_table(n_train: int, n_test: int, epochs: int, tmp: Path, data: Path | None = None) -> dict:
     """Fit from scratch on each generator, test on the other; per-lead r of net and linear."""
     from medge.apps.ecg.fit import Schedule, run_fit
@@ -152,7 +173,7 @@ def fit_table(n_train: int, n_test: int, epochs: int, tmp: Path, data: Path | No
             if not (folder.is_dir() and len(list(folder.glob("*.hea"))) >= n):
                 write_records(kind, n, seed, folder)
             folders[kind, split] = folder
-    table = {}
+    table: dict = {"lead_consistency": {kind: lead_consistency(folders[kind, "test"]) for kind in ("dipole", "neurokit2")}}
     for fit_on, test_on in (("dipole", "neurokit2"), ("neurokit2", "dipole")):
         r = run_fit([str(folders[fit_on, "train"])], str(tmp / f"fit-{fit_on}.onnx"), init="scratch",
                     schedule=Schedule(epochs, 0, patience=3), test=[str(folders[test_on, "test"])])
@@ -168,7 +189,12 @@ def fit_table(n_train: int, n_test: int, epochs: int, tmp: Path, data: Path | No
 
 def print_fit_table(table: dict) -> None:
     """One block per direction: per lead, net / linear on the other generator and on the own validation."""
+    for kind, c in table["lead_consistency"].items():
+        print(f"{kind}: limb leads vs an electrocardiograph's (relative to RMS of II): Einthoven residual "
+              f"{c['einthoven_residual']:.3f}, Goldberger aVR residual {c['goldberger_aVR_residual']:.3f}")
     for title, t in table.items():
+        if title == "lead_consistency":
+            continue
         print(f"{title} (train {t['train']}, {t['test_records']} test records; mean over the non-input leads)")
         print(f"  {'lead':5} {'net':>7} {'linear':>7}   {'own-val net':>11} {'linear':>7}")
         for lead in (*LEAD_NAMES, "mean"):
