@@ -166,15 +166,17 @@ def test_an_encoder_whose_output_is_no_mask_is_gated_on_fidelity(run_cli, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["us-frame-screen", "ecg-3to12"])
-def test_distillation_recovers_zoo_models_on_synthetic_data(run_cli, tmp_path, model):
+# The ECG net's linear lead transform carries most of its accuracy, so pruning its TCN costs little
+# (0.022 of Pearson r at 0.5, 0.025 at 0.7): it is pruned harder and needs a smaller loss to be a test.
+@pytest.mark.parametrize(("model", "sparsity", "min_loss"), [("us-frame-screen", "0.5", 0.05), ("ecg-3to12", "0.7", 0.015)])
+def test_distillation_recovers_zoo_models_on_synthetic_data(run_cli, tmp_path, model, sparsity, min_loss):
     """Zoo demo weights: distillation on fresh synthetic data wins back most of what pruning costs."""
-    res = run_cli("prune", model, "--sparsity", "0.5", "--finetune", "synthetic", "--distill-steps", "80",
+    res = run_cli("prune", model, "--sparsity", sparsity, "--finetune", "synthetic", "--distill-steps", "80",
                   "--eval-samples", "64", "--threads", "1", "--no-onnx-size", "-o", tmp_path / "z.pt2", report=True)
     assert res.returncode == 0, res.stderr[-2000:]
     metric = res.report["metric"]
     lost = metric["before"] - metric["after_pruning_before_distillation"]
-    assert lost > 0.05
+    assert lost > min_loss  # pruning cost something, so the recovery below means something
     assert metric["after"] >= metric["after_pruning_before_distillation"] + 0.5 * lost
     assert res.report["distillation"]["data"]["kind"] == "synthetic"
     assert res.report["distillation"]["runs"][0]["loss"].endswith("+task")
