@@ -179,7 +179,7 @@ def fit_table(n_train: int, n_test: int, epochs: int, tmp: Path, data: Path | No
                     schedule=Schedule(epochs, 0, patience=3), test=[str(folders[test_on, "test"])])
         table[f"fit {fit_on} -> test {test_on}"] = {
             "train": r["train"], "test_records": r["test"]["records"],
-            "derive_limb_leads": r["derive_limb_leads"],
+            "derive_limb_leads": r["derive_limb_leads"], "warnings": r["warnings"],
             "test": {w: {lead: r["test"][w]["per_lead"][lead]["pearson_r"] for lead in LEAD_NAMES}
                      | {"mean": r["test"][w]["mean_pearson_r"]} for w in ("model", "baseline_linear")},
             "validation": {w: {lead: r["validation"][w]["per_lead"][lead]["pearson_r"] for lead in LEAD_NAMES}
@@ -196,6 +196,8 @@ def print_fit_table(table: dict) -> None:
         if title == "lead_consistency":
             continue
         print(f"{title} (train {t['train']}, {t['test_records']} test records; mean over the non-input leads)")
+        for line in t["warnings"]:
+            print(f"  warning: {line}")
         print(f"  {'lead':5} {'net':>7} {'linear':>7}   {'own-val net':>11} {'linear':>7}")
         for lead in (*LEAD_NAMES, "mean"):
             te, va = t["test"], t["validation"]

@@ -288,5 +288,8 @@ def _fit(args: argparse.Namespace) -> DictReport:
             args.personalize, args.output, init=args.init, schedule=schedule, train_fraction=args.personal_train))
     if not args.records:
         raise UsageError("pass 12-lead WFDB records or folders to fit on (or --personalize RECORD)")
-    return DictReport(name="ecg fit", data=run_fit(args.records, args.output, init=args.init, schedule=schedule,
-                                                   val_split=args.val_split, test=args.test))
+    data = run_fit(args.records, args.output, init=args.init, schedule=schedule, val_split=args.val_split,
+                   test=args.test)
+    for line in data["warnings"]:
+        print(f"medge ecg fit: warning: {line}", file=sys.stderr)
+    return DictReport(name="ecg fit", data=data)

@@ -296,6 +296,22 @@ def derive_decision(train: FitData) -> tuple[bool, float]:
     return residual < EINTHOVEN_TOLERANCE, residual
 
 
+def einthoven_warnings(train_residual: float, test_residual: float | None) -> list[str]:
+    """Warnings for records whose limb leads an electrocardiograph could not have recorded (III ≠ II − I):
+    such leads are not one heart seen through electrodes, so a fit on them does not carry to real ECGs,
+    and a test on them measures the generator, not the fit."""
+    warnings = []
+    if train_residual >= EINTHOVEN_TOLERANCE:
+        warnings.append(f"the training records break Einthoven: RMS(III − (II − I)) is {train_residual:.2f} of lead II "
+                        f"(an electrocardiograph's: ≈ 0), so they are not one heart seen through electrodes; the limb "
+                        "leads are predicted instead of derived, and the fit will not carry to real ECGs")
+    if test_residual is not None and test_residual >= EINTHOVEN_TOLERANCE and train_residual < EINTHOVEN_TOLERANCE:
+        warnings.append(f"the --test records break Einthoven (RMS(III − (II − I)) is {test_residual:.2f} of lead II): "
+                        "a model that derives III, aVR, aVL and aVF from I and II, as an electrocardiograph does, "
+                        "cannot match theirs, so their r measures the records' source, not the fit")
+    return warnings
+
+
 def stable(facts: dict[str, Any]) -> dict[str, Any]:
     """The training facts that a rerun with the same seed repeats (not the seconds): what the ONNX metadata keeps."""
     return {k: v for k, v in facts.items() if k != "seconds"}
@@ -368,8 +384,12 @@ def run_fit(paths: list[str], output: str, *, init: str = ZOO_MODEL, schedule: S
               "train": {"records": fit_info["train_records"], "windows": len(train.inputs), **facts},
               "validation_split": {"records": fit_info["val_records"], "windows": len(val.inputs)},
               "derive_limb_leads": derive, "einthoven_residual": residual, "validation": validation}
+    test_residual = None
     if held_out is not None:
+        test_residual = float(np.median([einthoven_residual(y) for y in held_out.targets]))
         report["test"] = {"records": len(set(held_out.records)), "windows": len(held_out.inputs),
+                          "einthoven_residual": test_residual,
                           "model": evaluate(fitted, held_out, leads, rate),
                           "baseline_linear": evaluate(baseline, held_out, leads, rate)}
+    report["warnings"] = einthoven_warnings(residual, test_residual)
     return {**report, "seconds": round(time.perf_counter() - t0, 1)}

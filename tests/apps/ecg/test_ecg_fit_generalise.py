@@ -28,6 +28,31 @@ def test_lead_scales_weigh_small_leads_up():
     assert scales.shape == (12,) and scales[4] == pytest.approx(scales[0] / 10, rel=1e-5)
 
 
+def _records_breaking_einthoven(folder, n: int, seed: int):
+    """Records whose III is II + I, as no electrocardiograph records it (neurokit2's multileads are like that)."""
+    from medge.apps.ecg.io_wfdb import write_ecg
+    from medge.apps.ecg.sources import synthetic_record
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        rec = synthetic_record(10, seed + k)
+        signal = rec.signal_mv.copy()
+        signal[LEADS.index("III")] = signal[LEADS.index("II")] + signal[LEADS.index("I")]
+        write_ecg(folder / f"bad{k:03d}", rec.leads, signal, rec.rate_hz)
+    return folder
+
+
+def test_einthoven_warnings_name_the_records_an_electrocardiograph_could_not_record():
+    from medge.apps.ecg.fit import einthoven_warnings
+
+    assert einthoven_warnings(0.002, None) == [] and einthoven_warnings(0.002, 0.003) == []
+    [train] = einthoven_warnings(1.2, None)
+    assert "training records break Einthoven" in train and "1.20 of lead II" in train and "predicted" in train
+    [test] = einthoven_warnings(0.002, 1.19)
+    assert "--test records break Einthoven" in test and "1.19 of lead II" in test
+    assert einthoven_warnings(1.2, 1.2) == [train]  # a fit that predicts its limb leads is not told twice
+
+
 def test_fit_usage_errors(run_cli, twelve_lead_records, tmp_path):
     res = run_cli("ecg", "fit", "-o", tmp_path / "f.onnx")
     assert_one_line_error(res, "pass 12-lead WFDB records", code=2)
@@ -50,6 +75,13 @@ def test_fit_reports_held_out_test_records_and_personalize_gain(run_cli, twelve_
     for who in ("model", "baseline_linear"):
         assert set(t[who]["per_lead"]) == set(LEADS) and -1 <= t[who]["mean_pearson_r"] <= 1
     assert res.report["train"]["epochs_run"] <= 2 and "best_epoch" in res.report["train"]
+    assert res.report["warnings"] == [] and t["einthoven_residual"] < 0.05
+    broken = _records_breaking_einthoven(tmp_path / "broken", 2, 70)
+    res = run_cli("ecg", "fit", train, "--test", broken, "-o", tmp_path / "b.onnx", "--epochs", 1, "--init", "scratch",
+                  report=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.report["test"]["einthoven_residual"] > 0.5 and len(res.report["warnings"]) == 1
+    assert "medge ecg fit: warning: the --test records break Einthoven" in res.stderr
     dup = run_cli("ecg", "fit", train, "--test", train, "-o", tmp_path / "d.onnx", "--epochs", 1)
     assert_one_line_error(dup, "also occur in the training records")
 
