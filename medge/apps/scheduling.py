@@ -79,6 +79,10 @@ def realtime_threads(priority: int | None) -> Iterator[None]:
         import resource
 
         limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+        if limit == resource.RLIM_INFINITY or limit >= priority:  # allowed by the limit, refused by the cgroup
+            raise UsageError(f"--rt-priority {priority}: the kernel refused real-time scheduling although RLIMIT_RTPRIO "
+                             f"allows it: this process's cgroup has no real-time budget (cpu.rt_runtime_us, on kernels "
+                             "with CONFIG_RT_GROUP_SCHED); give it one, or leave --rt-priority out") from None
         raise UsageError(f"--rt-priority {priority}: this user may not use real-time scheduling (its RLIMIT_RTPRIO "
                          f"is {limit}); {_fix(priority)}") from None
     try:
