@@ -451,8 +451,29 @@ def _report(config: UltrasoundConfig, info, identities: dict[str, dict[str, Any]
         view={"kind": parse_view_kind(config.view), "url": view.url if view else None,
               "frames_sent": view.frames_sent if view else 0, **renderer.describe(info.width, info.height)},
         record={"path": str(recorder.path), "frames": recorder.frames} if recorder and recorder.path.exists() else None,
-        warnings=list(info.warnings), stopped_early=bool(stats["stopped_early"]), elapsed_s=stats["elapsed_s"],
+        warnings=list(info.warnings) + ([hint] if (hint := drop_hint(stats, info.fps, config.rt_priority)) else []),
+        stopped_early=bool(stats["stopped_early"]), elapsed_s=stats["elapsed_s"],
     )
+
+
+def drop_hint(stats: dict[str, Any], source_fps: float | None, rt_priority: int | None) -> str | None:
+    """Why frames were dropped, and what to do: a stage slower than the source's frame interval (at p50)
+    is too slow for the rate; when every stage is faster, other threads preempted them (`--rt-priority`)."""
+    dropped, n_in = stats["frames"]["dropped"], stats["frames"]["in"]
+    if not dropped or not source_fps:
+        return None
+    interval = 1000.0 / source_fps
+    medians = [(s["p50"], name) for name, s in stats["latency_ms"]["stages"].items() if s.get("p50") is not None]
+    if not medians:
+        return None
+    p50, slowest = max(medians)
+    if p50 > interval:
+        return (f"{dropped} of {n_in} frames dropped: the {slowest} stage takes {p50:.1f} ms per frame (p50), more than "
+                f"the source's {interval:.3g} ms; use a faster bundle (INT8, `medge build --prune`) or a lower frame rate")
+    if rt_priority is None:
+        return (f"{dropped} of {n_in} frames dropped although every stage is faster than the source's {interval:.3g} ms "
+                "per frame (p50): other threads preempted them; --rt-priority N runs capture and stages SCHED_FIFO")
+    return None
 
 
 def parse_view_kind(spec: str) -> str:

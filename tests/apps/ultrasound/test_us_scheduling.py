@@ -106,3 +106,18 @@ def test_rt_priority_without_the_right_is_refused_with_the_fix(app_bundles):
     line = assert_one_line_error(res, "--rt-priority 7: this user may not use real-time scheduling", code=2)
     assert "ulimit -r 7" in line and "LimitRTPRIO=7" in line
     assert "browser view at" not in res.stderr  # refused before the view opened its port
+
+
+def test_drop_hint_tells_a_slow_stage_from_preemption():
+    from medge.apps.ultrasound.app import drop_hint
+
+    def stats(dropped: int, **p50: float) -> dict:
+        return {"frames": {"dropped": dropped, "in": 300},
+                "latency_ms": {"stages": {name: {"p50": ms} for name, ms in p50.items()}}}
+
+    assert drop_hint(stats(0, segment=30.0), 60.0, None) is None
+    slow = drop_hint(stats(40, prepare=1.5, segment=21.0), 60.0, None)
+    assert slow.startswith("40 of 300 frames dropped: the segment stage takes 21.0 ms") and "16.7 ms" in slow
+    preempted = drop_hint(stats(2, prepare=1.5, segment=9.0), 60.0, None)
+    assert "every stage is faster than the source's 16.7 ms" in preempted and "--rt-priority" in preempted
+    assert drop_hint(stats(2, prepare=1.5, segment=9.0), 60.0, 10) is None  # already FIFO: nothing more to suggest
