@@ -90,41 +90,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_CLIENT = """
+import http.client, signal, sys, time
+port, parts, stop = int(sys.argv[1]), 0, []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/stream")
+        resp = conn.getresponse()
+        while not stop:
+            line = resp.readline()
+            if not line:
+                break
+            if line.lower().startswith(b"content-length:"):
+                resp.readline()
+                resp.read(int(line.split(b":")[1]))
+                parts += 1
+        conn.close()
+    except OSError:
+        pass
+    time.sleep(0.01)
+print(parts, flush=True)
+"""
+
+
 class StreamClient:
-    """A viewer on the browser view's MJPEG stream (reads parts as fast as they come, counts them)."""
+    """A viewer on the browser view's MJPEG stream, in its own process as a browser is (so it takes no GIL
+    from the app): reads parts as fast as they come and counts them."""
 
     def __init__(self, port: int) -> None:
-        import threading
-
-        self.port, self.parts, self._stop = port, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import http.client
-
-        while not self._stop.is_set():
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/stream")
-                resp = conn.getresponse()
-                while not self._stop.is_set():
-                    line = resp.readline()
-                    if not line:
-                        break
-                    if line.lower().startswith(b"content-length:"):
-                        resp.readline()
-                        resp.read(int(line.split(b":")[1]))
-                        self.parts += 1
-                conn.close()
-            except OSError:
-                pass
-            self._stop.wait(0.01)
+        self._proc = subprocess.Popen([sys.executable, "-c", _CLIENT, str(port)], stdout=subprocess.PIPE, text=True)
 
     def close(self) -> int:
-        self._stop.set()
-        self._thread.join(5)
-        return self.parts
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        return int(out.strip() or 0)
 
 
 def naive_loop(video: Path, unet: Path, screen: Path, threads: int, pace: float | None = None,

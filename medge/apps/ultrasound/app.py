@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage
+from medge.apps.pipeline import Item, Pipeline, Sink, SourceEvent, Stage, clock
 from medge.apps.scheduling import check_realtime, realtime_threads, thread_scheduling
 from medge.common.errors import UsageError
 from medge.common.reports import Report
@@ -27,7 +28,7 @@ from medge.apps.ultrasound.outputs import VideoRecorder, WindowView, check_windo
 from medge.apps.ultrasound.overlay import mask_at_frame, min_area_px, no_signal_card, parse_min_area
 from medge.apps.ultrasound.render import Renderer, Snapshot, downscale
 from medge.apps.ultrasound.sources import open_source
-from medge.apps.view import BrowserView, parse_view
+from medge.apps.view import BrowserView, encode_jpeg, parse_view
 from medge.common.fileio import sha256_file
 
 
@@ -399,6 +400,17 @@ def _run(config: UltrasoundConfig) -> UltrasoundReport:
                     "{}×{} → {}×{}".format(*event.detail["from"], *event.detail["to"])
                 print(f"medge ultrasound: source {event.kind} ({detail})", file=sys.stderr, flush=True)
 
+        def warm_up() -> None:  # first calls of OpenCV's resize, labelling and JPEG paths, outside the timed run
+            image = np.zeros((info.height, info.width), np.uint8)  # (at 1080p60 they cost the first frames 20-30 ms)
+            prepare(Item(-1, SimpleNamespace(index=-1, image=image, truth=None, notice=None), clock()))
+            prob = np.zeros((seg_h, seg_w), np.float32)
+            prob[seg_h // 4:seg_h // 2, seg_w // 4:seg_w // 2] = 1.0
+            calibration = _calibration(info, info.width, info.height)
+            result = mask_at_frame(prob, info.height, info.width, calibration, config.mask_threshold,
+                                   min_area_px(min_area, calibration))
+            encode_jpeg(renderer.bgr(Snapshot(image, result, -1, clock(), False, None)), config.jpeg_quality)
+
+        warm_up()
         stages = [Stage("prepare", prepare)]
         if screen is not None:
             stages.append(Stage("screen", run_screen))
