@@ -55,8 +55,9 @@ def run(args: argparse.Namespace):
                           health_timeout_s=args.health_timeout)
     report = run_deploy(config, ssh_options(args))
     if not report.ok:
-        error = MedgeError(f"deploy step '{report.failed_step}' failed: {report.error}"
-                           + ("; the previous deployment was left running" if action == "deploy" else ""))
+        rolled_back = next((s["detail"] for s in report.steps if s["name"] == "roll back"), None)
+        after = f"; {rolled_back}" if rolled_back else "; the previous deployment was left running"
+        error = MedgeError(f"deploy step '{report.failed_step}' failed: {report.error}" + (after if action == "deploy" else ""))
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report

@@ -226,11 +226,12 @@ class Deployer:
         self.sh(f"{self.sudo}systemctl stop {self.spec.service}")
         return self.state()
 
-    def roll_back(self, previous: dict[str, Any] | None) -> str:
-        """Stop the new app and start the previous deployment again (if there was one)."""
+    def roll_back(self, previous: dict[str, Any] | None, health_timeout_s: float) -> tuple[bool, str]:
+        """Stop the new app and start the previous deployment again (if there was one); (whether the
+        device is back to a working state, what happened), the previous app's health checked as a new one's."""
         self.stop()
         if not previous:
-            return "no previous deployment to restore; the app is stopped"
+            return True, "no previous deployment to restore; the app is stopped"
         if self.spec.supervisor == "systemd":
             unit = f"/etc/systemd/system/{self.spec.service}.service"
             self.sh(f"[ -f {unit}.prev ] && {self.sudo}mv -f {unit}.prev {unit} && {self.sudo}systemctl daemon-reload", check=False)
@@ -238,9 +239,13 @@ class Deployer:
         self.spec = dataclasses.replace(current, app_args=tuple(previous.get("app_args", current.app_args)))
         try:
             self.start(previous["bundle"])
+            health = self.health(health_timeout_s)
         finally:
             self.spec = current
-        return f"the previous deployment ({previous['bundle']}) runs again"
+        if health["ok"]:
+            return True, f"the previous deployment ({previous['bundle']}) runs again and answers its health check"
+        return False, (f"the previous deployment ({previous['bundle']}) was started again but does not answer its "
+                       f"health check: {health['detail']}")
 
 
 @dataclass
@@ -345,7 +350,9 @@ def _deploy(deployer: Deployer, config: DeployConfig, report: DeployReport, conn
         report.state = deployer.step("start", lambda: deployer.start(remote))
         report.health = deployer.step("health", lambda: _healthy(deployer, config.health_timeout_s))
     except _StepFailed:
-        report.steps.append({"name": "roll back", "status": "ok", "seconds": None, "detail": deployer.roll_back(previous)})
+        restored, detail = deployer.roll_back(previous, config.health_timeout_s)
+        report.steps.append({"name": "roll back", "status": "ok" if restored else "failed", "seconds": None,
+                             "detail": detail})
         raise
     record = {"bundle": remote, "manifest_sha256": report.manifest_sha256, "app": spec.app, "app_args": list(spec.app_args),
               "supervisor": spec.supervisor, "command": spec.command(remote), "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
