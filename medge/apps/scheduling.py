@@ -44,11 +44,6 @@ def thread_scheduling() -> str:
             getattr(os, "SCHED_IDLE", -1): "SCHED_IDLE"}.get(policy, "SCHED_OTHER")
 
 
-def _fix(priority: int) -> str:
-    return (f"allow it with `ulimit -r {priority}` (or LimitRTPRIO={priority} in a systemd unit, or CAP_SYS_NICE), "
-            "or leave --rt-priority out")
-
-
 def check_realtime(priority: int | None) -> None:
     """Raise what `realtime_threads` would raise for `priority`, now (before any port or device is opened)."""
     with realtime_threads(priority):
@@ -84,7 +79,8 @@ def realtime_threads(priority: int | None) -> Iterator[None]:
                              f"allows it: this process's cgroup has no real-time budget (cpu.rt_runtime_us, on kernels "
                              "with CONFIG_RT_GROUP_SCHED); give it one, or leave --rt-priority out") from None
         raise UsageError(f"--rt-priority {priority}: this user may not use real-time scheduling (its RLIMIT_RTPRIO "
-                         f"is {limit}); {_fix(priority)}") from None
+                         f"is {limit}); allow it with `ulimit -r {priority}` (or LimitRTPRIO={priority} in a systemd "
+                         "unit, or CAP_SYS_NICE), or leave --rt-priority out") from None
     try:
         yield
     finally:
